@@ -1,0 +1,44 @@
+# InfraWatch developer commands. `make run` and `make test` create the venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
+
+.PHONY: install run test unit protos check-protos lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole platform locally on the embedded SQLite default (Ctrl-C stops it).
+run: install
+	$(PY) -m services.launcher
+
+## Everything CI checks: generated code in sync, lint, then every test tier.
+test: install check-protos lint
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+protos: install
+	$(call PROTOC,protos)
+
+check-protos: install
+	@tmp=$$(mktemp -d) && cp -r protos/. $$tmp/ && \
+	find $$tmp -name '*_pb2*.py*' -delete && \
+	$(call PROTOC,$$tmp) && \
+	if diff -r -x '__pycache__' -x '__init__.py' protos $$tmp; then echo "protos: generated code is in sync"; rm -rf $$tmp; \
+	else echo "protos: generated code differs from the .proto files; run 'make protos' and commit" >&2; rm -rf $$tmp; exit 1; fi
+
+lint: install
+	$(VENV)/bin/ruff check services agent tests bench
+
+clean:
+	rm -rf $(VENV) data bench.json

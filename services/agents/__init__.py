@@ -1,0 +1,1 @@
+"""The agents bounded context: registration, heartbeat, inventory, liveness and agent credentials."""

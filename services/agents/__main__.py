@@ -1,0 +1,81 @@
+"""Composition root of the agents service: settings, engine, servicer, server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from infrawatch.agents.v1 import agents_pb2_grpc
+from services.agents.domain import LivenessPolicy
+from services.agents.repository import SqlUnitOfWork
+from services.agents.service import AgentsContext
+from services.agents.servicer import SERVICE_NAME, AgentServicer
+from services.agents.settings import AGENTS_VARS, AgentsSettings
+from services.common.clock import wall_clock_ms
+from services.common.config import ConfigError, argument_parser
+from services.common.db import check_database, create_db_engine, database_url, migrate
+from services.common.logs import configure_logging, event
+from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_agents"
+
+_log = logging.getLogger("infrawatch.agents")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argument_parser(
+        "python -m services.agents",
+        "InfraWatch agents service: registration, heartbeats, inventory, liveness and agent "
+        "credentials, over gRPC (infrawatch.agents.v1.AgentService).",
+        AGENTS_VARS,
+    ).parse_args(argv)
+    try:
+        settings = AgentsSettings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"infrawatch agents: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+
+    engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "agents"))
+    ctx = AgentsContext(
+        uow=lambda: SqlUnitOfWork(engine),
+        now_ms=wall_clock_ms,
+        policy=LivenessPolicy(
+            heartbeat_interval_s=max(1, round(settings.heartbeat_interval)),
+            stale_after_intervals=settings.stale_after_intervals,
+            offline_after_intervals=settings.offline_after_intervals,
+        ),
+        operator_token=settings.operator_token,
+    )
+    servicer = AgentServicer(ctx)
+    server, health, port = build_server(
+        [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
+        address=f"{settings.bind_host}:{settings.agents_port}",
+        max_message_bytes=settings.max_message_bytes,
+    )
+    event(
+        _log,
+        "agents service listening",
+        port=port,
+        database=engine.url.render_as_string(hide_password=True),
+    )
+    stop = install_stop_signals()
+    try:
+        serve(
+            server,
+            health,
+            service_names=[SERVICE_NAME],
+            prepare=lambda: migrate(engine, MIGRATIONS, VERSION_TABLE),
+            is_healthy=lambda: check_database(engine),
+            stop=stop,
+            grace_seconds=settings.shutdown_grace,
+        )
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

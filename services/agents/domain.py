@@ -1,0 +1,185 @@
+"""Agents, their liveness and their credentials, free of any transport or storage concern."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+
+from services.common.errors import InvalidArgument
+
+MAX_HOSTNAME = 253
+MAX_VERSION = 64
+MAX_OS = 64
+MAX_ARCH = 32
+MAX_KERNEL = 128
+MAX_LABELS = 32
+MAX_LABEL_NAME = 63
+MAX_LABEL_VALUE = 256
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TOKEN_PREFIX = "iwa_"
+
+
+class AgentStatus(enum.Enum):
+    ONLINE = "online"
+    STALE = "stale"
+    OFFLINE = "offline"
+    DEREGISTERED = "deregistered"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Hardware and software facts the agent reports about its host."""
+
+    cpu_count: int = 0
+    memory_total_bytes: int = 0
+    kernel_version: str = ""
+    boot_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a host says about itself when it registers."""
+
+    hostname: str
+    agent_version: str = ""
+    os: str = ""
+    arch: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    inventory: Inventory = field(default_factory=Inventory)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A registered host agent. Times are milliseconds since the Unix epoch."""
+
+    agent_id: str
+    hostname: str
+    agent_version: str
+    os: str
+    arch: str
+    labels: dict[str, str]
+    inventory: Inventory
+    registered_at_ms: int
+    last_heartbeat_at_ms: int
+    token_hash: str | None
+    deregistered_at_ms: int | None = None
+
+    def reregistered(self, registration: Registration, token_hash: str, now_ms: int) -> Agent:
+        """The same agent after its host registered again: new metadata, new token, alive."""
+        return replace(
+            self,
+            agent_version=registration.agent_version,
+            os=registration.os,
+            arch=registration.arch,
+            labels=dict(registration.labels),
+            inventory=registration.inventory,
+            token_hash=token_hash,
+            last_heartbeat_at_ms=now_ms,
+            deregistered_at_ms=None,
+        )
+
+
+@dataclass(frozen=True)
+class LivenessPolicy:
+    """How old a last heartbeat may be for each status, in heartbeat intervals."""
+
+    heartbeat_interval_s: int = 10
+    stale_after_intervals: float = 2
+    offline_after_intervals: float = 5
+
+    def online_since_ms(self, now_ms: int) -> int:
+        """Heartbeats at or after this instant mean ONLINE."""
+        return now_ms - int(self.stale_after_intervals * self.heartbeat_interval_s * 1000)
+
+    def stale_since_ms(self, now_ms: int) -> int:
+        """Heartbeats at or after this instant (and before online_since_ms) mean STALE."""
+        return now_ms - int(self.offline_after_intervals * self.heartbeat_interval_s * 1000)
+
+    def status_of(self, agent: Agent, now_ms: int) -> AgentStatus:
+        if agent.deregistered_at_ms is not None:
+            return AgentStatus.DEREGISTERED
+        if agent.last_heartbeat_at_ms >= self.online_since_ms(now_ms):
+            return AgentStatus.ONLINE
+        if agent.last_heartbeat_at_ms >= self.stale_since_ms(now_ms):
+            return AgentStatus.STALE
+        return AgentStatus.OFFLINE
+
+
+@dataclass(frozen=True)
+class AgentQuery:
+    """A page request of ListAgents: statuses to keep (empty: all but DEREGISTERED), labels to match."""
+
+    statuses: frozenset[AgentStatus] = frozenset()
+    labels: dict[str, str] = field(default_factory=dict)
+    page_size: int = DEFAULT_PAGE_SIZE
+    after_hostname: str = ""
+
+
+def new_token() -> str:
+    """A fresh agent token: 256 random bits, prefixed so leaked tokens are recognisable."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token. Tokens are random 256-bit secrets, so a plain SHA-256
+    is not open to dictionary attacks and keeps lookups by hash cheap."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_length(field_name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{field_name} is {len(value)} characters long; the limit is {limit}")
+
+
+def validate_labels(labels: dict[str, str], field_name: str = "labels") -> None:
+    """Reject label sets an operator could not query or that would bloat the store."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"{field_name} has {len(labels)} entries; the limit is {MAX_LABELS}")
+    for name, value in labels.items():
+        if not _LABEL_NAME.match(name) or len(name) > MAX_LABEL_NAME:
+            raise InvalidArgument(
+                f"{field_name}: label name {name[:80]!r} is invalid; names match [a-zA-Z_][a-zA-Z0-9_]* "
+                f"and are at most {MAX_LABEL_NAME} characters"
+            )
+        _check_length(f"{field_name}[{name}]", value, MAX_LABEL_VALUE)
+
+
+def validate_registration(registration: Registration) -> None:
+    """Raise InvalidArgument naming the first field that breaks a rule."""
+    hostname = registration.hostname
+    if not hostname:
+        raise InvalidArgument("hostname is required")
+    _check_length("hostname", hostname, MAX_HOSTNAME)
+    if not _HOSTNAME.match(hostname):
+        raise InvalidArgument(
+            f"hostname {hostname[:80]!r} is invalid; use letters, digits, '.', '-' and '_'"
+        )
+    _check_length("agent_version", registration.agent_version, MAX_VERSION)
+    _check_length("os", registration.os, MAX_OS)
+    _check_length("arch", registration.arch, MAX_ARCH)
+    _check_length("inventory.kernel_version", registration.inventory.kernel_version, MAX_KERNEL)
+    validate_labels(registration.labels)
+
+
+def validate_agent_id(agent_id: str) -> None:
+    if not agent_id:
+        raise InvalidArgument("agent_id is required")
+    if not _UUID.match(agent_id):
+        raise InvalidArgument(f"agent_id {agent_id[:80]!r} is not a valid agent id (a lowercase UUID)")
+
+
+def validate_page_size(page_size: int) -> int:
+    """The page size to use: 0 means the default; above the limit is an error."""
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    if page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size is {page_size}; the limit is {MAX_PAGE_SIZE}")
+    return page_size

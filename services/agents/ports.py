@@ -1,0 +1,45 @@
+"""The seams of the agents use cases: what they need from storage, as protocols."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+from services.agents.domain import Agent, AgentQuery, LivenessPolicy
+
+
+class AgentRepository(Protocol):
+    def get(self, agent_id: str) -> Agent | None: ...
+
+    def get_by_hostname(self, hostname: str) -> Agent | None: ...
+
+    def get_by_token_hash(self, token_hash: str) -> Agent | None: ...
+
+    def add(self, agent: Agent) -> None: ...
+
+    def update(self, agent: Agent) -> None: ...
+
+    def touch(self, agent_id: str, heartbeat_at_ms: int) -> None:
+        """Record a heartbeat without rewriting the rest of the agent."""
+        ...
+
+    def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
+        """Agents after `query.after_hostname` in hostname order, at most `query.page_size + 1`."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: nothing is stored unless `commit` is called before the block ends."""
+
+    agents: AgentRepository
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...

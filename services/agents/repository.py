@@ -1,0 +1,169 @@
+"""SQLAlchemy Core implementation of the agents repository and unit of work."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.agents.domain import Agent, AgentQuery, AgentStatus, Inventory, LivenessPolicy
+from services.agents.tables import agent_labels, agents
+
+
+def _agent_row(agent: Agent) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "hostname": agent.hostname,
+        "agent_version": agent.agent_version,
+        "os": agent.os,
+        "arch": agent.arch,
+        "cpu_count": agent.inventory.cpu_count,
+        "memory_total_bytes": agent.inventory.memory_total_bytes,
+        "kernel_version": agent.inventory.kernel_version,
+        "boot_time_ms": agent.inventory.boot_time_ms,
+        "token_hash": agent.token_hash,
+        "registered_at_ms": agent.registered_at_ms,
+        "last_heartbeat_at_ms": agent.last_heartbeat_at_ms,
+        "deregistered_at_ms": agent.deregistered_at_ms,
+    }
+
+
+def _agent_from(row: Any, labels: dict[str, str]) -> Agent:
+    return Agent(
+        agent_id=row.agent_id,
+        hostname=row.hostname,
+        agent_version=row.agent_version,
+        os=row.os,
+        arch=row.arch,
+        labels=labels,
+        inventory=Inventory(
+            cpu_count=row.cpu_count,
+            memory_total_bytes=row.memory_total_bytes,
+            kernel_version=row.kernel_version,
+            boot_time_ms=row.boot_time_ms,
+        ),
+        registered_at_ms=row.registered_at_ms,
+        last_heartbeat_at_ms=row.last_heartbeat_at_ms,
+        token_hash=row.token_hash,
+        deregistered_at_ms=row.deregistered_at_ms,
+    )
+
+
+def _status_condition(status: AgentStatus, policy: LivenessPolicy, now_ms: int) -> ColumnElement[bool]:
+    """The SQL twin of LivenessPolicy.status_of, so filtering happens in the database."""
+    if status is AgentStatus.DEREGISTERED:
+        return agents.c.deregistered_at_ms.is_not(None)
+    live = agents.c.deregistered_at_ms.is_(None)
+    beat = agents.c.last_heartbeat_at_ms
+    if status is AgentStatus.ONLINE:
+        return and_(live, beat >= policy.online_since_ms(now_ms))
+    if status is AgentStatus.STALE:
+        return and_(live, beat < policy.online_since_ms(now_ms), beat >= policy.stale_since_ms(now_ms))
+    return and_(live, beat < policy.stale_since_ms(now_ms))
+
+
+class SqlAgentRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def _labels_of(self, agent_ids: list[str]) -> dict[str, dict[str, str]]:
+        labels: dict[str, dict[str, str]] = defaultdict(dict)
+        if agent_ids:
+            rows = self._connection.execute(
+                select(agent_labels).where(agent_labels.c.agent_id.in_(agent_ids))
+            )
+            for row in rows:
+                labels[row.agent_id][row.name] = row.value
+        return labels
+
+    def _one(self, condition: ColumnElement[bool]) -> Agent | None:
+        row = self._connection.execute(select(agents).where(condition)).first()
+        if row is None:
+            return None
+        return _agent_from(row, self._labels_of([row.agent_id])[row.agent_id])
+
+    def get(self, agent_id: str) -> Agent | None:
+        return self._one(agents.c.agent_id == agent_id)
+
+    def get_by_hostname(self, hostname: str) -> Agent | None:
+        return self._one(agents.c.hostname == hostname)
+
+    def get_by_token_hash(self, token_hash: str) -> Agent | None:
+        return self._one(agents.c.token_hash == token_hash)
+
+    def _write_labels(self, agent: Agent) -> None:
+        self._connection.execute(delete(agent_labels).where(agent_labels.c.agent_id == agent.agent_id))
+        if agent.labels:
+            self._connection.execute(
+                insert(agent_labels),
+                [{"agent_id": agent.agent_id, "name": k, "value": v} for k, v in agent.labels.items()],
+            )
+
+    def add(self, agent: Agent) -> None:
+        self._connection.execute(insert(agents).values(_agent_row(agent)))
+        self._write_labels(agent)
+
+    def update(self, agent: Agent) -> None:
+        self._connection.execute(
+            update(agents).where(agents.c.agent_id == agent.agent_id).values(_agent_row(agent))
+        )
+        self._write_labels(agent)
+
+    def touch(self, agent_id: str, heartbeat_at_ms: int) -> None:
+        self._connection.execute(
+            update(agents)
+            .where(agents.c.agent_id == agent_id)
+            .values(last_heartbeat_at_ms=heartbeat_at_ms)
+        )
+
+    def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
+        statement = select(agents).where(agents.c.hostname > query.after_hostname)
+        if query.statuses:
+            statement = statement.where(
+                or_(*(_status_condition(s, policy, now_ms) for s in query.statuses))
+            )
+        else:
+            statement = statement.where(agents.c.deregistered_at_ms.is_(None))
+        for name, value in query.labels.items():
+            statement = statement.where(
+                exists().where(
+                    agent_labels.c.agent_id == agents.c.agent_id,
+                    agent_labels.c.name == name,
+                    agent_labels.c.value == value,
+                )
+            )
+        statement = statement.order_by(agents.c.hostname).limit(query.page_size + 1)
+        rows = self._connection.execute(statement).all()
+        labels = self._labels_of([row.agent_id for row in rows])
+        return [_agent_from(row, labels[row.agent_id]) for row in rows]
+
+
+class SqlUnitOfWork:
+    """A connection and a transaction; rolled back unless committed."""
+
+    agents: SqlAgentRepository
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self._connection = self._engine.connect()
+        self._transaction = self._connection.begin()
+        self.agents = SqlAgentRepository(self._connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._transaction.is_active:
+            self._transaction.rollback()
+        self._connection.close()
+
+    def commit(self) -> None:
+        self._transaction.commit()

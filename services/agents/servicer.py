@@ -1,0 +1,130 @@
+"""gRPC edge of the agents context: proto in, one use case, proto out."""
+
+from __future__ import annotations
+
+import grpc
+
+from infrawatch.agents.v1 import agents_pb2 as pb
+from infrawatch.agents.v1 import agents_pb2_grpc
+from services.agents import service
+from services.agents.domain import Agent, AgentStatus, Inventory, Registration
+from services.agents.service import AgentsContext
+from services.common.errors import InvalidArgument
+from services.common.metadata import bearer_token
+from services.common.timestamps import to_epoch_ms, to_timestamp
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+
+_STATUS_TO_PROTO = {
+    AgentStatus.ONLINE: pb.AGENT_STATUS_ONLINE,
+    AgentStatus.STALE: pb.AGENT_STATUS_STALE,
+    AgentStatus.OFFLINE: pb.AGENT_STATUS_OFFLINE,
+    AgentStatus.DEREGISTERED: pb.AGENT_STATUS_DEREGISTERED,
+}
+_STATUS_FROM_PROTO = {value: key for key, value in _STATUS_TO_PROTO.items()}
+
+
+def _inventory_from(message: pb.Inventory) -> Inventory:
+    return Inventory(
+        cpu_count=message.cpu_count,
+        memory_total_bytes=message.memory_total_bytes,
+        kernel_version=message.kernel_version,
+        boot_time_ms=to_epoch_ms(message.boot_time) if message.HasField("boot_time") else 0,
+    )
+
+
+def _statuses_from(values: list[int]) -> frozenset[AgentStatus]:
+    statuses = set()
+    for value in values:
+        if value not in _STATUS_FROM_PROTO:
+            raise InvalidArgument(f"statuses: {value} is not a valid AgentStatus")
+        statuses.add(_STATUS_FROM_PROTO[value])
+    return frozenset(statuses)
+
+
+class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
+    def __init__(self, ctx: AgentsContext) -> None:
+        self._ctx = ctx
+
+    def _to_proto(self, agent: Agent) -> pb.Agent:
+        message = pb.Agent(
+            agent_id=agent.agent_id,
+            hostname=agent.hostname,
+            agent_version=agent.agent_version,
+            os=agent.os,
+            arch=agent.arch,
+            labels=agent.labels,
+            status=_STATUS_TO_PROTO[self._ctx.policy.status_of(agent, self._ctx.now_ms())],
+            registered_at=to_timestamp(agent.registered_at_ms),
+            last_heartbeat_at=to_timestamp(agent.last_heartbeat_at_ms),
+            inventory=pb.Inventory(
+                cpu_count=agent.inventory.cpu_count,
+                memory_total_bytes=agent.inventory.memory_total_bytes,
+                kernel_version=agent.inventory.kernel_version,
+            ),
+            heartbeat_interval_seconds=self._ctx.policy.heartbeat_interval_s,
+        )
+        if agent.inventory.boot_time_ms:
+            message.inventory.boot_time.CopyFrom(to_timestamp(agent.inventory.boot_time_ms))
+        if agent.deregistered_at_ms is not None:
+            message.deregistered_at.CopyFrom(to_timestamp(agent.deregistered_at_ms))
+        return message
+
+    def RegisterAgent(
+        self, request: pb.RegisterAgentRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterAgentResponse:
+        registration = Registration(
+            hostname=request.hostname,
+            agent_version=request.agent_version,
+            os=request.os,
+            arch=request.arch,
+            labels=dict(request.labels),
+            inventory=_inventory_from(request.inventory),
+        )
+        agent, token = service.register_agent(self._ctx, registration)
+        return pb.RegisterAgentResponse(
+            agent_id=agent.agent_id,
+            agent_token=token,
+            heartbeat_interval_seconds=self._ctx.policy.heartbeat_interval_s,
+            agent=self._to_proto(agent),
+        )
+
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        inventory = _inventory_from(request.inventory) if request.HasField("inventory") else None
+        service.heartbeat(self._ctx, request.agent_id, bearer_token(context), inventory)
+        return pb.HeartbeatResponse(
+            server_time=to_timestamp(self._ctx.now_ms()),
+            heartbeat_interval_seconds=self._ctx.policy.heartbeat_interval_s,
+        )
+
+    def DeregisterAgent(
+        self, request: pb.DeregisterAgentRequest, context: grpc.ServicerContext
+    ) -> pb.DeregisterAgentResponse:
+        agent = service.deregister_agent(self._ctx, request.agent_id, bearer_token(context))
+        return pb.DeregisterAgentResponse(agent=self._to_proto(agent))
+
+    def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
+        return pb.GetAgentResponse(agent=self._to_proto(service.get_agent(self._ctx, request.agent_id)))
+
+    def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        page = service.list_agents(
+            self._ctx,
+            statuses=_statuses_from(list(request.statuses)),
+            labels=dict(request.label_selector),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListAgentsResponse(
+            agents=[self._to_proto(agent) for agent in page.agents],
+            next_page_token=page.next_page_token,
+        )
+
+    def AuthenticateAgent(
+        self, request: pb.AuthenticateAgentRequest, context: grpc.ServicerContext
+    ) -> pb.AuthenticateAgentResponse:
+        agent = service.authenticate_agent(self._ctx, request.agent_token)
+        return pb.AuthenticateAgentResponse(
+            agent_id=agent.agent_id, hostname=agent.hostname, labels=agent.labels
+        )

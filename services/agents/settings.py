@@ -1,0 +1,60 @@
+"""Settings of the agents service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.config import COMMON_VARS, ConfigError, Var, duration_seconds, port, positive_float, read_vars
+
+AGENTS_VARS: tuple[Var, ...] = (
+    *COMMON_VARS,
+    Var("INFRAWATCH_AGENTS_PORT", "50051", "Port of the agents service.", port),
+    Var(
+        "INFRAWATCH_HEARTBEAT_INTERVAL",
+        "10s",
+        "How often agents are told to send heartbeats.",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_STALE_AFTER_INTERVALS",
+        "2",
+        "An agent silent for more than this many heartbeat intervals is STALE.",
+        positive_float,
+    ),
+    Var(
+        "INFRAWATCH_OFFLINE_AFTER_INTERVALS",
+        "5",
+        "An agent silent for more than this many heartbeat intervals is OFFLINE.",
+        positive_float,
+    ),
+    Var(
+        "INFRAWATCH_OPERATOR_TOKEN",
+        "",
+        "Bearer token that lets an operator (or the gateway on an operator's behalf) deregister agents.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class AgentsSettings:
+    database_url: str
+    data_dir: str
+    bind_host: str
+    log_level: str
+    shutdown_grace: float
+    max_message_bytes: int
+    agents_port: int
+    heartbeat_interval: float
+    stale_after_intervals: float
+    offline_after_intervals: float
+    operator_token: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AgentsSettings:
+        settings = cls(**read_vars(AGENTS_VARS, environ))
+        if settings.offline_after_intervals <= settings.stale_after_intervals:
+            raise ConfigError(
+                "INFRAWATCH_OFFLINE_AFTER_INTERVALS must be greater than INFRAWATCH_STALE_AFTER_INTERVALS"
+            )
+        return settings

@@ -1,0 +1,1 @@
+"""Shared server kit: settings, logging, errors, database and the gRPC server factory."""

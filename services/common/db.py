@@ -1,0 +1,89 @@
+"""Database engines and schema migrations for both supported stores.
+
+PostgreSQL (through psycopg2) is the production store; SQLite is the
+embedded default so the platform runs with nothing to install. Each service
+gets its own SQLite file and its own alembic version table, so no service
+can see another's schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+
+from services.common.logs import event as log_event
+
+_log = logging.getLogger("infrawatch.db")
+
+
+def database_url(configured: str, data_dir: str, service: str) -> str:
+    """The configured URL, or the service's own SQLite file under `data_dir`."""
+    if configured:
+        if configured.startswith("postgres://"):
+            return "postgresql://" + configured.removeprefix("postgres://")
+        return configured
+    directory = Path(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(directory / f'{service}.db').resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run while ingest writes; synchronous=FULL makes a commit durable
+    # before it returns, which is what an acknowledgement promises.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_db_engine(url: str, **options: Any) -> Engine:
+    """An engine for `url` with the settings InfraWatch relies on for that backend."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **options)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    options.setdefault("pool_pre_ping", True)
+    options.setdefault("pool_size", 10)
+    options.setdefault("max_overflow", 10)
+    return create_engine(url, **options)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def check_database(engine: Engine) -> bool:
+    """True when a trivial query succeeds; used by health checks."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception as exc:
+        log_event(_log, "database check failed", logging.WARNING, error=str(exc).splitlines()[0])
+        return False
+
+
+def migrate(engine: Engine, migrations_dir: Path, version_table: str) -> None:
+    """Bring the schema to the newest version.
+
+    On PostgreSQL an advisory lock keyed by the version table serialises
+    replicas that start at the same moment, so migrations run exactly once.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["version_table"] = version_table
+    with engine.begin() as connection:
+        if is_postgres(engine):
+            lock_key = zlib.crc32(version_table.encode())
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    log_event(_log, "schema up to date", version_table=version_table)

@@ -1,0 +1,131 @@
+"""The one place where domain errors become gRPC status codes.
+
+`CallInterceptor` wraps every handler of a server: it maps a raised
+`DomainError` to its status with the error's message, turns anything
+unexpected into INTERNAL with a generic message (the traceback goes to the
+log, never to the client), and logs one line per call with its latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from services.common import errors
+from services.common.logs import event
+
+STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+_log = logging.getLogger("infrawatch.rpc")
+_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def status_for(error: errors.DomainError) -> grpc.StatusCode:
+    """The status code of a domain error, looked up along its class hierarchy."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+class _CallLog:
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        self.level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
+
+    def done(self, code: grpc.StatusCode, detail: str = "") -> None:
+        elapsed_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        fields: dict[str, Any] = {"method": self.method, "code": code.name, "duration_ms": elapsed_ms}
+        if detail:
+            fields["detail"] = detail
+        event(_log, "rpc finished", self.level, **fields)
+
+
+def _fail(context: grpc.ServicerContext, call: _CallLog, exc: Exception) -> None:
+    if isinstance(exc, errors.DomainError):
+        code = status_for(exc)
+        call.done(code, str(exc))
+        context.abort(code, str(exc))
+    already = context.code() if hasattr(context, "code") else None
+    if already is not None and already != grpc.StatusCode.OK:
+        call.done(already)
+        raise exc
+    if not context.is_active():
+        call.done(grpc.StatusCode.CANCELLED)
+        raise exc
+    _log.error(
+        "rpc failed unexpectedly", exc_info=exc, extra={"fields": {"method": call.method}}
+    )
+    call.done(grpc.StatusCode.INTERNAL)
+    context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _wrap_single(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        call = _CallLog(method)
+        try:
+            response = behavior(request, context)
+        except Exception as exc:
+            _fail(context, call, exc)
+            raise
+        call.done(grpc.StatusCode.OK)
+        return response
+
+    return handle
+
+
+def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        call = _CallLog(method)
+        try:
+            yield from behavior(request, context)
+        except GeneratorExit:
+            call.done(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            _fail(context, call, exc)
+            raise
+        call.done(grpc.StatusCode.OK)
+
+    return handle
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """Maps domain errors to status codes and logs every call."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, method), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, method), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method), **codec)

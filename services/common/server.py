@@ -1,0 +1,126 @@
+"""The gRPC server factory and lifecycle every InfraWatch service uses.
+
+`build_server` wires health, reflection, the error/logging interceptor and
+message-size limits and returns `(server, health, port)` so tests can bind
+port 0. `serve` runs the server until SIGTERM/SIGINT: health stays
+NOT_SERVING until `prepare` (database reachable, migrations applied)
+succeeds, follows `is_healthy` afterwards, and flips to NOT_SERVING before
+the server drains in-flight calls for the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.grpc_errors import CallInterceptor
+from services.common.logs import event
+
+_log = logging.getLogger("infrawatch.server")
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to host: its full proto service name and how to add it to a server."""
+
+    full_name: str
+    add_to_server: Callable[[grpc.Server], None]
+
+
+def build_server(
+    bindings: Sequence[ServiceBinding],
+    *,
+    address: str,
+    max_message_bytes: int,
+    max_workers: int = 64,
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """Create a server hosting `bindings`, health and reflection; every service starts NOT_SERVING."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[CallInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for binding in bindings:
+        binding.add_to_server(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [binding.full_name for binding in bindings]
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    return server, health_servicer, port
+
+
+def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], serving: bool) -> None:
+    """Set the overall status and every named service's status at once."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *names]:
+        health_servicer.set(name, status)
+
+
+def install_stop_signals() -> threading.Event:
+    """An event set by the first SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        event(_log, "stop signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def serve(
+    server: grpc.Server,
+    health_servicer: health.HealthServicer,
+    *,
+    service_names: Sequence[str],
+    prepare: Callable[[], None],
+    is_healthy: Callable[[], bool],
+    stop: threading.Event,
+    grace_seconds: float,
+    check_every_seconds: float = 5.0,
+) -> None:
+    """Run `server` until `stop` is set, keeping health truthful; returns after draining."""
+    server.start()
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            prepare()
+            break
+        except Exception as exc:
+            event(_log, "not ready yet; will retry", logging.WARNING, error=str(exc), retry_in_s=delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+    serving = False
+    while not stop.is_set():
+        healthy = is_healthy()
+        if healthy != serving:
+            set_serving(health_servicer, service_names, healthy)
+            event(_log, "health changed", status="SERVING" if healthy else "NOT_SERVING")
+            serving = healthy
+        stop.wait(check_every_seconds)
+    health_servicer.enter_graceful_shutdown()
+    event(_log, "draining", grace_s=grace_seconds)
+    server.stop(grace_seconds).wait()
+    event(_log, "stopped")
