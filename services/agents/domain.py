@@ -159,9 +159,7 @@ def validate_registration(registration: Registration) -> None:
         raise InvalidArgument("hostname is required")
     _check_length("hostname", hostname, MAX_HOSTNAME)
     if not _HOSTNAME.match(hostname):
-        raise InvalidArgument(
-            f"hostname {hostname[:80]!r} is invalid; use letters, digits, '.', '-' and '_'"
-        )
+        raise InvalidArgument(f"hostname {hostname[:80]!r} is invalid; use letters, digits, '.', '-' and '_'")
     _check_length("agent_version", registration.agent_version, MAX_VERSION)
     _check_length("os", registration.os, MAX_OS)
     _check_length("arch", registration.arch, MAX_ARCH)

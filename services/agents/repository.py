@@ -72,9 +72,7 @@ class SqlAgentRepository:
     def _labels_of(self, agent_ids: list[str]) -> dict[str, dict[str, str]]:
         labels: dict[str, dict[str, str]] = defaultdict(dict)
         if agent_ids:
-            rows = self._connection.execute(
-                select(agent_labels).where(agent_labels.c.agent_id.in_(agent_ids))
-            )
+            rows = self._connection.execute(select(agent_labels).where(agent_labels.c.agent_id.in_(agent_ids)))
             for row in rows:
                 labels[row.agent_id][row.name] = row.value
         return labels
@@ -107,24 +105,18 @@ class SqlAgentRepository:
         self._write_labels(agent)
 
     def update(self, agent: Agent) -> None:
-        self._connection.execute(
-            update(agents).where(agents.c.agent_id == agent.agent_id).values(_agent_row(agent))
-        )
+        self._connection.execute(update(agents).where(agents.c.agent_id == agent.agent_id).values(_agent_row(agent)))
         self._write_labels(agent)
 
     def touch(self, agent_id: str, heartbeat_at_ms: int) -> None:
         self._connection.execute(
-            update(agents)
-            .where(agents.c.agent_id == agent_id)
-            .values(last_heartbeat_at_ms=heartbeat_at_ms)
+            update(agents).where(agents.c.agent_id == agent_id).values(last_heartbeat_at_ms=heartbeat_at_ms)
         )
 
     def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
         statement = select(agents).where(agents.c.hostname > query.after_hostname)
         if query.statuses:
-            statement = statement.where(
-                or_(*(_status_condition(s, policy, now_ms) for s in query.statuses))
-            )
+            statement = statement.where(or_(*(_status_condition(s, policy, now_ms) for s in query.statuses)))
         else:
             statement = statement.where(agents.c.deregistered_at_ms.is_(None))
         for name, value in query.labels.items():

@@ -105,9 +105,7 @@ def deregister_agent(ctx: AgentsContext, agent_id: str, token: str) -> Agent:
     """Retire an agent; allowed with its own token or with the operator token."""
     validate_agent_id(agent_id)
     if not token:
-        raise Unauthenticated(
-            "missing token; send metadata 'authorization: Bearer <agent_token or operator token>'"
-        )
+        raise Unauthenticated("missing token; send metadata 'authorization: Bearer <agent_token or operator token>'")
     now = ctx.now_ms()
     with ctx.uow() as uow:
         agent = uow.agents.get(agent_id)
@@ -137,7 +135,7 @@ def _decode_page_token(page_token: str) -> str:
     if not page_token:
         return ""
     try:
-        return base64.urlsafe_b64decode(page_token.encode()).decode()
+        return base64.b64decode(page_token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument("page_token is not a token returned by ListAgents") from None
 

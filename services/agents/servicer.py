@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
-
 from infrawatch.agents.v1 import agents_pb2 as pb
 from infrawatch.agents.v1 import agents_pb2_grpc
+
 from services.agents import service
 from services.agents.domain import Agent, AgentStatus, Inventory, Registration
 from services.agents.service import AgentsContext
@@ -106,9 +106,7 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
     def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
         return pb.GetAgentResponse(agent=self._to_proto(service.get_agent(self._ctx, request.agent_id)))
 
-    def ListAgents(
-        self, request: pb.ListAgentsRequest, context: grpc.ServicerContext
-    ) -> pb.ListAgentsResponse:
+    def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.ServicerContext) -> pb.ListAgentsResponse:
         page = service.list_agents(
             self._ctx,
             statuses=_statuses_from(list(request.statuses)),
@@ -125,6 +123,4 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
         self, request: pb.AuthenticateAgentRequest, context: grpc.ServicerContext
     ) -> pb.AuthenticateAgentResponse:
         agent = service.authenticate_agent(self._ctx, request.agent_token)
-        return pb.AuthenticateAgentResponse(
-            agent_id=agent.agent_id, hostname=agent.hostname, labels=agent.labels
-        )
+        return pb.AuthenticateAgentResponse(agent_id=agent.agent_id, hostname=agent.hostname, labels=agent.labels)

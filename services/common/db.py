@@ -25,8 +25,6 @@ _log = logging.getLogger("infrawatch.db")
 def database_url(configured: str, data_dir: str, service: str) -> str:
     """The configured URL, or the service's own SQLite file under `data_dir`."""
     if configured:
-        if configured.startswith("postgres://"):
-            return "postgresql://" + configured.removeprefix("postgres://")
         return configured
     directory = Path(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,8 +42,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def with_driver(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg2, the driver InfraWatch ships (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url.removeprefix(scheme)
+    return url
+
+
 def create_db_engine(url: str, **options: Any) -> Engine:
     """An engine for `url` with the settings InfraWatch relies on for that backend."""
+    url = with_driver(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -69,9 +69,7 @@ def _fail(context: grpc.ServicerContext, call: _CallLog, exc: Exception) -> None
     if not context.is_active():
         call.done(grpc.StatusCode.CANCELLED)
         raise exc
-    _log.error(
-        "rpc failed unexpectedly", exc_info=exc, extra={"fields": {"method": call.method}}
-    )
+    _log.error("rpc failed unexpectedly", exc_info=exc, extra={"fields": {"method": call.method}})
     call.done(grpc.StatusCode.INTERNAL)
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

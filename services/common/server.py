@@ -59,9 +59,7 @@ def build_server(
     names = [binding.full_name for binding in bindings]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not listen on {address}")
@@ -70,9 +68,7 @@ def build_server(
 
 def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], serving: bool) -> None:
     """Set the overall status and every named service's status at once."""
-    status = (
-        health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *names]:
         health_servicer.set(name, status)
 

@@ -1,0 +1,138 @@
+"""The agents servicer over real gRPC on port 0, backed by SQLite and PostgreSQL."""
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infrawatch.agents.v1 import agents_pb2 as pb
+
+from tests.integration.conftest import OPERATOR_TOKEN
+
+
+def bearer(token: str):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def register(stub, hostname="web-1", **labels):
+    return stub.RegisterAgent(
+        pb.RegisterAgentRequest(hostname=hostname, agent_version="1.0", os="linux", arch="x86_64", labels=labels)
+    )
+
+
+def code_and_details(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_register_heartbeat_get_and_list_round_trip(agents_stub):
+    registered = register(agents_stub, env="prod")
+    assert registered.agent_token.startswith("iwa_")
+    assert registered.heartbeat_interval_seconds == 10
+    agents_stub.Heartbeat(pb.HeartbeatRequest(agent_id=registered.agent_id), metadata=bearer(registered.agent_token))
+    got = agents_stub.GetAgent(pb.GetAgentRequest(agent_id=registered.agent_id)).agent
+    assert got.hostname == "web-1"
+    assert got.status == pb.AGENT_STATUS_ONLINE
+    assert dict(got.labels) == {"env": "prod"}
+    listed = agents_stub.ListAgents(pb.ListAgentsRequest(label_selector={"env": "prod"}))
+    assert [a.agent_id for a in listed.agents] == [registered.agent_id]
+
+
+def test_re_registration_is_idempotent_over_grpc(agents_stub):
+    first = register(agents_stub)
+    second = register(agents_stub)
+    assert first.agent_id == second.agent_id
+    assert first.agent_token != second.agent_token
+    assert len(agents_stub.ListAgents(pb.ListAgentsRequest()).agents) == 1
+
+
+def test_token_is_never_echoed_outside_register(agents_stub):
+    registered = register(agents_stub)
+    got = agents_stub.GetAgent(pb.GetAgentRequest(agent_id=registered.agent_id))
+    listed = agents_stub.ListAgents(pb.ListAgentsRequest())
+    assert registered.agent_token.encode() not in got.SerializeToString()
+    assert registered.agent_token.encode() not in listed.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        (pb.RegisterAgentRequest(hostname=""), "hostname is required"),
+        (pb.RegisterAgentRequest(hostname="x" * 300), "hostname is 300 characters long"),
+        (pb.RegisterAgentRequest(hostname="h", labels={"bad-name": "v"}), "label name 'bad-name'"),
+        (pb.RegisterAgentRequest(hostname="h", labels={f"l{i}": "v" for i in range(40)}), "labels has 40"),
+    ],
+)
+def test_bad_registration_is_invalid_argument_naming_the_field(agents_stub, request_, needle):
+    code, details = code_and_details(lambda: agents_stub.RegisterAgent(request_))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in details
+
+
+def test_heartbeat_errors_map_to_clear_status_codes(agents_stub):
+    registered = register(agents_stub)
+    request = pb.HeartbeatRequest(agent_id=registered.agent_id)
+    assert code_and_details(lambda: agents_stub.Heartbeat(request))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        code_and_details(lambda: agents_stub.Heartbeat(request, metadata=bearer("iwa_wrong")))[0]
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    unknown = pb.HeartbeatRequest(agent_id="00000000-0000-4000-8000-000000000000")
+    assert (
+        code_and_details(lambda: agents_stub.Heartbeat(unknown, metadata=bearer(registered.agent_token)))[0]
+        == grpc.StatusCode.NOT_FOUND
+    )
+    malformed = pb.HeartbeatRequest(agent_id="nope")
+    code, details = code_and_details(lambda: agents_stub.Heartbeat(malformed, metadata=bearer("x")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "agent_id" in details
+
+
+def test_deregister_by_operator_then_the_token_stops_working(agents_stub):
+    registered = register(agents_stub)
+    retired = agents_stub.DeregisterAgent(
+        pb.DeregisterAgentRequest(agent_id=registered.agent_id), metadata=bearer(OPERATOR_TOKEN)
+    ).agent
+    assert retired.status == pb.AGENT_STATUS_DEREGISTERED
+    code, _ = code_and_details(
+        lambda: agents_stub.AuthenticateAgent(pb.AuthenticateAgentRequest(agent_token=registered.agent_token))
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    statuses = [pb.AGENT_STATUS_DEREGISTERED]
+    assert len(agents_stub.ListAgents(pb.ListAgentsRequest(statuses=statuses)).agents) == 1
+    assert len(agents_stub.ListAgents(pb.ListAgentsRequest()).agents) == 0
+
+
+def test_deregister_with_a_foreign_token_is_permission_denied(agents_stub):
+    victim = register(agents_stub, "web-1")
+    other = register(agents_stub, "web-2")
+    code, _ = code_and_details(
+        lambda: agents_stub.DeregisterAgent(
+            pb.DeregisterAgentRequest(agent_id=victim.agent_id), metadata=bearer(other.agent_token)
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_authenticate_agent_identifies_the_token_owner(agents_stub):
+    registered = register(agents_stub, role="db")
+    who = agents_stub.AuthenticateAgent(pb.AuthenticateAgentRequest(agent_token=registered.agent_token))
+    assert (who.agent_id, who.hostname, dict(who.labels)) == (registered.agent_id, "web-1", {"role": "db"})
+
+
+def test_pagination_over_grpc_visits_every_agent_once(agents_stub):
+    for n in range(7):
+        register(agents_stub, f"host-{n}")
+    seen, token = [], ""
+    while True:
+        page = agents_stub.ListAgents(pb.ListAgentsRequest(page_size=3, page_token=token))
+        seen += [a.hostname for a in page.agents]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"host-{n}" for n in range(7)]
+
+
+def test_health_reports_serving_for_the_agent_service(agents_address):
+    with grpc.insecure_channel(agents_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        response = health.Check(health_pb2.HealthCheckRequest(service="infrawatch.agents.v1.AgentService"))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,106 @@
+"""The shared server factory: error mapping, health before readiness, graceful stop."""
+
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infrawatch.agents.v1 import agents_pb2 as pb
+from infrawatch.agents.v1 import agents_pb2_grpc
+
+from services.agents.domain import LivenessPolicy
+from services.agents.service import AgentsContext
+from services.agents.servicer import SERVICE_NAME, AgentServicer
+from services.common.grpc_errors import INTERNAL_MESSAGE
+from services.common.server import ServiceBinding, build_server, serve
+
+
+class ExplodingUnitOfWork:
+    def __enter__(self):
+        raise RuntimeError("connection string with password=hunter2")
+
+    def __exit__(self, *exc):
+        return None
+
+
+def start(ctx):
+    servicer = AgentServicer(ctx)
+    return build_server(
+        [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
+        address="127.0.0.1:0",
+        max_message_bytes=1024 * 1024,
+    )
+
+
+def test_unexpected_exception_is_internal_with_a_generic_message(caplog):
+    ctx = AgentsContext(uow=ExplodingUnitOfWork, now_ms=lambda: 0, policy=LivenessPolicy())
+    server, _, port = start(ctx)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = agents_pb2_grpc.AgentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GetAgent(pb.GetAgentRequest(agent_id="00000000-0000-4000-8000-000000000000"))
+    finally:
+        server.stop(0)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == INTERNAL_MESSAGE
+    assert "hunter2" not in info.value.details()
+    assert any("hunter2" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_message_larger_than_the_limit_is_resource_exhausted():
+    ctx = AgentsContext(uow=ExplodingUnitOfWork, now_ms=lambda: 0, policy=LivenessPolicy())
+    server, _, port = start(ctx)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = agents_pb2_grpc.AgentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.RegisterAgent(pb.RegisterAgentRequest(hostname="h" * (2 * 1024 * 1024)))
+    finally:
+        server.stop(0)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_is_not_serving_until_prepared_and_not_serving_after_stop():
+    ctx = AgentsContext(uow=ExplodingUnitOfWork, now_ms=lambda: 0, policy=LivenessPolicy())
+    server, health, port = start(ctx)
+    stop = threading.Event()
+    may_prepare = threading.Event()
+    prepared = threading.Event()
+
+    def prepare():
+        if not may_prepare.is_set():
+            raise ConnectionError("database not reachable yet")
+        prepared.set()
+
+    runner = threading.Thread(
+        target=serve,
+        kwargs=dict(
+            server=server,
+            health_servicer=health,
+            service_names=[SERVICE_NAME],
+            prepare=prepare,
+            is_healthy=lambda: True,
+            stop=stop,
+            grace_seconds=1,
+            check_every_seconds=0.05,
+        ),
+    )
+    runner.start()
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        probe = health_pb2_grpc.HealthStub(channel)
+        assert probe.Check(request, timeout=2).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        may_prepare.set()
+        assert prepared.wait(5)
+        for _ in range(100):
+            if probe.Check(request, timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            threading.Event().wait(0.05)
+        assert probe.Check(request, timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+        stop.set()
+        runner.join(5)
+    assert not runner.is_alive()
+    assert health.Check(request, None).status == health_pb2.HealthCheckResponse.NOT_SERVING
