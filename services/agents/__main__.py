@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from infrawatch.agents.v1 import agents_pb2_grpc
-
 from services.agents.domain import LivenessPolicy
 from services.agents.repository import SqlUnitOfWork
 from services.agents.service import AgentsContext

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+
 from infrawatch.agents.v1 import agents_pb2 as pb
 from infrawatch.agents.v1 import agents_pb2_grpc
-
 from services.agents import service
 from services.agents.domain import Agent, AgentStatus, Inventory, Registration
 from services.agents.service import AgentsContext

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
-from infrawatch.agents.v1 import agents_pb2_grpc
 from sqlalchemy import Engine
 
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.agents.__main__ import MIGRATIONS as AGENTS_MIGRATIONS
 from services.agents.__main__ import VERSION_TABLE as AGENTS_VERSION_TABLE
 from services.agents.domain import LivenessPolicy
@@ -17,8 +20,22 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME as AGENTS_SERVICE
 from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
-from services.common.db import migrate
+from services.common.db import is_postgres, migrate
 from services.common.server import ServiceBinding, build_server, set_serving
+from services.metrics.__main__ import MIGRATIONS as METRICS_MIGRATIONS
+from services.metrics.__main__ import VERSION_TABLE as METRICS_VERSION_TABLE
+from services.metrics.auth import AgentsClient, CachedAuthenticator
+from services.metrics.catalog import SeriesCatalog
+from services.metrics.domain import IngestLimits
+from services.metrics.ingest import Ingestor
+from services.metrics.ports import SampleStore
+from services.metrics.query import QueryContext
+from services.metrics.series_store import SqlSeriesStore
+from services.metrics.servicer import SERVICE_NAME as METRICS_SERVICE
+from services.metrics.servicer import MetricsServicer
+from services.metrics.store_postgres import PostgresSampleStore
+from services.metrics.store_sqlite import SqliteSampleStore
+from services.metrics.watch import WatchHub
 
 OPERATOR_TOKEN = "operator-test-token"
 
@@ -57,3 +74,62 @@ def agents_address(agents_ctx: AgentsContext) -> Iterator[str]:
 def agents_stub(agents_address: str) -> Iterator[agents_pb2_grpc.AgentServiceStub]:
     with grpc.insecure_channel(agents_address) as channel:
         yield agents_pb2_grpc.AgentServiceStub(channel)
+
+
+@dataclass
+class MetricsHarness:
+    address: str
+    ingestor: Ingestor
+    samples: SampleStore
+    catalog: SeriesCatalog
+    clock: Callable[[], int]
+
+
+@pytest.fixture
+def metrics_engine(agents_engine: Engine) -> Engine:
+    migrate(agents_engine, METRICS_MIGRATIONS, METRICS_VERSION_TABLE)
+    return agents_engine
+
+
+@pytest.fixture
+def metrics_harness(metrics_engine: Engine, agents_address: str) -> Iterator[MetricsHarness]:
+    stop = threading.Event()
+    samples: SampleStore = (
+        PostgresSampleStore(metrics_engine) if is_postgres(metrics_engine) else SqliteSampleStore(metrics_engine)
+    )
+    catalog = SeriesCatalog(SqlSeriesStore(metrics_engine), wall_clock_ms, refresh_every_s=0)
+    hub = WatchHub()
+    ingestor = Ingestor(
+        catalog, samples, hub, IngestLimits(max_series_per_batch=50, max_series_per_agent=100), wall_clock_ms
+    )
+    channel = grpc.insecure_channel(agents_address)
+    servicer = MetricsServicer(
+        ingestor,
+        QueryContext(catalog, samples, wall_clock_ms, max_points=100_000),
+        hub,
+        CachedAuthenticator(AgentsClient(channel, 5.0, stop).authenticate, ttl_s=60),
+        stop,
+    )
+    server, health, port = build_server(
+        [ServiceBinding(METRICS_SERVICE, lambda s: metrics_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, s))],
+        address="127.0.0.1:0",
+        max_message_bytes=4 * 1024 * 1024,
+    )
+    server.start()
+    set_serving(health, [METRICS_SERVICE], True)
+    yield MetricsHarness(f"127.0.0.1:{port}", ingestor, samples, catalog, wall_clock_ms)
+    stop.set()
+    server.stop(0)
+    channel.close()
+
+
+@pytest.fixture
+def metrics_stub(metrics_harness: MetricsHarness) -> Iterator[metrics_pb2_grpc.MetricsServiceStub]:
+    with grpc.insecure_channel(metrics_harness.address) as channel:
+        yield metrics_pb2_grpc.MetricsServiceStub(channel)
+
+
+@pytest.fixture
+def agent_token(agents_stub: agents_pb2_grpc.AgentServiceStub) -> str:
+    reply = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="metrics-test-host"))
+    return str(reply.agent_token)

@@ -3,8 +3,8 @@
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from infrawatch.agents.v1 import agents_pb2 as pb
 
+from infrawatch.agents.v1 import agents_pb2 as pb
 from tests.integration.conftest import OPERATOR_TOKEN
 
 

@@ -5,9 +5,9 @@ import threading
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from infrawatch.agents.v1 import agents_pb2 as pb
 from infrawatch.agents.v1 import agents_pb2_grpc
-
 from services.agents.domain import LivenessPolicy
 from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME, AgentServicer

@@ -1,0 +1,263 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MetricType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_TYPE_UNSPECIFIED: _ClassVar[MetricType]
+    METRIC_TYPE_GAUGE: _ClassVar[MetricType]
+    METRIC_TYPE_COUNTER: _ClassVar[MetricType]
+
+class RejectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REJECTION_REASON_UNSPECIFIED: _ClassVar[RejectionReason]
+    REJECTION_REASON_INVALID_LABELS: _ClassVar[RejectionReason]
+    REJECTION_REASON_EMPTY_METRIC_NAME: _ClassVar[RejectionReason]
+    REJECTION_REASON_TYPE_CONFLICT: _ClassVar[RejectionReason]
+    REJECTION_REASON_CARDINALITY_LIMIT: _ClassVar[RejectionReason]
+    REJECTION_REASON_TOO_MANY_SERIES: _ClassVar[RejectionReason]
+    REJECTION_REASON_UNKNOWN_REF: _ClassVar[RejectionReason]
+    REJECTION_REASON_LENGTH_MISMATCH: _ClassVar[RejectionReason]
+    REJECTION_REASON_TOO_FAR_IN_FUTURE: _ClassVar[RejectionReason]
+    REJECTION_REASON_TOO_OLD: _ClassVar[RejectionReason]
+    REJECTION_REASON_OUT_OF_ORDER: _ClassVar[RejectionReason]
+
+class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATION_NONE: _ClassVar[Aggregation]
+    AGGREGATION_AVG: _ClassVar[Aggregation]
+    AGGREGATION_MIN: _ClassVar[Aggregation]
+    AGGREGATION_MAX: _ClassVar[Aggregation]
+    AGGREGATION_SUM: _ClassVar[Aggregation]
+    AGGREGATION_COUNT: _ClassVar[Aggregation]
+    AGGREGATION_LAST: _ClassVar[Aggregation]
+    AGGREGATION_RATE: _ClassVar[Aggregation]
+METRIC_TYPE_UNSPECIFIED: MetricType
+METRIC_TYPE_GAUGE: MetricType
+METRIC_TYPE_COUNTER: MetricType
+REJECTION_REASON_UNSPECIFIED: RejectionReason
+REJECTION_REASON_INVALID_LABELS: RejectionReason
+REJECTION_REASON_EMPTY_METRIC_NAME: RejectionReason
+REJECTION_REASON_TYPE_CONFLICT: RejectionReason
+REJECTION_REASON_CARDINALITY_LIMIT: RejectionReason
+REJECTION_REASON_TOO_MANY_SERIES: RejectionReason
+REJECTION_REASON_UNKNOWN_REF: RejectionReason
+REJECTION_REASON_LENGTH_MISMATCH: RejectionReason
+REJECTION_REASON_TOO_FAR_IN_FUTURE: RejectionReason
+REJECTION_REASON_TOO_OLD: RejectionReason
+REJECTION_REASON_OUT_OF_ORDER: RejectionReason
+AGGREGATION_NONE: Aggregation
+AGGREGATION_AVG: Aggregation
+AGGREGATION_MIN: Aggregation
+AGGREGATION_MAX: Aggregation
+AGGREGATION_SUM: Aggregation
+AGGREGATION_COUNT: Aggregation
+AGGREGATION_LAST: Aggregation
+AGGREGATION_RATE: Aggregation
+
+class Label(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class MetricMetadata(_message.Message):
+    __slots__ = ("name", "type", "unit", "help")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: MetricType
+    unit: str
+    help: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[MetricType, str]] = ..., unit: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
+
+class SeriesSamples(_message.Message):
+    __slots__ = ("labels", "ref", "timestamps_ms", "values")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    ref: int
+    timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ref: _Optional[int] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class MetricBatch(_message.Message):
+    __slots__ = ("sequence", "metadata", "series")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    metadata: _containers.RepeatedCompositeFieldContainer[MetricMetadata]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesSamples]
+    def __init__(self, sequence: _Optional[int] = ..., metadata: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[SeriesSamples, _Mapping]]] = ...) -> None: ...
+
+class Rejection(_message.Message):
+    __slots__ = ("series_index", "reason", "samples", "message")
+    SERIES_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    series_index: int
+    reason: RejectionReason
+    samples: int
+    message: str
+    def __init__(self, series_index: _Optional[int] = ..., reason: _Optional[_Union[RejectionReason, str]] = ..., samples: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BatchAck(_message.Message):
+    __slots__ = ("sequence", "samples_accepted", "samples_rejected", "samples_duplicate", "rejections")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    samples_accepted: int
+    samples_rejected: int
+    samples_duplicate: int
+    rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, sequence: _Optional[int] = ..., samples_accepted: _Optional[int] = ..., samples_rejected: _Optional[int] = ..., samples_duplicate: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
+class LabelMatcher(_message.Message):
+    __slots__ = ("name", "type", "value")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_EQUAL: _ClassVar[LabelMatcher.Type]
+        TYPE_NOT_EQUAL: _ClassVar[LabelMatcher.Type]
+        TYPE_REGEX: _ClassVar[LabelMatcher.Type]
+        TYPE_NOT_REGEX: _ClassVar[LabelMatcher.Type]
+    TYPE_EQUAL: LabelMatcher.Type
+    TYPE_NOT_EQUAL: LabelMatcher.Type
+    TYPE_REGEX: LabelMatcher.Type
+    TYPE_NOT_REGEX: LabelMatcher.Type
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: LabelMatcher.Type
+    value: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[LabelMatcher.Type, str]] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Selector(_message.Message):
+    __slots__ = ("selector", "matchers")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    matchers: _containers.RepeatedCompositeFieldContainer[LabelMatcher]
+    def __init__(self, selector: _Optional[str] = ..., matchers: _Optional[_Iterable[_Union[LabelMatcher, _Mapping]]] = ...) -> None: ...
+
+class QueryRangeRequest(_message.Message):
+    __slots__ = ("selector", "start", "end", "step", "aggregation", "group_by")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    selector: Selector
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    step: _duration_pb2.Duration
+    aggregation: Aggregation
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SeriesPoints(_message.Message):
+    __slots__ = ("labels", "timestamps_ms", "values")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class QueryRangeResponse(_message.Message):
+    __slots__ = ("series", "matched_series")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesPoints]
+    matched_series: int
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesPoints, _Mapping]]] = ..., matched_series: _Optional[int] = ...) -> None: ...
+
+class LatestValuesRequest(_message.Message):
+    __slots__ = ("selector",)
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    selector: Selector
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ...) -> None: ...
+
+class LatestSample(_message.Message):
+    __slots__ = ("labels", "timestamp_ms", "value")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    timestamp_ms: int
+    value: float
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class LatestValuesResponse(_message.Message):
+    __slots__ = ("samples",)
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[LatestSample]
+    def __init__(self, samples: _Optional[_Iterable[_Union[LatestSample, _Mapping]]] = ...) -> None: ...
+
+class ListSeriesRequest(_message.Message):
+    __slots__ = ("selector", "page_size", "page_token")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    selector: Selector
+    page_size: int
+    page_token: str
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SeriesLabels(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class ListSeriesResponse(_message.Message):
+    __slots__ = ("series", "next_page_token")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesLabels]
+    next_page_token: str
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesLabels, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListMetricNamesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMetricNamesResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricMetadata]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ...) -> None: ...
+
+class WatchMetricsRequest(_message.Message):
+    __slots__ = ("selector",)
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    selector: Selector
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ...) -> None: ...
+
+class WatchMetricsResponse(_message.Message):
+    __slots__ = ("series",)
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesPoints]
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesPoints, _Mapping]]] = ...) -> None: ...

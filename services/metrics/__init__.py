@@ -1,0 +1,1 @@
+"""The metrics bounded context: streaming ingest, chunked storage, queries and live watch."""

@@ -1,0 +1,108 @@
+"""Composition root of the metrics service: settings, engine, stores, stubs, servicer, server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import grpc
+
+from infrawatch.metrics.v1 import metrics_pb2_grpc
+from services.common.clock import wall_clock_ms
+from services.common.config import ConfigError, argument_parser
+from services.common.db import check_database, create_db_engine, database_url, is_postgres, migrate
+from services.common.logs import configure_logging, event
+from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+from services.metrics.auth import AgentsClient, CachedAuthenticator
+from services.metrics.catalog import SeriesCatalog
+from services.metrics.domain import IngestLimits
+from services.metrics.ingest import Ingestor
+from services.metrics.query import QueryContext
+from services.metrics.retention import RetentionTask, enforce_retention
+from services.metrics.series_store import SqlSeriesStore
+from services.metrics.servicer import SERVICE_NAME, MetricsServicer
+from services.metrics.settings import METRICS_VARS, MetricsSettings
+from services.metrics.store_postgres import PostgresSampleStore
+from services.metrics.store_sqlite import SqliteSampleStore
+from services.metrics.watch import WatchHub
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_metrics"
+
+_log = logging.getLogger("infrawatch.metrics")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argument_parser(
+        "python -m services.metrics",
+        "InfraWatch metrics service: streaming ingest, chunked time-series storage, range and "
+        "aggregate queries and live watch, over gRPC (infrawatch.metrics.v1.MetricsService).",
+        METRICS_VARS,
+    ).parse_args(argv)
+    try:
+        settings = MetricsSettings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"infrawatch metrics: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+
+    stop = install_stop_signals()
+    engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "metrics"))
+    samples = PostgresSampleStore(engine) if is_postgres(engine) else SqliteSampleStore(engine)
+    catalog = SeriesCatalog(SqlSeriesStore(engine), wall_clock_ms)
+    hub = WatchHub()
+    limits = IngestLimits(
+        max_series_per_batch=settings.max_series_per_batch,
+        max_series_per_agent=settings.max_series_per_agent,
+        future_skew_ms=int(settings.max_future_skew * 1000),
+        retention_ms=int(settings.retention * 1000),
+    )
+    agents_channel = grpc.insecure_channel(settings.agents_address)
+    authenticator = CachedAuthenticator(
+        AgentsClient(agents_channel, settings.downstream_timeout, stop).authenticate, settings.auth_cache_ttl
+    )
+    servicer = MetricsServicer(
+        Ingestor(catalog, samples, hub, limits, wall_clock_ms),
+        QueryContext(catalog, samples, wall_clock_ms, settings.max_query_points),
+        hub,
+        authenticator,
+        stop,
+    )
+    server, health, port = build_server(
+        [ServiceBinding(SERVICE_NAME, lambda s: metrics_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, s))],
+        address=f"{settings.bind_host}:{settings.metrics_port}",
+        max_message_bytes=settings.max_message_bytes,
+    )
+    event(
+        _log,
+        "metrics service listening",
+        port=port,
+        database=engine.url.render_as_string(hide_password=True),
+        agents=settings.agents_address,
+    )
+
+    def prepare() -> None:
+        migrate(engine, MIGRATIONS, VERSION_TABLE)
+        catalog.refresh(force=True)
+        enforce_retention(samples, limits.retention_ms, wall_clock_ms())
+        RetentionTask(samples, limits.retention_ms, settings.retention_check_every, wall_clock_ms, stop).start()
+
+    try:
+        serve(
+            server,
+            health,
+            service_names=[SERVICE_NAME],
+            prepare=prepare,
+            is_healthy=lambda: check_database(engine),
+            stop=stop,
+            grace_seconds=settings.shutdown_grace,
+        )
+    finally:
+        agents_channel.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Series, label sets, matchers and ingest limits, free of transport and storage concerns."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument
+
+LabelSet = tuple[tuple[str, str], ...]
+"""A label set in canonical form: (name, value) pairs sorted by name, `__name__` included."""
+
+METRIC_NAME = "__name__"
+MAX_LABEL_NAME = 128
+MAX_LABEL_VALUE = 1024
+MAX_LABELS = 32
+MAX_UNIT = 64
+MAX_HELP = 1024
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+class MetricType(enum.IntEnum):
+    UNSPECIFIED = 0
+    GAUGE = 1
+    COUNTER = 2
+
+
+class Reason(enum.IntEnum):
+    """Why samples of a series were not stored; values match RejectionReason in the proto."""
+
+    INVALID_LABELS = 1
+    EMPTY_METRIC_NAME = 2
+    TYPE_CONFLICT = 3
+    CARDINALITY_LIMIT = 4
+    TOO_MANY_SERIES = 5
+    UNKNOWN_REF = 6
+    LENGTH_MISMATCH = 7
+    TOO_FAR_IN_FUTURE = 8
+    TOO_OLD = 9
+    OUT_OF_ORDER = 10
+
+
+class Aggregation(enum.IntEnum):
+    NONE = 0
+    AVG = 1
+    MIN = 2
+    MAX = 3
+    SUM = 4
+    COUNT = 5
+    LAST = 6
+    RATE = 7
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Per-batch, per-agent and per-sample limits of ingest."""
+
+    max_series_per_batch: int = 20_000
+    max_series_per_agent: int = 50_000
+    future_skew_ms: int = 10 * 60 * 1000
+    retention_ms: int = 15 * 86_400 * 1000
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    type: MetricType
+    unit: str = ""
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Series:
+    """A stored series: its id, canonical label set and owning agent."""
+
+    series_id: int
+    labels: LabelSet
+    agent_id: str
+
+    @property
+    def metric_name(self) -> str:
+        return dict(self.labels).get(METRIC_NAME, "")
+
+
+def canonical(labels: Iterable[tuple[str, str]]) -> LabelSet:
+    """Sorted by name; with a repeated name the last value wins."""
+    return tuple(sorted(dict(labels).items()))
+
+
+def labels_json(labels: LabelSet) -> str:
+    return json.dumps(dict(labels), separators=(",", ":"), ensure_ascii=False)
+
+
+def labels_from_json(text: str) -> LabelSet:
+    return tuple(sorted(json.loads(text).items()))
+
+
+def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
+    """Why a label set cannot be stored, or None when it can."""
+    names = dict(labels)
+    metric_name = names.get(METRIC_NAME, "")
+    if not metric_name:
+        return Reason.EMPTY_METRIC_NAME, "the __name__ label (metric name) is missing or empty"
+    if not _METRIC_NAME.match(metric_name) or len(metric_name) > MAX_LABEL_NAME:
+        return Reason.INVALID_LABELS, (
+            f"metric name {metric_name[:80]!r} is invalid; names match [a-zA-Z_:][a-zA-Z0-9_:]* "
+            f"and are at most {MAX_LABEL_NAME} characters"
+        )
+    if len(labels) > MAX_LABELS:
+        return Reason.INVALID_LABELS, f"{len(labels)} labels; the limit is {MAX_LABELS} per series"
+    for name, value in labels:
+        if not _LABEL_NAME.match(name) or len(name) > MAX_LABEL_NAME:
+            return Reason.INVALID_LABELS, (
+                f"label name {name[:80]!r} is invalid; names match [a-zA-Z_][a-zA-Z0-9_]* "
+                f"and are at most {MAX_LABEL_NAME} characters"
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            return Reason.INVALID_LABELS, (
+                f"label {name} is {len(value)} characters long; the limit is {MAX_LABEL_VALUE}"
+            )
+    return None
+
+
+def validate_metric_info(info: MetricInfo) -> None:
+    if not info.name or not _METRIC_NAME.match(info.name) or len(info.name) > MAX_LABEL_NAME:
+        raise InvalidArgument(f"metadata: metric name {info.name[:80]!r} is invalid")
+    if len(info.unit) > MAX_UNIT:
+        raise InvalidArgument(f"metadata[{info.name}].unit is longer than {MAX_UNIT} characters")
+    if len(info.help) > MAX_HELP:
+        raise InvalidArgument(f"metadata[{info.name}].help is longer than {MAX_HELP} characters")
+
+
+class MatchType(enum.IntEnum):
+    EQUAL = 0
+    NOT_EQUAL = 1
+    REGEX = 2
+    NOT_REGEX = 3
+
+
+_OPERATORS = {"=": MatchType.EQUAL, "!=": MatchType.NOT_EQUAL, "=~": MatchType.REGEX, "!~": MatchType.NOT_REGEX}
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label matcher; a label the series lacks counts as the empty string (as in Prometheus)."""
+
+    name: str
+    type: MatchType
+    value: str
+
+    def __post_init__(self) -> None:
+        if not self.name or not _LABEL_NAME.match(self.name):
+            raise InvalidArgument(f"matcher label name {self.name[:80]!r} is invalid")
+        if self.type in (MatchType.REGEX, MatchType.NOT_REGEX):
+            try:
+                object.__setattr__(self, "_pattern", re.compile(self.value))
+            except re.error as exc:
+                raise InvalidArgument(
+                    f"matcher {self.name}: invalid regular expression {self.value!r}: {exc}"
+                ) from None
+
+    def matches(self, value: str) -> bool:
+        if self.type is MatchType.EQUAL:
+            return value == self.value
+        if self.type is MatchType.NOT_EQUAL:
+            return value != self.value
+        found = self._pattern.fullmatch(value) is not None  # type: ignore[attr-defined]
+        return found if self.type is MatchType.REGEX else not found
+
+
+_SELECTOR_TOKEN = re.compile(
+    r"""(?:
+        (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
+      | (?P<op>=~|!~|!=|=)
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<punct>[{},])
+    )""",
+    re.X,
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        match = _SELECTOR_TOKEN.match(text, position)
+        if not match:
+            raise InvalidArgument(f"selector: unexpected character at position {position}: {text[position:][:20]!r}")
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        position = match.end()
+    return tokens
+
+
+def _unquote(literal: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), literal[1:-1])
+
+
+def parse_selector(text: str) -> list[Matcher]:
+    """Parse a PromQL series selector: `name`, `name{l="v",...}` or `{l=~"re",...}`."""
+    tokens = _tokens(text)
+    matchers: list[Matcher] = []
+    position = 0
+    if position < len(tokens) and tokens[position][0] == "ident":
+        matchers.append(Matcher(METRIC_NAME, MatchType.EQUAL, tokens[position][1]))
+        position += 1
+    if position < len(tokens):
+        if tokens[position] != ("punct", "{"):
+            raise InvalidArgument(f"selector: expected '{{' after the metric name in {text!r}")
+        position += 1
+        while position < len(tokens) and tokens[position] != ("punct", "}"):
+            triple = tokens[position : position + 3]
+            if len(triple) < 3 or [kind for kind, _ in triple] != ["ident", "op", "string"]:
+                raise InvalidArgument(f'selector: expected label="value" in {text!r}')
+            (_, name), (_, op), (_, value) = triple
+            matchers.append(Matcher(name, _OPERATORS[op], _unquote(value)))
+            position += 3
+            if position < len(tokens) and tokens[position] == ("punct", ","):
+                position += 1
+        if position >= len(tokens):
+            raise InvalidArgument(f"selector: missing '}}' in {text!r}")
+        position += 1
+    if position != len(tokens):
+        raise InvalidArgument(f"selector: unexpected text after '}}' in {text!r}")
+    return matchers
+
+
+def label_set_matches(labels: LabelSet, matchers: Sequence[Matcher]) -> bool:
+    values = dict(labels)
+    return all(m.matches(values.get(m.name, "")) for m in matchers)

@@ -1,0 +1,59 @@
+"""The seams of the metrics use cases: what they need from storage, as protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.metrics.chunks import Chunk
+from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
+
+Points = tuple[list[int], list[float]]
+
+
+class SeriesStore(Protocol):
+    def load_series(self, after_id: int) -> list[Series]:
+        """Series with an id greater than `after_id`, in id order."""
+        ...
+
+    def create_series(self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int) -> dict[LabelSet, int]:
+        """Ids of the label sets, creating the missing ones; safe to call concurrently."""
+        ...
+
+    def load_metric_infos(self) -> list[MetricInfo]: ...
+
+    def save_metric_info(self, info: MetricInfo) -> None:
+        """Insert, or update unit and help; the first type a name gets is kept."""
+        ...
+
+
+class SampleStore(Protocol):
+    def append(self, chunks: Sequence[Chunk]) -> None:
+        """Store chunks in one transaction; when it returns they are durable."""
+        ...
+
+    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
+        """The newest stored timestamp of each series that has samples."""
+        ...
+
+    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]: ...
+
+    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+        """Samples within [start_ms, end_ms] of each series, ascending."""
+        ...
+
+    def aggregate(
+        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
+    ) -> dict[int, Points]:
+        """Per group (series id → group number): bucket start times and aggregated values."""
+        ...
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]: ...
+
+    def drop_older_than(self, cutoff_ms: int) -> int:
+        """Remove samples older than cutoff_ms (whole partitions where possible); returns units dropped."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the sample store, indexes included."""
+        ...

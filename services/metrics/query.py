@@ -1,0 +1,136 @@
+"""Query use cases: range queries with aggregation, latest values, series and metric names."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument, ResourceExhausted
+from services.metrics.catalog import SeriesCatalog
+from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, parse_selector
+from services.metrics.ports import SampleStore
+
+DEFAULT_RANGE_MS = 3600 * 1000
+DEFAULT_STEP_MS = 60 * 1000
+MAX_BUCKETS = 11_000
+DEFAULT_SERIES_PAGE = 1000
+MAX_SERIES_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    catalog: SeriesCatalog
+    store: SampleStore
+    now_ms: Callable[[], int]
+    max_points: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class ResultSeries:
+    labels: LabelSet
+    timestamps: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    series: list[ResultSeries]
+    matched_series: int
+
+
+def matchers_from(selector: str, matchers: Sequence[Matcher], required: bool = True) -> list[Matcher]:
+    """The selector string's matchers plus the structured ones; at least one when `required`."""
+    combined = [*(parse_selector(selector) if selector.strip() else []), *matchers]
+    if required and not combined:
+        raise InvalidArgument('selector is required, e.g. cpu_usage_percent{host="web-1"}')
+    if required and all(m.matches("") for m in combined):
+        raise InvalidArgument("selector must contain at least one matcher that does not match the empty string")
+    return combined
+
+
+def _check_points(count: int, limit: int) -> None:
+    if count > limit:
+        raise ResourceExhausted(
+            f"the query would return {count} points; the limit is {limit} (INFRAWATCH_MAX_QUERY_POINTS): "
+            "narrow the range or selector, or aggregate with a larger step"
+        )
+
+
+def query_range(
+    ctx: QueryContext,
+    matchers: Sequence[Matcher],
+    start_ms: int | None,
+    end_ms: int | None,
+    step_ms: int | None,
+    aggregation: Aggregation,
+    group_by: Sequence[str],
+) -> RangeResult:
+    """Raw samples, or aggregates per step bucket and group, of the matching series."""
+    end = end_ms if end_ms is not None else ctx.now_ms()
+    start = start_ms if start_ms is not None else end - DEFAULT_RANGE_MS
+    if start > end:
+        raise InvalidArgument("start must not be after end")
+    step = step_ms if step_ms is not None else DEFAULT_STEP_MS
+    if step < 1:
+        raise InvalidArgument("step must be at least 1ms")
+    ctx.catalog.refresh()
+    selected = ctx.catalog.select(matchers)
+    if not selected:
+        return RangeResult([], 0)
+
+    if aggregation is Aggregation.NONE:
+        found = ctx.store.raw([s.series_id for s in selected], start, end)
+        _check_points(sum(len(t) for t, _ in found.values()), ctx.max_points)
+        series = [ResultSeries(s.labels, *found[s.series_id]) for s in selected if s.series_id in found]
+        return RangeResult(series, len(selected))
+
+    buckets = (end - start) // step + 1
+    if buckets > MAX_BUCKETS:
+        raise InvalidArgument(
+            f"the range holds {buckets} steps; the limit is {MAX_BUCKETS}: use a larger step or a shorter range"
+        )
+    group_keys: dict[LabelSet, int] = {}
+    groups: dict[int, int] = {}
+    for s in selected:
+        values = dict(s.labels)
+        key = tuple((name, values[name]) for name in group_by if values.get(name))
+        groups[s.series_id] = group_keys.setdefault(key, len(group_keys))
+    _check_points(buckets * len(group_keys), ctx.max_points)
+    computed = ctx.store.aggregate(groups, start, end, step, aggregation)
+    series = [ResultSeries(key, *computed[number]) for key, number in sorted(group_keys.items()) if number in computed]
+    return RangeResult(series, len(selected))
+
+
+def latest_values(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[tuple[LabelSet, int, float]]:
+    ctx.catalog.refresh()
+    selected = ctx.catalog.select(matchers)
+    latest = ctx.store.latest([s.series_id for s in selected])
+    return [(s.labels, *latest[s.series_id]) for s in selected if s.series_id in latest]
+
+
+def list_series(
+    ctx: QueryContext, matchers: Sequence[Matcher], page_size: int, page_token: str
+) -> tuple[list[LabelSet], str]:
+    """Label sets in a stable order; the page token is the position after the previous page."""
+    if page_size > MAX_SERIES_PAGE:
+        raise InvalidArgument(f"page_size is {page_size}; the limit is {MAX_SERIES_PAGE}")
+    size = page_size or DEFAULT_SERIES_PAGE
+    offset = 0
+    if page_token:
+        try:
+            offset = int(base64.b64decode(page_token, altchars=b"-_", validate=True).decode())
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise InvalidArgument("page_token is not a token returned by ListSeries") from None
+    ctx.catalog.refresh()
+    selected = ctx.catalog.select(matchers)
+    page = [s.labels for s in selected[offset : offset + size]]
+    more = offset + size < len(selected)
+    token = base64.b64encode(str(offset + size).encode(), altchars=b"-_").decode() if more else ""
+    return page, token
+
+
+def list_metric_names(ctx: QueryContext) -> list[MetricInfo]:
+    ctx.catalog.refresh()
+    return ctx.catalog.metric_infos()

@@ -1,0 +1,266 @@
+"""The production sample store: chunks in a day-partitioned PostgreSQL table.
+
+Ingest writes a batch's chunks with one COPY and one commit. Aggregations run
+in the database: chunks that lie inside one bucket contribute their stored
+summaries; the others are unnested (`unnest ... WITH ORDINALITY`) and
+aggregated row-wise, so Python only receives one row per output point.
+Retention drops whole day partitions.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2.errors
+from sqlalchemy import Engine
+
+from services.common.logs import event
+from services.metrics.aggregate import rate_lookbehind_ms
+from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
+from services.metrics.domain import Aggregation
+from services.metrics.ports import Points
+
+DAY_MS = 86_400_000
+_PARTITION = re.compile(r"^chunks_d(\d+)$")
+_log = logging.getLogger("infrawatch.metrics.store")
+
+_SELECTED = """
+sel(series_id, grp) AS (SELECT * FROM unnest(%(ids)s::int[], %(grps)s::int[])),
+c AS (
+    SELECT sel.grp, ch.series_id, ch.start_ms, ch.end_ms, ch.n, ch.interval_ms, ch.offsets, ch.vals,
+           ch.sum, ch.min, ch.max, ch.last,
+           (ch.start_ms >= %(start)s AND ch.end_ms <= %(end)s
+            AND (ch.start_ms - %(start)s) / %(step)s = (ch.end_ms - %(start)s) / %(step)s) AS whole
+    FROM chunks ch JOIN sel ON sel.series_id = ch.series_id
+    WHERE ch.start_ms <= %(end)s AND ch.start_ms >= %(lo)s AND ch.end_ms >= %(from)s
+)"""
+
+_UNNESTED = """
+SELECT c.grp, c.series_id, c.start_ms + COALESCE(c.offsets[u.i], (u.i - 1) * c.interval_ms) AS ts, u.v
+FROM c, unnest(c.vals) WITH ORDINALITY AS u(v, i)"""
+
+_FINAL = {
+    Aggregation.AVG: "sum(s) / sum(n)",
+    Aggregation.SUM: "sum(s)",
+    Aggregation.COUNT: "sum(n)::float8",
+    Aggregation.MIN: "min(lo)",
+    Aggregation.MAX: "max(hi)",
+    Aggregation.LAST: "(array_agg(v ORDER BY t DESC))[1]",
+}
+
+_AGGREGATE = f"""
+WITH {_SELECTED},
+parts AS (
+    SELECT grp, (start_ms - %(start)s) / %(step)s AS b, n, sum AS s, min AS lo, max AS hi, end_ms AS t, last AS v
+    FROM c WHERE whole
+    UNION ALL
+    SELECT grp, (ts - %(start)s) / %(step)s, 1, v, v, v, ts, v
+    FROM ({_UNNESTED} WHERE NOT c.whole) samples
+    WHERE ts BETWEEN %(start)s AND %(end)s
+)
+SELECT grp, b, {{final}} FROM parts GROUP BY grp, b ORDER BY grp, b
+"""
+
+_RATE = f"""
+WITH {_SELECTED},
+samples AS ({_UNNESTED}),
+deltas AS (
+    SELECT grp, ts, v,
+           lag(v) OVER (PARTITION BY series_id ORDER BY ts) AS prev,
+           lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS prev_ts
+    FROM samples WHERE ts BETWEEN %(from)s AND %(end)s
+)
+SELECT grp, (ts - %(start)s) / %(step)s AS b,
+       sum(CASE WHEN v >= prev THEN v - prev ELSE v END) / (%(step)s / 1000.0)
+FROM deltas
+WHERE prev IS NOT NULL AND ts >= %(start)s AND ts - prev_ts <= %(lookbehind)s
+GROUP BY grp, b ORDER BY grp, b
+"""
+
+_RAW = """
+SELECT series_id, start_ms, end_ms, interval_ms, offsets, vals FROM chunks
+WHERE series_id = ANY(%(ids)s) AND start_ms <= %(end)s AND start_ms >= %(lo)s AND end_ms >= %(start)s
+ORDER BY series_id, start_ms
+"""
+
+_NEWEST = """
+SELECT s.id, l.end_ms, l.last FROM unnest(%(ids)s::int[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT end_ms, last FROM chunks WHERE series_id = s.id ORDER BY start_ms DESC LIMIT 1
+) l
+"""
+
+
+def _copy_row(chunk: Chunk) -> str:
+    offsets = "\\N" if chunk.offsets is None else "{" + ",".join(map(str, chunk.offsets)) + "}"
+    values = "{" + ",".join(map(repr, chunk.values)) + "}"
+    return (
+        f"{chunk.start_ms}\t{chunk.end_ms}\t{chunk.sum!r}\t{chunk.min!r}\t{chunk.max!r}\t{chunk.values[-1]!r}\t"
+        f"{chunk.series_id}\t{len(chunk.values)}\t{chunk.interval_ms}\t{offsets}\t{values}\n"
+    )
+
+
+_COPY_COLUMNS = ("start_ms", "end_ms", "sum", "min", "max", "last", "series_id", "n", "interval_ms", "offsets", "vals")
+
+
+class PostgresSampleStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._partitions: set[int] = set()
+
+    @contextmanager
+    def _cursor(self, commit: bool = False) -> Iterator[Any]:
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            yield cursor
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+    def _known_partitions(self, cursor: Any) -> set[int]:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'chunks'::regclass"
+        )
+        return {int(m.group(1)) for (name,) in cursor.fetchall() if (m := _PARTITION.match(name))}
+
+    def _ensure_partitions(self, days: set[int]) -> None:
+        missing = days - self._partitions
+        if not missing:
+            return
+        with self._cursor(commit=True) as cursor:
+            self._partitions = self._known_partitions(cursor)
+        for day in sorted(days - self._partitions):
+            try:
+                with self._cursor(commit=True) as cursor:
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS chunks_d{day} PARTITION OF chunks "
+                        f"FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS})"
+                    )
+                event(_log, "partition created", partition=f"chunks_d{day}")
+            except (psycopg2.errors.DuplicateTable, psycopg2.errors.UniqueViolation):
+                pass  # another replica created it at the same moment
+            self._partitions.add(day)
+
+    def append(self, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        self._ensure_partitions({c.start_ms // DAY_MS for c in chunks})
+        buffer = io.StringIO("".join(map(_copy_row, chunks)))
+        try:
+            with self._cursor(commit=True) as cursor:
+                cursor.copy_from(buffer, "chunks", columns=_COPY_COLUMNS)
+        except psycopg2.errors.UniqueViolation:
+            # A chunk with the same (series, start) exists: a re-send that raced past the
+            # duplicate filter (e.g. two replicas). Fall back to inserting what is new.
+            with self._cursor(commit=True) as cursor:
+                cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks) ON COMMIT DROP")
+                buffer.seek(0)
+                cursor.copy_from(buffer, "incoming", columns=_COPY_COLUMNS)
+                cursor.execute("INSERT INTO chunks SELECT * FROM incoming ON CONFLICT DO NOTHING")
+
+    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
+        if not series_ids:
+            return {}
+        with self._cursor() as cursor:
+            cursor.execute(_NEWEST, {"ids": list(series_ids)})
+            return {row[0]: row[1] for row in cursor.fetchall()}
+
+    def _raw_rows(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> list[tuple[Any, ...]]:
+        with self._cursor() as cursor:
+            cursor.execute(
+                _RAW,
+                {"ids": list(series_ids), "start": start_ms, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS},
+            )
+            return list(cursor.fetchall())
+
+    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
+        return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
+
+    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+        result: dict[int, Points] = {}
+        for series_id, start, end, interval, offsets, values in self._raw_rows(series_ids, start_ms, end_ms):
+            times_out, values_out = result.setdefault(series_id, ([], []))
+            times = chunk_timestamps(start, end, interval, offsets)
+            if start >= start_ms and end <= end_ms:
+                times_out.extend(times)
+                values_out.extend(values)
+            else:
+                for t, v in zip(times, values, strict=True):
+                    if start_ms <= t <= end_ms:
+                        times_out.append(t)
+                        values_out.append(v)
+        return result
+
+    def aggregate(
+        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
+    ) -> dict[int, Points]:
+        params: dict[str, Any] = {
+            "ids": list(groups),
+            "grps": list(groups.values()),
+            "start": start_ms,
+            "end": end_ms,
+            "step": step_ms,
+        }
+        if aggregation is Aggregation.RATE:
+            lookbehind = rate_lookbehind_ms(step_ms)
+            params.update(
+                {
+                    "from": start_ms - lookbehind,
+                    "lo": start_ms - lookbehind - MAX_CHUNK_SPAN_MS,
+                    "lookbehind": lookbehind,
+                }
+            )
+            sql = _RATE
+        else:
+            params.update({"from": start_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS})
+            sql = _AGGREGATE.format(final=_FINAL[aggregation])
+        result: dict[int, Points] = defaultdict(lambda: ([], []))
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            for group, bucket, value in cursor.fetchall():
+                times, values = result[group]
+                times.append(start_ms + bucket * step_ms)
+                values.append(float(value))
+        return dict(result)
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
+        if not series_ids:
+            return {}
+        with self._cursor() as cursor:
+            cursor.execute(_NEWEST, {"ids": list(series_ids)})
+            return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+    def drop_older_than(self, cutoff_ms: int) -> int:
+        dropped = 0
+        with self._cursor(commit=True) as cursor:
+            days = self._known_partitions(cursor)
+        for day in sorted(days):
+            if (day + 1) * DAY_MS + MAX_CHUNK_SPAN_MS <= cutoff_ms:
+                with self._cursor(commit=True) as cursor:
+                    cursor.execute(f"DROP TABLE IF EXISTS chunks_d{day}")
+                self._partitions.discard(day)
+                event(_log, "partition dropped", partition=f"chunks_d{day}")
+                dropped += 1
+        return dropped
+
+    def size_bytes(self) -> int:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+                "WHERE inhparent = 'chunks'::regclass"
+            )
+            return int(cursor.fetchone()[0])

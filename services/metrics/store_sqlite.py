@@ -1,0 +1,174 @@
+"""The embedded sample store: chunks in SQLite, arrays packed as little-endian BLOBs.
+
+SQLite cannot unnest arrays, so aggregations decode the selected chunks in
+this process with services.metrics.aggregate, still skipping the decode of
+chunks whose pre-computed summaries answer the bucket. SQLite turns NaN into
+NULL in REAL columns, so NULL summaries read back as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+
+from services.metrics import aggregate as engine_py
+from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk
+from services.metrics.domain import Aggregation
+from services.metrics.ports import Points
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _pack(kind: str, values: Sequence[float] | Sequence[int]) -> bytes:
+    packed = array(kind, values)
+    if not _LITTLE:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack(kind: str, blob: bytes) -> list[Any]:
+    packed = array(kind)
+    packed.frombytes(blob)
+    if not _LITTLE:
+        packed.byteswap()
+    return packed.tolist()
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+_COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last"
+
+
+class SqliteSampleStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def _cursor(self, commit: bool = False) -> Iterator[Any]:
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            yield cursor
+            if commit:
+                connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+    def append(self, chunks: Sequence[Chunk]) -> None:
+        rows = [
+            (
+                c.series_id,
+                c.start_ms,
+                c.end_ms,
+                c.count,
+                c.interval_ms,
+                None if c.offsets is None else _pack("i", c.offsets),
+                _pack("d", c.values),
+                c.sum,
+                c.min,
+                c.max,
+                c.last,
+            )
+            for c in chunks
+        ]
+        with self._cursor(commit=True) as cursor:
+            cursor.executemany(f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def _chunks(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, list[Chunk]]:
+        found: dict[int, list[Chunk]] = defaultdict(list)
+        with self._cursor() as cursor:
+            for offset in range(0, len(series_ids), 500):
+                ids = list(series_ids[offset : offset + 500])
+                marks = ",".join("?" * len(ids))
+                cursor.execute(
+                    f"SELECT {_COLUMNS} FROM chunks WHERE series_id IN ({marks}) "
+                    "AND start_ms <= ? AND start_ms >= ? AND end_ms >= ? ORDER BY series_id, start_ms",
+                    [*ids, end_ms, start_ms - MAX_CHUNK_SPAN_MS, start_ms],
+                )
+                for row in cursor.fetchall():
+                    found[row[0]].append(
+                        Chunk(
+                            series_id=row[0],
+                            start_ms=row[1],
+                            end_ms=row[2],
+                            interval_ms=row[4],
+                            offsets=None if row[5] is None else _unpack("i", row[5]),
+                            values=_unpack("d", row[6]),
+                            sum=_nan(row[7]),
+                            min=_nan(row[8]),
+                            max=_nan(row[9]),
+                        )
+                    )
+        return found
+
+    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
+        newest: dict[int, int] = {}
+        with self._cursor() as cursor:
+            for series_id in series_ids:
+                cursor.execute(
+                    "SELECT end_ms FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    newest[series_id] = row[0]
+        return newest
+
+    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
+        return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
+
+    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+        return {
+            series_id: engine_py.points_in_range(chunks, start_ms, end_ms)
+            for series_id, chunks in self._chunks(series_ids, start_ms, end_ms).items()
+        }
+
+    def aggregate(
+        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
+    ) -> dict[int, Points]:
+        if aggregation is Aggregation.RATE:
+            lookbehind = engine_py.rate_lookbehind_ms(step_ms)
+            found = self._chunks(list(groups), start_ms - lookbehind, end_ms)
+            return engine_py.rate(((groups[sid], chunks) for sid, chunks in found.items()), start_ms, end_ms, step_ms)
+        found = self._chunks(list(groups), start_ms, end_ms)
+        pairs = ((groups[sid], chunk) for sid, chunks in found.items() for chunk in chunks)
+        return engine_py.aggregate(pairs, start_ms, end_ms, step_ms, aggregation)
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
+        latest: dict[int, tuple[int, float]] = {}
+        with self._cursor() as cursor:
+            for series_id in series_ids:
+                cursor.execute(
+                    "SELECT end_ms, vals FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    latest[series_id] = (row[0], _unpack("d", row[1])[-1])
+        return latest
+
+    def drop_older_than(self, cutoff_ms: int) -> int:
+        with self._cursor(commit=True) as cursor:
+            cursor.execute("DELETE FROM chunks WHERE end_ms < ?", (cutoff_ms,))
+            return int(cursor.rowcount)
+
+    def size_bytes(self) -> int:
+        with self._cursor() as cursor:
+            try:
+                cursor.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'chunks'")
+                return int(cursor.fetchone()[0] or 0)
+            except Exception:
+                cursor.execute("PRAGMA page_count")
+                pages = cursor.fetchone()[0]
+                cursor.execute("PRAGMA page_size")
+                return int(pages * cursor.fetchone()[0])
