@@ -37,6 +37,10 @@ check-protos: install
 	if diff -r -x '__pycache__' -x '__init__.py' protos $$tmp; then echo "protos: generated code is in sync"; rm -rf $$tmp; \
 	else echo "protos: generated code differs from the .proto files; run 'make protos' and commit" >&2; rm -rf $$tmp; exit 1; fi
 
+## The metrics ingest/query benchmark on the local PostgreSQL; prints JSON and writes bench.json.
+bench: install
+	$(PY) -m bench
+
 lint: install
 	$(VENV)/bin/ruff check services agent tests bench
 

@@ -1,0 +1,264 @@
+"""`make bench`: the metrics ingest and query benchmark, through the real gRPC path.
+
+Starts the agents and metrics services as real processes on a fresh
+PostgreSQL schema (or SQLite with --backend sqlite), streams 1,000,000
+samples (100 hosts x 10 metrics x 1,000 samples at 10 s, as 100 batches of
+10,000 samples on one stream), runs the two reference queries 20 times each,
+measures a plain psycopg2 COPY baseline on the same PostgreSQL, and prints one
+JSON object (also written to bench.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psutil
+import psycopg2
+from google.protobuf.duration_pb2 import Duration
+
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2 as pb
+from infrawatch.metrics.v1 import metrics_pb2_grpc
+from services.common.db import with_driver
+from services.common.timestamps import to_timestamp
+from tests.e2e.processes import ServiceProcess, free_port, wait_serving
+
+HOSTS = 100
+GAUGES = ("cpu_usage_percent", "mem_used_bytes", "load1", "load5", "fs_free_bytes", "procs_running")
+COUNTERS = ("disk_read_bytes_total", "disk_written_bytes_total", "net_rx_bytes_total", "net_tx_bytes_total")
+SAMPLES_PER_SERIES = 1000
+INTERVAL_MS = 10_000
+SCRAPES_PER_BATCH = 10
+QUERY_RUNS = 20
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
+    """The workload, built before timing starts: label sets sent once with refs, then refs only."""
+    rng = random.Random(seed)
+    names = [*GAUGES, *COUNTERS]
+    keys = [(host, name) for host in range(HOSTS) for name in names]
+    level = {key: rng.uniform(10, 90) for key in keys}
+    batches = []
+    for number in range(SAMPLES_PER_SERIES // SCRAPES_PER_BATCH):
+        batch = pb.MetricBatch(sequence=number + 1)
+        if number == 0:
+            batch.metadata.extend(
+                [pb.MetricMetadata(name=n, type=pb.METRIC_TYPE_GAUGE) for n in GAUGES]
+                + [pb.MetricMetadata(name=n, type=pb.METRIC_TYPE_COUNTER, unit="bytes") for n in COUNTERS]
+            )
+        first = start_ms + number * SCRAPES_PER_BATCH * INTERVAL_MS
+        times = [first + i * INTERVAL_MS for i in range(SCRAPES_PER_BATCH)]
+        for ref, key in enumerate(keys, start=1):
+            host, name = key
+            values = []
+            for _ in times:
+                if name in COUNTERS:
+                    level[key] += rng.uniform(0, 1e6)
+                else:
+                    level[key] += rng.gauss(0, 1)
+                values.append(level[key])
+            entry = batch.series.add(ref=ref, timestamps_ms=times, values=values)
+            if number == 0:
+                entry.labels.extend(
+                    [pb.Label(name="__name__", value=name), pb.Label(name="host", value=f"host-{host:03d}")]
+                )
+        batches.append(batch)
+    return batches
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def timed_queries(stub: metrics_pb2_grpc.MetricsServiceStub, request: pb.QueryRangeRequest, check) -> list[float]:
+    latencies = []
+    for _ in range(QUERY_RUNS):
+        began = time.perf_counter()
+        reply = stub.QueryRange(request, timeout=30)
+        latencies.append((time.perf_counter() - began) * 1000)
+        check(reply)
+    return latencies
+
+
+def baseline_copy(postgres_url: str, schema: str, batches: list[pb.MetricBatch]) -> float:
+    """Plain psycopg2 COPY of the same samples, one row per sample, into an indexed table."""
+    rows = io.StringIO()
+    for batch in batches:
+        for series in batch.series:
+            for t, v in zip(series.timestamps_ms, series.values, strict=True):
+                rows.write(f"{series.ref}\t{t}\t{v!r}\n")
+    connection = psycopg2.connect(postgres_url, options=f"-csearch_path={schema}")
+    with connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE baseline_samples (series_id integer, ts bigint, value double precision)")
+        cursor.execute("CREATE INDEX ON baseline_samples (series_id, ts)")
+    rows.seek(0)
+    began = time.perf_counter()
+    with connection, connection.cursor() as cursor:
+        cursor.copy_from(rows, "baseline_samples")
+    elapsed = time.perf_counter() - began
+    connection.close()
+    return SAMPLES_PER_SERIES * HOSTS * len(GAUGES + COUNTERS) / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--output", default="bench.json")
+    parser.add_argument("--keep-schema", action="store_true", help="leave the benchmark schema for inspection")
+    args = parser.parse_args()
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(args.postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA {schema}")
+    workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-"))
+    database_url = ""
+    if args.backend == "postgres":
+        database_url = f"{with_driver(args.postgres_url)}?options=-csearch_path%3D{schema}"
+    agents_port, metrics_port = free_port(), free_port()
+    common = {
+        "INFRAWATCH_DATABASE_URL": database_url,
+        "INFRAWATCH_DATA_DIR": str(workdir),
+        "INFRAWATCH_AGENTS_PORT": str(agents_port),
+        "INFRAWATCH_METRICS_PORT": str(metrics_port),
+        "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
+        "INFRAWATCH_LOG_LEVEL": "WARNING",
+    }
+    agents = ServiceProcess("services.agents", common, workdir / "agents.log")
+    metrics = ServiceProcess("services.metrics", common, workdir / "metrics.log")
+    try:
+        wait_serving(f"127.0.0.1:{agents_port}", "infrawatch.agents.v1.AgentService")
+        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
+        server = psutil.Process(metrics.process.pid)
+        log(f"services up on {args.backend}; building the workload")
+        end_ms = (int(time.time() * 1000) // INTERVAL_MS) * INTERVAL_MS - INTERVAL_MS
+        start_ms = end_ms - (SAMPLES_PER_SERIES - 1) * INTERVAL_MS
+        batches = build_batches(start_ms)
+        total = sum(len(s.values) for b in batches for s in b.series)
+
+        with grpc.insecure_channel(f"127.0.0.1:{agents_port}") as channel:
+            token = (
+                agents_pb2_grpc.AgentServiceStub(channel)
+                .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10)
+                .agent_token
+            )
+        channel = grpc.insecure_channel(
+            f"127.0.0.1:{metrics_port}", options=[("grpc.max_send_message_length", 64 << 20)]
+        )
+        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+        rss_start = server.memory_info().rss / 2**20
+        cpu_before = sum(server.cpu_times()[:2])
+        rss_peak = rss_start
+        log(f"streaming {total:,} samples in {len(batches)} batches")
+        began = time.perf_counter()
+        accepted = 0
+        acks = stub.StreamMetrics(iter(batches), metadata=(("authorization", f"Bearer {token}"),), timeout=600)
+        for ack in acks:
+            accepted += ack.samples_accepted
+            if ack.samples_rejected:
+                raise RuntimeError(f"batch {ack.sequence} had rejections: {ack.rejections[:3]}")
+            if ack.sequence % 10 == 0:
+                rss_peak = max(rss_peak, server.memory_info().rss / 2**20)
+                log(f"acked batch {ack.sequence}/{len(batches)}")
+        ingest_s = time.perf_counter() - began
+        server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+        rss_end = server.memory_info().rss / 2**20
+        if accepted != total:
+            raise RuntimeError(f"only {accepted} of {total} samples were accepted")
+
+        step = Duration()
+        step.FromSeconds(300)
+        single = pb.QueryRangeRequest(
+            selector=pb.Selector(selector='cpu_usage_percent{host="host-042"}'),
+            start=to_timestamp(start_ms),
+            end=to_timestamp(end_ms),
+        )
+        fleet = pb.QueryRangeRequest(
+            selector=pb.Selector(selector="cpu_usage_percent"),
+            start=to_timestamp(start_ms),
+            end=to_timestamp(end_ms),
+            step=step,
+            aggregation=pb.AGGREGATION_AVG,
+        )
+
+        def check_single(reply: pb.QueryRangeResponse) -> None:
+            assert len(reply.series) == 1 and len(reply.series[0].values) == SAMPLES_PER_SERIES
+
+        def check_fleet(reply: pb.QueryRangeResponse) -> None:
+            expected = (end_ms - start_ms) // 300_000 + 1
+            assert len(reply.series) == 1 and len(reply.series[0].values) == expected
+
+        log("running queries")
+        single_ms = timed_queries(stub, single, check_single)
+        fleet_ms = timed_queries(stub, fleet, check_fleet)
+        channel.close()
+
+        if args.backend == "postgres":
+            connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+                    "WHERE inhparent = 'chunks'::regclass"
+                )
+                chunk_bytes = int(cursor.fetchone()[0])
+            connection.close()
+            log("measuring the COPY baseline")
+            baseline = baseline_copy(args.postgres_url, schema, batches)
+        else:
+            chunk_bytes = (workdir / "metrics.db").stat().st_size
+            baseline = None
+
+        result = {
+            "backend": args.backend,
+            "samples": total,
+            "ingest_samples_per_s": round(total / ingest_s),
+            "ingest_seconds": round(ingest_s, 3),
+            "server_cpu_s": round(server_cpu, 3),
+            "bytes_per_sample": round(chunk_bytes / total, 2),
+            "query_single_p50_ms": round(statistics.median(single_ms), 2),
+            "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),
+            "query_fleet_avg_p50_ms": round(statistics.median(fleet_ms), 2),
+            "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
+            "server_rss_mb_start": round(rss_start, 1),
+            "server_rss_mb_peak": round(rss_peak, 1),
+            "server_rss_mb_end": round(rss_end, 1),
+            "baseline_copy_samples_per_s": round(baseline) if baseline else None,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+        text = json.dumps(result, indent=2)
+        print(text)
+        Path(args.output).write_text(text + "\n")
+        return 0
+    finally:
+        metrics.terminate()
+        agents.terminate()
+        if not args.keep_schema:
+            with admin.cursor() as cursor:
+                cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
