@@ -16,7 +16,9 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +84,15 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
     return batches
 
 
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL server process on this machine."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
@@ -126,6 +137,11 @@ def main() -> int:
     )
     parser.add_argument("--output", default="bench.json")
     parser.add_argument("--keep-schema", action="store_true", help="leave the benchmark schema for inspection")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the metrics service with py-spy during ingest (collapsed stacks, for flame graphs)",
+    )
     args = parser.parse_args()
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -170,7 +186,29 @@ def main() -> int:
         stub = metrics_pb2_grpc.MetricsServiceStub(channel)
         rss_start = server.memory_info().rss / 2**20
         cpu_before = sum(server.cpu_times()[:2])
+        postgres_before = postgres_cpu_s()
+        client_before = sum(psutil.Process().cpu_times()[:2])
         rss_peak = rss_start
+        profiler = None
+        if args.profile:
+            py_spy = Path(sys.executable).parent / "py-spy"
+            profiler = subprocess.Popen(
+                [
+                    str(py_spy),
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--output",
+                    args.profile,
+                    "--pid",
+                    str(metrics.process.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
         log(f"streaming {total:,} samples in {len(batches)} batches")
         began = time.perf_counter()
         accepted = 0
@@ -184,7 +222,13 @@ def main() -> int:
                 log(f"acked batch {ack.sequence}/{len(batches)}")
         ingest_s = time.perf_counter() - began
         server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+        postgres_cpu = postgres_cpu_s() - postgres_before
+        client_cpu = sum(psutil.Process().cpu_times()[:2]) - client_before
         rss_end = server.memory_info().rss / 2**20
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
+            log(f"profile written to {args.profile}")
         if accepted != total:
             raise RuntimeError(f"only {accepted} of {total} samples were accepted")
 
@@ -236,6 +280,8 @@ def main() -> int:
             "ingest_samples_per_s": round(total / ingest_s),
             "ingest_seconds": round(ingest_s, 3),
             "server_cpu_s": round(server_cpu, 3),
+            "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
+            "client_cpu_s": round(client_cpu, 3),
             "bytes_per_sample": round(chunk_bytes / total, 2),
             "query_single_p50_ms": round(statistics.median(single_ms), 2),
             "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()
-    engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "metrics"))
+    # No ping per checkout: ingest checks out a connection per batch; broken connections are
+    # invalidated by the stores when they fail instead.
+    engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "metrics"), pool_pre_ping=False)
     samples = PostgresSampleStore(engine) if is_postgres(engine) else SqliteSampleStore(engine)
     catalog = SeriesCatalog(SqlSeriesStore(engine), wall_clock_ms)
     hub = WatchHub()

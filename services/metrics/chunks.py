@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 MAX_CHUNK_SPAN_MS = 2 * 3600 * 1000
 """A chunk never spans more than this; queries rely on it to bound their look-behind."""
@@ -67,19 +68,29 @@ def summarise(values: list[float]) -> tuple[float, float, float]:
     return total, low, high
 
 
-def make_chunk(series_id: int, timestamps: list[int], values: list[float]) -> Chunk:
-    """One chunk of strictly ascending timestamps spanning at most MAX_CHUNK_SPAN_MS."""
-    start, end, count = timestamps[0], timestamps[-1], len(timestamps)
-    interval = (end - start) // (count - 1) if count > 1 else 0
-    regular = count == 1 or (
-        interval > 0 and (end - start) == interval * (count - 1) and timestamps == list(range(start, end + 1, interval))
-    )
+def spacing(timestamps: list[int]) -> int | None:
+    """The constant interval of strictly ascending timestamps; 0 when ascending but uneven (or a
+    single sample); None when not strictly ascending."""
+    count = len(timestamps)
+    if count < 2:
+        return 0
+    first, last = timestamps[0], timestamps[-1]
+    step = (last - first) // (count - 1)
+    if step > 0 and last - first == step * (count - 1) and timestamps == list(range(first, last + 1, step)):
+        return step
+    return 0 if all(a < b for a, b in pairwise(timestamps)) else None
+
+
+def make_chunk(series_id: int, timestamps: list[int], values: list[float], interval: int) -> Chunk:
+    """One chunk of strictly ascending timestamps with the given spacing (see `spacing`)."""
+    start = timestamps[0]
     total, low, high = summarise(values)
+    regular = interval > 0 or len(timestamps) == 1
     return Chunk(
         series_id=series_id,
         start_ms=start,
-        end_ms=end,
-        interval_ms=interval if regular else 0,
+        end_ms=timestamps[-1],
+        interval_ms=interval,
         offsets=None if regular else [t - start for t in timestamps],
         values=values,
         sum=total,
@@ -88,13 +99,14 @@ def make_chunk(series_id: int, timestamps: list[int], values: list[float]) -> Ch
     )
 
 
-def make_chunks(series_id: int, timestamps: list[int], values: list[float]) -> list[Chunk]:
-    """Chunks for ascending samples, split wherever a chunk would span more than MAX_CHUNK_SPAN_MS."""
+def make_chunks(series_id: int, timestamps: list[int], values: list[float], interval: int | None = None) -> list[Chunk]:
+    """Chunks for strictly ascending samples, split wherever one would span more than MAX_CHUNK_SPAN_MS."""
     if timestamps[-1] - timestamps[0] <= MAX_CHUNK_SPAN_MS:
-        return [make_chunk(series_id, timestamps, values)]
+        return [make_chunk(series_id, timestamps, values, spacing(timestamps) if interval is None else interval)]
     chunks, begin = [], 0
     for index in range(1, len(timestamps) + 1):
         if index == len(timestamps) or timestamps[index] - timestamps[begin] > MAX_CHUNK_SPAN_MS:
-            chunks.append(make_chunk(series_id, timestamps[begin:index], values[begin:index]))
+            part = timestamps[begin:index]
+            chunks.append(make_chunk(series_id, part, values[begin:index], spacing(part) or 0))
             begin = index
     return chunks
