@@ -93,6 +93,46 @@ def postgres_cpu_s() -> float:
     return total
 
 
+def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[int, int]:
+    """(chunk rows, bytes on disk of the chunk table and its indexes)."""
+    if args.backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(workdir / "metrics.db") as connection:
+            rows = connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            size = connection.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%chunks%'").fetchone()[0]
+        return int(rows), int(size)
+    connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM chunks")
+        rows = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+            "WHERE inhparent = 'chunks'::regclass"
+        )
+        size = cursor.fetchone()[0]
+    connection.close()
+    return int(rows), int(size)
+
+
+def wait_for_compaction(args: argparse.Namespace, schema: str, workdir: Path, timeout_s: float = 120) -> None:
+    """Until the chunk count stops falling for a few passes (then VACUUM so freed space is reused)."""
+    deadline = time.monotonic() + timeout_s
+    previous, stable = -1, 0
+    while time.monotonic() < deadline and stable < 3:
+        time.sleep(2)
+        rows, _ = store_size(args, schema, workdir)
+        stable = stable + 1 if rows == previous else 0
+        previous = rows
+        log(f"chunks: {rows}")
+    if args.backend == "postgres":
+        connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM FULL chunks")
+        connection.close()
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
@@ -161,6 +201,8 @@ def main() -> int:
         "INFRAWATCH_METRICS_PORT": str(metrics_port),
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_LOG_LEVEL": "WARNING",
+        # No background pass during the ingest measurement; compaction is measured on its own below.
+        "INFRAWATCH_MAINTENANCE_EVERY": "1h",
     }
     agents = ServiceProcess("services.agents", common, workdir / "agents.log")
     metrics = ServiceProcess("services.metrics", common, workdir / "metrics.log")
@@ -254,25 +296,37 @@ def main() -> int:
             expected = (end_ms - start_ms) // 300_000 + 1
             assert len(reply.series) == 1 and len(reply.series[0].values) == expected
 
-        log("running queries")
-        single_ms = timed_queries(stub, single, check_single)
-        fleet_ms = timed_queries(stub, fleet, check_fleet)
-        channel.close()
+        def measure() -> dict[str, float]:
+            single_ms = timed_queries(stub, single, check_single)
+            fleet_ms = timed_queries(stub, fleet, check_fleet)
+            chunks, size = store_size(args, schema, workdir)
+            return {
+                "chunks": chunks,
+                "bytes_per_sample": round(size / total, 2),
+                "query_single_p50_ms": round(statistics.median(single_ms), 2),
+                "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),
+                "query_fleet_avg_p50_ms": round(statistics.median(fleet_ms), 2),
+                "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
+            }
 
+        log("running queries on the freshly ingested chunks")
+        fresh = measure()
+        channel.close()
+        log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
+        metrics.terminate()
+        metrics = ServiceProcess(
+            "services.metrics", {**common, "INFRAWATCH_MAINTENANCE_EVERY": "2s"}, workdir / "metrics-2.log"
+        )
+        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
+        wait_for_compaction(args, schema, workdir)
+        channel = grpc.insecure_channel(f"127.0.0.1:{metrics_port}")
+        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+        compacted = measure()
+        channel.close()
+        baseline = None
         if args.backend == "postgres":
-            connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
-                    "WHERE inhparent = 'chunks'::regclass"
-                )
-                chunk_bytes = int(cursor.fetchone()[0])
-            connection.close()
             log("measuring the COPY baseline")
             baseline = baseline_copy(args.postgres_url, schema, batches)
-        else:
-            chunk_bytes = (workdir / "metrics.db").stat().st_size
-            baseline = None
 
         result = {
             "backend": args.backend,
@@ -282,15 +336,13 @@ def main() -> int:
             "server_cpu_s": round(server_cpu, 3),
             "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
             "client_cpu_s": round(client_cpu, 3),
-            "bytes_per_sample": round(chunk_bytes / total, 2),
-            "query_single_p50_ms": round(statistics.median(single_ms), 2),
-            "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),
-            "query_fleet_avg_p50_ms": round(statistics.median(fleet_ms), 2),
-            "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
+            **{key: value for key, value in compacted.items() if key != "chunks"},
             "server_rss_mb_start": round(rss_start, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
             "server_rss_mb_end": round(rss_end, 1),
             "baseline_copy_samples_per_s": round(baseline) if baseline else None,
+            "chunks_after_compaction": compacted["chunks"],
+            "before_compaction": fresh,
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
         text = json.dumps(result, indent=2)

@@ -19,8 +19,8 @@ from services.metrics.auth import AgentsClient, CachedAuthenticator
 from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import IngestLimits
 from services.metrics.ingest import Ingestor
+from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
 from services.metrics.query import QueryContext
-from services.metrics.retention import RetentionTask, enforce_retention
 from services.metrics.series_store import SqlSeriesStore
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer
 from services.metrics.settings import METRICS_VARS, MetricsSettings
@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> None:
         future_skew_ms=int(settings.max_future_skew * 1000),
         retention_ms=int(settings.retention * 1000),
     )
+    maintenance = MaintenancePolicy(
+        retention_ms=limits.retention_ms,
+        compaction_window_ms=int(settings.compaction_window * 1000),
+        compaction_delay_ms=int(settings.compaction_delay * 1000),
+        every_s=settings.maintenance_every,
+    )
     agents_channel = grpc.insecure_channel(settings.agents_address)
     authenticator = CachedAuthenticator(
         AgentsClient(agents_channel, settings.downstream_timeout, stop).authenticate, settings.auth_cache_ttl
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
         catalog.refresh(force=True)
         enforce_retention(samples, limits.retention_ms, wall_clock_ms())
-        RetentionTask(samples, limits.retention_ms, settings.retention_check_every, wall_clock_ms, stop).start()
+        MaintenanceTask(samples, maintenance, wall_clock_ms, stop).start()
 
     try:
         serve(

@@ -54,6 +54,11 @@ class SampleStore(Protocol):
         """Remove samples older than cutoff_ms (whole partitions where possible); returns units dropped."""
         ...
 
+    def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
+        """Merge each series' chunks within every aligned window in [since_ms, until_ms) into one;
+        returns the number of chunks removed."""
+        ...
+
     def size_bytes(self) -> int:
         """Bytes on disk of the sample store, indexes included."""
         ...

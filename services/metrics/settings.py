@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import COMMON_VARS, Var, duration_seconds, port, positive_int, read_vars
+from services.common.config import COMMON_VARS, ConfigError, Var, duration_seconds, port, positive_int, read_vars
+from services.metrics.chunks import MAX_CHUNK_SPAN_MS
 
 METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
@@ -13,9 +14,21 @@ METRICS_VARS: tuple[Var, ...] = (
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
     Var("INFRAWATCH_RETENTION", "15d", "Samples older than this are dropped.", duration_seconds),
     Var(
-        "INFRAWATCH_RETENTION_CHECK_EVERY",
+        "INFRAWATCH_MAINTENANCE_EVERY",
+        "1m",
+        "How often compaction and retention run in the background.",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_COMPACTION_WINDOW",
+        "1h",
+        "Closed windows of this size (at most 2h) hold one chunk per series after compaction.",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_COMPACTION_DELAY",
         "10m",
-        "How often the retention task looks for data to drop.",
+        "A window is compacted once it ended this long ago.",
         duration_seconds,
     ),
     Var(
@@ -45,7 +58,9 @@ class MetricsSettings:
     metrics_port: int
     agents_address: str
     retention: float
-    retention_check_every: float
+    maintenance_every: float
+    compaction_window: float
+    compaction_delay: float
     max_series_per_batch: int
     max_series_per_agent: int
     max_future_skew: float
@@ -55,4 +70,7 @@ class MetricsSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> MetricsSettings:
-        return cls(**read_vars(METRICS_VARS, environ))
+        settings = cls(**read_vars(METRICS_VARS, environ))
+        if settings.compaction_window * 1000 > MAX_CHUNK_SPAN_MS:
+            raise ConfigError("INFRAWATCH_COMPACTION_WINDOW must be at most 2h (the longest a chunk may span)")
+        return settings

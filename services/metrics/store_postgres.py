@@ -92,6 +92,48 @@ WHERE series_id = ANY(%(ids)s) AND start_ms <= %(end)s AND start_ms >= %(lo)s AN
 ORDER BY series_id, start_ms
 """
 
+_COMPACT_CANDIDATES = """
+SELECT DISTINCT start_ms / %(window)s FROM chunks
+WHERE start_ms >= %(since)s AND start_ms < %(until)s
+GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1
+"""
+
+# Chunks that start and end inside one window, for series with more than one such chunk.
+# Only these exact rows are replaced, so chunks that ingest adds meanwhile are left alone.
+_COMPACT_VICTIMS = """
+CREATE TEMP TABLE victims ON COMMIT DROP AS
+SELECT series_id, start_ms FROM chunks
+WHERE start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s
+  AND series_id IN (
+      SELECT series_id FROM chunks
+      WHERE start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s
+      GROUP BY series_id HAVING count(*) > 1
+  )
+"""
+
+_COMPACT_MERGED = """
+CREATE TEMP TABLE merged ON COMMIT DROP AS
+WITH samples AS (
+    SELECT c.series_id, c.start_ms + COALESCE(c.offsets[u.i], (u.i - 1) * c.interval_ms) AS ts, u.v
+    FROM chunks c JOIN victims USING (series_id, start_ms), unnest(c.vals) WITH ORDINALITY AS u(v, i)
+    WHERE c.start_ms >= %(start)s AND c.start_ms < %(end)s
+),
+spaced AS (SELECT series_id, ts, v, ts - lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS gap FROM samples),
+runs AS (
+    SELECT series_id, min(ts) AS start_ms, max(ts) AS end_ms, count(*)::int AS n,
+           sum(v) AS sum, min(v) AS min, max(v) AS max, (array_agg(v ORDER BY ts DESC))[1] AS last,
+           min(gap) AS low_gap, max(gap) AS high_gap,
+           array_agg(ts ORDER BY ts) AS times, array_agg(v ORDER BY ts) AS vals
+    FROM spaced GROUP BY series_id
+)
+SELECT start_ms, end_ms, sum, min, max, last, series_id, n,
+       CASE WHEN n = 1 THEN 0 WHEN low_gap = high_gap THEN low_gap::int ELSE 0 END AS interval_ms,
+       CASE WHEN n = 1 OR low_gap = high_gap THEN NULL
+            ELSE ARRAY(SELECT (t - start_ms)::int FROM unnest(times) AS t) END AS offsets,
+       vals
+FROM runs
+"""
+
 _NEWEST = """
 SELECT s.id, l.end_ms, l.last FROM unnest(%(ids)s::int[]) AS s(id)
 CROSS JOIN LATERAL (
@@ -294,6 +336,30 @@ class PostgresSampleStore:
                 event(_log, "partition dropped", partition=f"chunks_d{day}")
                 dropped += 1
         return dropped
+
+    def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
+        """Merge each series' chunks inside every window (aligned to window_ms) that lies in
+        [since_ms, until_ms) into one chunk; returns the number of chunks removed."""
+        removed = 0
+        with self._cursor() as cursor:
+            cursor.execute(_COMPACT_CANDIDATES, {"window": window_ms, "since": since_ms, "until": until_ms})
+            windows = sorted(row[0] for row in cursor.fetchall())
+        for window in windows:
+            start, end = window * window_ms, (window + 1) * window_ms
+            if end > until_ms:
+                continue
+            with self._cursor(commit=True) as cursor:
+                cursor.execute(_COMPACT_VICTIMS, {"start": start, "end": end})
+                cursor.execute(_COMPACT_MERGED, {"start": start, "end": end})
+                cursor.execute(
+                    "DELETE FROM chunks c USING victims v WHERE c.series_id = v.series_id AND c.start_ms = v.start_ms "
+                    "AND c.start_ms >= %(start)s AND c.start_ms < %(end)s",
+                    {"start": start, "end": end},
+                )
+                deleted = cursor.rowcount
+                cursor.execute("INSERT INTO chunks SELECT * FROM merged")
+                removed += deleted - cursor.rowcount
+        return removed
 
     def size_bytes(self) -> int:
         with self._cursor() as cursor:

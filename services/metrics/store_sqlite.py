@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from services.metrics import aggregate as engine_py
-from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk
+from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, make_chunks
 from services.metrics.domain import Aggregation
 from services.metrics.ports import Points
 
@@ -48,6 +48,26 @@ def _nan(value: float | None) -> float:
 _COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last"
 
 
+_INSERT = f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _row(c: Chunk) -> tuple[object, ...]:
+    offsets = None if c.offsets is None else _pack("i", c.offsets)
+    return (
+        c.series_id,
+        c.start_ms,
+        c.end_ms,
+        c.count,
+        c.interval_ms,
+        offsets,
+        _pack("d", c.values),
+        c.sum,
+        c.min,
+        c.max,
+        c.last,
+    )
+
+
 class SqliteSampleStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -67,24 +87,8 @@ class SqliteSampleStore:
             connection.close()
 
     def append(self, chunks: Sequence[Chunk]) -> None:
-        rows = [
-            (
-                c.series_id,
-                c.start_ms,
-                c.end_ms,
-                c.count,
-                c.interval_ms,
-                None if c.offsets is None else _pack("i", c.offsets),
-                _pack("d", c.values),
-                c.sum,
-                c.min,
-                c.max,
-                c.last,
-            )
-            for c in chunks
-        ]
         with self._cursor(commit=True) as cursor:
-            cursor.executemany(f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            cursor.executemany(_INSERT, [_row(c) for c in chunks])
 
     def _chunks(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, list[Chunk]]:
         found: dict[int, list[Chunk]] = defaultdict(list)
@@ -161,6 +165,41 @@ class SqliteSampleStore:
         with self._cursor(commit=True) as cursor:
             cursor.execute("DELETE FROM chunks WHERE end_ms < ?", (cutoff_ms,))
             return int(cursor.rowcount)
+
+    def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
+        """Merge each series' chunks inside every window (aligned to window_ms) that lies in
+        [since_ms, until_ms) into one chunk; returns the number of chunks removed."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT series_id, start_ms / ? FROM chunks WHERE start_ms >= ? AND start_ms < ? "
+                "GROUP BY series_id, start_ms / ? HAVING count(*) > 1",
+                (window_ms, since_ms, until_ms, window_ms),
+            )
+            candidates = cursor.fetchall()
+        removed = 0
+        for series_id, window in candidates:
+            start, end = window * window_ms, (window + 1) * window_ms
+            if end > until_ms:
+                continue
+            chunks = [
+                c
+                for c in self._chunks([series_id], start, end).get(series_id, [])
+                if start <= c.start_ms and c.end_ms < end
+            ]
+            if len(chunks) < 2:
+                continue
+            merged = make_chunks(
+                series_id,
+                [t for c in chunks for t in c.timestamps()],
+                [v for c in chunks for v in c.values],
+            )
+            with self._cursor(commit=True) as cursor:
+                cursor.executemany(
+                    "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(series_id, c.start_ms) for c in chunks]
+                )
+                cursor.executemany(_INSERT, [_row(c) for c in merged])
+            removed += len(chunks) - len(merged)
+        return removed
 
     def size_bytes(self) -> int:
         with self._cursor() as cursor:

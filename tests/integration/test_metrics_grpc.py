@@ -346,3 +346,37 @@ def test_retention_drops_old_samples_and_keeps_recent_ones(metrics_harness):
     samples.append(make_chunks(ids[recent], [now - 1000], [3.0]))
     samples.drop_older_than(now - 15 * day)
     assert samples.raw([ids[old], ids[recent]], now - 30 * day, now) == {ids[recent]: ([now - 1000], [3.0])}
+
+
+def test_compaction_merges_small_chunks_without_changing_any_answer(metrics_harness, metrics_stub, agent_token):
+    window = 3_600_000
+    t0 = (metrics_harness.clock() // window - 2) * window
+    labels_a = {"__name__": "comp", "host": "a"}
+    labels_b = {"__name__": "comp", "host": "b"}
+    batches = []
+    for number in range(12):
+        ks = range(number * 5, number * 5 + 5)
+        batches.append(
+            batch(
+                series(labels_a, [t0 + k * 10_000 for k in ks], [float(k) for k in ks]),
+                series(labels_b, [t0 + k * 10_000 + 3 * (k % 2) for k in ks], [k * 0.5 for k in ks]),
+                sequence=number,
+            )
+        )
+    stream(metrics_stub, agent_token, *batches)
+    end = t0 + 600_000
+
+    def answers():
+        raw = query(metrics_stub, "comp", t0, end)
+        sums = query(metrics_stub, "comp", t0, end, step_ms=45_000, aggregation=pb.AGGREGATION_SUM, group_by=["host"])
+        last = query(metrics_stub, "comp", t0, end, step_ms=120_000, aggregation=pb.AGGREGATION_LAST)
+        return [
+            [(labels_of(s), list(s.timestamps_ms), list(s.values)) for s in reply.series] for reply in (raw, sums, last)
+        ]
+
+    before = answers()
+    samples = metrics_harness.samples
+    removed = samples.compact(window, t0 - 2 * window, metrics_harness.clock() - 600_000)
+    assert removed == 2 * 11
+    assert answers() == before
+    assert samples.compact(window, t0 - 2 * window, metrics_harness.clock() - 600_000) == 0

@@ -1,0 +1,77 @@
+"""Background upkeep of the sample store: compaction and retention, off the ingest path.
+
+Compaction merges the small chunks ingest writes (one per series per batch)
+into one chunk per series per aligned window once the window has closed,
+which is what brings storage down to a few bytes per sample. Retention
+drops data older than INFRAWATCH_RETENTION (whole day partitions on
+PostgreSQL). Both run in their own transactions and never hold a lock that
+ingest needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common.logs import event
+from services.metrics.ports import SampleStore
+
+_log = logging.getLogger("infrawatch.metrics.maintenance")
+
+COMPACTION_LOOKBACK_MS = 2 * 86_400_000
+"""How far back each pass looks for windows to compact (late data from a buffered agent)."""
+
+
+@dataclass(frozen=True)
+class MaintenancePolicy:
+    retention_ms: int
+    compaction_window_ms: int = 3_600_000
+    compaction_delay_ms: int = 600_000
+    every_s: float = 60.0
+
+
+def enforce_retention(store: SampleStore, retention_ms: int, now_ms: int) -> int:
+    """Drop what is older than the retention period; returns the partitions or chunks removed."""
+    return store.drop_older_than(now_ms - retention_ms)
+
+
+def compact_closed_windows(store: SampleStore, policy: MaintenancePolicy, now_ms: int) -> int:
+    """Compact every window that ended at least the compaction delay ago; returns chunks removed."""
+    return store.compact(
+        policy.compaction_window_ms, now_ms - COMPACTION_LOOKBACK_MS, now_ms - policy.compaction_delay_ms
+    )
+
+
+def run_maintenance(store: SampleStore, policy: MaintenancePolicy, now_ms: int) -> None:
+    began = time.perf_counter()
+    dropped = enforce_retention(store, policy.retention_ms, now_ms)
+    merged = compact_closed_windows(store, policy, now_ms)
+    if dropped or merged:
+        event(
+            _log,
+            "maintenance pass",
+            retention_dropped=dropped,
+            compaction_removed_chunks=merged,
+            duration_ms=round((time.perf_counter() - began) * 1000, 1),
+        )
+
+
+class MaintenanceTask(threading.Thread):
+    def __init__(
+        self, store: SampleStore, policy: MaintenancePolicy, now_ms: Callable[[], int], stop: threading.Event
+    ) -> None:
+        super().__init__(name="maintenance", daemon=True)
+        self._store = store
+        self._policy = policy
+        self._now_ms = now_ms
+        self._stop = stop
+
+    def run(self) -> None:
+        while not self._stop.wait(self._policy.every_s):
+            try:
+                run_maintenance(self._store, self._policy, self._now_ms())
+            except Exception:
+                _log.exception("maintenance pass failed; will retry")
