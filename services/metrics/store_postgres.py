@@ -33,45 +33,97 @@ DAY_MS = 86_400_000
 _PARTITION = re.compile(r"^chunks_d(\d+)$")
 _log = logging.getLogger("infrawatch.metrics.store")
 
-_SELECTED = """
-sel(series_id, grp) AS (SELECT * FROM unnest(%(ids)s::int[], %(grps)s::int[])),
-c AS (
-    SELECT sel.grp, ch.series_id, ch.start_ms, ch.end_ms, ch.n, ch.interval_ms, ch.offsets, ch.vals,
-           ch.sum, ch.min, ch.max, ch.last,
-           (ch.start_ms >= %(start)s AND ch.end_ms <= %(end)s
-            AND (ch.start_ms - %(start)s) / %(step)s = (ch.end_ms - %(start)s) / %(step)s) AS whole
+_SELECTION = """
+sel(series_id, grp) AS (SELECT * FROM unnest(%(ids)s::int[], %(grps)s::int[]))"""
+
+_CHUNK_RANGE = "ch.start_ms <= %(end)s AND ch.start_ms >= %(lo)s AND ch.end_ms >= %(from)s"
+
+_WHOLE = """(ch.start_ms >= %(start)s AND ch.end_ms <= %(end)s
+             AND (ch.start_ms - %(start)s) / %(step)s = (ch.end_ms - %(start)s) / %(step)s)"""
+
+# The CASE guards inside generate_series and unnest (NULL yields no rows) keep PostgreSQL from
+# expanding a chunk in a branch that does not apply to it; a WHERE would filter only afterwards.
+# Per aggregation: the partial columns each chunk contributes to a bucket, taken from
+# (1) its stored summary when it lies inside one bucket, (2) array slices per bucket when its
+# samples are evenly spaced (no per-sample timestamps to compute), (3) unnested samples
+# otherwise; and how the partials combine.
+_PARTIALS: dict[Aggregation, tuple[str, str, str, str]] = {
+    #                    summary                     slice                       unnested                 final
+    Aggregation.AVG: ("ch.n::bigint, ch.sum", "count(*), sum(v)", "count(*), sum(v)", "sum(p1) / sum(p0)"),
+    Aggregation.SUM: ("0::bigint, ch.sum", "0::bigint, sum(v)", "0::bigint, sum(v)", "sum(p1)"),
+    Aggregation.COUNT: ("ch.n::bigint, 0::float8", "count(*), 0::float8", "count(*), 0::float8", "sum(p0)::float8"),
+    Aggregation.MIN: ("0::bigint, ch.min", "0::bigint, min(v)", "0::bigint, min(v)", "min(p1)"),
+    Aggregation.MAX: ("0::bigint, ch.max", "0::bigint, max(v)", "0::bigint, max(v)", "max(p1)"),
+    Aggregation.LAST: (
+        "ch.end_ms, ch.last",
+        "sl.t, ch.vals[sl.i1 + 1]",
+        "max(t), (array_agg(v ORDER BY t DESC))[1]",
+        "(array_agg(p1 ORDER BY p0 DESC))[1]",
+    ),
+}
+
+
+@functools.cache
+def _aggregate_sql(aggregation: Aggregation) -> str:
+    summary, sliced, unnested, final = _PARTIALS[aggregation]
+    if aggregation is Aggregation.LAST:
+        # The newest sample of a slice is its last element; nothing to aggregate.
+        slice_columns, slice_join = sliced, ""
+    else:
+        slice_columns = "part.p0, part.p1"
+        slice_join = (
+            f"CROSS JOIN LATERAL (SELECT {sliced} FROM unnest(ch.vals[sl.i0 + 1 : sl.i1 + 1]) AS v) part(p0, p1)"
+        )
+    return f"""
+WITH {_SELECTION}
+SELECT grp, b, {final} FROM (
+    SELECT sel.grp, x.b, x.p0, x.p1
     FROM chunks ch JOIN sel ON sel.series_id = ch.series_id
-    WHERE ch.start_ms <= %(end)s AND ch.start_ms >= %(lo)s AND ch.end_ms >= %(from)s
-)"""
+    CROSS JOIN LATERAL (
+        SELECT (ch.start_ms - %(start)s) / %(step)s AS b, {summary}
+        WHERE {_WHOLE}
+        UNION ALL
+        SELECT sl.b, {slice_columns}
+        FROM (
+            SELECT bk.b, idx.i0, idx.i1, ch.start_ms + idx.i1 * ch.interval_ms AS t
+            FROM generate_series(
+                CASE WHEN ch.offsets IS NULL AND ch.interval_ms > 0 AND NOT {_WHOLE}
+                     THEN (greatest(ch.start_ms, %(start)s) - %(start)s) / %(step)s END,
+                (least(ch.end_ms, %(end)s) - %(start)s) / %(step)s
+            ) AS bk(b)
+            CROSS JOIN LATERAL (
+                SELECT greatest(0, (%(start)s + bk.b * %(step)s - ch.start_ms + ch.interval_ms - 1)
+                                   / ch.interval_ms) AS i0,
+                       least(ch.n - 1, (least(%(start)s + (bk.b + 1) * %(step)s - 1, %(end)s) - ch.start_ms)
+                                   / ch.interval_ms) AS i1
+            ) idx
+            WHERE idx.i0 <= idx.i1
+        ) sl {slice_join}
+        UNION ALL
+        SELECT (t - %(start)s) / %(step)s, {unnested}
+        FROM (
+            SELECT ch.start_ms + COALESCE(ch.offsets[u.i], (u.i - 1) * ch.interval_ms) AS t, u.v
+            FROM unnest(CASE WHEN NOT (ch.offsets IS NULL AND ch.interval_ms > 0) AND NOT {_WHOLE}
+                             THEN ch.vals END) WITH ORDINALITY AS u(v, i)
+        ) samples
+        WHERE t BETWEEN %(start)s AND %(end)s
+        GROUP BY 1
+    ) x(b, p0, p1)
+    WHERE {_CHUNK_RANGE}
+) parts
+GROUP BY grp, b ORDER BY grp, b
+"""
+
 
 _UNNESTED = """
 SELECT c.grp, c.series_id, c.start_ms + COALESCE(c.offsets[u.i], (u.i - 1) * c.interval_ms) AS ts, u.v
 FROM c, unnest(c.vals) WITH ORDINALITY AS u(v, i)"""
 
-_FINAL = {
-    Aggregation.AVG: "sum(s) / sum(n)",
-    Aggregation.SUM: "sum(s)",
-    Aggregation.COUNT: "sum(n)::float8",
-    Aggregation.MIN: "min(lo)",
-    Aggregation.MAX: "max(hi)",
-    Aggregation.LAST: "(array_agg(v ORDER BY t DESC))[1]",
-}
-
-_AGGREGATE = f"""
-WITH {_SELECTED},
-parts AS (
-    SELECT grp, (start_ms - %(start)s) / %(step)s AS b, n, sum AS s, min AS lo, max AS hi, end_ms AS t, last AS v
-    FROM c WHERE whole
-    UNION ALL
-    SELECT grp, (ts - %(start)s) / %(step)s, 1, v, v, v, ts, v
-    FROM ({_UNNESTED} WHERE NOT c.whole) samples
-    WHERE ts BETWEEN %(start)s AND %(end)s
-)
-SELECT grp, b, {{final}} FROM parts GROUP BY grp, b ORDER BY grp, b
-"""
-
 _RATE = f"""
-WITH {_SELECTED},
+WITH {_SELECTION},
+c AS (
+    SELECT sel.grp, ch.* FROM chunks ch JOIN sel ON sel.series_id = ch.series_id WHERE {_CHUNK_RANGE}
+),
 samples AS ({_UNNESTED}),
 deltas AS (
     SELECT grp, ts, v,
@@ -307,7 +359,7 @@ class PostgresSampleStore:
             sql = _RATE
         else:
             params.update({"from": start_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS})
-            sql = _AGGREGATE.format(final=_FINAL[aggregation])
+            sql = _aggregate_sql(aggregation)
         result: dict[int, Points] = defaultdict(lambda: ([], []))
         with self._cursor() as cursor:
             cursor.execute(sql, params)
