@@ -131,6 +131,19 @@ def wait_for_compaction(args: argparse.Namespace, schema: str, workdir: Path, ti
         with connection.cursor() as cursor:
             cursor.execute("VACUUM FULL chunks")
         connection.close()
+        analyze(args, schema)
+
+
+def analyze(args: argparse.Namespace, schema: str) -> None:
+    """Gather planner statistics, as autovacuum would soon after a load, so queries run with the
+    plans they get in steady state."""
+    if args.backend != "postgres":
+        return
+    connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    connection.close()
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -309,9 +322,13 @@ def main() -> int:
                 "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
             }
 
+        analyze(args, schema)
         log("running queries on the freshly ingested chunks")
         fresh = measure()
         channel.close()
+        if args.keep_schema:
+            with admin.cursor() as cursor:
+                cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.chunks")
         log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
         metrics.terminate()
         metrics = ServiceProcess(
