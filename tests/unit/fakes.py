@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
 
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy
+from services.metrics.aggregate import Points, points_in_range
+from services.metrics.chunks import Chunk
+from services.metrics.domain import LabelSet, MetricInfo, Series
 
 
 class FakeAgentRepository:
@@ -76,3 +80,55 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * 1000)
+
+
+class FakeSeriesStore:
+    """Series and metric metadata in dictionaries."""
+
+    def __init__(self) -> None:
+        self.series: dict[LabelSet, Series] = {}
+        self.infos: dict[str, MetricInfo] = {}
+
+    def load_series(self, after_id: int) -> list[Series]:
+        return sorted((s for s in self.series.values() if s.series_id > after_id), key=lambda s: s.series_id)
+
+    def create_series(self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int) -> dict[LabelSet, int]:
+        for labels, agent_id in wanted:
+            if labels not in self.series:
+                self.series[labels] = Series(len(self.series) + 1, labels, agent_id)
+        return {labels: self.series[labels].series_id for labels, _ in wanted}
+
+    def load_metric_infos(self) -> list[MetricInfo]:
+        return list(self.infos.values())
+
+    def save_metric_info(self, info: MetricInfo) -> None:
+        known = self.infos.get(info.name)
+        self.infos[info.name] = MetricInfo(info.name, known.type if known else info.type, info.unit, info.help)
+
+
+class FakeSampleStore:
+    """Chunks in a list; queries answered with the same Python engine the SQLite store uses."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+        self.appends = 0
+
+    def append(self, chunks: Sequence[Chunk]) -> None:
+        self.appends += 1
+        self.chunks.extend(chunks)
+
+    def _of(self, series_id: int) -> list[Chunk]:
+        return sorted((c for c in self.chunks if c.series_id == series_id), key=lambda c: c.start_ms)
+
+    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
+        return {i: self._of(i)[-1].end_ms for i in series_ids if self._of(i)}
+
+    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
+        return {t for c in self._of(series_id) for t in c.timestamps() if start_ms <= t <= end_ms}
+
+    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+        found = {i: points_in_range(self._of(i), start_ms, end_ms) for i in series_ids}
+        return {i: points for i, points in found.items() if points[0]}
+
+    def samples_of(self, series_id: int) -> Points:
+        return points_in_range(self._of(series_id), -(2**62), 2**62)

@@ -1,0 +1,151 @@
+"""Ingest rules on fake stores: idempotence, limits, rejections, watch fan-out."""
+
+import pytest
+
+from services.metrics.catalog import SeriesCatalog
+from services.metrics.domain import IngestLimits, Matcher, MatchType, MetricInfo, MetricType, Reason
+from services.metrics.ingest import IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.watch import WatchHub
+from tests.unit.fakes import FakeClock, FakeSampleStore, FakeSeriesStore
+
+CPU = [("__name__", "cpu"), ("host", "a")]
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def samples():
+    return FakeSampleStore()
+
+
+@pytest.fixture
+def hub():
+    return WatchHub()
+
+
+@pytest.fixture
+def ingestor(samples, hub, clock):
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    limits = IngestLimits(
+        max_series_per_batch=3, max_series_per_agent=4, future_skew_ms=60_000, retention_ms=86_400_000
+    )
+    return Ingestor(catalog, samples, hub, limits, clock)
+
+
+def batch(*series, sequence=1, metadata=()):
+    return IncomingBatch(sequence, list(metadata), list(series))
+
+
+def one(labels, times, values, ref=0):
+    return IncomingSeries(labels, ref, list(times), list(values))
+
+
+def test_accepted_samples_are_stored_and_counted(ingestor, samples, clock):
+    now = clock()
+    result = ingestor.open_stream("agent").ingest(batch(one(CPU, [now - 2000, now - 1000], [1.0, 2.0])))
+    assert (result.accepted, result.rejected, result.duplicate) == (2, 0, 0)
+    assert samples.samples_of(1) == ([now - 2000, now - 1000], [1.0, 2.0])
+
+
+def test_resending_a_batch_on_a_new_stream_stores_nothing_twice(ingestor, samples, clock):
+    now = clock()
+    sent = batch(one(CPU, [now - 2000, now - 1000], [1.0, 2.0]))
+    ingestor.open_stream("agent").ingest(sent)
+    again = ingestor.open_stream("agent").ingest(sent)
+    assert (again.accepted, again.duplicate, again.rejected) == (0, 2, 0)
+    assert samples.samples_of(1) == ([now - 2000, now - 1000], [1.0, 2.0])
+
+
+def test_unsorted_samples_are_sorted_and_repeats_dropped(ingestor, samples, clock):
+    now = clock()
+    result = ingestor.open_stream("agent").ingest(
+        batch(one(CPU, [now - 1000, now - 3000, now - 1000], [2.0, 1.0, 9.0]))
+    )
+    assert (result.accepted, result.duplicate) == (2, 1)
+    assert samples.samples_of(1) == ([now - 3000, now - 1000], [1.0, 2.0])
+
+
+def test_nothing_is_written_for_a_batch_of_only_rejections(ingestor, samples, clock):
+    result = ingestor.open_stream("agent").ingest(batch(one([("host", "x")], [clock()], [1.0])))
+    assert result.rejections[0].reason is Reason.EMPTY_METRIC_NAME
+    assert samples.chunks == []
+
+
+def test_series_over_the_batch_limit_are_rejected_but_the_rest_stored(ingestor, clock):
+    now = clock()
+    items = [one([("__name__", "m"), ("i", str(i))], [now], [1.0]) for i in range(5)]
+    result = ingestor.open_stream("agent").ingest(batch(*items))
+    assert (result.accepted, result.rejected) == (3, 2)
+    assert [r.series_index for r in result.rejections] == [3, 4]
+    assert all(r.reason is Reason.TOO_MANY_SERIES for r in result.rejections)
+
+
+def test_cardinality_is_limited_per_agent(ingestor, clock):
+    now = clock()
+    stream = ingestor.open_stream("agent")
+    for start in (0, 3):
+        result = stream.ingest(
+            batch(*[one([("__name__", "m"), ("i", str(i))], [now], [1.0]) for i in range(start, start + 3)])
+        )
+    assert (result.accepted, result.rejected) == (1, 2)
+    assert {r.reason for r in result.rejections} == {Reason.CARDINALITY_LIMIT}
+    other = ingestor.open_stream("other-agent").ingest(batch(one([("__name__", "m"), ("i", "99")], [now], [1.0])))
+    assert other.accepted == 1
+
+
+def test_future_and_too_old_samples_are_rejected_per_sample(ingestor, clock):
+    now = clock()
+    times = [now - 2 * 86_400_000, now - 1000, now + 120_000]
+    result = ingestor.open_stream("agent").ingest(batch(one(CPU, times, [1.0, 2.0, 3.0])))
+    assert result.accepted == 1
+    assert sorted((r.reason, r.samples) for r in result.rejections) == [
+        (Reason.TOO_FAR_IN_FUTURE, 1),
+        (Reason.TOO_OLD, 1),
+    ]
+    assert "60s" in next(r.message for r in result.rejections if r.reason is Reason.TOO_FAR_IN_FUTURE)
+
+
+def test_refs_resolve_within_a_stream_only(ingestor, clock):
+    now = clock()
+    first = ingestor.open_stream("agent")
+    first.ingest(batch(one(CPU, [now - 2000], [1.0], ref=1)))
+    assert first.ingest(batch(one(None, [now - 1000], [2.0], ref=1))).accepted == 1
+    other = ingestor.open_stream("agent").ingest(batch(one(None, [now], [3.0], ref=1)))
+    assert other.rejections[0].reason is Reason.UNKNOWN_REF
+
+
+def test_declaring_a_counter_as_gauge_conflicts(ingestor, clock):
+    now = clock()
+    counter = MetricInfo("requests_total", MetricType.COUNTER)
+    gauge = MetricInfo("requests_total", MetricType.GAUGE)
+    labels = [("__name__", "requests_total")]
+    ingestor.open_stream("a").ingest(batch(one(labels, [now - 1000], [1.0]), metadata=[counter]))
+    result = ingestor.open_stream("b").ingest(batch(one([*labels, ("x", "1")], [now], [1.0]), metadata=[gauge]))
+    assert result.rejections[0].reason is Reason.TYPE_CONFLICT
+    assert ingestor.catalog.metric_info("requests_total").type is MetricType.COUNTER
+
+
+def test_watchers_receive_only_matching_committed_samples(ingestor, hub, clock):
+    now = clock()
+    subscription = hub.subscribe([Matcher("host", MatchType.EQUAL, "a")])
+    ingestor.open_stream("agent").ingest(
+        batch(one(CPU, [now - 1000], [1.0]), one([("__name__", "cpu"), ("host", "b")], [now - 1000], [5.0]))
+    )
+    (update,) = subscription.updates.get_nowait()
+    assert (update[0].labels, update[1], update[2]) == (tuple(CPU), [now - 1000], [1.0])
+    assert subscription.updates.empty()
+
+
+def test_a_failed_write_is_not_acknowledged_and_not_published(ingestor, samples, hub, clock):
+    subscription = hub.subscribe([Matcher("host", MatchType.EQUAL, "a")])
+
+    def broken(chunks):
+        raise ConnectionError("database went away")
+
+    samples.append = broken
+    with pytest.raises(ConnectionError):
+        ingestor.open_stream("agent").ingest(batch(one(CPU, [clock() - 1000], [1.0])))
+    assert subscription.updates.empty()
