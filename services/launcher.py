@@ -30,6 +30,7 @@ class Component:
 
 COMPONENTS: tuple[Component, ...] = (
     Component("agents", "services.agents", "INFRAWATCH_AGENTS_PORT", 50051, "infrawatch.agents.v1.AgentService"),
+    Component("metrics", "services.metrics", "INFRAWATCH_METRICS_PORT", 50052, "infrawatch.metrics.v1.MetricsService"),
 )
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from tests.e2e.processes import ServiceProcess, free_port, wait_serving
 
+AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
+METRICS_SERVICE = "infrawatch.metrics.v1.MetricsService"
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def e2e_database_url(request: pytest.FixtureRequest) -> str:
@@ -17,24 +20,47 @@ def e2e_database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def agents_process(tmp_path: Path, e2e_database_url: str) -> Iterator[tuple[ServiceProcess, str]]:
-    port = free_port()
-    process = ServiceProcess(
-        "services.agents",
-        {
-            "INFRAWATCH_AGENTS_PORT": str(port),
-            "INFRAWATCH_DATA_DIR": str(tmp_path / "data"),
-            "INFRAWATCH_DATABASE_URL": e2e_database_url,
-            "INFRAWATCH_OPERATOR_TOKEN": "e2e-operator",
-            "INFRAWATCH_SHUTDOWN_GRACE": "2s",
-        },
-        tmp_path / "agents.log",
-    )
-    address = f"127.0.0.1:{port}"
+def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
+    """The environment every service of one test platform shares, with free ports."""
+    agents_port, metrics_port = free_port(), free_port()
+    return {
+        "INFRAWATCH_AGENTS_PORT": str(agents_port),
+        "INFRAWATCH_METRICS_PORT": str(metrics_port),
+        "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
+        "INFRAWATCH_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        "INFRAWATCH_DATA_DIR": str(tmp_path / "data"),
+        "INFRAWATCH_DATABASE_URL": e2e_database_url,
+        "INFRAWATCH_OPERATOR_TOKEN": "e2e-operator",
+        "INFRAWATCH_SHUTDOWN_GRACE": "2s",
+    }
+
+
+def start(module: str, env: dict[str, str], port_var: str, service: str, log: Path) -> tuple[ServiceProcess, str]:
+    process = ServiceProcess(module, env, log)
+    address = f"127.0.0.1:{env[port_var]}"
     try:
-        wait_serving(address, "infrawatch.agents.v1.AgentService")
+        wait_serving(address, service)
     except TimeoutError:
         process.kill()
-        pytest.fail(f"agents service never became healthy:\n{process.log()}")
+        pytest.fail(f"{module} never became healthy:\n{process.log()}")
+    return process, address
+
+
+@pytest.fixture
+def agents_process(platform_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
+    process, address = start(
+        "services.agents", platform_env, "INFRAWATCH_AGENTS_PORT", AGENTS_SERVICE, tmp_path / "agents.log"
+    )
+    yield process, address
+    process.kill()
+
+
+@pytest.fixture
+def metrics_process(
+    platform_env: dict[str, str], agents_process: tuple[ServiceProcess, str], tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, str]]:
+    process, address = start(
+        "services.metrics", platform_env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / "metrics.log"
+    )
     yield process, address
     process.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,3 +74,22 @@ class ServiceProcess:
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def readme_recipe(name: str) -> str:
+    """The shell block between `<!-- recipes:NAME -->` and its closing fence in README.md."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(rf"<!-- recipes:{name} -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, f"README has no recipes:{name} block"
+    return block.group(1)
+
+
+def run_readme_recipe(name: str, addresses: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a README recipe block as written, with only its documented addresses replaced by test ports."""
+    script = readme_recipe(name)
+    for documented, actual in addresses.items():
+        script = script.replace(documented, actual)
+    env = {**os.environ, "PATH": f"{Path(GRPCURL).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )

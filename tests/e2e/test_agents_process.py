@@ -1,29 +1,14 @@
 """The agents service as a real process, driven by the real grpcurl binary through reflection."""
 
 import json
-import os
-import re
-import subprocess
 from pathlib import Path
 
-from tests.e2e.processes import GRPCURL, REPO, grpcurl
+from tests.e2e.processes import grpcurl, run_readme_recipe
 
 
-def readme_recipe(name: str) -> str:
-    text = (REPO / "README.md").read_text()
-    block = re.search(rf"<!-- recipes:{name} -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, f"README has no recipes:{name} block"
-    return block.group(1)
-
-
-def test_readme_grpcurl_recipes_work_verbatim(agents_process, tmp_path: Path):
+def test_readme_agents_recipes_work_verbatim(agents_process, tmp_path: Path):
     _, address = agents_process
-    port = address.rsplit(":", 1)[1]
-    script = readme_recipe("agents").replace("localhost:50051", f"localhost:{port}")
-    env = {**os.environ, "PATH": f"{Path(GRPCURL).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_readme_recipe("agents", {"localhost:50051": address}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "infrawatch.agents.v1.AgentService" in result.stdout
     assert '"hostname": "web-1"' in result.stdout
