@@ -122,7 +122,14 @@ def deregister_agent(ctx: AgentsContext, agent_id: str, token: str) -> Agent:
     return agent
 
 
-def get_agent(ctx: AgentsContext, agent_id: str) -> Agent:
+def get_agent(ctx: AgentsContext, agent_id: str, hostname: str = "") -> Agent:
+    """One agent by id, or by hostname when no id is given."""
+    if not agent_id and hostname:
+        with ctx.uow() as uow:
+            agent = uow.agents.get_by_hostname(hostname)
+        if agent is None:
+            raise NotFound(f"no agent is registered with hostname {hostname[:253]!r}")
+        return agent
     validate_agent_id(agent_id)
     with ctx.uow() as uow:
         agent = uow.agents.get(agent_id)

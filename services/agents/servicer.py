@@ -104,7 +104,8 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
         return pb.DeregisterAgentResponse(agent=self._to_proto(agent))
 
     def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
-        return pb.GetAgentResponse(agent=self._to_proto(service.get_agent(self._ctx, request.agent_id)))
+        agent = service.get_agent(self._ctx, request.agent_id, request.hostname)
+        return pb.GetAgentResponse(agent=self._to_proto(agent))
 
     def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.ServicerContext) -> pb.ListAgentsResponse:
         page = service.list_agents(

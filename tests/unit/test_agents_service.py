@@ -156,3 +156,10 @@ def test_listing_rejects_bad_page_token_and_page_size(ctx):
 def test_get_unknown_agent_is_not_found(ctx):
     with pytest.raises(NotFound, match=UNKNOWN_ID):
         service.get_agent(ctx, UNKNOWN_ID)
+
+
+def test_get_agent_by_hostname_finds_it_or_says_not_found(ctx):
+    agent, _ = register(ctx, "db-9")
+    assert service.get_agent(ctx, "", "db-9").agent_id == agent.agent_id
+    with pytest.raises(NotFound, match="db-10"):
+        service.get_agent(ctx, "", "db-10")

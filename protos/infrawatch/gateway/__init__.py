@@ -1,0 +1,1 @@
+"""Generated InfraWatch protobuf code; see the .proto files."""

@@ -1,0 +1,101 @@
+"""Composition root of the gateway: settings, channels, typed clients, servicer, server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from infrawatch.gateway.v1 import gateway_pb2_grpc
+from services.common.config import ConfigError, argument_parser
+from services.common.logs import configure_logging, event
+from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+from services.gateway.clients import AgentsClient, MetricsClient
+from services.gateway.service import GatewayContext
+from services.gateway.servicer import SERVICE_NAME, OperatorServicer
+from services.gateway.settings import GATEWAY_VARS, GatewaySettings
+
+_log = logging.getLogger("infrawatch.gateway")
+AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
+
+
+def downstream_serving(channel: grpc.Channel, service: str, timeout_s: float) -> bool:
+    """Whether a dependency's own health check says SERVING."""
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+        )
+    except grpc.RpcError as exc:
+        event(_log, "dependency not serving", logging.WARNING, service=service, code=exc.code().name)  # type: ignore[attr-defined]
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argument_parser(
+        "python -m services.gateway",
+        "InfraWatch gateway: the operators' single gRPC entry point (infrawatch.gateway.v1.OperatorService), "
+        "composing the agents and metrics services.",
+        GATEWAY_VARS,
+    ).parse_args(argv)
+    try:
+        settings = GatewaySettings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"infrawatch gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+
+    stop = install_stop_signals()
+    agents_channel = grpc.insecure_channel(settings.agents_address)
+    metrics_channel = grpc.insecure_channel(settings.metrics_address)
+    fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fan-out")
+    ctx = GatewayContext(
+        agents=AgentsClient(agents_channel, settings.downstream_timeout, stop),
+        metrics=MetricsClient(metrics_channel, settings.downstream_timeout, stop),
+        fan_out=fan_out,
+        key_metrics=settings.key_metrics,
+        operator_token=settings.operator_token,
+        protect_reads=settings.protect_reads,
+        status_poll_s=settings.watch_status_every,
+        stop=stop,
+    )
+    servicer = OperatorServicer(ctx)
+    server, health, port = build_server(
+        [ServiceBinding(SERVICE_NAME, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s))],
+        address=f"{settings.bind_host}:{settings.gateway_port}",
+        max_message_bytes=settings.max_message_bytes,
+    )
+    event(
+        _log,
+        "gateway listening",
+        port=port,
+        agents=settings.agents_address,
+        metrics=settings.metrics_address,
+        operator_actions="enabled" if settings.operator_token else "disabled",
+        protect_reads=settings.protect_reads,
+    )
+    try:
+        # Serving needs the agents service (every call starts there); without metrics the gateway
+        # still answers, with the metrics part marked unavailable, so metrics does not gate health.
+        serve(
+            server,
+            health,
+            service_names=[SERVICE_NAME],
+            prepare=lambda: None,
+            is_healthy=lambda: downstream_serving(agents_channel, AGENTS_SERVICE, settings.downstream_timeout),
+            stop=stop,
+            grace_seconds=settings.shutdown_grace,
+            check_every_seconds=2.0,
+        )
+    finally:
+        fan_out.shutdown(wait=False, cancel_futures=True)
+        agents_channel.close()
+        metrics_channel.close()
+
+
+if __name__ == "__main__":
+    main()

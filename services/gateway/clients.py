@@ -1,0 +1,138 @@
+"""Typed access to the agents and metrics services, as the gateway needs it.
+
+Every call carries a deadline: the smaller of the configured downstream
+timeout and what is left of the operator's own deadline. Reads are idempotent
+and retry on UNAVAILABLE with jittered backoff; writes do not retry. Failures
+are translated into domain errors that name the dependency, so nothing of a
+downstream stack leaks to the operator.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
+from services.common import errors
+from services.common.clients import call_idempotent
+from services.common.grpc_errors import STATUS_BY_ERROR
+
+Response = TypeVar("Response")
+
+_ERROR_BY_STATUS = {code: error for error, code in STATUS_BY_ERROR.items()}
+_PASSED_THROUGH = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+DEADLINE_MARGIN_S = 0.05
+"""Kept back from the caller's deadline so the gateway can still answer before it expires."""
+
+
+def translate(exc: grpc.RpcError, dependency: str) -> errors.DomainError:
+    """A downstream failure as the domain error the operator should see."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else ""
+    if code in _PASSED_THROUGH:
+        return _ERROR_BY_STATUS[code](details or f"{dependency} service: {code.name}")
+    reason = code.name if code is not None else "no response"
+    return errors.Unavailable(f"{dependency} service unavailable ({reason})")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What is left of the operator's deadline, in seconds (None: the caller set no deadline)."""
+
+    remaining_s: float | None = None
+
+    def timeout(self, default_s: float) -> float:
+        if self.remaining_s is None:
+            return default_s
+        left = self.remaining_s - DEADLINE_MARGIN_S
+        if left <= 0:
+            raise errors.Unavailable("the call's deadline expired before the downstream services could answer")
+        return min(default_s, left)
+
+
+class _Downstream:
+    def __init__(self, name: str, timeout_s: float, stop: threading.Event | None) -> None:
+        self.name = name
+        self._timeout_s = timeout_s
+        self._stop = stop
+
+    def read(self, call: Callable[[float], Response], budget: Budget) -> Response:
+        try:
+            return call_idempotent(call, timeout_s=budget.timeout(self._timeout_s), stop=self._stop)
+        except grpc.RpcError as exc:
+            raise translate(exc, self.name) from None
+
+    def write(self, call: Callable[[float], Response], budget: Budget) -> Response:
+        try:
+            return call(budget.timeout(self._timeout_s))
+        except grpc.RpcError as exc:
+            raise translate(exc, self.name) from None
+
+
+class AgentsClient(_Downstream):
+    def __init__(self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None) -> None:
+        super().__init__("agents", timeout_s, stop)
+        self._stub = agents_pb2_grpc.AgentServiceStub(channel)
+
+    def get(self, budget: Budget, agent_id: str = "", hostname: str = "") -> agents_pb2.Agent:
+        request = agents_pb2.GetAgentRequest(agent_id=agent_id, hostname=hostname)
+        return self.read(lambda timeout: self._stub.GetAgent(request, timeout=timeout), budget).agent
+
+    def list(self, request: agents_pb2.ListAgentsRequest, budget: Budget) -> agents_pb2.ListAgentsResponse:
+        return self.read(lambda timeout: self._stub.ListAgents(request, timeout=timeout), budget)
+
+    def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
+        request = agents_pb2.DeregisterAgentRequest(agent_id=agent_id)
+        metadata = (("authorization", f"Bearer {operator_token}"),)
+        reply = self.write(
+            lambda timeout: self._stub.DeregisterAgent(request, timeout=timeout, metadata=metadata), budget
+        )
+        return reply.agent
+
+
+class MetricsClient(_Downstream):
+    def __init__(self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None) -> None:
+        super().__init__("metrics", timeout_s, stop)
+        self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+
+    def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
+        request = metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector=selector))
+        return list(self.read(lambda timeout: self._stub.LatestValues(request, timeout=timeout), budget).samples)
+
+    def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse:
+        return self.read(lambda timeout: self._stub.QueryRange(request, timeout=timeout), budget)
+
+    def watch(self, selector: metrics_pb2.Selector) -> LiveWatch:
+        """A live stream of new samples. It has no deadline (it lasts as long as the operator
+        watches); `cancel` ends it."""
+        request = metrics_pb2.WatchMetricsRequest(selector=selector)
+        return LiveWatch(self._stub.WatchMetrics(request), self.name)
+
+
+class LiveWatch:
+    def __init__(self, call: Iterator[metrics_pb2.WatchMetricsResponse], dependency: str) -> None:
+        self._call = call
+        self._dependency = dependency
+
+    def messages(self) -> Iterator[metrics_pb2.WatchMetricsResponse]:
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise translate(exc, self._dependency) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()  # type: ignore[attr-defined]

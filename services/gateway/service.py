@@ -1,0 +1,331 @@
+"""The operators' use cases, composed from the agents and metrics services.
+
+The gateway owns no data: every answer is built from downstream calls. When
+the metrics service cannot be reached, answers that are mostly inventory
+(agents, overview) still come back, marked AVAILABILITY_UNAVAILABLE for the
+metrics part; answers that are nothing but metrics fail with UNAVAILABLE
+naming the dependency.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from infrawatch.agents.v1 import agents_pb2
+from infrawatch.gateway.v1 import gateway_pb2 as pb
+from infrawatch.metrics.v1 import metrics_pb2
+from services.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from services.common.logs import event
+from services.gateway.clients import Budget, LiveWatch
+
+_log = logging.getLogger("infrawatch.gateway")
+
+DEFAULT_TOP_METRIC = "cpu_usage_percent"
+ALL_STATUSES = (
+    agents_pb2.AGENT_STATUS_ONLINE,
+    agents_pb2.AGENT_STATUS_STALE,
+    agents_pb2.AGENT_STATUS_OFFLINE,
+    agents_pb2.AGENT_STATUS_DEREGISTERED,
+)
+DOWN = (agents_pb2.AGENT_STATUS_STALE, agents_pb2.AGENT_STATUS_OFFLINE)
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+class AgentsPort(Protocol):
+    def get(self, budget: Budget, agent_id: str = "", hostname: str = "") -> agents_pb2.Agent: ...
+
+    def list(self, request: agents_pb2.ListAgentsRequest, budget: Budget) -> agents_pb2.ListAgentsResponse: ...
+
+    def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent: ...
+
+
+class MetricsPort(Protocol):
+    def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]: ...
+
+    def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse: ...
+
+    def watch(self, selector: metrics_pb2.Selector) -> LiveWatch: ...
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    agents: AgentsPort
+    metrics: MetricsPort
+    fan_out: Executor
+    key_metrics: tuple[str, ...] = ("cpu_usage_percent", "memory_used_bytes", "load1")
+    operator_token: str = ""
+    protect_reads: bool = False
+    status_poll_s: float = 2.0
+    stop: threading.Event | None = None
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    agent_id: str = ""
+    hostname: str = ""
+
+
+def quoted(value: str) -> str:
+    """A label value as a selector string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def authorize_read(ctx: GatewayContext, token: str) -> None:
+    if ctx.protect_reads:
+        _check_operator(ctx, token)
+
+
+def _check_operator(ctx: GatewayContext, token: str) -> None:
+    if not ctx.operator_token:
+        raise FailedPrecondition("operator actions are disabled: start the gateway with INFRAWATCH_OPERATOR_TOKEN set")
+    if not token:
+        raise Unauthenticated("missing operator token; send metadata 'authorization: Bearer <operator token>'")
+    if not hmac.compare_digest(token, ctx.operator_token):
+        raise Unauthenticated("operator token is not valid")
+
+
+def _resolve(ctx: GatewayContext, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:
+    if not ref.agent_id and not ref.hostname:
+        raise InvalidArgument("agent: give agent.agent_id or agent.hostname")
+    return ctx.agents.get(budget, agent_id=ref.agent_id, hostname=ref.hostname)
+
+
+def _key_metric_selector(ctx: GatewayContext, hostnames: Sequence[str]) -> str:
+    names = "|".join(re.escape(name) for name in ctx.key_metrics)
+    hosts = "|".join(re.escape(host) for host in hostnames)
+    return f"{{__name__=~{quoted(names)}, host=~{quoted(hosts)}}}"
+
+
+def _latest_by_host(samples: Sequence[metrics_pb2.LatestSample]) -> dict[str, list[pb.MetricValue]]:
+    """Each host's newest value per metric name (the first series of a name wins, in label order)."""
+    found: dict[str, dict[str, pb.MetricValue]] = {}
+    for sample in samples:
+        labels = {label.name: label.value for label in sample.labels}
+        per_host = found.setdefault(labels.get("host", ""), {})
+        name = labels.get("__name__", "")
+        if name not in per_host:
+            stamp = Timestamp()
+            stamp.FromMilliseconds(sample.timestamp_ms)
+            per_host[name] = pb.MetricValue(name=name, value=sample.value, sampled_at=stamp)
+    return {host: list(values.values()) for host, values in found.items()}
+
+
+def _views(ctx: GatewayContext, agents: Sequence[agents_pb2.Agent], budget: Budget) -> tuple[list[pb.AgentView], int]:
+    """Agents joined with their latest key metrics; metrics marked unavailable if they cannot be had."""
+    if not agents:
+        return [], pb.AVAILABILITY_AVAILABLE
+    try:
+        latest = _latest_by_host(ctx.metrics.latest(_key_metric_selector(ctx, [a.hostname for a in agents]), budget))
+        availability = pb.AVAILABILITY_AVAILABLE
+    except Unavailable as exc:
+        event(_log, "answering without metrics", logging.WARNING, reason=str(exc))
+        latest, availability = {}, pb.AVAILABILITY_UNAVAILABLE
+    views = [pb.AgentView(agent=a, latest=latest.get(a.hostname, []), metrics=availability) for a in agents]
+    return views, availability
+
+
+def list_agents(
+    ctx: GatewayContext, token: str, request: agents_pb2.ListAgentsRequest, budget: Budget
+) -> tuple[list[pb.AgentView], str, int]:
+    """A page of agents with their latest key metrics."""
+    authorize_read(ctx, token)
+    page = ctx.agents.list(request, budget)
+    views, availability = _views(ctx, list(page.agents), budget)
+    return views, page.next_page_token, availability
+
+
+def get_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) -> pb.AgentView:
+    """One agent with its latest key metrics; by hostname both are fetched at once."""
+    authorize_read(ctx, token)
+    if ref.hostname and not ref.agent_id:
+        latest = ctx.fan_out.submit(ctx.metrics.latest, _key_metric_selector(ctx, [ref.hostname]), budget)
+        agent = _resolve(ctx, ref, budget)
+        try:
+            values = _latest_by_host(latest.result()).get(agent.hostname, [])
+            return pb.AgentView(agent=agent, latest=values, metrics=pb.AVAILABILITY_AVAILABLE)
+        except Unavailable as exc:
+            event(_log, "answering without metrics", logging.WARNING, reason=str(exc))
+            return pb.AgentView(agent=agent, metrics=pb.AVAILABILITY_UNAVAILABLE)
+    views, _ = _views(ctx, [_resolve(ctx, ref, budget)], budget)
+    return views[0]
+
+
+def _all_agents(ctx: GatewayContext, budget: Budget) -> list[agents_pb2.Agent]:
+    agents: list[agents_pb2.Agent] = []
+    token = ""
+    while True:
+        page = ctx.agents.list(
+            agents_pb2.ListAgentsRequest(statuses=ALL_STATUSES, page_size=1000, page_token=token), budget
+        )
+        agents.extend(page.agents)
+        token = page.next_page_token
+        if not token:
+            return agents
+
+
+def fleet_overview(
+    ctx: GatewayContext, token: str, top_metric: str, top_n: int, recent_limit: int, budget: Budget
+) -> pb.GetFleetOverviewResponse:
+    """Counts by status, the most recently silent agents, and the top hosts by a metric."""
+    authorize_read(ctx, token)
+    metric = top_metric or DEFAULT_TOP_METRIC
+    if not _METRIC_NAME.match(metric):
+        raise InvalidArgument(f"top_metric {metric[:80]!r} is not a metric name")
+    for name, value in (("top_n", top_n), ("recent_limit", recent_limit)):
+        if value > 100:
+            raise InvalidArgument(f"{name} is {value}; the limit is 100")
+    top_n, recent_limit = top_n or 5, recent_limit or 10
+
+    ranked = ctx.fan_out.submit(ctx.metrics.latest, metric, budget)
+    agents = _all_agents(ctx, budget)
+    counts = {status: 0 for status in ALL_STATUSES}
+    for agent in agents:
+        counts[agent.status] += 1
+    down = sorted(
+        (a for a in agents if a.status in DOWN),
+        key=lambda a: a.last_heartbeat_at.ToMilliseconds(),
+        reverse=True,
+    )[:recent_limit]
+    recently_down, availability = _views(ctx, down, budget)
+    response = pb.GetFleetOverviewResponse(
+        counts=[pb.StatusCount(status=s, count=c) for s, c in counts.items()],
+        recently_down=recently_down,
+        top_metric=metric,
+        metrics=availability,
+    )
+    try:
+        by_host = _latest_by_host(ranked.result())
+    except Unavailable:
+        response.metrics = pb.AVAILABILITY_UNAVAILABLE
+        return response
+    top = sorted(
+        ((host, value) for host, values in by_host.items() for value in values if host),
+        key=lambda item: item[1].value,
+        reverse=True,
+    )[:top_n]
+    response.top_hosts.extend(
+        pb.HostValue(hostname=host, value=value.value, sampled_at=value.sampled_at) for host, value in top
+    )
+    return response
+
+
+def query_agent_metrics(
+    ctx: GatewayContext, token: str, ref: AgentRef, request: pb.QueryAgentMetricsRequest, budget: Budget
+) -> tuple[agents_pb2.Agent, list[metrics_pb2.SeriesPoints]]:
+    """A range query on one agent's series; by default the hour up to its last heartbeat."""
+    authorize_read(ctx, token)
+    if not _METRIC_NAME.match(request.metric):
+        raise InvalidArgument(f"metric {request.metric[:80]!r} is not a metric name, e.g. cpu_usage_percent")
+    agent = _resolve(ctx, ref, budget)
+    matchers = f"host={quoted(agent.hostname)}"
+    if request.label_filter.strip():
+        matchers += ", " + request.label_filter.strip().strip("{}")
+    query = metrics_pb2.QueryRangeRequest(
+        selector=metrics_pb2.Selector(selector=f"{request.metric}{{{matchers}}}"),
+        aggregation=request.aggregation,
+        group_by=list(request.group_by),
+    )
+    end = request.end if request.HasField("end") else agent.last_heartbeat_at
+    query.end.CopyFrom(end)
+    if request.HasField("start"):
+        query.start.CopyFrom(request.start)
+    else:
+        query.start.FromMilliseconds(end.ToMilliseconds() - 3_600_000)
+    if request.HasField("step"):
+        query.step.CopyFrom(request.step)
+    return agent, list(ctx.metrics.query(query, budget).series)
+
+
+def query_metrics(
+    ctx: GatewayContext, token: str, request: metrics_pb2.QueryRangeRequest, budget: Budget
+) -> metrics_pb2.QueryRangeResponse:
+    authorize_read(ctx, token)
+    return ctx.metrics.query(request, budget)
+
+
+def deregister_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:
+    """Retire an agent on an operator's behalf."""
+    _check_operator(ctx, token)
+    agent = _resolve(ctx, ref, budget)
+    retired = ctx.agents.deregister(agent.agent_id, ctx.operator_token, budget)
+    event(_log, "agent deregistered by operator", agent_id=retired.agent_id, hostname=retired.hostname)
+    return retired
+
+
+def _status_event(status: int, now: Callable[[], Timestamp]) -> pb.WatchAgentResponse:
+    return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=now()))  # type: ignore[arg-type]
+
+
+def watch_agent(
+    ctx: GatewayContext,
+    token: str,
+    ref: AgentRef,
+    metric_selector: str,
+    is_active: Callable[[], bool],
+    budget: Budget,
+) -> Iterator[pb.WatchAgentResponse]:
+    """The agent's status now and on every change, interleaved with its live samples."""
+    authorize_read(ctx, token)
+    agent = _resolve(ctx, ref, budget)
+
+    def now() -> Timestamp:
+        stamp = Timestamp()
+        stamp.GetCurrentTime()
+        return stamp
+
+    yield _status_event(agent.status, now)
+    selector = metrics_pb2.Selector(
+        selector=metric_selector,
+        matchers=[metrics_pb2.LabelMatcher(name="host", value=agent.hostname)],
+    )
+    events: queue.Queue[pb.WatchAgentResponse | Exception] = queue.Queue(maxsize=1000)
+    live = ctx.metrics.watch(selector)
+
+    def relay() -> None:
+        try:
+            for message in live.messages():
+                events.put(pb.WatchAgentResponse(samples=message))
+        except Unavailable as exc:
+            events.put(pb.WatchAgentResponse(notice=f"live samples unavailable: {exc}"))
+        except Exception as exc:
+            events.put(exc)
+
+    threading.Thread(target=relay, name="watch-relay", daemon=True).start()
+    status, warned = agent.status, False
+    next_poll = time.monotonic() + ctx.status_poll_s
+    try:
+        while is_active() and not (ctx.stop and ctx.stop.is_set()):
+            try:
+                item = events.get(timeout=max(0.0, next_poll - time.monotonic()))
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+            except queue.Empty:
+                pass
+            if time.monotonic() < next_poll:
+                continue
+            next_poll = time.monotonic() + ctx.status_poll_s
+            try:
+                current = ctx.agents.get(Budget(), agent_id=agent.agent_id).status
+                warned = False
+            except Unavailable as exc:
+                if not warned:
+                    yield pb.WatchAgentResponse(notice=f"agent status unavailable: {exc}")
+                    warned = True
+                continue
+            if current != status:
+                status = current
+                yield _status_event(status, now)
+    finally:
+        live.cancel()
