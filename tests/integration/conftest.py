@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.gateway.v1 import gateway_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.agents.__main__ import MIGRATIONS as AGENTS_MIGRATIONS
 from services.agents.__main__ import VERSION_TABLE as AGENTS_VERSION_TABLE
@@ -22,6 +24,11 @@ from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
 from services.common.db import is_postgres, migrate
 from services.common.server import ServiceBinding, build_server, set_serving
+from services.gateway.clients import AgentsClient as GatewayAgentsClient
+from services.gateway.clients import MetricsClient as GatewayMetricsClient
+from services.gateway.service import GatewayContext
+from services.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
+from services.gateway.servicer import OperatorServicer
 from services.metrics.__main__ import MIGRATIONS as METRICS_MIGRATIONS
 from services.metrics.__main__ import VERSION_TABLE as METRICS_VERSION_TABLE
 from services.metrics.auth import AgentsClient, CachedAuthenticator
@@ -83,6 +90,7 @@ class MetricsHarness:
     samples: SampleStore
     catalog: SeriesCatalog
     clock: Callable[[], int]
+    server: grpc.Server
 
 
 @pytest.fixture
@@ -117,7 +125,7 @@ def metrics_harness(metrics_engine: Engine, agents_address: str) -> Iterator[Met
     )
     server.start()
     set_serving(health, [METRICS_SERVICE], True)
-    yield MetricsHarness(f"127.0.0.1:{port}", ingestor, samples, catalog, wall_clock_ms)
+    yield MetricsHarness(f"127.0.0.1:{port}", ingestor, samples, catalog, wall_clock_ms, server)
     stop.set()
     server.stop(0)
     channel.close()
@@ -133,3 +141,39 @@ def metrics_stub(metrics_harness: MetricsHarness) -> Iterator[metrics_pb2_grpc.M
 def agent_token(agents_stub: agents_pb2_grpc.AgentServiceStub) -> str:
     reply = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="metrics-test-host"))
     return str(reply.agent_token)
+
+
+@pytest.fixture
+def gateway_stub(
+    agents_address: str, metrics_harness: MetricsHarness
+) -> Iterator[gateway_pb2_grpc.OperatorServiceStub]:
+    agents_channel = grpc.insecure_channel(agents_address)
+    metrics_channel = grpc.insecure_channel(metrics_harness.address)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=4) as fan_out:
+        ctx = GatewayContext(
+            agents=GatewayAgentsClient(agents_channel, 2.0, stop),
+            metrics=GatewayMetricsClient(metrics_channel, 2.0, stop),
+            fan_out=fan_out,
+            key_metrics=("cpu_usage_percent", "load1"),
+            operator_token=OPERATOR_TOKEN,
+            status_poll_s=0.2,
+            stop=stop,
+        )
+        servicer = OperatorServicer(ctx)
+        server, _, port = build_server(
+            [
+                ServiceBinding(
+                    GATEWAY_SERVICE, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s)
+                )
+            ],
+            address="127.0.0.1:0",
+            max_message_bytes=4 * 1024 * 1024,
+        )
+        server.start()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield gateway_pb2_grpc.OperatorServiceStub(channel)
+        stop.set()
+        server.stop(0)
+    agents_channel.close()
+    metrics_channel.close()
