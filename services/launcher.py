@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +33,23 @@ class Component:
 COMPONENTS: tuple[Component, ...] = (
     Component("agents", "services.agents", "INFRAWATCH_AGENTS_PORT", 50051, "infrawatch.agents.v1.AgentService"),
     Component("metrics", "services.metrics", "INFRAWATCH_METRICS_PORT", 50052, "infrawatch.metrics.v1.MetricsService"),
+    Component("gateway", "services.gateway", "INFRAWATCH_GATEWAY_PORT", 50050, "infrawatch.gateway.v1.OperatorService"),
 )
+OPERATOR_TOKEN_FILE = "operator-token"
+
+
+def operator_token(environ: dict[str, str]) -> str:
+    """The configured operator token, or one generated once and kept in the data directory, so a
+    local platform has operator actions enabled without any setup."""
+    configured = environ.get("INFRAWATCH_OPERATOR_TOKEN", "")
+    if configured:
+        return configured
+    path = Path(environ.get("INFRAWATCH_DATA_DIR", "./data")) / OPERATOR_TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _wait_serving(address: str, service: str, deadline: float) -> bool:
@@ -81,24 +99,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    environ = os.environ.copy()
+    environ["INFRAWATCH_OPERATOR_TOKEN"] = operator_token(environ)
     processes: list[tuple[Component, subprocess.Popen[bytes]]] = []
     try:
         for component in COMPONENTS:
             # The children ignore the terminal's Ctrl-C so that shutdown happens in order, from here.
             process = subprocess.Popen(
                 [sys.executable, "-m", component.module],
-                env=os.environ.copy(),
+                env=environ,
                 start_new_session=True,
             )
             processes.append((component, process))
             if component.port_var and component.health_service:
-                port = int(os.environ.get(component.port_var, component.default_port or 0))
+                port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
                 if not _wait_serving(address, component.health_service, time.monotonic() + args.ready_timeout):
                     print(f"launcher: {component.name} did not become healthy; stopping", file=sys.stderr)
                     return 1
                 print(f"launcher: {component.name:<8} ready on {address}", flush=True)
-        print("launcher: InfraWatch is running; press Ctrl-C to stop", flush=True)
+        data_dir = environ.get("INFRAWATCH_DATA_DIR", "./data")
+        store = "PostgreSQL" if environ.get("INFRAWATCH_DATABASE_URL") else f"SQLite files in {data_dir}"
+        print(f"launcher: store: {store}", flush=True)
+        if not os.environ.get("INFRAWATCH_OPERATOR_TOKEN"):
+            print(f"launcher: operator token: in {Path(data_dir) / OPERATOR_TOKEN_FILE}", flush=True)
+        print("launcher: InfraWatch is running; operators use the gateway; press Ctrl-C to stop", flush=True)
         while not stopping:
             for component, process in processes:
                 if process.poll() is not None:

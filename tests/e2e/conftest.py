@@ -9,6 +9,7 @@ from tests.e2e.processes import ServiceProcess, free_port, wait_serving
 
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
 METRICS_SERVICE = "infrawatch.metrics.v1.MetricsService"
+GATEWAY_SERVICE = "infrawatch.gateway.v1.OperatorService"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -22,8 +23,9 @@ def e2e_database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
     """The environment every service of one test platform shares, with free ports."""
-    agents_port, metrics_port = free_port(), free_port()
+    agents_port, metrics_port, gateway_port = free_port(), free_port(), free_port()
     return {
+        "INFRAWATCH_GATEWAY_PORT": str(gateway_port),
         "INFRAWATCH_AGENTS_PORT": str(agents_port),
         "INFRAWATCH_METRICS_PORT": str(metrics_port),
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
@@ -32,6 +34,11 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
         "INFRAWATCH_DATABASE_URL": e2e_database_url,
         "INFRAWATCH_OPERATOR_TOKEN": "e2e-operator",
         "INFRAWATCH_SHUTDOWN_GRACE": "2s",
+        # Liveness in seconds rather than minutes, so tests can watch a host go OFFLINE.
+        "INFRAWATCH_HEARTBEAT_INTERVAL": "1s",
+        "INFRAWATCH_STALE_AFTER_INTERVALS": "2",
+        "INFRAWATCH_OFFLINE_AFTER_INTERVALS": "3",
+        "INFRAWATCH_WATCH_STATUS_EVERY": "200ms",
     }
 
 
@@ -61,6 +68,17 @@ def metrics_process(
 ) -> Iterator[tuple[ServiceProcess, str]]:
     process, address = start(
         "services.metrics", platform_env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / "metrics.log"
+    )
+    yield process, address
+    process.kill()
+
+
+@pytest.fixture
+def gateway_process(
+    platform_env: dict[str, str], metrics_process: tuple[ServiceProcess, str], tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, str]]:
+    process, address = start(
+        "services.gateway", platform_env, "INFRAWATCH_GATEWAY_PORT", GATEWAY_SERVICE, tmp_path / "gateway.log"
     )
     yield process, address
     process.kill()
