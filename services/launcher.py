@@ -34,6 +34,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("agents", "services.agents", "INFRAWATCH_AGENTS_PORT", 50051, "infrawatch.agents.v1.AgentService"),
     Component("metrics", "services.metrics", "INFRAWATCH_METRICS_PORT", 50052, "infrawatch.metrics.v1.MetricsService"),
     Component("gateway", "services.gateway", "INFRAWATCH_GATEWAY_PORT", 50050, "infrawatch.gateway.v1.OperatorService"),
+    Component("agent", "agent", None, None, None),
 )
 OPERATOR_TOKEN_FILE = "operator-token"
 
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
 
     environ = os.environ.copy()
     environ["INFRAWATCH_OPERATOR_TOKEN"] = operator_token(environ)
+    data_dir = environ.get("INFRAWATCH_DATA_DIR", "./data")
+    # The local agent monitors this machine and reports to the services started here.
+    environ.setdefault("INFRAWATCH_AGENT_AGENTS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_AGENTS_PORT', '50051')}")
+    environ.setdefault(
+        "INFRAWATCH_AGENT_METRICS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_METRICS_PORT', '50052')}"
+    )
+    environ.setdefault("INFRAWATCH_AGENT_STATE_DIR", str(Path(data_dir) / "agent"))
     processes: list[tuple[Component, subprocess.Popen[bytes]]] = []
     try:
         for component in COMPONENTS:
@@ -118,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"launcher: {component.name} did not become healthy; stopping", file=sys.stderr)
                     return 1
                 print(f"launcher: {component.name:<8} ready on {address}", flush=True)
-        data_dir = environ.get("INFRAWATCH_DATA_DIR", "./data")
+            else:
+                print(f"launcher: {component.name:<8} started (monitoring this host)", flush=True)
         store = "PostgreSQL" if environ.get("INFRAWATCH_DATABASE_URL") else f"SQLite files in {data_dir}"
         print(f"launcher: store: {store}", flush=True)
         if not os.environ.get("INFRAWATCH_OPERATOR_TOKEN"):

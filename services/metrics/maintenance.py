@@ -67,10 +67,10 @@ class MaintenanceTask(threading.Thread):
         self._store = store
         self._policy = policy
         self._now_ms = now_ms
-        self._stop = stop
+        self._halt = stop
 
     def run(self) -> None:
-        while not self._stop.wait(self._policy.every_s):
+        while not self._halt.wait(self._policy.every_s):
             try:
                 run_maintenance(self._store, self._policy, self._now_ms())
             except Exception:

@@ -1,0 +1,140 @@
+"""`python -m agent` / `infrawatch-agent`: collect host metrics and stream them to InfraWatch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+
+from agent.batches import portable_batch
+from agent.buffer import DiskBuffer
+from agent.collector import HostCollector, Round
+from agent.config import AgentConfig, load
+from agent.identity import Heartbeats, Registrar, StateFile
+from agent.sender import Sender
+from infrawatch.agents.v1 import agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2_grpc
+from services.common.config import ConfigError
+from services.common.logs import configure_logging
+
+_log = logging.getLogger("infrawatch.agent")
+
+
+def render(round_: Round) -> str:
+    """A round in the Prometheus exposition style, one sample per line."""
+    lines = []
+    for sample in sorted(round_.samples, key=lambda s: (s.name, s.labels)):
+        labels = ",".join(f'{name}="{value}"' for name, value in sample.labels)
+        lines.append(f"{sample.name}{{{labels}}} {sample.value!r}")
+    return "\n".join(lines)
+
+
+def _stop_event() -> threading.Event:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _log.info("stop signal received", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stopping
+
+
+def _collect_every(interval_s: float, stopping: threading.Event, handle: Callable[[], None]) -> None:
+    """Call `handle` on a fixed schedule (missed rounds are skipped, not bunched up)."""
+    next_round = time.monotonic()
+    while not stopping.wait(max(0.0, next_round - time.monotonic())):
+        handle()
+        next_round += interval_s
+        if next_round < time.monotonic():
+            next_round = time.monotonic() + interval_s
+
+
+def run(config: AgentConfig) -> int:
+    collector = HostCollector(config.hostname, config.labels)
+    stopping = _stop_event()
+    if config.dry_run:
+        _collect_every(config.interval, stopping, lambda: print(render(collector.collect()) + "\n", flush=True))
+        return 0
+
+    buffer = DiskBuffer(config.state_dir / "buffer.db", config.buffer_max_bytes)
+    if buffer.pending():
+        _log.info("resuming with unsent batches from the last run", extra={"fields": {"batches": buffer.pending()}})
+    halt = threading.Event()
+    agents_channel = grpc.insecure_channel(config.agents_address)
+    metrics_channel = grpc.insecure_channel(config.metrics_address)
+    registrar = Registrar(
+        agents_pb2_grpc.AgentServiceStub(agents_channel),
+        StateFile(config.state_dir / "state.json"),
+        config.hostname,
+        config.labels,
+        config.timeout,
+        halt,
+    )
+    heartbeats = Heartbeats(agents_pb2_grpc.AgentServiceStub(agents_channel), registrar, config.timeout, halt)
+    sender = Sender(metrics_pb2_grpc.MetricsServiceStub(metrics_channel), buffer, registrar, halt)
+    heartbeats.start()
+    sender.start()
+    _log.info(
+        "agent started",
+        extra={
+            "fields": {
+                "hostname": config.hostname,
+                "agents": config.agents_address,
+                "metrics": config.metrics_address,
+                "interval_s": config.interval,
+                "state_dir": str(config.state_dir),
+            }
+        },
+    )
+
+    def collect_round() -> None:
+        round_ = collector.collect()
+        buffer.append(portable_batch(round_))
+        if config.journal is not None:
+            with config.journal.open("a") as handle:
+                samples = [[s.name, dict(s.labels), s.value] for s in round_.samples]
+                handle.write(json.dumps({"t": round_.timestamp_ms, "samples": samples}) + "\n")
+
+    _collect_every(config.interval, stopping, collect_round)
+
+    _log.info("flushing buffered batches", extra={"fields": {"pending": buffer.pending(), "grace_s": config.grace}})
+    sender.drain()
+    sender.join(config.grace)
+    if sender.is_alive():
+        sender.abort()
+        sender.join(2)
+    halt.set()
+    left = buffer.pending()
+    _log.info("agent stopped", extra={"fields": {"unsent_batches_kept_for_next_run": left}})
+    buffer.close()
+    agents_channel.close()
+    metrics_channel.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load(argv, os.environ)
+    except ConfigError as exc:
+        print(f"infrawatch-agent: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    if config.once:
+        collector = HostCollector(config.hostname, config.labels)
+        time.sleep(0.5)  # CPU usage is measured between two readings
+        print(render(collector.collect()))
+        return 0
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

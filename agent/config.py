@@ -1,0 +1,155 @@
+"""Agent configuration: command-line flags, then INFRAWATCH_AGENT_* environment variables, then an
+optional TOML file, then defaults; the first that sets an option wins."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.common.config import ConfigError, duration_seconds, log_level, positive_int
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return "INFRAWATCH_AGENT_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("agents_address", "localhost:50051", "host:port of the InfraWatch agents service."),
+    Option("metrics_address", "localhost:50052", "host:port of the InfraWatch metrics service."),
+    Option("hostname", "", "Name this host registers under. Default: the system hostname."),
+    Option("interval", "10s", "How often host metrics are collected.", duration_seconds),
+    Option("state_dir", "./data/agent", "Where the identity (state.json) and the unsent-batch buffer live."),
+    Option(
+        "buffer_max_bytes",
+        str(64 * 1024 * 1024),
+        "Disk the buffer of unacknowledged batches may use; when full the oldest are dropped (and logged).",
+        positive_int,
+    ),
+    Option("grace", "10s", "On SIGTERM, how long to keep sending what is buffered before exiting.", duration_seconds),
+    Option("timeout", "5s", "Deadline of each registration and heartbeat call.", duration_seconds),
+    Option("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", log_level),
+)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agents_address: str
+    metrics_address: str
+    hostname: str
+    interval: float
+    state_dir: Path
+    buffer_max_bytes: int
+    grace: float
+    timeout: float
+    log_level: str
+    labels: dict[str, str]
+    once: bool
+    dry_run: bool
+    journal: Path | None
+
+
+def parser() -> argparse.ArgumentParser:
+    lines = ["options also read from the environment (flag wins, then environment, then --config file):"]
+    lines += [f"  {option.env:<36} {option.flag}" for option in OPTIONS]
+    lines.append("  INFRAWATCH_AGENT_LABELS               --label (comma-separated key=value pairs)")
+    lines.append("")
+    lines.append('config file (TOML): the option names as keys, e.g. interval = "15s", and a [labels] table.')
+    result = argparse.ArgumentParser(
+        prog="infrawatch-agent",
+        description="InfraWatch host agent: registers this host, sends heartbeats, collects host metrics "
+        "(CPU, load, memory, swap, filesystems, disk and network I/O, processes, uptime) with psutil and "
+        "streams them to the metrics service. Unacknowledged batches wait in an on-disk buffer, so a "
+        "restart or an outage loses nothing.",
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for option in OPTIONS:
+        result.add_argument(option.flag, default=None, help=f"{option.help} Default: {option.default or '(none)'}")
+    result.add_argument(
+        "--label", action="append", default=None, metavar="KEY=VALUE", help="Label for this host (repeatable)."
+    )
+    result.add_argument("--config", type=Path, help="TOML file with options and a [labels] table.")
+    result.add_argument("--once", action="store_true", help="Collect one round, print it, and exit.")
+    result.add_argument("--dry-run", action="store_true", help="Collect every interval and print; send nothing.")
+    result.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="Also append every collected round to FILE as JSON lines: an audit trail to reconcile what was "
+        "collected with what the server stored.",
+    )
+    return result
+
+
+def _labels(pairs: list[str], source: str) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"{source}: label {pair!r} is not KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def load(argv: list[str] | None, environ: Mapping[str, str]) -> AgentConfig:
+    """The effective configuration; raises ConfigError naming the bad flag, variable or file key."""
+    args = parser().parse_args(argv)
+    file_values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            file_values = tomllib.loads(args.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--config {args.config}: {exc}") from None
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        flag_value = getattr(args, option.name)
+        if flag_value is not None:
+            raw, source = flag_value, option.flag
+        elif option.env in environ:
+            raw, source = environ[option.env], option.env
+        elif option.name in file_values:
+            raw, source = str(file_values[option.name]), f"{args.config}: {option.name}"
+        else:
+            raw, source = option.default, f"default of {option.flag}"
+        try:
+            values[option.name] = option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={raw!r} is invalid: {exc}") from None
+    labels = {str(k): str(v) for k, v in file_values.get("labels", {}).items()}
+    if "INFRAWATCH_AGENT_LABELS" in environ:
+        pairs = [p for p in environ["INFRAWATCH_AGENT_LABELS"].split(",") if p.strip()]
+        labels.update(_labels(pairs, "INFRAWATCH_AGENT_LABELS"))
+    labels.update(_labels(args.label or [], "--label"))
+    labels.pop("host", None)  # the agent sets host itself
+    return AgentConfig(
+        agents_address=values["agents_address"],
+        metrics_address=values["metrics_address"],
+        hostname=values["hostname"] or socket.gethostname(),
+        interval=values["interval"],
+        state_dir=Path(values["state_dir"]),
+        buffer_max_bytes=values["buffer_max_bytes"],
+        grace=values["grace"],
+        timeout=values["timeout"],
+        log_level=values["log_level"],
+        labels=labels,
+        once=args.once,
+        dry_run=args.dry_run,
+        journal=args.journal,
+    )

@@ -1,0 +1,144 @@
+"""Streams buffered batches to the metrics service and retires each one when its ack arrives.
+
+One long-lived StreamMetrics call at a time. Batches go out in buffer order,
+at most `max_in_flight` unacknowledged; a batch leaves the buffer only when
+the server acknowledges it (which it does after committing it). When the
+stream breaks, the sender reconnects with jittered exponential backoff and
+starts again from the oldest batch still in the buffer; the server's
+idempotence drops what it had already stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from agent.backoff import Backoff
+from agent.batches import StreamEncoder
+from agent.buffer import DiskBuffer
+from agent.identity import Registrar
+from infrawatch.metrics.v1 import metrics_pb2 as pb
+from infrawatch.metrics.v1 import metrics_pb2_grpc
+
+_log = logging.getLogger("infrawatch.agent.sender")
+
+
+class Sender(threading.Thread):
+    def __init__(
+        self,
+        stub: metrics_pb2_grpc.MetricsServiceStub,
+        buffer: DiskBuffer,
+        registrar: Registrar,
+        stop: threading.Event,
+        max_in_flight: int = 32,
+    ) -> None:
+        super().__init__(name="sender", daemon=True)
+        self._stub = stub
+        self._buffer = buffer
+        self._registrar = registrar
+        self._halt = stop
+        self._max_in_flight = max_in_flight
+        self._draining = threading.Event()
+        self._call: grpc.Call | None = None
+        self.acked_batches = 0
+
+    def drain(self) -> None:
+        """Send what is buffered, then close the stream (used on shutdown)."""
+        self._draining.set()
+
+    def abort(self) -> None:
+        """Stop now; unacknowledged batches stay in the buffer for the next run."""
+        self._halt.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self._halt.is_set():
+            identity = self._registrar.current()
+            if identity is None:
+                return
+            try:
+                progressed = self._stream(identity.token)
+                if self._draining.is_set():
+                    return
+                if progressed:
+                    backoff.reset()
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.CANCELLED and self._halt.is_set():
+                    return
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    self._registrar.renew(identity)
+                delay = backoff.next_delay()
+                _log.warning(
+                    "metrics stream broke; reconnecting",
+                    extra={
+                        "fields": {
+                            "code": code.name,
+                            "pending_batches": self._buffer.pending(),
+                            "retry_in_s": round(delay, 2),
+                        }
+                    },
+                )
+                if self._halt.wait(delay):
+                    return
+
+    def _stream(self, token: str) -> bool:
+        encoder = StreamEncoder()
+        in_flight: list[int] = []
+        acked = threading.Condition()
+
+        def requests() -> Iterator[pb.MetricBatch]:
+            last_sent = 0
+            while not self._halt.is_set():
+                with acked:
+                    acked.wait_for(lambda: len(in_flight) < self._max_in_flight or self._halt.is_set(), timeout=1)
+                    room = self._max_in_flight - len(in_flight)
+                if room <= 0:
+                    continue
+                rows = self._buffer.after(last_sent, room)
+                if not rows:
+                    if self._draining.is_set():
+                        return
+                    self._buffer.wait_for_more(last_sent, 0.5)
+                    continue
+                for seq, payload in rows:
+                    with acked:
+                        in_flight.append(seq)
+                    last_sent = seq
+                    yield encoder.encode(seq, payload)
+
+        call = self._stub.StreamMetrics(requests(), metadata=(("authorization", f"Bearer {token}"),))
+        self._call = call  # type: ignore[assignment]
+        progressed = False
+        started = time.monotonic()
+        for ack in call:
+            self._buffer.retire(ack.sequence)
+            with acked:
+                if ack.sequence in in_flight:
+                    in_flight.remove(ack.sequence)
+                acked.notify_all()
+            self.acked_batches += 1
+            if not progressed:
+                _log.info(
+                    "streaming metrics", extra={"fields": {"connected_after_s": round(time.monotonic() - started, 2)}}
+                )
+            progressed = True
+            if ack.samples_rejected:
+                reasons = sorted({f"{r.reason}:{r.message}" for r in ack.rejections})
+                _log.warning(
+                    "server rejected samples",
+                    extra={
+                        "fields": {
+                            "batch": ack.sequence,
+                            "rejected": ack.samples_rejected,
+                            "reasons": "; ".join(reasons[:5]),
+                        }
+                    },
+                )
+        return progressed
