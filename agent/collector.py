@@ -55,7 +55,7 @@ KINDS: dict[str, MetricKind] = {
     "net_tx_packets_total": MetricKind(COUNTER, "", "Packets sent."),
     "net_rx_errors_total": MetricKind(COUNTER, "", "Receive errors."),
     "net_tx_errors_total": MetricKind(COUNTER, "", "Transmit errors."),
-    "procs_total": MetricKind(GAUGE, "", "Processes."),
+    "procs": MetricKind(GAUGE, "", "Processes (a gauge, so no _total suffix)."),
     "procs_running": MetricKind(GAUGE, "", "Processes running or runnable."),
     "uptime_seconds": MetricKind(GAUGE, "seconds", "Time since boot."),
 }
@@ -105,7 +105,7 @@ class HostCollector:
         self._filesystems(round_)
         self._disks(round_)
         self._network(round_)
-        self._with(round_, "procs_total", len(psutil.pids()))
+        self._with(round_, "procs", len(psutil.pids()))
         self._with(round_, "procs_running", _running_processes())
         self._with(round_, "uptime_seconds", time.time() - psutil.boot_time())
         return round_

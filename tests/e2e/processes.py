@@ -42,12 +42,12 @@ def wait_serving(address: str, service: str = "", timeout: float = 30) -> None:
 class ServiceProcess:
     """A service started with `python -m module`, its output captured to a log file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, module: str, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
         self.module = module
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *(args or [])],
             env={**os.environ, **env},
             cwd=REPO,
             stdout=self._log,
@@ -62,14 +62,15 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout)
-        self._log.close()
+        self._log.flush()
         return self.process.returncode
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,139 @@
+"""The real agent against real services, through a crash of the metrics service and an agent
+restart: every sample the agent collected is stored exactly once, with its exact value."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import grpc
+
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
+from tests.e2e.conftest import METRICS_SERVICE, start
+from tests.e2e.processes import ServiceProcess
+
+HOST = "fault-host"
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def start_agent(env: dict[str, str], tmp_path: Path, run: int) -> ServiceProcess:
+    agent_env = {
+        **env,
+        "INFRAWATCH_AGENT_AGENTS_ADDRESS": env["INFRAWATCH_AGENTS_ADDRESS"],
+        "INFRAWATCH_AGENT_METRICS_ADDRESS": env["INFRAWATCH_METRICS_ADDRESS"],
+        "INFRAWATCH_AGENT_INTERVAL": "300ms",
+        "INFRAWATCH_AGENT_HOSTNAME": HOST,
+        "INFRAWATCH_AGENT_STATE_DIR": str(tmp_path / "agent-state"),
+        "INFRAWATCH_AGENT_GRACE": "2s",
+    }
+    return ServiceProcess(
+        "agent", agent_env, tmp_path / f"agent-{run}.log", args=["--journal", str(tmp_path / "journal.jsonl")]
+    )
+
+
+def journal(tmp_path: Path) -> dict[Key, dict[int, float]]:
+    collected: dict[Key, dict[int, float]] = defaultdict(dict)
+    path = tmp_path / "journal.jsonl"
+    if not path.exists():
+        return collected
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        for name, labels, value in entry["samples"]:
+            collected[(name, tuple(sorted(labels.items())))][entry["t"]] = value
+    return collected
+
+
+def rounds(tmp_path: Path) -> int:
+    path = tmp_path / "journal.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def wait_for_rounds(tmp_path: Path, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while rounds(tmp_path) < count:
+        assert time.monotonic() < deadline, f"the agent collected only {rounds(tmp_path)} rounds"
+        time.sleep(0.1)
+
+
+def stored(metrics_address: str, start_ms: int, end_ms: int) -> dict[Key, list[tuple[int, float]]]:
+    with grpc.insecure_channel(metrics_address) as channel:
+        request = metrics_pb2.QueryRangeRequest(selector=metrics_pb2.Selector(selector=f'{{host="{HOST}"}}'))
+        request.start.FromMilliseconds(start_ms)
+        request.end.FromMilliseconds(end_ms)
+        reply = metrics_pb2_grpc.MetricsServiceStub(channel).QueryRange(request, timeout=30)
+    found = {}
+    for series in reply.series:
+        labels = {label.name: label.value for label in series.labels}
+        name = labels.pop("__name__")
+        found[(name, tuple(sorted(labels.items())))] = list(zip(series.timestamps_ms, series.values, strict=True))
+    return found
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def test_no_sample_is_lost_or_duplicated_across_a_metrics_crash_and_an_agent_restart(
+    platform_env, agents_process, metrics_process, tmp_path: Path
+):
+    metrics, metrics_address = metrics_process
+    agent = start_agent(platform_env, tmp_path, 1)
+    try:
+        wait_for_rounds(tmp_path, 5)
+        metrics.process.kill()  # kill -9, mid-stream
+        metrics.process.wait()
+        wait_for_rounds(tmp_path, rounds(tmp_path) + 4)  # collected while nobody can store them
+
+        # The agent restarts while the metrics service is still down: what it could not send
+        # within its grace period stays in its on-disk buffer for the next run.
+        assert agent.terminate(timeout=30) == 0
+        kept = re.search(r"unsent_batches_kept_for_next_run=(\d+)", agent.log())
+        assert kept and int(kept.group(1)) > 0, agent.log()
+        agent = start_agent(platform_env, tmp_path, 2)
+        wait_for_rounds(tmp_path, rounds(tmp_path) + 3)
+        assert "resuming with unsent batches" in agent.log()
+
+        metrics, _ = start(
+            "services.metrics",
+            platform_env,
+            "INFRAWATCH_METRICS_PORT",
+            METRICS_SERVICE,
+            tmp_path / "metrics-restarted.log",
+        )
+        deadline = time.monotonic() + 45  # the agent's reconnect backoff is capped at 30s
+        while "streaming metrics" not in agent.log():
+            assert time.monotonic() < deadline, "the agent never reconnected:\n" + agent.log()
+            time.sleep(0.2)
+        wait_for_rounds(tmp_path, rounds(tmp_path) + 3)
+        assert agent.terminate(timeout=30) == 0
+        assert "unsent_batches_kept_for_next_run=0" in agent.log(), agent.log()
+
+        collected = journal(tmp_path)
+        first = min(t for samples in collected.values() for t in samples)
+        last = max(t for samples in collected.values() for t in samples)
+        found = stored(metrics_address, first, last)
+        assert set(found) == set(collected)
+        missing, duplicated, wrong = 0, 0, 0
+        for key, expected in collected.items():
+            times = [t for t, _ in found[key]]
+            duplicated += len(times) - len(set(times))
+            got = dict(found[key])
+            missing += len(set(expected) - set(got))
+            wrong += sum(1 for t, v in expected.items() if t in got and not same(got[t], v))
+        total = sum(len(samples) for samples in collected.values())
+        assert (missing, duplicated, wrong) == (0, 0, 0), f"of {total} collected samples"
+        assert sum(len(samples) for samples in found.values()) == total
+    finally:
+        agent.kill()
+        metrics.kill()
+
+    with grpc.insecure_channel(agents_process[1]) as channel:
+        listed = agents_pb2_grpc.AgentServiceStub(channel).ListAgents(agents_pb2.ListAgentsRequest(), timeout=10)
+    assert [a.hostname for a in listed.agents] == [HOST]
+    state = json.loads((tmp_path / "agent-state" / "state.json").read_text())
+    assert state["agent_id"] == listed.agents[0].agent_id
