@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench clean
+.PHONY: install run test unit protos check-protos lint bench up down logs clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ check-protos: install
 ## The metrics ingest/query benchmark on the local PostgreSQL; prints JSON and writes bench.json.
 bench: install
 	$(PY) -m bench
+
+## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host.
+up:
+	docker compose up --build --detach
+	@echo "gateway: localhost:50050 (grpcurl -plaintext localhost:50050 list)"
+
+down:
+	docker compose down
+
+logs:
+	docker compose logs --follow --tail=100
 
 lint: install
 	$(VENV)/bin/ruff check services agent tests bench

@@ -1,0 +1,62 @@
+"""`python -m services.probe`: the container health check. Exits 0 only when the InfraWatch service
+in this container answers the standard grpc.health.v1 check with SERVING.
+
+No gRPC health-probe binary ships with the stack, so the image carries this one. Without
+--address it asks the ports an InfraWatch service listens on (from INFRAWATCH_*_PORT or the
+defaults) and judges the first that answers: one container runs one service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PORT_VARIABLES = (
+    ("INFRAWATCH_GATEWAY_PORT", "50050"),
+    ("INFRAWATCH_AGENTS_PORT", "50051"),
+    ("INFRAWATCH_METRICS_PORT", "50052"),
+)
+
+
+def candidate_addresses(environ: dict[str, str]) -> list[str]:
+    return [f"127.0.0.1:{environ.get(variable, default)}" for variable, default in PORT_VARIABLES]
+
+
+def check(address: str, service: str, timeout_s: float) -> int | None:
+    """HealthCheckResponse status of `address`, or None when nothing answers there."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):  # type: ignore[attr-defined]
+                return None
+            return health_pb2.HealthCheckResponse.UNKNOWN
+        return int(reply.status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--address", help="host:port to check (default: the local InfraWatch ports)")
+    parser.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per attempt (default 2)")
+    args = parser.parse_args(argv)
+    addresses = [args.address] if args.address else candidate_addresses(dict(os.environ))
+    for address in addresses:
+        status = check(address, args.service, args.timeout)
+        if status is None:
+            continue
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)  # type: ignore[arg-type]
+        print(f"{address}: {name}")
+        return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+    print(f"no InfraWatch service answered on {', '.join(addresses)}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
