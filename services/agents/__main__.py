@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 from infrawatch.agents.v1 import agents_pb2_grpc
@@ -14,7 +12,7 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME, AgentServicer
 from services.agents.settings import AGENTS_VARS, AgentsSettings
 from services.common.clock import wall_clock_ms
-from services.common.config import ConfigError, argument_parser
+from services.common.config import settings_from_command_line
 from services.common.db import check_database, create_db_engine, database_url, migrate
 from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
@@ -26,17 +24,14 @@ _log = logging.getLogger("infrawatch.agents")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argument_parser(
+    settings = settings_from_command_line(
         "python -m services.agents",
         "InfraWatch agents service: registration, heartbeats, inventory, liveness and agent "
         "credentials, over gRPC (infrawatch.agents.v1.AgentService).",
         AGENTS_VARS,
-    ).parse_args(argv)
-    try:
-        settings = AgentsSettings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"infrawatch agents: {exc}", file=sys.stderr)
-        sys.exit(2)
+        AgentsSettings.from_env,
+        argv,
+    )
     configure_logging(settings.log_level)
 
     engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "agents"))

@@ -8,10 +8,12 @@ naming the variable, instead of failing later in the middle of a request.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 
 class ConfigError(ValueError):
@@ -40,25 +42,35 @@ def read_vars(spec: Sequence[Var], environ: Mapping[str, str]) -> dict[str, Any]
     return values
 
 
+def _number(kind: type[int] | type[float], raw: str, rule: str) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(rule) from None
+
+
 def port(raw: str) -> int:
-    value = int(raw)
+    rule = "must be a TCP port between 0 and 65535"
+    value = _number(int, raw, rule)
     if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port between 0 and 65535")
-    return value
+        raise ValueError(rule)
+    return int(value)
 
 
 def positive_float(raw: str) -> float:
-    value = float(raw)
+    rule = "must be a number greater than 0"
+    value = _number(float, raw, rule)
     if not value > 0:
-        raise ValueError("must be a number greater than 0")
-    return value
+        raise ValueError(rule)
+    return float(value)
 
 
 def positive_int(raw: str) -> int:
-    value = int(raw)
+    rule = "must be a whole number greater than 0"
+    value = _number(int, raw, rule)
     if value <= 0:
-        raise ValueError("must be a whole number greater than 0")
-    return value
+        raise ValueError(rule)
+    return int(value)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
@@ -115,6 +127,26 @@ COMMON_VARS: tuple[Var, ...] = (
         positive_int,
     ),
 )
+
+
+Settings = TypeVar("Settings")
+
+
+def settings_from_command_line(
+    prog: str,
+    description: str,
+    spec: Sequence[Var],
+    from_env: Callable[[Mapping[str, str]], Settings],
+    argv: list[str] | None,
+) -> Settings:
+    """Handle --help (which lists `spec`), then read the settings; a bad one exits with status 2
+    and a message naming the variable."""
+    argument_parser(prog, description, spec).parse_args(argv)
+    try:
+        return from_env(os.environ)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argparse.ArgumentParser:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infrawatch.gateway.v1 import gateway_pb2_grpc
-from services.common.config import ConfigError, argument_parser
+from services.common.config import settings_from_command_line
 from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
 from services.gateway.clients import AgentsClient, MetricsClient
@@ -36,17 +34,14 @@ def downstream_serving(channel: grpc.Channel, service: str, timeout_s: float) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    argument_parser(
+    settings = settings_from_command_line(
         "python -m services.gateway",
         "InfraWatch gateway: the operators' single gRPC entry point (infrawatch.gateway.v1.OperatorService), "
         "composing the agents and metrics services.",
         GATEWAY_VARS,
-    ).parse_args(argv)
-    try:
-        settings = GatewaySettings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"infrawatch gateway: {exc}", file=sys.stderr)
-        sys.exit(2)
+        GatewaySettings.from_env,
+        argv,
+    )
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 import grpc
 
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.clock import wall_clock_ms
-from services.common.config import ConfigError, argument_parser
+from services.common.config import settings_from_command_line
 from services.common.db import check_database, create_db_engine, database_url, is_postgres, migrate
 from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
@@ -35,17 +33,14 @@ _log = logging.getLogger("infrawatch.metrics")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argument_parser(
+    settings = settings_from_command_line(
         "python -m services.metrics",
         "InfraWatch metrics service: streaming ingest, chunked time-series storage, range and "
         "aggregate queries and live watch, over gRPC (infrawatch.metrics.v1.MetricsService).",
         METRICS_VARS,
-    ).parse_args(argv)
-    try:
-        settings = MetricsSettings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"infrawatch metrics: {exc}", file=sys.stderr)
-        sys.exit(2)
+        MetricsSettings.from_env,
+        argv,
+    )
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()

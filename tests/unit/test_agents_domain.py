@@ -81,3 +81,15 @@ def test_invalid_registration_names_the_offending_field(registration, field):
 
 def test_valid_registration_passes():
     validate_registration(Registration(hostname="db-01.prod.example.com", labels={"env": "prod", "role": "db"}))
+
+
+def test_a_bad_setting_is_reported_with_the_variable_and_the_rule():
+    from services.agents.settings import AgentsSettings
+    from services.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="INFRAWATCH_AGENTS_PORT='abc' is invalid: must be a TCP port"):
+        AgentsSettings.from_env({"INFRAWATCH_AGENTS_PORT": "abc"})
+    with pytest.raises(ConfigError, match="INFRAWATCH_HEARTBEAT_INTERVAL='soon' is invalid: must be a duration"):
+        AgentsSettings.from_env({"INFRAWATCH_HEARTBEAT_INTERVAL": "soon"})
+    with pytest.raises(ConfigError, match="OFFLINE_AFTER_INTERVALS must be greater"):
+        AgentsSettings.from_env({"INFRAWATCH_STALE_AFTER_INTERVALS": "5", "INFRAWATCH_OFFLINE_AFTER_INTERVALS": "2"})
