@@ -54,6 +54,8 @@ logs:
 
 lint: install
 	$(VENV)/bin/ruff check services agent tests bench
+	$(VENV)/bin/ruff format --check services agent tests bench
+	$(VENV)/bin/mypy services agent bench
 
 clean:
 	rm -rf $(VENV) data bench.json

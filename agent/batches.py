@@ -42,7 +42,7 @@ class StreamEncoder:
                 name = key[0][1]
                 if name not in self._declared and name in KINDS:
                     kind = KINDS[name]
-                    batch.metadata.add(name=name, type=kind.type, unit=kind.unit, help=kind.help)  # type: ignore[arg-type]
+                    batch.metadata.add(name=name, type=kind.type, unit=kind.unit, help=kind.help)
                     self._declared.add(name)
             else:
                 del series.labels[:]

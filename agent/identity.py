@@ -119,9 +119,9 @@ class Registrar:
             try:
                 reply = self._stub.RegisterAgent(request, timeout=self._timeout_s)
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise SystemExit(f"infrawatch-agent: registration refused: {exc.details()}") from None  # type: ignore[attr-defined]
+                    raise SystemExit(f"infrawatch-agent: registration refused: {exc.details()}") from None
                 delay = backoff.next_delay()
                 _log.warning(
                     "registration failed; retrying",
@@ -166,7 +166,7 @@ class Heartbeats(threading.Thread):
                 )
                 self._registrar.heartbeat_interval_s = float(reply.heartbeat_interval_seconds or 10)
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 _log.warning("heartbeat failed", extra={"fields": {"code": code.name}})
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
                     self._registrar.renew(identity)

@@ -69,7 +69,7 @@ class Sender(threading.Thread):
                 if progressed:
                     backoff.reset()
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code == grpc.StatusCode.CANCELLED and self._halt.is_set():
                     return
                 if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -114,7 +114,7 @@ class Sender(threading.Thread):
                     yield encoder.encode(seq, payload)
 
         call = self._stub.StreamMetrics(requests(), metadata=(("authorization", f"Bearer {token}"),))
-        self._call = call  # type: ignore[assignment]
+        self._call = call
         progressed = False
         started = time.monotonic()
         for ack in call:

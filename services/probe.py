@@ -34,7 +34,7 @@ def check(address: str, service: str, timeout_s: float) -> int | None:
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
         except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):  # type: ignore[attr-defined]
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return None
             return health_pb2.HealthCheckResponse.UNKNOWN
         return int(reply.status)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         status = check(address, args.service, args.timeout)
         if status is None:
             continue
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)  # type: ignore[arg-type]
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         print(f"{address}: {name}")
         return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
     print(f"no InfraWatch service answered on {', '.join(addresses)}", file=sys.stderr)

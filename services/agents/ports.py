@@ -31,7 +31,8 @@ class AgentRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction: nothing is stored unless `commit` is called before the block ends."""
 
-    agents: AgentRepository
+    @property
+    def agents(self) -> AgentRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -126,4 +126,5 @@ class CallInterceptor(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, method), **codec)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **codec)
+        assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method), **codec)

@@ -28,7 +28,7 @@ def downstream_serving(channel: grpc.Channel, service: str, timeout_s: float) ->
             health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
         )
     except grpc.RpcError as exc:
-        event(_log, "dependency not serving", logging.WARNING, service=service, code=exc.code().name)  # type: ignore[attr-defined]
+        event(_log, "dependency not serving", logging.WARNING, service=service, code=exc.code().name)
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 

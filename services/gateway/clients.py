@@ -42,7 +42,7 @@ def translate(exc: grpc.RpcError, dependency: str) -> errors.DomainError:
     """A downstream failure as the domain error the operator should see."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else ""
-    if code in _PASSED_THROUGH:
+    if code is not None and code in _PASSED_THROUGH:
         return _ERROR_BY_STATUS[code](details or f"{dependency} service: {code.name}")
     reason = code.name if code is not None else "no response"
     return errors.Unavailable(f"{dependency} service unavailable ({reason})")
@@ -131,7 +131,7 @@ class LiveWatch:
         try:
             yield from self._call
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if exc.code() != grpc.StatusCode.CANCELLED:
                 raise translate(exc, self._dependency) from None
 
     def cancel(self) -> None:

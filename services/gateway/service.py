@@ -264,7 +264,7 @@ def deregister_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Bud
 
 
 def _status_event(status: int, now: Callable[[], Timestamp]) -> pb.WatchAgentResponse:
-    return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=now()))  # type: ignore[arg-type]
+    return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=now()))
 
 
 def watch_agent(

@@ -44,7 +44,7 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
             page_token=request.page_token,
         )
         views, token, availability = service.list_agents(self._ctx, bearer_token(context), downstream, _budget(context))
-        return pb.ListAgentsResponse(agents=views, next_page_token=token, metrics=availability)  # type: ignore[arg-type]
+        return pb.ListAgentsResponse(agents=views, next_page_token=token, metrics=availability)
 
     def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
         view = service.get_agent(self._ctx, bearer_token(context), _ref(request.agent), _budget(context))

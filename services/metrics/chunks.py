@@ -102,7 +102,7 @@ def make_chunk(series_id: int, timestamps: list[int], values: list[float], inter
 def make_chunks(series_id: int, timestamps: list[int], values: list[float], interval: int | None = None) -> list[Chunk]:
     """Chunks for strictly ascending samples, split wherever one would span more than MAX_CHUNK_SPAN_MS."""
     if timestamps[-1] - timestamps[0] <= MAX_CHUNK_SPAN_MS:
-        return [make_chunk(series_id, timestamps, values, spacing(timestamps) if interval is None else interval)]
+        return [make_chunk(series_id, timestamps, values, (spacing(timestamps) or 0) if interval is None else interval)]
     chunks, begin = [], 0
     for index in range(1, len(timestamps) + 1):
         if index == len(timestamps) or timestamps[index] - timestamps[begin] > MAX_CHUNK_SPAN_MS:
