@@ -292,14 +292,21 @@ def watch_agent(
     events: queue.Queue[pb.WatchAgentResponse | Exception] = queue.Queue(maxsize=1000)
     live = ctx.metrics.watch(selector)
 
+    def offer(item: pb.WatchAgentResponse | Exception) -> None:
+        # Never block the relay on a slow watcher: it must notice the cancellation of `live`.
+        try:
+            events.put_nowait(item)
+        except queue.Full:
+            event(_log, "watcher too slow; dropped live samples", logging.WARNING, hostname=agent.hostname)
+
     def relay() -> None:
         try:
             for message in live.messages():
-                events.put(pb.WatchAgentResponse(samples=message))
+                offer(pb.WatchAgentResponse(samples=message))
         except Unavailable as exc:
-            events.put(pb.WatchAgentResponse(notice=f"live samples unavailable: {exc}"))
+            offer(pb.WatchAgentResponse(notice=f"live samples unavailable: {exc}"))
         except Exception as exc:
-            events.put(exc)
+            offer(exc)
 
     threading.Thread(target=relay, name="watch-relay", daemon=True).start()
     status, warned = agent.status, False
