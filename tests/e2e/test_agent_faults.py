@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -137,3 +139,23 @@ def test_no_sample_is_lost_or_duplicated_across_a_metrics_crash_and_an_agent_res
     assert [a.hostname for a in listed.agents] == [HOST]
     state = json.loads((tmp_path / "agent-state" / "state.json").read_text())
     assert state["agent_id"] == listed.agents[0].agent_id
+
+
+def test_the_load_generator_simulates_a_fleet_that_the_platform_fully_acknowledges(
+    platform_env, agents_process, metrics_process
+):
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.loadgen", "--agents-address", agents_process[1],
+         "--metrics-address", metrics_process[1], "--agents", "5", "--series", "20",
+         "--interval", "200ms", "--duration", "2s"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["stream_errors"] == 0 and report["rejected_samples"] == 0
+    assert report["acked_samples"] >= 5 * 20 * 5
+    with grpc.insecure_channel(agents_process[1]) as channel:
+        listed = agents_pb2_grpc.AgentServiceStub(channel).ListAgents(
+            agents_pb2.ListAgentsRequest(label_selector={"loadgen": "true"}), timeout=10
+        )
+    assert len(listed.agents) == 5
