@@ -53,7 +53,9 @@ def operator_token(environ: dict[str, str]) -> str:
     return path.read_text().strip()
 
 
-def _wait_serving(address: str, service: str, deadline: float) -> bool:
+def wait_serving(address: str, service: str, timeout_s: float) -> bool:
+    """Whether `service` at `address` reports SERVING within the timeout."""
+    deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
@@ -63,7 +65,7 @@ def _wait_serving(address: str, service: str, deadline: float) -> bool:
                     return True
             except grpc.RpcError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
     return False
 
 
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if component.port_var and component.health_service:
                 port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
-                if not _wait_serving(address, component.health_service, time.monotonic() + args.ready_timeout):
+                if not wait_serving(address, component.health_service, args.ready_timeout):
                     print(f"launcher: {component.name} did not become healthy; stopping", file=sys.stderr)
                     return 1
                 print(f"launcher: {component.name:<8} ready on {address}", flush=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,33 @@ def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("SET jit = off")
     cursor.close()
     dbapi_connection.commit()
+
+
+@contextmanager
+def pooled_cursor(engine: Engine, commit: bool = False) -> Iterator[Any]:
+    """A DBAPI cursor on a pooled connection, for hot paths that bypass SQLAlchemy's statement layer.
+
+    Commits when `commit` and the block succeeds, rolls back otherwise. A connection that fails
+    with a connection-level error is invalidated so the pool never hands it out again, which is
+    what lets hot-path engines skip the ping on every checkout."""
+    connection = engine.raw_connection()
+    dbapi = engine.dialect.dbapi
+    broken = (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ()
+    try:
+        cursor = connection.cursor()
+        yield cursor
+        if commit:
+            connection.commit()
+        else:
+            connection.rollback()
+    except broken:
+        connection.invalidate()
+        raise
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.close()
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -15,14 +15,15 @@ import logging
 import re
 import struct
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from itertools import chain, repeat
 from typing import Any
 
 import psycopg2.errors
 from sqlalchemy import Engine
 
+from services.common.db import pooled_cursor
 from services.common.logs import event
 from services.metrics.aggregate import rate_lookbehind_ms
 from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
@@ -250,26 +251,8 @@ class PostgresSampleStore:
         self._engine = engine
         self._partitions: set[int] = set()
 
-    @contextmanager
-    def _cursor(self, commit: bool = False) -> Iterator[Any]:
-        """A pooled connection's cursor. The engine does not ping on checkout (a round trip per
-        batch); a connection that fails is invalidated instead, so the pool never hands it out again."""
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            yield cursor
-            if commit:
-                connection.commit()
-            else:
-                connection.rollback()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            connection.invalidate()
-            raise
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
+    def _cursor(self, commit: bool = False) -> AbstractContextManager[Any]:
+        return pooled_cursor(self._engine, commit)
 
     def _known_partitions(self, cursor: Any) -> set[int]:
         cursor.execute(
@@ -314,11 +297,7 @@ class PostgresSampleStore:
                 cursor.execute("INSERT INTO chunks SELECT * FROM incoming ON CONFLICT DO NOTHING")
 
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
-        if not series_ids:
-            return {}
-        with self._cursor() as cursor:
-            cursor.execute(_NEWEST, {"ids": list(series_ids)})
-            return {row[0]: row[1] for row in cursor.fetchall()}
+        return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
 
     def _raw_rows(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> list[tuple[Any, ...]]:
         with self._cursor() as cursor:

@@ -12,12 +12,13 @@ import math
 import sys
 from array import array
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Engine
 
+from services.common.db import pooled_cursor
 from services.metrics import aggregate as engine_py
 from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, make_chunks
 from services.metrics.domain import Aggregation
@@ -72,19 +73,8 @@ class SqliteSampleStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @contextmanager
-    def _cursor(self, commit: bool = False) -> Iterator[Any]:
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            yield cursor
-            if commit:
-                connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
+    def _cursor(self, commit: bool = False) -> AbstractContextManager[Any]:
+        return pooled_cursor(self._engine, commit)
 
     def append(self, chunks: Sequence[Chunk]) -> None:
         with self._cursor(commit=True) as cursor:
@@ -118,16 +108,7 @@ class SqliteSampleStore:
         return found
 
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
-        newest: dict[int, int] = {}
-        with self._cursor() as cursor:
-            for series_id in series_ids:
-                cursor.execute(
-                    "SELECT end_ms FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
-                )
-                row = cursor.fetchone()
-                if row is not None:
-                    newest[series_id] = row[0]
-        return newest
+        return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
 
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])

@@ -8,11 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services import launcher
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 REPO = Path(__file__).resolve().parents[2]
@@ -25,18 +23,8 @@ def free_port() -> int:
 
 
 def wait_serving(address: str, service: str = "", timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"{address} did not report SERVING for {service!r} within {timeout}s")
+    if not launcher.wait_serving(address, service, timeout):
+        raise TimeoutError(f"{address} did not report SERVING for {service!r} within {timeout}s")
 
 
 class ServiceProcess:
