@@ -49,8 +49,9 @@ def _stop_event() -> threading.Event:
 
 
 def _collect_every(interval_s: float, stopping: threading.Event, handle: Callable[[], None]) -> None:
-    """Call `handle` on a fixed schedule (missed rounds are skipped, not bunched up)."""
-    next_round = time.monotonic()
+    """Call `handle` on a fixed schedule (missed rounds are skipped, not bunched up). The first round
+    comes after at most a second, so that it already has a CPU usage to report."""
+    next_round = time.monotonic() + min(1.0, interval_s)
     while not stopping.wait(max(0.0, next_round - time.monotonic())):
         handle()
         next_round += interval_s

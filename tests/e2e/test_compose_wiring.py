@@ -244,7 +244,7 @@ def test_compose_brings_up_a_working_platform(postgres_schema_url: str, tmp_path
                     view = stub.GetAgent(
                         gateway_pb2.GetAgentRequest(agent=gateway_pb2.AgentRef(hostname=hostname)), timeout=5
                     ).agent
-                    if {m.name for m in view.latest} >= {"memory_used_bytes", "load1"}:
+                    if {m.name for m in view.latest} >= {"cpu_usage_percent", "memory_used_bytes", "load1"}:
                         break
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.NOT_FOUND:
