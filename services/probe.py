@@ -2,8 +2,9 @@
 in this container answers the standard grpc.health.v1 check with SERVING.
 
 No gRPC health-probe binary ships with the stack, so the image carries this one. Without
---address it asks the ports an InfraWatch service listens on (from INFRAWATCH_*_PORT or the
-defaults) and judges the first that answers: one container runs one service.
+--address it checks the port the container's configuration gives its service (the
+INFRAWATCH_<SERVICE>_PORT variables that are set), or the default ports when none is set, and
+judges the first that answers: one container runs one service.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ PORT_VARIABLES = (
 
 
 def candidate_addresses(environ: dict[str, str]) -> list[str]:
-    return [f"127.0.0.1:{environ.get(variable, default)}" for variable, default in PORT_VARIABLES]
+    configured = [environ[variable] for variable, _ in PORT_VARIABLES if variable in environ]
+    ports = configured or [default for _, default in PORT_VARIABLES]
+    return [f"127.0.0.1:{port}" for port in ports]
 
 
 def check(address: str, service: str, timeout_s: float) -> int | None:

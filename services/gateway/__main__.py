@@ -24,8 +24,9 @@ AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
 def downstream_serving(channel: grpc.Channel, service: str, timeout_s: float) -> bool:
     """Whether a dependency's own health check says SERVING."""
     try:
+        # wait_for_ready: a channel still connecting is not a dependency that is down.
         reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s, wait_for_ready=True
         )
     except grpc.RpcError as exc:
         event(_log, "dependency not serving", logging.WARNING, service=service, code=exc.code().name)

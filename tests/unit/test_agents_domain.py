@@ -93,3 +93,12 @@ def test_a_bad_setting_is_reported_with_the_variable_and_the_rule():
         AgentsSettings.from_env({"INFRAWATCH_HEARTBEAT_INTERVAL": "soon"})
     with pytest.raises(ConfigError, match="OFFLINE_AFTER_INTERVALS must be greater"):
         AgentsSettings.from_env({"INFRAWATCH_STALE_AFTER_INTERVALS": "5", "INFRAWATCH_OFFLINE_AFTER_INTERVALS": "2"})
+
+
+def test_the_health_probe_checks_the_configured_port_of_its_own_service():
+    from services.probe import candidate_addresses
+
+    assert candidate_addresses({"INFRAWATCH_METRICS_PORT": "6000", "INFRAWATCH_AGENTS_ADDRESS": "agents:1"}) == [
+        "127.0.0.1:6000"
+    ]
+    assert candidate_addresses({}) == ["127.0.0.1:50050", "127.0.0.1:50051", "127.0.0.1:50052"]
