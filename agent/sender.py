@@ -44,7 +44,6 @@ class Sender(threading.Thread):
         self._max_in_flight = max_in_flight
         self._draining = threading.Event()
         self._call: grpc.Call | None = None
-        self.acked_batches = 0
 
     def drain(self) -> None:
         """Send what is buffered, then close the stream (used on shutdown)."""
@@ -123,7 +122,6 @@ class Sender(threading.Thread):
                 if ack.sequence in in_flight:
                     in_flight.remove(ack.sequence)
                 acked.notify_all()
-            self.acked_batches += 1
             if not progressed:
                 _log.info(
                     "streaming metrics", extra={"fields": {"connected_after_s": round(time.monotonic() - started, 2)}}

@@ -32,12 +32,6 @@ REFRESH_OVERLAP_IDS = 1000
 allocated earlier but committed later are not missed."""
 
 
-class CardinalityExceeded(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 class SeriesCatalog:
     def __init__(self, store: SeriesStore, now_ms: Callable[[], int], refresh_every_s: float = 1.0) -> None:
         self._store = store

@@ -81,10 +81,6 @@ class Series:
     labels: LabelSet
     agent_id: str
 
-    @property
-    def metric_name(self) -> str:
-        return dict(self.labels).get(METRIC_NAME, "")
-
 
 def canonical(labels: Iterable[tuple[str, str]]) -> LabelSet:
     """Sorted by name; with a repeated name the last value wins."""

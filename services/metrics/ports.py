@@ -58,7 +58,3 @@ class SampleStore(Protocol):
         """Merge each series' chunks within every aligned window in [since_ms, until_ms) into one;
         returns the number of chunks removed."""
         ...
-
-    def size_bytes(self) -> int:
-        """Bytes on disk of the sample store, indexes included."""
-        ...

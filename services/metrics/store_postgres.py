@@ -400,11 +400,3 @@ class PostgresSampleStore:
                 cursor.execute("INSERT INTO chunks SELECT * FROM merged")
                 removed += deleted - cursor.rowcount
         return removed
-
-    def size_bytes(self) -> int:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
-                "WHERE inhparent = 'chunks'::regclass"
-            )
-            return int(cursor.fetchone()[0])

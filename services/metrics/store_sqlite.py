@@ -181,14 +181,3 @@ class SqliteSampleStore:
                 cursor.executemany(_INSERT, [_row(c) for c in merged])
             removed += len(chunks) - len(merged)
         return removed
-
-    def size_bytes(self) -> int:
-        with self._cursor() as cursor:
-            try:
-                cursor.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'chunks'")
-                return int(cursor.fetchone()[0] or 0)
-            except Exception:
-                cursor.execute("PRAGMA page_count")
-                pages = cursor.fetchone()[0]
-                cursor.execute("PRAGMA page_size")
-                return int(pages * cursor.fetchone()[0])
