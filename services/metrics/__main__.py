@@ -18,6 +18,7 @@ from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import IngestLimits
 from services.metrics.ingest import Ingestor
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
+from services.metrics.ports import SampleStore
 from services.metrics.query import QueryContext
 from services.metrics.series_store import SqlSeriesStore
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     # No ping per checkout: ingest checks out a connection per batch; broken connections are
     # invalidated by the stores when they fail instead.
     engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "metrics"), pool_pre_ping=False)
-    samples = PostgresSampleStore(engine) if is_postgres(engine) else SqliteSampleStore(engine)
+    samples: SampleStore = (
+        PostgresSampleStore(engine, settings.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
+    )
     catalog = SeriesCatalog(SqlSeriesStore(engine), wall_clock_ms)
     hub = WatchHub()
     limits = IngestLimits(

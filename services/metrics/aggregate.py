@@ -145,3 +145,37 @@ def rate(
     seconds = step_ms / 1000
     per_second = {g: {b: total / seconds for b, total in by.items()} for g, by in increases.items()}
     return _emit(per_second, start_ms, step_ms)
+
+
+def combine_partials(
+    rows: Iterable[tuple[int, int, float, float]], aggregation: Aggregation, start_ms: int, step_ms: int
+) -> dict[int, Points]:
+    """Merge per-bucket partials (group, bucket, p0, p1) computed over disjoint sets of series.
+
+    p0/p1 are (count, sum) for AVG, (-, sum) for SUM and RATE, (count, -) for COUNT, (-, min) and
+    (-, max) for MIN and MAX, and (newest timestamp, its value) for LAST.
+    """
+    merged: dict[int, dict[int, list[float]]] = defaultdict(dict)
+    for group, bucket, p0, p1 in rows:
+        known = merged[group].get(bucket)
+        if known is None:
+            merged[group][bucket] = [p0, p1]
+        elif aggregation is Aggregation.MIN:
+            known[1] = _nan_min(known[1], p1)
+        elif aggregation is Aggregation.MAX:
+            known[1] = _nan_max(known[1], p1)
+        elif aggregation is Aggregation.LAST:
+            if p0 > known[0]:
+                known[0], known[1] = p0, p1
+        else:
+            known[0] += p0
+            known[1] += p1
+    values: dict[int, dict[int, float]] = {}
+    for group, by_bucket in merged.items():
+        if aggregation is Aggregation.AVG:
+            values[group] = {b: total / count for b, (count, total) in by_bucket.items()}
+        elif aggregation is Aggregation.COUNT:
+            values[group] = {b: count for b, (count, _) in by_bucket.items()}
+        else:
+            values[group] = {b: value for b, (_, value) in by_bucket.items()}
+    return _emit(values, start_ms, step_ms)

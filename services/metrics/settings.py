@@ -42,6 +42,12 @@ METRICS_VARS: tuple[Var, ...] = (
         duration_seconds,
     ),
     Var("INFRAWATCH_MAX_QUERY_POINTS", "1000000", "Most points one query may return.", positive_int),
+    Var(
+        "INFRAWATCH_QUERY_PARALLELISM",
+        "2",
+        "PostgreSQL connections one wide aggregation is split over (about the database's spare cores).",
+        positive_int,
+    ),
     Var("INFRAWATCH_AUTH_CACHE_TTL", "60s", "How long a verified agent token is trusted.", duration_seconds),
     Var("INFRAWATCH_DOWNSTREAM_TIMEOUT", "5s", "Deadline of calls to the agents service.", duration_seconds),
 )
@@ -65,6 +71,7 @@ class MetricsSettings:
     max_series_per_agent: int
     max_future_skew: float
     max_query_points: int
+    query_parallelism: int
     auth_cache_ttl: float
     downstream_timeout: float
 

@@ -14,8 +14,8 @@ import io
 import logging
 import re
 import struct
-from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from itertools import chain, repeat
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from services.common.db import pooled_cursor
 from services.common.logs import event
-from services.metrics.aggregate import rate_lookbehind_ms
+from services.metrics.aggregate import combine_partials, rate_lookbehind_ms
 from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
 from services.metrics.domain import Aggregation
 from services.metrics.ports import Points
@@ -50,25 +50,26 @@ _WHOLE = """(ch.start_ms >= %(start)s AND ch.end_ms <= %(end)s
 # Per aggregation: the partial columns each chunk contributes to a bucket, taken from
 # (1) its stored summary when it lies inside one bucket, (2) array slices per bucket when its
 # samples are evenly spaced (no per-sample timestamps to compute), (3) unnested samples
-# otherwise; and how the partials combine.
+# otherwise; and how they combine per bucket into the partials (p0, p1) the query returns, which
+# `aggregate.combine_partials` merges across the shards a large query is split into.
 _PARTIALS: dict[Aggregation, tuple[str, tuple[str, str], str, str]] = {
     # (summary columns, (slice columns, aggregate over the slice's values `v` as `agg`),
-    #  unnested-sample columns, how partials p0 and p1 combine)
+    #  unnested-sample columns, per-bucket partials)
     Aggregation.AVG: (
-        "ch.n::bigint, ch.sum", ("sl.i1 - sl.i0 + 1, agg", "sum(v)"), "count(*), sum(v)", "sum(p1) / sum(p0)"
+        "ch.n::bigint, ch.sum", ("sl.i1 - sl.i0 + 1, agg", "sum(v)"), "count(*), sum(v)", "sum(p0), sum(p1)"
     ),
-    Aggregation.SUM: ("0::bigint, ch.sum", ("0::bigint, agg", "sum(v)"), "0::bigint, sum(v)", "sum(p1)"),
+    Aggregation.SUM: ("0::bigint, ch.sum", ("0::bigint, agg", "sum(v)"), "0::bigint, sum(v)", "0, sum(p1)"),
     Aggregation.COUNT: (
-        "ch.n::bigint, 0::float8", ("sl.i1 - sl.i0 + 1, 0::float8", ""), "count(*), 0::float8", "sum(p0)::float8"
+        "ch.n::bigint, 0::float8", ("sl.i1 - sl.i0 + 1, 0::float8", ""), "count(*), 0::float8", "sum(p0), 0"
     ),
-    Aggregation.MIN: ("0::bigint, ch.min", ("0::bigint, agg", "min(v)"), "0::bigint, min(v)", "min(p1)"),
-    Aggregation.MAX: ("0::bigint, ch.max", ("0::bigint, agg", "max(v)"), "0::bigint, max(v)", "max(p1)"),
+    Aggregation.MIN: ("0::bigint, ch.min", ("0::bigint, agg", "min(v)"), "0::bigint, min(v)", "0, min(p1)"),
+    Aggregation.MAX: ("0::bigint, ch.max", ("0::bigint, agg", "max(v)"), "0::bigint, max(v)", "0, max(p1)"),
     # The newest sample of a slice is simply its last element.
     Aggregation.LAST: (
         "ch.end_ms, ch.last",
         ("sl.t, ch.vals[sl.i1 + 1]", ""),
         "max(t), (array_agg(v ORDER BY t DESC))[1]",
-        "(array_agg(p1 ORDER BY p0 DESC))[1]",
+        "max(p0), (array_agg(p1 ORDER BY p0 DESC))[1]",
     ),
 }  # fmt: skip
 
@@ -85,14 +86,14 @@ _REGULAR = "(ch.offsets IS NULL AND ch.interval_ms > 0)"
 
 @functools.cache
 def _aggregate_sql(aggregation: Aggregation) -> str:
-    summary, (slice_columns, slice_aggregate), unnested, final = _PARTIALS[aggregation]
+    summary, (slice_columns, slice_aggregate), unnested, partials = _PARTIALS[aggregation]
     slice_join = ""
     if slice_aggregate:
         values = "unnest(ch.vals[sl.i0 + 1 : sl.i1 + 1]) AS v"
         slice_join = f"CROSS JOIN LATERAL (SELECT {slice_aggregate} FROM {values}) part(agg)"
     return f"""
 WITH {_SELECTION}
-SELECT grp, b, {final} FROM (
+SELECT grp, b, {partials} FROM (
     SELECT sel.grp, (ch.start_ms - %(start)s) / %(step)s AS b, {summary}
     FROM {_chunks_of_selected(_WHOLE)}
     UNION ALL
@@ -141,7 +142,7 @@ deltas AS (
            lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS prev_ts
     FROM samples WHERE ts BETWEEN %(from)s AND %(end)s
 )
-SELECT grp, (ts - %(start)s) / %(step)s AS b,
+SELECT grp, (ts - %(start)s) / %(step)s AS b, 0,
        sum(CASE WHEN v >= prev THEN v - prev ELSE v END) / (%(step)s / 1000.0)
 FROM deltas
 WHERE prev IS NOT NULL AND ts >= %(start)s AND ts - prev_ts <= %(lookbehind)s
@@ -246,10 +247,16 @@ _COPY_INTO = (
 )
 
 
+PARALLEL_MIN_SERIES = 32
+"""Below this many series a query runs on one connection; splitting costs more than it saves."""
+
+
 class PostgresSampleStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, query_parallelism: int = 2) -> None:
         self._engine = engine
         self._partitions: set[int] = set()
+        self._parallelism = max(1, query_parallelism)
+        self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="query-shard")
 
     def _cursor(self, commit: bool = False) -> AbstractContextManager[Any]:
         return pooled_cursor(self._engine, commit)
@@ -328,34 +335,30 @@ class PostgresSampleStore:
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
     ) -> dict[int, Points]:
-        params: dict[str, Any] = {
-            "ids": list(groups),
-            "grps": list(groups.values()),
-            "start": start_ms,
-            "end": end_ms,
-            "step": step_ms,
-        }
+        params: dict[str, Any] = {"start": start_ms, "end": end_ms, "step": step_ms}
         if aggregation is Aggregation.RATE:
             lookbehind = rate_lookbehind_ms(step_ms)
-            params.update(
-                {
-                    "from": start_ms - lookbehind,
-                    "lo": start_ms - lookbehind - MAX_CHUNK_SPAN_MS,
-                    "lookbehind": lookbehind,
-                }
-            )
+            params["from"] = start_ms - lookbehind
+            params["lo"] = start_ms - lookbehind - MAX_CHUNK_SPAN_MS
+            params["lookbehind"] = lookbehind
             sql = _RATE
         else:
-            params.update({"from": start_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS})
+            params["from"] = start_ms
+            params["lo"] = start_ms - MAX_CHUNK_SPAN_MS
             sql = _aggregate_sql(aggregation)
-        result: dict[int, Points] = defaultdict(lambda: ([], []))
-        with self._cursor() as cursor:
-            cursor.execute(sql, params)
-            for group, bucket, value in cursor.fetchall():
-                times, values = result[group]
-                times.append(start_ms + bucket * step_ms)
-                values.append(float(value))
-        return dict(result)
+
+        def partials(shard: list[tuple[int, int]]) -> list[tuple[int, int, float, float]]:
+            with self._cursor() as cursor:
+                cursor.execute(sql, {**params, "ids": [s for s, _ in shard], "grps": [g for _, g in shard]})
+                return [(grp, b, float(p0), float(p1)) for grp, b, p0, p1 in cursor.fetchall()]
+
+        # A large selection is split over several connections that PostgreSQL serves on different
+        # cores at once (the GIL is free while psycopg2 waits); the partials are then merged.
+        items = list(groups.items())
+        shards = self._parallelism if len(items) >= PARALLEL_MIN_SERIES else 1
+        parts = [items[i::shards] for i in range(shards)]
+        rows = partials(parts[0]) if shards == 1 else [r for p in self._pool.map(partials, parts) for r in p]
+        return combine_partials(rows, aggregation, start_ms, step_ms)
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         if not series_ids:

@@ -15,7 +15,7 @@ from infrawatch.agents.v1 import agents_pb2
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.timestamps import to_timestamp
 from services.metrics.chunks import make_chunks
-from services.metrics.domain import canonical
+from services.metrics.domain import IngestLimits, canonical
 
 
 def base_time(harness) -> int:
@@ -380,3 +380,62 @@ def test_compaction_merges_small_chunks_without_changing_any_answer(metrics_harn
     assert removed == 2 * 11
     assert answers() == before
     assert samples.compact(window, t0 - 2 * window, metrics_harness.clock() - 600_000) == 0
+
+
+@pytest.mark.parametrize(
+    "aggregation",
+    [
+        pb.AGGREGATION_AVG,
+        pb.AGGREGATION_SUM,
+        pb.AGGREGATION_COUNT,
+        pb.AGGREGATION_MIN,
+        pb.AGGREGATION_MAX,
+        pb.AGGREGATION_LAST,
+        pb.AGGREGATION_RATE,
+    ],
+)
+def test_a_wide_query_split_over_connections_gives_exact_answers(
+    metrics_harness, metrics_stub, agent_token, aggregation
+):
+    # 40 series (enough for the PostgreSQL store to split the query), values chosen so every
+    # aggregate has one exact answer per bucket.
+    t0 = base_time(metrics_harness)
+    items = []
+    data = {}
+    for i in range(40):
+        times = [t0 + k * 15_000 + i for k in range(8)]
+        values = [float(i * 100 + k * (1 + i % 3)) for k in range(8)]
+        data[i] = list(zip(times, values, strict=True))
+        items.append(series({"__name__": "wide_q", "i": str(i), "parity": str(i % 2)}, times, values))
+    metrics_harness.ingestor.limits = IngestLimits()
+    stream(metrics_stub, agent_token, batch(*items))
+    step = 60_000
+    result = query(
+        metrics_stub, "wide_q", t0, t0 + 2 * step - 1, step_ms=step, aggregation=aggregation, group_by=["parity"]
+    )
+
+    def expected(parity: str, bucket: int) -> float:
+        chosen = [(i, t, v) for i, pts in data.items() if str(i % 2) == parity for t, v in pts]
+        inside = [(i, t, v) for i, t, v in chosen if t0 + bucket * step <= t < t0 + (bucket + 1) * step]
+        vs = [v for _, _, v in inside]
+        if aggregation == pb.AGGREGATION_AVG:
+            return sum(vs) / len(vs)
+        if aggregation == pb.AGGREGATION_SUM:
+            return sum(vs)
+        if aggregation == pb.AGGREGATION_COUNT:
+            return float(len(vs))
+        if aggregation == pb.AGGREGATION_MIN:
+            return min(vs)
+        if aggregation == pb.AGGREGATION_MAX:
+            return max(vs)
+        if aggregation == pb.AGGREGATION_LAST:
+            return max(inside, key=lambda x: x[1])[2]
+        increase = 0.0
+        for i, t, v in inside:
+            previous = [pv for pt, pv in data[i] if pt < t]
+            if previous:
+                increase += v - previous[-1]
+        return increase / (step / 1000)
+
+    got = {labels_of(s)["parity"]: list(s.values) for s in result.series}
+    assert got == {p: pytest.approx([expected(p, 0), expected(p, 1)]) for p in ("0", "1")}

@@ -84,3 +84,16 @@ def test_rate_sums_the_series_of_a_group():
     one = make_chunks(1, [0, 10_000], [0.0, 10.0])
     two = make_chunks(2, [0, 10_000], [100.0, 130.0])
     assert rate([(0, one), (0, two)], 0, 19_999, 20_000) == {0: ([0], [2.0])}
+
+
+def test_partials_from_disjoint_shards_merge_into_the_same_answer():
+    from services.metrics.aggregate import combine_partials
+
+    shard_rows = [(0, 0, 2.0, 10.0), (0, 0, 3.0, 20.0), (0, 1, 1.0, 5.0)]
+    assert combine_partials(shard_rows, Aggregation.AVG, 0, 60) == {0: ([0, 60], [6.0, 5.0])}
+    assert combine_partials(shard_rows, Aggregation.SUM, 0, 60) == {0: ([0, 60], [30.0, 5.0])}
+    assert combine_partials(shard_rows, Aggregation.COUNT, 0, 60) == {0: ([0, 60], [5.0, 1.0])}
+    assert combine_partials(shard_rows, Aggregation.LAST, 0, 60) == {0: ([0, 60], [20.0, 5.0])}
+    with_nan = [(0, 0, 0.0, math.nan), (0, 0, 0.0, 4.0)]
+    assert combine_partials(with_nan, Aggregation.MIN, 0, 60) == {0: ([0], [4.0])}
+    assert math.isnan(combine_partials(with_nan, Aggregation.MAX, 0, 60)[0][1][0])
