@@ -57,9 +57,13 @@ class SeriesCatalog:
         self._max_id = max(self._max_id, series.series_id)
 
     def refresh(self, force: bool = False) -> None:
-        """Pick up series and metric metadata written by other processes (at most once a second)."""
+        """Pick up series and metric metadata written by other processes (at most once a second, and
+        only when the store's watermark shows something new)."""
         now = time.monotonic()
         if not force and now - self._refreshed_at < self._refresh_every_s:
+            return
+        self._refreshed_at = now
+        if not force and self._store.watermark() == (self._max_id, len(self._by_id), len(self._infos)):
             return
         loaded = self._store.load_series(max(0, self._max_id - REFRESH_OVERLAP_IDS))
         infos = self._store.load_metric_infos()
@@ -68,7 +72,6 @@ class SeriesCatalog:
                 self._index(series)
             for info in infos:
                 self._infos[info.name] = info
-            self._refreshed_at = now
 
     def series_id(self, labels: LabelSet) -> int | None:
         return self._by_labels.get(labels)

@@ -20,6 +20,10 @@ class SeriesStore(Protocol):
         """Ids of the label sets, creating the missing ones; safe to call concurrently."""
         ...
 
+    def watermark(self) -> tuple[int, int, int]:
+        """(highest series id, series count, metric name count), to skip reloads when nothing changed."""
+        ...
+
     def load_metric_infos(self) -> list[MetricInfo]: ...
 
     def save_metric_info(self, info: MetricInfo) -> None:

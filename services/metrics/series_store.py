@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.metrics.domain import LabelSet, MetricInfo, MetricType, Series, labels_from_json, labels_json
@@ -51,6 +51,18 @@ class SqlSeriesStore:
                 select(series.c.labels_hash, series.c.series_id).where(series.c.labels_hash.in_(list(rows)))
             )
             return {by_hash[row.labels_hash]: row.series_id for row in found}
+
+    def watermark(self) -> tuple[int, int, int]:
+        """(highest series id, number of series, number of metric names): a cheap fingerprint
+        that changes whenever another process adds a series or a metric name."""
+        statement = select(
+            select(func.coalesce(func.max(series.c.series_id), 0)).scalar_subquery(),
+            select(func.count()).select_from(series).scalar_subquery(),
+            select(func.count()).select_from(metric_names).scalar_subquery(),
+        )
+        with self._engine.connect() as connection:
+            highest, count, names = connection.execute(statement).one()
+        return int(highest), int(count), int(names)
 
     def load_metric_infos(self) -> list[MetricInfo]:
         with self._engine.connect() as connection:

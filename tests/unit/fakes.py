@@ -98,6 +98,10 @@ class FakeSeriesStore:
                 self.series[labels] = Series(len(self.series) + 1, labels, agent_id)
         return {labels: self.series[labels].series_id for labels, _ in wanted}
 
+    def watermark(self) -> tuple[int, int, int]:
+        highest = max((s.series_id for s in self.series.values()), default=0)
+        return highest, len(self.series), len(self.infos)
+
     def load_metric_infos(self) -> list[MetricInfo]:
         return list(self.infos.values())
 
