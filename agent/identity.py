@@ -15,8 +15,8 @@ import grpc
 import psutil
 
 from agent import VERSION
-from agent.backoff import Backoff
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from services.common.backoff import Backoff
 
 _log = logging.getLogger("infrawatch.agent")
 

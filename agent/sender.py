@@ -17,12 +17,12 @@ from collections.abc import Iterator
 
 import grpc
 
-from agent.backoff import Backoff
 from agent.batches import StreamEncoder
 from agent.buffer import DiskBuffer
 from agent.identity import Registrar
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
+from services.common.backoff import Backoff
 
 _log = logging.getLogger("infrawatch.agent.sender")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 
 class Backoff:
@@ -21,6 +22,9 @@ class Backoff:
     def reset(self) -> None:
         self._attempt = 0
 
-    def wait(self, stop: threading.Event) -> bool:
+    def wait(self, stop: threading.Event | None = None) -> bool:
         """Sleep the next delay; True when `stop` was set meanwhile."""
+        if stop is None:
+            time.sleep(self.next_delay())
+            return False
         return stop.wait(self.next_delay())
