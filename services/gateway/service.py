@@ -121,16 +121,23 @@ def _latest_by_host(samples: Sequence[metrics_pb2.LatestSample]) -> dict[str, li
     return {host: list(values.values()) for host, values in found.items()}
 
 
+def _latest_or_unavailable(
+    fetch: Callable[[], Sequence[metrics_pb2.LatestSample]],
+) -> tuple[dict[str, list[pb.MetricValue]], int]:
+    """Latest values by host, or nothing and AVAILABILITY_UNAVAILABLE when the metrics service is down."""
+    try:
+        return _latest_by_host(fetch()), pb.AVAILABILITY_AVAILABLE
+    except Unavailable as exc:
+        event(_log, "answering without metrics", logging.WARNING, reason=str(exc))
+        return {}, pb.AVAILABILITY_UNAVAILABLE
+
+
 def _views(ctx: GatewayContext, agents: Sequence[agents_pb2.Agent], budget: Budget) -> tuple[list[pb.AgentView], int]:
     """Agents joined with their latest key metrics; metrics marked unavailable if they cannot be had."""
     if not agents:
         return [], pb.AVAILABILITY_AVAILABLE
-    try:
-        latest = _latest_by_host(ctx.metrics.latest(_key_metric_selector(ctx, [a.hostname for a in agents]), budget))
-        availability = pb.AVAILABILITY_AVAILABLE
-    except Unavailable as exc:
-        event(_log, "answering without metrics", logging.WARNING, reason=str(exc))
-        latest, availability = {}, pb.AVAILABILITY_UNAVAILABLE
+    selector = _key_metric_selector(ctx, [a.hostname for a in agents])
+    latest, availability = _latest_or_unavailable(lambda: ctx.metrics.latest(selector, budget))
     views = [pb.AgentView(agent=a, latest=latest.get(a.hostname, []), metrics=availability) for a in agents]
     return views, availability
 
@@ -151,12 +158,8 @@ def get_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) ->
     if ref.hostname and not ref.agent_id:
         latest = ctx.fan_out.submit(ctx.metrics.latest, _key_metric_selector(ctx, [ref.hostname]), budget)
         agent = _resolve(ctx, ref, budget)
-        try:
-            values = _latest_by_host(latest.result()).get(agent.hostname, [])
-            return pb.AgentView(agent=agent, latest=values, metrics=pb.AVAILABILITY_AVAILABLE)
-        except Unavailable as exc:
-            event(_log, "answering without metrics", logging.WARNING, reason=str(exc))
-            return pb.AgentView(agent=agent, metrics=pb.AVAILABILITY_UNAVAILABLE)
+        by_host, availability = _latest_or_unavailable(latest.result)
+        return pb.AgentView(agent=agent, latest=by_host.get(agent.hostname, []), metrics=availability)
     views, _ = _views(ctx, [_resolve(ctx, ref, budget)], budget)
     return views[0]
 
@@ -204,10 +207,9 @@ def fleet_overview(
         top_metric=metric,
         metrics=availability,
     )
-    try:
-        by_host = _latest_by_host(ranked.result())
-    except Unavailable:
-        response.metrics = pb.AVAILABILITY_UNAVAILABLE
+    by_host, ranking = _latest_or_unavailable(ranked.result)
+    if ranking != pb.AVAILABILITY_AVAILABLE:
+        response.metrics = ranking
         return response
     top = sorted(
         ((host, value) for host, values in by_host.items() for value in values if host),
@@ -263,8 +265,10 @@ def deregister_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Bud
     return retired
 
 
-def _status_event(status: int, now: Callable[[], Timestamp]) -> pb.WatchAgentResponse:
-    return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=now()))
+def _status_event(status: int) -> pb.WatchAgentResponse:
+    observed = Timestamp()
+    observed.GetCurrentTime()
+    return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=observed))
 
 
 def watch_agent(
@@ -279,12 +283,7 @@ def watch_agent(
     authorize_read(ctx, token)
     agent = _resolve(ctx, ref, budget)
 
-    def now() -> Timestamp:
-        stamp = Timestamp()
-        stamp.GetCurrentTime()
-        return stamp
-
-    yield _status_event(agent.status, now)
+    yield _status_event(agent.status)
     selector = metrics_pb2.Selector(
         selector=metric_selector,
         matchers=[metrics_pb2.LabelMatcher(name="host", value=agent.hostname)],
@@ -333,6 +332,6 @@ def watch_agent(
                 continue
             if current != status:
                 status = current
-                yield _status_event(status, now)
+                yield _status_event(status)
     finally:
         live.cancel()
