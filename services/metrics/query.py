@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.metrics.catalog import SeriesCatalog
-from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, parse_selector
+from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, Series, parse_selector
 from services.metrics.ports import SampleStore
 
 DEFAULT_RANGE_MS = 3600 * 1000
@@ -50,6 +50,12 @@ def matchers_from(selector: str, matchers: Sequence[Matcher], required: bool = T
     return combined
 
 
+def _selected(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[Series]:
+    """The matching series, after picking up any that other replicas created."""
+    ctx.catalog.refresh()
+    return ctx.catalog.select(matchers)
+
+
 def _check_points(count: int, limit: int) -> None:
     if count > limit:
         raise ResourceExhausted(
@@ -75,8 +81,7 @@ def query_range(
     step = step_ms if step_ms is not None else DEFAULT_STEP_MS
     if step < 1:
         raise InvalidArgument("step must be at least 1ms")
-    ctx.catalog.refresh()
-    selected = ctx.catalog.select(matchers)
+    selected = _selected(ctx, matchers)
     if not selected:
         return RangeResult([], 0)
 
@@ -104,8 +109,7 @@ def query_range(
 
 
 def latest_values(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[tuple[LabelSet, int, float]]:
-    ctx.catalog.refresh()
-    selected = ctx.catalog.select(matchers)
+    selected = _selected(ctx, matchers)
     latest = ctx.store.latest([s.series_id for s in selected])
     return [(s.labels, *latest[s.series_id]) for s in selected if s.series_id in latest]
 
@@ -123,8 +127,7 @@ def list_series(
             offset = int(base64.b64decode(page_token, altchars=b"-_", validate=True).decode())
         except (binascii.Error, ValueError, UnicodeDecodeError):
             raise InvalidArgument("page_token is not a token returned by ListSeries") from None
-    ctx.catalog.refresh()
-    selected = ctx.catalog.select(matchers)
+    selected = _selected(ctx, matchers)
     page = [s.labels for s in selected[offset : offset + size]]
     more = offset + size < len(selected)
     token = base64.b64encode(str(offset + size).encode(), altchars=b"-_").decode() if more else ""
