@@ -14,17 +14,17 @@ from services.common.db import check_database, create_db_engine, database_url, i
 from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
 from services.metrics.auth import AgentsClient, CachedAuthenticator
-from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import IngestLimits
-from services.metrics.ingest import Ingestor
+from services.metrics.ingest.stream import Ingestor
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
-from services.metrics.ports import SampleStore
-from services.metrics.query import QueryContext
-from services.metrics.series_store import SqlSeriesStore
+from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer
 from services.metrics.settings import METRICS_VARS, MetricsSettings
-from services.metrics.store_postgres import PostgresSampleStore
-from services.metrics.store_sqlite import SqliteSampleStore
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.postgres.samples import PostgresSampleStore
+from services.metrics.storage.series_sql import SqlSeriesStore
+from services.metrics.storage.sqlite.samples import SqliteSampleStore
 from services.metrics.watch import WatchHub
 
 MIGRATIONS = Path(__file__).parent / "migrations"

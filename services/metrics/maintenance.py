@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.logs import event
-from services.metrics.ports import SampleStore
+from services.metrics.storage.ports import SampleStore
 
 _log = logging.getLogger("infrawatch.metrics.maintenance")
 

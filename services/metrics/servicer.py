@@ -12,11 +12,11 @@ from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.metadata import bearer_token
 from services.common.timestamps import to_epoch_ms
-from services.metrics import query
 from services.metrics.auth import CachedAuthenticator
 from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType, MetricInfo, MetricType
-from services.metrics.ingest import BatchResult, IncomingBatch, IncomingSeries, Ingestor
-from services.metrics.query import QueryContext
+from services.metrics.ingest.stream import BatchResult, IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.query import use_cases as query
+from services.metrics.query.use_cases import QueryContext
 from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name

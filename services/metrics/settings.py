@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import COMMON_VARS, ConfigError, Var, duration_seconds, port, positive_int, read_vars
-from services.metrics.chunks import MAX_CHUNK_SPAN_MS
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS
 
 METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,

@@ -32,16 +32,16 @@ from services.gateway.servicer import OperatorServicer
 from services.metrics.__main__ import MIGRATIONS as METRICS_MIGRATIONS
 from services.metrics.__main__ import VERSION_TABLE as METRICS_VERSION_TABLE
 from services.metrics.auth import AgentsClient, CachedAuthenticator
-from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import IngestLimits
-from services.metrics.ingest import Ingestor
-from services.metrics.ports import SampleStore
-from services.metrics.query import QueryContext
-from services.metrics.series_store import SqlSeriesStore
+from services.metrics.ingest.stream import Ingestor
+from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME as METRICS_SERVICE
 from services.metrics.servicer import MetricsServicer
-from services.metrics.store_postgres import PostgresSampleStore
-from services.metrics.store_sqlite import SqliteSampleStore
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.postgres.samples import PostgresSampleStore
+from services.metrics.storage.series_sql import SqlSeriesStore
+from services.metrics.storage.sqlite.samples import SqliteSampleStore
 from services.metrics.watch import WatchHub
 
 OPERATOR_TOKEN = "operator-test-token"

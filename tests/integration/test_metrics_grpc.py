@@ -14,8 +14,8 @@ from google.protobuf.duration_pb2 import Duration
 from infrawatch.agents.v1 import agents_pb2
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.timestamps import to_timestamp
-from services.metrics.chunks import make_chunks
 from services.metrics.domain import IngestLimits, canonical
+from services.metrics.storage.chunks import make_chunks
 
 
 def base_time(harness) -> int:

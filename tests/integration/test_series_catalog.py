@@ -1,9 +1,9 @@
 """Two metrics replicas share one store: each catalog sees the series the other created."""
 
 from services.common.clock import wall_clock_ms
-from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import MetricInfo, MetricType, canonical, parse_selector
-from services.metrics.series_store import SqlSeriesStore
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.series_sql import SqlSeriesStore
 
 
 def test_a_replica_sees_series_and_metric_names_created_by_another(metrics_engine):

@@ -7,9 +7,9 @@ from dataclasses import replace
 from types import TracebackType
 
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy
-from services.metrics.aggregate import Points, points_in_range
-from services.metrics.chunks import Chunk
 from services.metrics.domain import LabelSet, MetricInfo, Series
+from services.metrics.query.aggregate import Points, points_in_range
+from services.metrics.storage.chunks import Chunk
 
 
 class FakeAgentRepository:

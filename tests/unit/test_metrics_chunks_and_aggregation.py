@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from services.metrics.aggregate import aggregate, points_in_range, rate
-from services.metrics.chunks import MAX_CHUNK_SPAN_MS, make_chunks, spacing, summarise
 from services.metrics.domain import Aggregation
+from services.metrics.query.aggregate import aggregate, points_in_range, rate
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, make_chunks, spacing, summarise
 
 
 def test_evenly_spaced_samples_store_only_an_interval():
@@ -87,7 +87,7 @@ def test_rate_sums_the_series_of_a_group():
 
 
 def test_partials_from_disjoint_shards_merge_into_the_same_answer():
-    from services.metrics.aggregate import combine_partials
+    from services.metrics.query.aggregate import combine_partials
 
     shard_rows = [(0, 0, 2.0, 10.0), (0, 0, 3.0, 20.0), (0, 1, 1.0, 5.0)]
     assert combine_partials(shard_rows, Aggregation.AVG, 0, 60) == {0: ([0, 60], [6.0, 5.0])}

@@ -2,9 +2,9 @@
 
 import pytest
 
-from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import IngestLimits, Matcher, MatchType, MetricInfo, MetricType, Reason
-from services.metrics.ingest import IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.ingest.stream import IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.watch import WatchHub
 from tests.unit.fakes import FakeClock, FakeSampleStore, FakeSeriesStore
 

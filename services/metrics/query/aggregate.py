@@ -18,8 +18,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from services.metrics.chunks import Chunk
 from services.metrics.domain import Aggregation
+from services.metrics.storage.chunks import Chunk
 
 Points = tuple[list[int], list[float]]
 RATE_MIN_LOOKBEHIND_MS = 5 * 60 * 1000

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.metrics.catalog import SeriesCatalog
 from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, Series, parse_selector
-from services.metrics.ports import SampleStore
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.ports import SampleStore
 
 DEFAULT_RANGE_MS = 3600 * 1000
 DEFAULT_STEP_MS = 60 * 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.metrics.chunks import Chunk
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
+from services.metrics.storage.chunks import Chunk
 
 Points = tuple[list[int], list[float]]
 

@@ -25,10 +25,10 @@ from sqlalchemy import Engine
 
 from services.common.db import pooled_cursor
 from services.common.logs import event
-from services.metrics.aggregate import combine_partials, rate_lookbehind_ms
-from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
 from services.metrics.domain import Aggregation
-from services.metrics.ports import Points
+from services.metrics.query.aggregate import combine_partials, rate_lookbehind_ms
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
+from services.metrics.storage.ports import Points
 
 DAY_MS = 86_400_000
 _PARTITION = re.compile(r"^chunks_d(\d+)$")

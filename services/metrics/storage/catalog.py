@@ -25,7 +25,7 @@ from services.metrics.domain import (
     Series,
     label_set_matches,
 )
-from services.metrics.ports import SeriesStore
+from services.metrics.storage.ports import SeriesStore
 
 REFRESH_OVERLAP_IDS = 1000
 """Re-read this many ids below the highest known one, so ids that another replica

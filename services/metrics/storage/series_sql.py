@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.metrics.domain import LabelSet, MetricInfo, MetricType, Series, labels_from_json, labels_json
-from services.metrics.tables import metric_names, series
+from services.metrics.storage.tables import metric_names, series
 
 
 def labels_hash(labels: LabelSet) -> str:

@@ -1,7 +1,7 @@
 """The embedded sample store: chunks in SQLite, arrays packed as little-endian BLOBs.
 
 SQLite cannot unnest arrays, so aggregations decode the selected chunks in
-this process with services.metrics.aggregate, still skipping the decode of
+this process with services.metrics.query.aggregate, still skipping the decode of
 chunks whose pre-computed summaries answer the bucket. SQLite turns NaN into
 NULL in REAL columns, so NULL summaries read back as NaN.
 """
@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from services.common.db import pooled_cursor
-from services.metrics import aggregate as engine_py
-from services.metrics.chunks import MAX_CHUNK_SPAN_MS, Chunk, make_chunks
 from services.metrics.domain import Aggregation
-from services.metrics.ports import Points
+from services.metrics.query.use_cases import aggregate as engine_py
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, make_chunks
+from services.metrics.storage.ports import Points
 
 _LITTLE = sys.byteorder == "little"
 

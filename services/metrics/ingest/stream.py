@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from services.metrics.catalog import SeriesCatalog
-from services.metrics.chunks import Chunk, make_chunks, spacing
 from services.metrics.domain import (
     METRIC_NAME,
     IngestLimits,
@@ -28,7 +26,9 @@ from services.metrics.domain import (
     label_set_problem,
     validate_metric_info,
 )
-from services.metrics.ports import SampleStore
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.chunks import Chunk, make_chunks, spacing
+from services.metrics.storage.ports import SampleStore
 from services.metrics.watch import Update, WatchHub
 
 MAX_REJECTIONS_REPORTED = 100
