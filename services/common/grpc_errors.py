@@ -8,9 +8,10 @@ log, never to the client), and logs one line per call with its latency.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -128,3 +129,76 @@ class CallInterceptor(grpc.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **codec)
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method), **codec)
+
+
+async def _fail_async(context: grpc.aio.ServicerContext, call: _CallLog, exc: Exception) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        call.done(context.code() or grpc.StatusCode.UNKNOWN)
+        raise exc
+    if isinstance(exc, errors.DomainError):
+        code = status_for(exc)
+        call.done(code, str(exc))
+        await context.abort(code, str(exc))
+    _log.error("rpc failed unexpectedly", exc_info=exc, extra={"fields": {"method": call.method}})
+    call.done(grpc.StatusCode.INTERNAL)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _wrap_single_async(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _CallLog(method)
+        try:
+            response = await behavior(request, context)
+        except asyncio.CancelledError:
+            call.done(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            await _fail_async(context, call, exc)
+            raise
+        call.done(grpc.StatusCode.OK)
+        return response
+
+    return handle
+
+
+def _wrap_stream_async(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _CallLog(method)
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            call.done(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            await _fail_async(context, call, exc)
+            raise
+        call.done(grpc.StatusCode.OK)
+
+    return handle
+
+
+class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
+    """The asyncio server's twin of `CallInterceptor`: the same error table, the same call log."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_single_async(handler.unary_unary, method), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_single_async(handler.stream_unary, method), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream_async(handler.unary_stream, method), **codec)
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream_async(handler.stream_stream, method), **codec)

@@ -10,18 +10,22 @@ the server drains in-flight calls for the grace period.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.grpc_errors import CallInterceptor
+from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
 from services.common.logs import event
 
 _log = logging.getLogger("infrawatch.server")
@@ -120,3 +124,129 @@ def serve(
     event(_log, "draining", grace_s=grace_seconds)
     server.stop(grace_seconds).wait()
     event(_log, "stopped")
+
+
+def build_async_server(
+    bindings: Sequence[AsyncServiceBinding],
+    *,
+    address: str,
+    max_message_bytes: int,
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
+    stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
+    server = grpc.aio.server(
+        interceptors=[AsyncCallInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for binding in bindings:
+        binding.add_to_server(server)
+    # Starts NOT_SERVING: `serve_async` (or the caller) sets it before the server starts.
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [binding.full_name for binding in bindings]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    return server, health_servicer, port
+
+
+@dataclass(frozen=True)
+class AsyncServiceBinding:
+    full_name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+async def set_serving_async(health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *names]:
+        await health_servicer.set(name, status)
+
+
+async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, waking early once `stop` is set (checked every 100 ms)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+async def serve_async(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    service_names: Sequence[str],
+    prepare: Callable[[], None],
+    is_healthy: Callable[[], bool],
+    stop: threading.Event,
+    grace_seconds: float,
+    blocking: Executor,
+    check_every_seconds: float = 5.0,
+) -> None:
+    """`serve` for an asyncio server: the same truthful health and drain, with the blocking
+    steps (prepare, database checks) run on `blocking` so the event loop never waits on them."""
+    loop = asyncio.get_running_loop()
+    await set_serving_async(health_servicer, service_names, False)
+    await server.start()
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await loop.run_in_executor(blocking, prepare)
+            break
+        except Exception as exc:
+            event(_log, "not ready yet; will retry", logging.WARNING, error=str(exc), retry_in_s=delay)
+            await _sleep_unless(stop, delay)
+            delay = min(delay * 2, 10.0)
+    serving = False
+    while not stop.is_set():
+        healthy = await loop.run_in_executor(blocking, is_healthy)
+        if healthy != serving:
+            await set_serving_async(health_servicer, service_names, healthy)
+            event(_log, "health changed", status="SERVING" if healthy else "NOT_SERVING")
+            serving = healthy
+        await _sleep_unless(stop, check_every_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    event(_log, "draining", grace_s=grace_seconds)
+    await server.stop(grace_seconds)
+    event(_log, "stopped")
+
+
+class BackgroundAsyncServer:
+    """An asyncio gRPC server on its own event-loop thread, for tests and embedding: `start`
+    returns once it listens; `stop` cancels open calls and closes the loop."""
+
+    def __init__(self, build: Callable[[], tuple[grpc.aio.Server, health.aio.HealthServicer, int]]) -> None:
+        self._build = build
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="aio-server", daemon=True)
+        self.server: grpc.aio.Server | None = None
+        self.health: health.aio.HealthServicer | None = None
+        self.port = 0
+
+    def run(self, coroutine: Any) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    def start(self, serving_names: Sequence[str] = ()) -> int:
+        self._thread.start()
+
+        async def begin() -> None:
+            self.server, self.health, self.port = self._build()
+            await set_serving_async(self.health, serving_names, bool(serving_names))
+            await self.server.start()
+
+        self.run(begin())
+        return self.port
+
+    def stop(self, grace: float | None = 0) -> None:
+        """Stop serving and close the loop; a second call does nothing."""
+        if self.loop.is_closed():
+            return
+        if self.server is not None:
+            self.run(self.server.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

@@ -1,36 +1,47 @@
-"""Composition root of the metrics service: settings, engine, stores, stubs, servicer, server."""
+"""Composition root of the metrics service: settings, engine, stub, app, asyncio server."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 
-from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
-from services.common.db import check_database, create_db_engine, database_url, is_postgres, migrate
+from services.common.db import check_database, create_db_engine, database_url, migrate
 from services.common.logs import configure_logging, event
-from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
-from services.metrics.auth import AgentsClient, CachedAuthenticator
+from services.common.server import build_async_server, install_stop_signals, serve_async
+from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
-from services.metrics.ingest.stream import Ingestor
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
-from services.metrics.query.use_cases import QueryContext
-from services.metrics.servicer import SERVICE_NAME, MetricsServicer
+from services.metrics.servicer import SERVICE_NAME
 from services.metrics.settings import METRICS_VARS, MetricsSettings
-from services.metrics.storage.catalog import SeriesCatalog
-from services.metrics.storage.ports import SampleStore
-from services.metrics.storage.postgres.samples import PostgresSampleStore
-from services.metrics.storage.series_sql import SqlSeriesStore
-from services.metrics.storage.sqlite.samples import SqliteSampleStore
-from services.metrics.watch import WatchHub
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_metrics"
 
 _log = logging.getLogger("infrawatch.metrics")
+
+
+def config_from(settings: MetricsSettings) -> MetricsConfig:
+    return MetricsConfig(
+        limits=IngestLimits(
+            max_series_per_batch=settings.max_series_per_batch,
+            max_series_per_agent=settings.max_series_per_agent,
+            future_skew_ms=int(settings.max_future_skew * 1000),
+            retention_ms=int(settings.retention * 1000),
+        ),
+        max_query_points=settings.max_query_points,
+        query_parallelism=settings.query_parallelism,
+        auth_cache_ttl_s=settings.auth_cache_ttl,
+        downstream_timeout_s=settings.downstream_timeout,
+        max_streams=settings.max_streams,
+        ingest_workers=settings.ingest_workers,
+        query_workers=settings.query_workers,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,58 +56,47 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()
+    config = config_from(settings)
     # No ping per checkout: ingest checks out a connection per batch; broken connections are
-    # invalidated by the stores when they fail instead.
-    engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "metrics"), pool_pre_ping=False)
-    samples: SampleStore = (
-        PostgresSampleStore(engine, settings.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
+    # invalidated by the stores when they fail instead. The pool covers every worker thread.
+    workers = config.ingest_workers + config.query_workers + config.query_parallelism + 2
+    engine = create_db_engine(
+        database_url(settings.database_url, settings.data_dir, "metrics"),
+        pool_pre_ping=False,
+        **({"pool_size": workers, "max_overflow": 4} if settings.database_url else {}),
     )
-    catalog = SeriesCatalog(SqlSeriesStore(engine), wall_clock_ms)
-    hub = WatchHub()
-    limits = IngestLimits(
-        max_series_per_batch=settings.max_series_per_batch,
-        max_series_per_agent=settings.max_series_per_agent,
-        future_skew_ms=int(settings.max_future_skew * 1000),
-        retention_ms=int(settings.retention * 1000),
-    )
+    agents_channel = grpc.insecure_channel(settings.agents_address)
+    app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms)
     maintenance = MaintenancePolicy(
-        retention_ms=limits.retention_ms,
+        retention_ms=config.limits.retention_ms,
         compaction_window_ms=int(settings.compaction_window * 1000),
         compaction_delay_ms=int(settings.compaction_delay * 1000),
         every_s=settings.maintenance_every,
     )
-    agents_channel = grpc.insecure_channel(settings.agents_address)
-    authenticator = CachedAuthenticator(
-        AgentsClient(agents_channel, settings.downstream_timeout, stop).authenticate, settings.auth_cache_ttl
-    )
-    servicer = MetricsServicer(
-        Ingestor(catalog, samples, hub, limits, wall_clock_ms),
-        QueryContext(catalog, samples, wall_clock_ms, settings.max_query_points),
-        hub,
-        authenticator,
-        stop,
-    )
-    server, health, port = build_server(
-        [ServiceBinding(SERVICE_NAME, lambda s: metrics_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, s))],
-        address=f"{settings.bind_host}:{settings.metrics_port}",
-        max_message_bytes=settings.max_message_bytes,
-    )
-    event(
-        _log,
-        "metrics service listening",
-        port=port,
-        database=engine.url.render_as_string(hide_password=True),
-        agents=settings.agents_address,
-    )
+    blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
 
     def prepare() -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
-        catalog.refresh(force=True)
-        enforce_retention(samples, limits.retention_ms, wall_clock_ms())
-        MaintenanceTask(samples, maintenance, wall_clock_ms, stop).start()
+        app.catalog.refresh(force=True)
+        enforce_retention(app.samples, config.limits.retention_ms, wall_clock_ms())
+        MaintenanceTask(app.samples, maintenance, wall_clock_ms, stop).start()
 
-    try:
-        serve(
+    async def run() -> None:
+        server, health, port = build_async_server(
+            [app.binding()],
+            address=f"{settings.bind_host}:{settings.metrics_port}",
+            max_message_bytes=settings.max_message_bytes,
+        )
+        event(
+            _log,
+            "metrics service listening",
+            port=port,
+            database=engine.url.render_as_string(hide_password=True),
+            agents=settings.agents_address,
+            max_streams=config.max_streams,
+            ingest_workers=config.ingest_workers,
+        )
+        await serve_async(
             server,
             health,
             service_names=[SERVICE_NAME],
@@ -104,8 +104,14 @@ def main(argv: list[str] | None = None) -> None:
             is_healthy=lambda: check_database(engine),
             stop=stop,
             grace_seconds=settings.shutdown_grace,
+            blocking=blocking,
         )
+
+    try:
+        asyncio.run(run())
     finally:
+        app.close()
+        blocking.shutdown(wait=False)
         agents_channel.close()
         engine.dispose()
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.logs import event
-from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.ports import Maintenance
 
 _log = logging.getLogger("infrawatch.metrics.maintenance")
 
@@ -33,19 +33,19 @@ class MaintenancePolicy:
     every_s: float = 60.0
 
 
-def enforce_retention(store: SampleStore, retention_ms: int, now_ms: int) -> int:
+def enforce_retention(store: Maintenance, retention_ms: int, now_ms: int) -> int:
     """Drop what is older than the retention period; returns the partitions or chunks removed."""
     return store.drop_older_than(now_ms - retention_ms)
 
 
-def compact_closed_windows(store: SampleStore, policy: MaintenancePolicy, now_ms: int) -> int:
+def compact_closed_windows(store: Maintenance, policy: MaintenancePolicy, now_ms: int) -> int:
     """Compact every window that ended at least the compaction delay ago; returns chunks removed."""
     return store.compact(
         policy.compaction_window_ms, now_ms - COMPACTION_LOOKBACK_MS, now_ms - policy.compaction_delay_ms
     )
 
 
-def run_maintenance(store: SampleStore, policy: MaintenancePolicy, now_ms: int) -> None:
+def run_maintenance(store: Maintenance, policy: MaintenancePolicy, now_ms: int) -> None:
     began = time.perf_counter()
     dropped = enforce_retention(store, policy.retention_ms, now_ms)
     merged = compact_closed_windows(store, policy, now_ms)
@@ -61,7 +61,7 @@ def run_maintenance(store: SampleStore, policy: MaintenancePolicy, now_ms: int) 
 
 class MaintenanceTask(threading.Thread):
     def __init__(
-        self, store: SampleStore, policy: MaintenancePolicy, now_ms: Callable[[], int], stop: threading.Event
+        self, store: Maintenance, policy: MaintenancePolicy, now_ms: Callable[[], int], stop: threading.Event
     ) -> None:
         super().__init__(name="maintenance", daemon=True)
         self._store = store

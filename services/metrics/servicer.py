@@ -1,26 +1,39 @@
-"""gRPC edge of the metrics context: proto in, one use case, proto out."""
+"""gRPC edge of the metrics context (asyncio): proto in, one use case, proto out.
+
+Every method is a coroutine. A stream waiting for its next batch, or a watcher
+waiting for its next sample, is a suspended coroutine on the event loop and
+holds no thread; the CPU and database work of a batch or a query runs on a
+bounded thread pool. Each stream has at most one batch in that pool at a time,
+so the pool serves streams in turn and no agent's batches wait behind another
+agent's backlog.
+"""
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import grpc
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
-from infrawatch.metrics.v1 import metrics_pb2_grpc
+from services.common.errors import ResourceExhausted
 from services.common.metadata import bearer_token
 from services.common.timestamps import to_epoch_ms
 from services.metrics.auth import CachedAuthenticator
-from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType, MetricInfo, MetricType
-from services.metrics.ingest.stream import BatchResult, IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType
+from services.metrics.ingest.columns import read_batch
+from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream
 from services.metrics.query import use_cases as query
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 WATCH_POLL_S = 0.25
+T = TypeVar("T")
 
 
 def _labels(labels: LabelSet) -> list[pb.Label]:
@@ -30,22 +43,6 @@ def _labels(labels: LabelSet) -> list[pb.Label]:
 def _matchers(selector: pb.Selector, required: bool = True) -> list[Matcher]:
     structured = [Matcher(m.name, MatchType(m.type), m.value) for m in selector.matchers]
     return query.matchers_from(selector.selector, structured, required)
-
-
-def _batch_from(message: pb.MetricBatch) -> IncomingBatch:
-    return IncomingBatch(
-        sequence=message.sequence,
-        metadata=[MetricInfo(m.name, MetricType(m.type), m.unit, m.help) for m in message.metadata],
-        series=[
-            IncomingSeries(
-                labels=[(label.name, label.value) for label in s.labels] if s.labels else None,
-                ref=s.ref,
-                timestamps=list(s.timestamps_ms),
-                values=list(s.values),
-            )
-            for s in message.series
-        ],
-    )
 
 
 def _ack(result: BatchResult) -> pb.BatchAck:
@@ -68,7 +65,36 @@ def _points(updates: Sequence[Update]) -> list[pb.SeriesPoints]:
     ]
 
 
-class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
+class StreamSlots:
+    """A cap on concurrently open streams: past it a new stream is refused at once with
+    RESOURCE_EXHAUSTED, rather than queued where nobody can see it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._lock:
+            if self._open >= self.limit:
+                raise ResourceExhausted(
+                    f"this metrics service already holds {self.limit} open streams (INFRAWATCH_MAX_STREAMS); "
+                    "retry with backoff, or add a metrics replica"
+                )
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open -= 1
+
+
+class MetricsServicer:
     def __init__(
         self,
         ingestor: Ingestor,
@@ -76,23 +102,36 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
         hub: WatchHub,
         authenticator: CachedAuthenticator,
         stop: threading.Event,
+        *,
+        ingest_pool: Executor,
+        query_pool: Executor,
+        slots: StreamSlots,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
         self._hub = hub
         self._auth = authenticator
         self._stop = stop
+        self._ingest_pool = ingest_pool
+        self._query_pool = query_pool
+        self._slots = slots
 
-    def StreamMetrics(
-        self, request_iterator: Iterator[pb.MetricBatch], context: grpc.ServicerContext
-    ) -> Iterator[pb.BatchAck]:
+    async def _on(self, pool: Executor, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+
+    def _ingest(self, stream: IngestStream, token: str, data: bytes) -> pb.BatchAck:
+        self._auth.identify(token)  # a revoked token stops the stream within the cache TTL
+        return _ack(stream.ingest(read_batch(data)))
+
+    async def StreamMetrics(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[pb.BatchAck]:
         token = bearer_token(context)
-        stream = self._ingestor.open_stream(self._auth.identify(token).agent_id)
-        for message in request_iterator:
-            self._auth.identify(token)
-            yield _ack(stream.ingest(_batch_from(message)))
+        with self._slots.hold():
+            identity = await self._on(self._ingest_pool, self._auth.identify, token)
+            stream = self._ingestor.open_stream(identity.agent_id)
+            async for data in request_iterator:
+                yield await self._on(self._ingest_pool, self._ingest, stream, token, data)
 
-    def QueryRange(self, request: pb.QueryRangeRequest, context: grpc.ServicerContext) -> pb.QueryRangeResponse:
+    def _query_range(self, request: pb.QueryRangeRequest) -> pb.QueryRangeResponse:
         result = query.query_range(
             self._queries,
             _matchers(request.selector),
@@ -110,13 +149,19 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
             matched_series=result.matched_series,
         )
 
-    def LatestValues(self, request: pb.LatestValuesRequest, context: grpc.ServicerContext) -> pb.LatestValuesResponse:
+    async def QueryRange(self, request: pb.QueryRangeRequest, context: Any) -> pb.QueryRangeResponse:
+        return await self._on(self._query_pool, self._query_range, request)
+
+    def _latest_values(self, request: pb.LatestValuesRequest) -> pb.LatestValuesResponse:
         samples = query.latest_values(self._queries, _matchers(request.selector))
         return pb.LatestValuesResponse(
             samples=[pb.LatestSample(labels=_labels(labels), timestamp_ms=t, value=v) for labels, t, v in samples]
         )
 
-    def ListSeries(self, request: pb.ListSeriesRequest, context: grpc.ServicerContext) -> pb.ListSeriesResponse:
+    async def LatestValues(self, request: pb.LatestValuesRequest, context: Any) -> pb.LatestValuesResponse:
+        return await self._on(self._query_pool, self._latest_values, request)
+
+    def _list_series(self, request: pb.ListSeriesRequest) -> pb.ListSeriesResponse:
         page, token = query.list_series(
             self._queries, _matchers(request.selector, required=False), request.page_size, request.page_token
         )
@@ -124,9 +169,10 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
             series=[pb.SeriesLabels(labels=_labels(labels)) for labels in page], next_page_token=token
         )
 
-    def ListMetricNames(
-        self, request: pb.ListMetricNamesRequest, context: grpc.ServicerContext
-    ) -> pb.ListMetricNamesResponse:
+    async def ListSeries(self, request: pb.ListSeriesRequest, context: Any) -> pb.ListSeriesResponse:
+        return await self._on(self._query_pool, self._list_series, request)
+
+    def _list_metric_names(self, request: pb.ListMetricNamesRequest) -> pb.ListMetricNamesResponse:
         return pb.ListMetricNamesResponse(
             metrics=[
                 pb.MetricMetadata(name=i.name, type=int(i.type), unit=i.unit, help=i.help)
@@ -134,19 +180,46 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
             ]
         )
 
-    def WatchMetrics(
-        self, request: pb.WatchMetricsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchMetricsResponse]:
-        subscription = self._hub.subscribe(_matchers(request.selector))
-        try:
-            context.send_initial_metadata(())
-            while context.is_active() and not self._stop.is_set():
-                try:
-                    updates = subscription.updates.get(timeout=WATCH_POLL_S)
-                except queue.Empty:
-                    continue
-                while not subscription.updates.empty():
-                    updates = updates + subscription.updates.get_nowait()
-                yield pb.WatchMetricsResponse(series=_points(updates))
-        finally:
-            self._hub.unsubscribe(subscription)
+    async def ListMetricNames(self, request: pb.ListMetricNamesRequest, context: Any) -> pb.ListMetricNamesResponse:
+        return await self._on(self._query_pool, self._list_metric_names, request)
+
+    async def WatchMetrics(
+        self, request: pb.WatchMetricsRequest, context: Any
+    ) -> AsyncIterator[pb.WatchMetricsResponse]:
+        matchers = _matchers(request.selector)
+        with self._slots.hold():
+            subscription = self._hub.subscribe(matchers, asyncio.get_running_loop())
+            try:
+                await context.send_initial_metadata(())
+                while not self._stop.is_set():
+                    updates = await subscription.next(WATCH_POLL_S)
+                    if updates:
+                        yield pb.WatchMetricsResponse(series=_points(updates))
+            finally:
+                self._hub.unsubscribe(subscription)
+
+
+def add_to_server(servicer: MetricsServicer, server: grpc.aio.Server) -> None:
+    """Register the MetricsService methods. StreamMetrics takes its requests as raw bytes (no
+    deserializer): `ingest.columns.read_batch` parses them as columns on the ingest pool."""
+
+    def unary(method: Callable[..., Any], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        )
+
+    handlers = {
+        "StreamMetrics": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamMetrics, request_deserializer=None, response_serializer=pb.BatchAck.SerializeToString
+        ),
+        "QueryRange": unary(servicer.QueryRange, pb.QueryRangeRequest, pb.QueryRangeResponse),
+        "LatestValues": unary(servicer.LatestValues, pb.LatestValuesRequest, pb.LatestValuesResponse),
+        "ListSeries": unary(servicer.ListSeries, pb.ListSeriesRequest, pb.ListSeriesResponse),
+        "ListMetricNames": unary(servicer.ListMetricNames, pb.ListMetricNamesRequest, pb.ListMetricNamesResponse),
+        "WatchMetrics": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchMetrics,
+            request_deserializer=pb.WatchMetricsRequest.FromString,
+            response_serializer=pb.WatchMetricsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

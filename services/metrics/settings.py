@@ -48,6 +48,19 @@ METRICS_VARS: tuple[Var, ...] = (
         "PostgreSQL connections one wide aggregation is split over (about the database's spare cores).",
         positive_int,
     ),
+    Var(
+        "INFRAWATCH_MAX_STREAMS",
+        "10000",
+        "Open StreamMetrics and WatchMetrics calls one process holds; more are refused (RESOURCE_EXHAUSTED).",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_INGEST_WORKERS",
+        "4",
+        "Threads that parse, check and commit batches (each stream has at most one batch in them).",
+        positive_int,
+    ),
+    Var("INFRAWATCH_QUERY_WORKERS", "4", "Threads that answer queries.", positive_int),
     Var("INFRAWATCH_AUTH_CACHE_TTL", "60s", "How long a verified agent token is trusted.", duration_seconds),
     Var("INFRAWATCH_DOWNSTREAM_TIMEOUT", "5s", "Deadline of calls to the agents service.", duration_seconds),
 )
@@ -72,6 +85,9 @@ class MetricsSettings:
     max_future_skew: float
     max_query_points: int
     query_parallelism: int
+    max_streams: int
+    ingest_workers: int
+    query_workers: int
     auth_cache_ttl: float
     downstream_timeout: float
 

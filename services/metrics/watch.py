@@ -1,23 +1,34 @@
-"""Live fan-out of newly committed samples to WatchMetrics subscribers in this process."""
+"""Live fan-out of newly committed samples to WatchMetrics subscribers in this process.
+
+Ingest publishes from its worker threads; each subscription is consumed by a
+coroutine on the server's event loop, which sleeps (holding no thread) until a
+publish wakes it through `call_soon_threadsafe`.
+"""
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.metrics.domain import Matcher, Series, label_set_matches
 
 Update = tuple[Series, list[int], list[float]]
+MAX_PENDING_BATCHES = 256
+"""Committed batches a subscriber may fall behind before it loses the oldest (counted in `dropped`)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     matchers: Sequence[Matcher]
-    updates: queue.Queue[list[Update]] = field(default_factory=lambda: queue.Queue(maxsize=1000))
+    loop: asyncio.AbstractEventLoop | None = None
+    pending: deque[list[Update]] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_BATCHES))
     dropped: int = 0
     _matches: dict[int, bool] = field(default_factory=dict)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, series: Series) -> bool:
         known = self._matches.get(series.series_id)
@@ -25,20 +36,45 @@ class Subscription:
             known = self._matches[series.series_id] = label_set_matches(series.labels, self.matchers)
         return known
 
+    def offer(self, updates: list[Update]) -> None:
+        """Queue updates (any thread); the oldest go when the subscriber is too far behind."""
+        if len(self.pending) == MAX_PENDING_BATCHES:
+            self.dropped += 1
+        self.pending.append(updates)
+        if self.loop is not None and not self._ready.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the subscriber is gone
+                self.loop.call_soon_threadsafe(self._ready.set)
+
+    def drain(self) -> list[Update]:
+        """Everything queued so far, oldest first, without waiting."""
+        drained: list[Update] = []
+        while True:
+            try:
+                drained.extend(self.pending.popleft())
+            except IndexError:
+                return drained
+
+    async def next(self, timeout_s: float) -> list[Update]:
+        """The updates queued since the last call, waiting up to `timeout_s` for the first."""
+        if not self.pending:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except TimeoutError:
+                return []
+        self._ready.clear()
+        return self.drain()
+
 
 class WatchHub:
-    """Subscribers receive the samples of matching series right after their batch commits.
-
-    A subscriber that falls 1000 batches behind loses the oldest updates (counted in
-    `dropped`) instead of slowing ingest down.
-    """
+    """Subscribers receive the samples of matching series right after their batch commits;
+    a slow subscriber loses its oldest updates rather than slowing ingest down."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
 
-    def subscribe(self, matchers: Sequence[Matcher]) -> Subscription:
-        subscription = Subscription(matchers)
+    def subscribe(self, matchers: Sequence[Matcher], loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+        subscription = Subscription(matchers, loop)
         with self._lock:
             self._subscriptions.append(subscription)
         return subscription
@@ -50,20 +86,13 @@ class WatchHub:
     def has_subscribers(self) -> bool:
         return bool(self._subscriptions)
 
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
     def publish(self, updates: Sequence[Update]) -> None:
         with self._lock:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
             wanted = [u for u in updates if subscription.wants(u[0])]
-            if not wanted:
-                continue
-            while True:
-                try:
-                    subscription.updates.put_nowait(wanted)
-                    break
-                except queue.Full:
-                    try:
-                        subscription.updates.get_nowait()
-                        subscription.dropped += 1
-                    except queue.Empty:
-                        pass
+            if wanted:
+                subscription.offer(wanted)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -22,8 +23,14 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME as AGENTS_SERVICE
 from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
-from services.common.db import is_postgres, migrate
-from services.common.server import ServiceBinding, build_server, set_serving
+from services.common.db import migrate
+from services.common.server import (
+    BackgroundAsyncServer,
+    ServiceBinding,
+    build_async_server,
+    build_server,
+    set_serving,
+)
 from services.gateway.clients import AgentsClient as GatewayAgentsClient
 from services.gateway.clients import MetricsClient as GatewayMetricsClient
 from services.gateway.service import GatewayContext
@@ -31,18 +38,12 @@ from services.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
 from services.gateway.servicer import OperatorServicer
 from services.metrics.__main__ import MIGRATIONS as METRICS_MIGRATIONS
 from services.metrics.__main__ import VERSION_TABLE as METRICS_VERSION_TABLE
-from services.metrics.auth import AgentsClient, CachedAuthenticator
+from services.metrics.app import MetricsApp, MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
 from services.metrics.ingest.stream import Ingestor
-from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME as METRICS_SERVICE
-from services.metrics.servicer import MetricsServicer
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.storage.ports import SampleStore
-from services.metrics.storage.postgres.samples import PostgresSampleStore
-from services.metrics.storage.series_sql import SqlSeriesStore
-from services.metrics.storage.sqlite.samples import SqliteSampleStore
-from services.metrics.watch import WatchHub
 
 OPERATOR_TOKEN = "operator-test-token"
 
@@ -86,11 +87,52 @@ def agents_stub(agents_address: str) -> Iterator[agents_pb2_grpc.AgentServiceStu
 @dataclass
 class MetricsHarness:
     address: str
-    ingestor: Ingestor
-    samples: SampleStore
-    catalog: SeriesCatalog
-    clock: Callable[[], int]
-    server: grpc.Server
+    app: MetricsApp
+    server: BackgroundAsyncServer
+
+    @staticmethod
+    def clock() -> int:
+        return wall_clock_ms()
+
+    @property
+    def ingestor(self) -> Ingestor:
+        return self.app.ingestor
+
+    @property
+    def samples(self) -> SampleStore:
+        return self.app.samples
+
+    @property
+    def catalog(self) -> SeriesCatalog:
+        return self.app.catalog
+
+
+TEST_METRICS_CONFIG = MetricsConfig(
+    limits=IngestLimits(max_series_per_batch=50, max_series_per_agent=100),
+    max_query_points=100_000,
+    catalog_refresh_s=0,
+)
+
+
+@contextmanager
+def running_metrics(
+    engine: Engine, agents_address: str, config: MetricsConfig = TEST_METRICS_CONFIG
+) -> Iterator[MetricsHarness]:
+    """A metrics service on the asyncio server, built exactly as its composition root builds it."""
+    stop = threading.Event()
+    channel = grpc.insecure_channel(agents_address)
+    app = build_metrics_app(engine, config, channel, stop, wall_clock_ms)
+    server = BackgroundAsyncServer(
+        lambda: build_async_server([app.binding()], address="127.0.0.1:0", max_message_bytes=4 * 1024 * 1024)
+    )
+    port = server.start([METRICS_SERVICE])
+    try:
+        yield MetricsHarness(f"127.0.0.1:{port}", app, server)
+    finally:
+        stop.set()
+        server.stop(0)
+        app.close()
+        channel.close()
 
 
 @pytest.fixture
@@ -101,34 +143,8 @@ def metrics_engine(agents_engine: Engine) -> Engine:
 
 @pytest.fixture
 def metrics_harness(metrics_engine: Engine, agents_address: str) -> Iterator[MetricsHarness]:
-    stop = threading.Event()
-    samples: SampleStore = (
-        PostgresSampleStore(metrics_engine) if is_postgres(metrics_engine) else SqliteSampleStore(metrics_engine)
-    )
-    catalog = SeriesCatalog(SqlSeriesStore(metrics_engine), wall_clock_ms, refresh_every_s=0)
-    hub = WatchHub()
-    ingestor = Ingestor(
-        catalog, samples, hub, IngestLimits(max_series_per_batch=50, max_series_per_agent=100), wall_clock_ms
-    )
-    channel = grpc.insecure_channel(agents_address)
-    servicer = MetricsServicer(
-        ingestor,
-        QueryContext(catalog, samples, wall_clock_ms, max_points=100_000),
-        hub,
-        CachedAuthenticator(AgentsClient(channel, 5.0, stop).authenticate, ttl_s=60),
-        stop,
-    )
-    server, health, port = build_server(
-        [ServiceBinding(METRICS_SERVICE, lambda s: metrics_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, s))],
-        address="127.0.0.1:0",
-        max_message_bytes=4 * 1024 * 1024,
-    )
-    server.start()
-    set_serving(health, [METRICS_SERVICE], True)
-    yield MetricsHarness(f"127.0.0.1:{port}", ingestor, samples, catalog, wall_clock_ms, server)
-    stop.set()
-    server.stop(0)
-    channel.close()
+    with running_metrics(metrics_engine, agents_address) as harness:
+        yield harness
 
 
 @pytest.fixture

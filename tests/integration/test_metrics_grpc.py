@@ -15,7 +15,7 @@ from infrawatch.agents.v1 import agents_pb2
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.timestamps import to_timestamp
 from services.metrics.domain import IngestLimits, canonical
-from services.metrics.storage.chunks import make_chunks
+from services.metrics.storage.chunks import ChunkColumns, make_chunks
 
 
 def base_time(harness) -> int:
@@ -342,8 +342,8 @@ def test_retention_drops_old_samples_and_keeps_recent_ones(metrics_harness):
     old, recent = canonical([("__name__", "r"), ("age", "old")]), canonical([("__name__", "r"), ("age", "new")])
     ids = metrics_harness.catalog.create("agent", [old, recent], 10)
     samples = metrics_harness.samples
-    samples.append(make_chunks(ids[old], [now - 20 * day, now - 20 * day + 1000], [1.0, 2.0]))
-    samples.append(make_chunks(ids[recent], [now - 1000], [3.0]))
+    samples.append(ChunkColumns.from_chunks(make_chunks(ids[old], [now - 20 * day, now - 20 * day + 1000], [1.0, 2.0])))
+    samples.append(ChunkColumns.from_chunks(make_chunks(ids[recent], [now - 1000], [3.0])))
     samples.drop_older_than(now - 15 * day)
     assert samples.raw([ids[old], ids[recent]], now - 30 * day, now) == {ids[recent]: ([now - 1000], [3.0])}
 

@@ -9,7 +9,7 @@ from types import TracebackType
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy
 from services.metrics.domain import LabelSet, MetricInfo, Series
 from services.metrics.query.aggregate import Points, points_in_range
-from services.metrics.storage.chunks import Chunk
+from services.metrics.storage.chunks import Chunk, ChunkColumns
 
 
 class FakeAgentRepository:
@@ -117,9 +117,9 @@ class FakeSampleStore:
         self.chunks: list[Chunk] = []
         self.appends = 0
 
-    def append(self, chunks: Sequence[Chunk]) -> None:
+    def append(self, chunks: ChunkColumns) -> None:
         self.appends += 1
-        self.chunks.extend(chunks)
+        self.chunks.extend(chunks.to_chunks())
 
     def _of(self, series_id: int) -> list[Chunk]:
         return sorted((c for c in self.chunks if c.series_id == series_id), key=lambda c: c.start_ms)

@@ -2,8 +2,10 @@
 
 import pytest
 
+from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.metrics.domain import IngestLimits, Matcher, MatchType, MetricInfo, MetricType, Reason
-from services.metrics.ingest.stream import IncomingBatch, IncomingSeries, Ingestor
+from services.metrics.ingest.columns import read_batch
+from services.metrics.ingest.stream import Ingestor
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.watch import WatchHub
 from tests.unit.fakes import FakeClock, FakeSampleStore, FakeSeriesStore
@@ -36,11 +38,19 @@ def ingestor(samples, hub, clock):
 
 
 def batch(*series, sequence=1, metadata=()):
-    return IncomingBatch(sequence, list(metadata), list(series))
+    """A batch as the server receives it: serialized by protobuf, read back as columns."""
+    message = pb.MetricBatch(
+        sequence=sequence,
+        metadata=[pb.MetricMetadata(name=m.name, type=int(m.type), unit=m.unit, help=m.help) for m in metadata],
+        series=list(series),
+    )
+    return read_batch(message.SerializeToString())
 
 
 def one(labels, times, values, ref=0):
-    return IncomingSeries(labels, ref, list(times), list(values))
+    return pb.SeriesSamples(
+        labels=[pb.Label(name=n, value=v) for n, v in labels or ()], ref=ref, timestamps_ms=times, values=values
+    )
 
 
 def test_accepted_samples_are_stored_and_counted(ingestor, samples, clock):
@@ -134,9 +144,9 @@ def test_watchers_receive_only_matching_committed_samples(ingestor, hub, clock):
     ingestor.open_stream("agent").ingest(
         batch(one(CPU, [now - 1000], [1.0]), one([("__name__", "cpu"), ("host", "b")], [now - 1000], [5.0]))
     )
-    (update,) = subscription.updates.get_nowait()
+    (update,) = subscription.drain()
     assert (update[0].labels, update[1], update[2]) == (tuple(CPU), [now - 1000], [1.0])
-    assert subscription.updates.empty()
+    assert subscription.drain() == []
 
 
 def test_a_failed_write_is_not_acknowledged_and_not_published(ingestor, samples, hub, clock):
@@ -148,4 +158,4 @@ def test_a_failed_write_is_not_acknowledged_and_not_published(ingestor, samples,
     samples.append = broken
     with pytest.raises(ConnectionError):
         ingestor.open_stream("agent").ingest(batch(one(CPU, [clock() - 1000], [1.0])))
-    assert subscription.updates.empty()
+    assert subscription.drain() == []

@@ -1,9 +1,14 @@
 """Streaming ingest: one IngestStream per agent stream, batches in, acknowledgements out.
 
-A batch is validated series by series (a bad series is rejected alone, with
-its reason), filtered against each series' high-water mark (the newest
-stored timestamp) so that a re-sent batch stores nothing twice, written as
-chunks in one transaction, and only then acknowledged and published to
+A batch arrives as columns (`ingest.columns.BatchColumns`). Label sets are
+resolved once per stream (refs and label sets map to series ids in per-stream
+dicts), so a steady-state batch costs one dict lookup per series and whole-array
+work per sample: lengths, ordering, spacing, clock skew, retention and the
+high-water mark (the newest stored timestamp) are checked for all series at
+once, summaries come from `reduceat`, and the chunks go to the store as
+columns. Only a series that fails a check takes the per-sample slow path
+(sort, drop repeats, classify re-sent samples against the store). A batch is
+written in one transaction and only then acknowledged and published to
 watchers.
 """
 
@@ -13,7 +18,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+
+import numpy as np
 
 from services.metrics.domain import (
     METRIC_NAME,
@@ -26,31 +32,15 @@ from services.metrics.domain import (
     label_set_problem,
     validate_metric_info,
 )
+from services.metrics.ingest.columns import BatchColumns, index_ranges
 from services.metrics.storage.catalog import SeriesCatalog
-from services.metrics.storage.chunks import Chunk, make_chunks, spacing
-from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, ChunkColumns, make_chunks, segment_summaries
+from services.metrics.storage.ports import Appender
 from services.metrics.watch import Update, WatchHub
 
 MAX_REJECTIONS_REPORTED = 100
 NO_SAMPLES = -(2**63)
-
-
-class IncomingSeries(NamedTuple):
-    """One series of a batch as received: labels (or None to use `ref`) and columnar samples.
-
-    A NamedTuple rather than a dataclass: one is built per series per batch on the hot path."""
-
-    labels: Sequence[tuple[str, str]] | None
-    ref: int
-    timestamps: list[int]
-    values: list[float]
-
-
-@dataclass(frozen=True)
-class IncomingBatch:
-    sequence: int
-    metadata: Sequence[MetricInfo]
-    series: Sequence[IncomingSeries]
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -76,25 +66,35 @@ class BatchResult:
 
 
 class HighWaterMarks:
-    """The newest stored timestamp per series, loaded from the store on first use."""
+    """The newest stored timestamp per series id, in one array indexed by the (dense) id.
 
-    def __init__(self, store: SampleStore) -> None:
+    A stream reads each of its series' marks from the store the first time it sends that series
+    (`reload`), so a batch re-sent to this replica after another replica stored it (and perhaps
+    compacted it) is recognised; after that the mark is advanced here on every commit."""
+
+    def __init__(self, store: Appender) -> None:
         self._store = store
-        self._marks: dict[int, int] = {}
+        self._marks = np.full(1024, NO_SAMPLES, dtype=np.int64)
 
-    def load(self, series_ids: Sequence[int]) -> None:
-        missing = [i for i in series_ids if i not in self._marks]
-        if missing:
-            found = self._store.newest_timestamps(missing)
-            for series_id in missing:
-                self._marks[series_id] = found.get(series_id, NO_SAMPLES)
+    def _fit(self, highest: int) -> None:
+        if highest >= len(self._marks):
+            grown = np.full(max(highest + 1, 2 * len(self._marks)), NO_SAMPLES, dtype=np.int64)
+            grown[: len(self._marks)] = self._marks
+            self._marks = grown
 
-    def get(self, series_id: int) -> int:
-        return self._marks[series_id]
+    def reload(self, series_ids: Sequence[int]) -> None:
+        if not series_ids:
+            return
+        found = self._store.newest_timestamps(series_ids)
+        self._fit(max(series_ids))
+        for series_id in series_ids:
+            self._marks[series_id] = found.get(series_id, NO_SAMPLES)
 
-    def advance(self, series_id: int, timestamp: int) -> None:
-        if timestamp > self._marks.get(series_id, NO_SAMPLES):
-            self._marks[series_id] = timestamp
+    def of(self, series_ids: np.ndarray) -> np.ndarray:
+        return self._marks[series_ids]
+
+    def advance(self, series_ids: np.ndarray, newest: np.ndarray) -> None:
+        np.maximum.at(self._marks, series_ids, newest)
 
 
 class Ingestor:
@@ -103,7 +103,7 @@ class Ingestor:
     def __init__(
         self,
         catalog: SeriesCatalog,
-        store: SampleStore,
+        store: Appender,
         hub: WatchHub,
         limits: IngestLimits,
         now_ms: Callable[[], int],
@@ -126,151 +126,281 @@ class Ingestor:
         return IngestStream(self, agent_id)
 
 
+@dataclass(slots=True)
+class _Accepted:
+    """The batch's series that passed the per-series checks, as positions into the batch."""
+
+    index: np.ndarray  # positions in the batch
+    series_id: np.ndarray
+
+
 class IngestStream:
-    """The state of one StreamMetrics call: who is sending, and its label-set references."""
+    """The state of one StreamMetrics call: who is sending, its label-set refs and what it resolved."""
 
     def __init__(self, ingestor: Ingestor, agent_id: str) -> None:
         self._ingestor = ingestor
         self.agent_id = agent_id
         self._refs: dict[int, LabelSet] = {}
         self._declared: dict[str, MetricType] = {}
-        self._problems: dict[LabelSet, tuple[Reason, str] | None] = {}
+        self._ids_by_ref: dict[int, int] = {}
+        self._ids_by_labels: dict[LabelSet, int] = {}
+        self._verified: set[int] = set()
 
     def _declare(self, metadata: Sequence[MetricInfo]) -> None:
         for info in metadata:
             validate_metric_info(info)
             stored = self._ingestor.catalog.declare(info)
             self._declared[info.name] = info.type or stored.type
+        # A declaration can make a label set conflict (or stop conflicting): resolve again.
+        self._ids_by_ref.clear()
+        self._ids_by_labels.clear()
 
     def _problem(self, labels: LabelSet) -> tuple[Reason, str] | None:
-        if labels not in self._problems:
-            problem = label_set_problem(labels)
-            if problem is None:
-                name = dict(labels)[METRIC_NAME]
-                declared = self._declared.get(name)
-                known = self._ingestor.catalog.metric_info(name)
-                if declared and known and declared != known.type:
-                    problem = (
-                        Reason.TYPE_CONFLICT,
-                        f"metric {name} is stored as a {known.type.name.lower()}; "
-                        f"this stream declared it a {declared.name.lower()}",
-                    )
-            self._problems[labels] = problem
-        return self._problems[labels]
+        problem = label_set_problem(labels)
+        if problem is None:
+            name = dict(labels)[METRIC_NAME]
+            declared = self._declared.get(name)
+            known = self._ingestor.catalog.metric_info(name)
+            if declared and known and declared != known.type:
+                problem = (
+                    Reason.TYPE_CONFLICT,
+                    f"metric {name} is stored as a {known.type.name.lower()}; "
+                    f"this stream declared it a {declared.name.lower()}",
+                )
+        return problem
 
-    def ingest(self, batch: IncomingBatch) -> BatchResult:
-        """Store what is valid in the batch and say what was not; returns after the commit.
-
-        Batches are handled one at a time: overlapping the next batch's Python work with this
-        one's commit in a second thread was measured slower (GIL hand-offs cost more than the
-        database wait it hides)."""
-        ingestor = self._ingestor
-        limits = ingestor.limits
+    def ingest(self, batch: BatchColumns) -> BatchResult:
+        """Store what is valid in the batch and say what was not; returns after the commit."""
         result = BatchResult(batch.sequence)
         if batch.metadata:
             self._declare(batch.metadata)
-            self._problems.clear()
+        accepted = self._resolve(batch, result)
+        with self._ingestor.agent_lock(self.agent_id):
+            return self._write(batch, accepted, result)
 
-        resolved: list[tuple[int, LabelSet, IncomingSeries]] = []
-        for index, item in enumerate(batch.series):
+    def _resolve(self, batch: BatchColumns, result: BatchResult) -> _Accepted:
+        """Series ids for the batch's series; rejects what cannot be stored, series by series."""
+        limits = self._ingestor.limits
+        count = len(batch)
+        ids = np.full(count, -1, dtype=np.int64)
+        if not any(batch.labels):
+            # Steady state: refs only, each resolved earlier on this stream.
+            lookup = self._ids_by_ref.get
+            ids[:] = np.fromiter((lookup(ref, -1) for ref in batch.refs), dtype=np.int64, count=count)
+        else:
+            for index, (labels, ref) in enumerate(zip(batch.labels, batch.refs, strict=True)):
+                if labels:
+                    canon = canonical(labels)
+                    found = self._ids_by_labels.get(canon, -1)
+                    if ref:
+                        self._refs[ref] = canon
+                        self._ids_by_ref.pop(ref, None)
+                        if found >= 0:
+                            self._ids_by_ref[ref] = found
+                    ids[index] = found
+                else:
+                    ids[index] = self._ids_by_ref.get(ref, -1)
+
+        samples = np.maximum(batch.timestamp_counts, batch.value_counts)
+        usable = (batch.timestamp_counts == batch.value_counts) & (batch.value_counts > 0)
+        usable[limits.max_series_per_batch :] = False
+        pending = np.flatnonzero((ids < 0) | ~usable).tolist()
+        if pending:
+            self._resolve_slowly(batch, pending, ids, usable, samples, result)
+        chosen = np.flatnonzero(usable & (ids >= 0))
+        return _Accepted(chosen, ids[chosen])
+
+    def _resolve_slowly(
+        self,
+        batch: BatchColumns,
+        pending: list[int],
+        ids: np.ndarray,
+        usable: np.ndarray,
+        samples: np.ndarray,
+        result: BatchResult,
+    ) -> None:
+        """First sight of a label set or ref on this stream, and every rejected series."""
+        ingestor = self._ingestor
+        limits = ingestor.limits
+        unknown: dict[LabelSet, list[int]] = {}
+        for index in pending:
+            size = int(samples[index])
             if index >= limits.max_series_per_batch:
                 result.reject(
                     index,
                     Reason.TOO_MANY_SERIES,
-                    len(item.timestamps),
-                    f"the batch holds {len(batch.series)} series; the limit is {limits.max_series_per_batch} "
+                    size,
+                    f"the batch holds {len(batch)} series; the limit is {limits.max_series_per_batch} "
                     "(INFRAWATCH_MAX_SERIES_PER_BATCH)",
                 )
                 continue
-            if item.labels:
-                labels = canonical(item.labels)
-                if item.ref:
-                    self._refs[item.ref] = labels
-            else:
-                found = self._refs.get(item.ref)
-                if found is None:
-                    result.reject(
-                        index,
-                        Reason.UNKNOWN_REF,
-                        len(item.timestamps),
-                        f"ref {item.ref} was not defined earlier on this stream; send the labels with it first",
-                    )
-                    continue
-                labels = found
-            if len(item.timestamps) != len(item.values):
+            labels = canonical(batch.labels[index]) if batch.labels[index] else self._refs.get(batch.refs[index])
+            if labels is None:
                 result.reject(
                     index,
-                    Reason.LENGTH_MISMATCH,
-                    max(len(item.timestamps), len(item.values)),
-                    f"{len(item.timestamps)} timestamps but {len(item.values)} values",
+                    Reason.UNKNOWN_REF,
+                    size,
+                    f"ref {batch.refs[index]} was not defined earlier on this stream; send the labels with it first",
                 )
                 continue
-            if not item.timestamps:
+            times, values = int(batch.timestamp_counts[index]), int(batch.value_counts[index])
+            if times != values:
+                message = f"{times} timestamps but {values} values"
+                if times == 0:
+                    message = (
+                        f"{values} values without timestamps_ms: set start_ms, and interval_ms > 0 "
+                        "when there is more than one value"
+                    )
+                result.reject(index, Reason.LENGTH_MISMATCH, size, message)
+                continue
+            if not values:
+                continue
+            if ids[index] >= 0:
                 continue
             problem = self._problem(labels)
             if problem is not None:
-                result.reject(index, problem[0], len(item.timestamps), problem[1])
+                result.reject(index, problem[0], size, problem[1])
+                usable[index] = False
                 continue
-            resolved.append((index, labels, item))
-
+            unknown.setdefault(labels, []).append(index)
+        if not unknown:
+            return
         catalog = ingestor.catalog
-        unknown = [labels for _, labels, _ in resolved if catalog.series_id(labels) is None]
-        created = catalog.create(self.agent_id, unknown, limits.max_series_per_agent) if unknown else {}
+        missing = [labels for labels in unknown if catalog.series_id(labels) is None]
+        refusals = catalog.create(self.agent_id, missing, limits.max_series_per_agent) if missing else {}
+        for labels, positions in unknown.items():
+            series_id = catalog.series_id(labels)
+            if series_id is None:
+                for index in positions:
+                    result.reject(index, Reason.CARDINALITY_LIMIT, int(samples[index]), str(refusals.get(labels)))
+                    usable[index] = False
+                continue
+            self._ids_by_labels[labels] = series_id
+            for index in positions:
+                ids[index] = series_id
+                if not batch.labels[index] or batch.refs[index]:
+                    self._ids_by_ref[batch.refs[index]] = series_id
 
-        with ingestor.agent_lock(self.agent_id):
-            return self._write(result, resolved, created)
-
-    def _write(
-        self,
-        result: BatchResult,
-        resolved: list[tuple[int, LabelSet, IncomingSeries]],
-        created: dict[LabelSet, int | str],
-    ) -> BatchResult:
+    def _write(self, batch: BatchColumns, accepted: _Accepted, result: BatchResult) -> BatchResult:
         ingestor = self._ingestor
-        catalog, marks = ingestor.catalog, ingestor.marks
+        if not len(accepted.index):
+            return result
+        unverified = [sid for sid in set(accepted.series_id.tolist()) if sid not in self._verified]
+        if unverified:
+            ingestor.marks.reload(unverified)
+            self._verified.update(unverified)
+
         now = ingestor.now_ms()
         newest_allowed = now + ingestor.limits.future_skew_ms
         oldest_allowed = now - ingestor.limits.retention_ms
+        counts = batch.value_counts[accepted.index]
+        everything = len(accepted.index) == len(batch)
+        if everything:
+            times, values = batch.timestamps, batch.values
+        else:
+            # Rejected series may hold different numbers of timestamps and values: each column
+            # is cut along its own boundaries.
+            time_starts = np.cumsum(batch.timestamp_counts) - batch.timestamp_counts
+            value_starts = np.cumsum(batch.value_counts) - batch.value_counts
+            times = batch.timestamps[index_ranges(time_starts[accepted.index], counts)]
+            values = batch.values[index_ranges(value_starts[accepted.index], counts)]
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        ends = starts + counts - 1
+        first, last = times[starts], times[ends]
+        low_gap, high_gap = _gaps(times, starts, counts)
+        marks = ingestor.marks.of(accepted.series_id)
+        fast = (
+            (low_gap > 0)
+            & (first > marks)
+            & (last <= newest_allowed)
+            & (first >= oldest_allowed)
+            & (last - first <= MAX_CHUNK_SPAN_MS)
+        )
+        _, first_seen, occurrences = np.unique(accepted.series_id, return_index=True, return_counts=True)
+        if len(first_seen) != len(accepted.series_id):
+            # One series twice in a batch: its entries are handled in order on the slow path.
+            repeated = np.isin(accepted.series_id, accepted.series_id[first_seen[occurrences > 1]])
+            fast &= ~repeated
 
-        targets: list[tuple[int, int, IncomingSeries]] = []
-        for index, labels, item in resolved:
-            series_id = catalog.series_id(labels)
-            if series_id is None:
-                refusal = created.get(labels)
-                result.reject(index, Reason.CARDINALITY_LIMIT, len(item.timestamps), str(refusal))
-                continue
-            targets.append((index, series_id, item))
-        marks.load([series_id for _, series_id, _ in targets])
-
-        chunks: list[Chunk] = []
-        published: list[Update] = []
-        advanced: list[tuple[int, int]] = []
-        for index, series_id, item in targets:
-            timestamps, values = item.timestamps, item.values
-            mark = marks.get(series_id)
-            interval = spacing(timestamps)
-            if not (
-                interval is not None
-                and timestamps[0] > mark
-                and timestamps[-1] <= newest_allowed
-                and timestamps[0] >= oldest_allowed
-            ):
-                timestamps, values = self._filter(result, index, series_id, mark, item, newest_allowed, oldest_allowed)
-                if not timestamps:
-                    continue
-                interval = None
-            chunks.extend(make_chunks(series_id, timestamps, values, interval))
-            result.accepted += len(timestamps)
-            advanced.append((series_id, timestamps[-1]))
-            if ingestor.hub.has_subscribers():
-                published.append((catalog.get(series_id), timestamps, values))
-
+        parts: list[ChunkColumns] = []
+        fast_rows = np.flatnonzero(fast)
+        if len(fast_rows):
+            total, low, high = segment_summaries(values, starts)
+            regular = (low_gap == high_gap) & (counts > 1)
+            if len(fast_rows) == len(counts):
+                fast_times, fast_values = times, values
+            else:
+                positions = index_ranges(starts[fast_rows], counts[fast_rows])
+                fast_times, fast_values = times[positions], values[positions]
+            parts.append(
+                ChunkColumns(
+                    series_id=accepted.series_id[fast_rows],
+                    interval_ms=np.where(regular, low_gap, 0)[fast_rows],
+                    counts=counts[fast_rows],
+                    timestamps=fast_times,
+                    values=fast_values,
+                    sum=total[fast_rows],
+                    min=low[fast_rows],
+                    max=high[fast_rows],
+                )
+            )
+        slow_rows = np.flatnonzero(~fast).tolist()
+        if slow_rows:
+            parts.append(
+                self._slow(result, accepted, slow_rows, starts, counts, times, values, (oldest_allowed, newest_allowed))
+            )
+        chunks = ChunkColumns.concat(parts)
         ingestor.store.append(chunks)
-        for series_id, newest in advanced:
-            marks.advance(series_id, newest)
-        if published:
-            ingestor.hub.publish(published)
+        result.accepted += chunks.samples
+        if len(chunks):
+            ingestor.marks.advance(chunks.series_id, chunks.end_ms)
+            if ingestor.hub.has_subscribers():
+                ingestor.hub.publish(self._updates(chunks))
         return result
+
+    def _updates(self, chunks: ChunkColumns) -> list[Update]:
+        catalog = self._ingestor.catalog
+        bounds = chunks.bounds.tolist()
+        times, values = chunks.timestamps.tolist(), chunks.values.tolist()
+        return [
+            (catalog.get(series_id), times[bounds[i] : bounds[i + 1]], values[bounds[i] : bounds[i + 1]])
+            for i, series_id in enumerate(chunks.series_id.tolist())
+        ]
+
+    def _slow(
+        self,
+        result: BatchResult,
+        accepted: _Accepted,
+        rows: list[int],
+        starts: np.ndarray,
+        counts: np.ndarray,
+        times: np.ndarray,
+        values: np.ndarray,
+        allowed: tuple[int, int],
+    ) -> ChunkColumns:
+        """Series that are unsorted, repeat timestamps, reach behind their mark or out of bounds."""
+        ingestor = self._ingestor
+        marks: dict[int, int] = {}
+        chunks = []
+        for row in rows:
+            series_id = int(accepted.series_id[row])
+            mark = marks.get(series_id)
+            if mark is None:
+                mark = int(ingestor.marks.of(np.array([series_id]))[0])
+            lo, hi = int(starts[row]), int(starts[row] + counts[row])
+            keep_times, keep_values = self._filter(
+                result,
+                int(accepted.index[row]),
+                series_id,
+                mark,
+                times[lo:hi].tolist(),
+                values[lo:hi].tolist(),
+                allowed,
+            )
+            if keep_times:
+                chunks.extend(make_chunks(series_id, keep_times, keep_values))
+                marks[series_id] = keep_times[-1]
+        return ChunkColumns.from_chunks(chunks)
 
     def _filter(
         self,
@@ -278,13 +408,15 @@ class IngestStream:
         index: int,
         series_id: int,
         mark: int,
-        item: IncomingSeries,
-        newest_allowed: int,
-        oldest_allowed: int,
+        times: list[int],
+        values: list[float],
+        allowed: tuple[int, int],
     ) -> tuple[list[int], list[float]]:
         """The slow path: sort, drop repeats, reject out-of-range samples, classify old ones."""
+        limits = self._ingestor.limits
+        oldest_allowed, newest_allowed = allowed
         ordered: dict[int, float] = {}
-        for t, v in sorted(zip(item.timestamps, item.values, strict=True), key=lambda pair: pair[0]):
+        for t, v in sorted(zip(times, values, strict=True), key=lambda pair: pair[0]):
             if t in ordered:
                 result.duplicate += 1
             else:
@@ -295,7 +427,7 @@ class IngestStream:
                 index,
                 Reason.TOO_FAR_IN_FUTURE,
                 len(future),
-                f"{len(future)} samples are more than {self._ingestor.limits.future_skew_ms / 1000:g}s ahead "
+                f"{len(future)} samples are more than {limits.future_skew_ms / 1000:g}s ahead "
                 "of the server clock (INFRAWATCH_MAX_FUTURE_SKEW)",
             )
         old = [t for t in ordered if t < oldest_allowed]
@@ -320,3 +452,23 @@ class IngestStream:
                 )
         keep = [t for t in ordered if mark < t <= newest_allowed and t >= oldest_allowed]
         return keep, [ordered[t] for t in keep]
+
+
+def _gaps(times: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest gap between consecutive timestamps of each series (both 1 for a
+    single sample, which counts as ascending): low > 0 means strictly ascending, low == high evenly
+    spaced. Gaps across two series are masked so they never count."""
+    low = np.ones(len(counts), dtype=np.int64)
+    high = np.ones(len(counts), dtype=np.int64)
+    several = counts > 1
+    if not several.any():
+        return low, high
+    gaps = np.diff(times)
+    across = starts[1:] - 1
+    low_gaps, high_gaps = gaps.copy(), gaps
+    low_gaps[across] = _INT64_MAX
+    high_gaps[across] = NO_SAMPLES
+    begin = starts[several]
+    low[several] = np.minimum.reduceat(low_gaps, begin)
+    high[several] = np.maximum.reduceat(high_gaps, begin)
+    return low, high

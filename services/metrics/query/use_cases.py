@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, Series, parse_selector
 from services.metrics.storage.catalog import SeriesCatalog
-from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.ports import Querier
 
 DEFAULT_RANGE_MS = 3600 * 1000
 DEFAULT_STEP_MS = 60 * 1000
@@ -22,7 +22,7 @@ MAX_SERIES_PAGE = 10_000
 @dataclass(frozen=True)
 class QueryContext:
     catalog: SeriesCatalog
-    store: SampleStore
+    store: Querier
     now_ms: Callable[[], int]
     max_points: int = 1_000_000
 

@@ -14,8 +14,11 @@ NaN, and `min` ignores NaN unless every value is NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+
+import numpy as np
 
 MAX_CHUNK_SPAN_MS = 2 * 3600 * 1000
 """A chunk never spans more than this; queries rely on it to bound their look-behind."""
@@ -110,3 +113,114 @@ def make_chunks(series_id: int, timestamps: list[int], values: list[float], inte
             chunks.append(make_chunk(series_id, part, values[begin:index], spacing(part) or 0))
             begin = index
     return chunks
+
+
+CHUNK_COLUMNS = ("start_ms", "end_ms", "sum", "min", "max", "last", "series_id", "n", "interval_ms", "offsets", "vals")
+"""The `chunks` table's columns, named once: every statement and COPY lists them in this order,
+so nothing depends on the order the migration happened to create them in."""
+
+
+@dataclass(slots=True)
+class ChunkColumns:
+    """Many chunks as columns, the form ingest writes: one entry per chunk in the per-chunk arrays,
+    and every chunk's samples concatenated in `timestamps`/`values` (chunk i owns
+    `bounds[i]:bounds[i+1]`). `interval_ms` is 0 for a single sample or uneven spacing, in which
+    case the store keeps offsets from `start_ms`."""
+
+    series_id: np.ndarray  # int64
+    interval_ms: np.ndarray  # int64
+    counts: np.ndarray  # int64
+    timestamps: np.ndarray  # int64, concatenated
+    values: np.ndarray  # float64, concatenated
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.series_id)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.counts)))
+
+    @property
+    def start_ms(self) -> np.ndarray:
+        return self.timestamps[self.bounds[:-1]]
+
+    @property
+    def end_ms(self) -> np.ndarray:
+        return self.timestamps[self.bounds[1:] - 1]
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.values[self.bounds[1:] - 1]
+
+    @property
+    def samples(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def empty(cls) -> ChunkColumns:
+        nothing = np.zeros(0, dtype=np.int64)
+        floats = np.zeros(0, dtype=np.float64)
+        return cls(nothing, nothing, nothing, nothing, floats, floats, floats, floats)
+
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[Chunk]) -> ChunkColumns:
+        if not chunks:
+            return cls.empty()
+        return cls(
+            series_id=np.array([c.series_id for c in chunks], dtype=np.int64),
+            interval_ms=np.array([c.interval_ms for c in chunks], dtype=np.int64),
+            counts=np.array([c.count for c in chunks], dtype=np.int64),
+            timestamps=np.array([t for c in chunks for t in c.timestamps()], dtype=np.int64),
+            values=np.array([v for c in chunks for v in c.values], dtype=np.float64),
+            sum=np.array([c.sum for c in chunks], dtype=np.float64),
+            min=np.array([c.min for c in chunks], dtype=np.float64),
+            max=np.array([c.max for c in chunks], dtype=np.float64),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ChunkColumns]) -> ChunkColumns:
+        parts = [p for p in parts if len(p)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__slots__))
+
+    def to_chunks(self) -> list[Chunk]:
+        """Row form, for tests and the rare slow paths."""
+        bounds = self.bounds.tolist()
+        chunks = []
+        for i, (series_id, interval) in enumerate(zip(self.series_id.tolist(), self.interval_ms.tolist(), strict=True)):
+            times = self.timestamps[bounds[i] : bounds[i + 1]].tolist()
+            chunks.append(
+                Chunk(
+                    series_id=series_id,
+                    start_ms=times[0],
+                    end_ms=times[-1],
+                    interval_ms=interval,
+                    offsets=None if interval or len(times) == 1 else [t - times[0] for t in times],
+                    values=self.values[bounds[i] : bounds[i + 1]].tolist(),
+                    sum=float(self.sum[i]),
+                    min=float(self.min[i]),
+                    max=float(self.max[i]),
+                )
+            )
+        return chunks
+
+
+def segment_summaries(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sum, min, max) of each non-empty segment of `values` beginning at `starts`, with NaN ordered
+    as PostgreSQL orders it (the same rule as `summarise`): fmin skips NaN unless a segment is
+    all NaN, maximum propagates it."""
+    if not len(starts):
+        empty = np.zeros(0, dtype=np.float64)
+        return empty, empty, empty
+    with np.errstate(invalid="ignore"):
+        return (
+            np.add.reduceat(values, starts),
+            np.fmin.reduceat(values, starts),
+            np.maximum.reduceat(values, starts),
+        )

@@ -1,4 +1,9 @@
-"""The seams of the metrics use cases: what they need from storage, as protocols."""
+"""The seams between the metrics use cases and storage, as narrow protocols.
+
+Ingest needs an `Appender`, queries a `Querier`, the background upkeep a
+`Maintenance`; each store implements all three (`SampleStore`), but no use case
+sees more of it than its own port.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
-from services.metrics.storage.chunks import Chunk
+from services.metrics.storage.chunks import ChunkColumns
 
 Points = tuple[list[int], list[float]]
 
@@ -31,8 +36,10 @@ class SeriesStore(Protocol):
         ...
 
 
-class SampleStore(Protocol):
-    def append(self, chunks: Sequence[Chunk]) -> None:
+class Appender(Protocol):
+    """What ingest needs: write chunks, and know what is already stored."""
+
+    def append(self, chunks: ChunkColumns) -> None:
         """Store chunks in one transaction; when it returns they are durable."""
         ...
 
@@ -41,6 +48,10 @@ class SampleStore(Protocol):
         ...
 
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]: ...
+
+
+class Querier(Protocol):
+    """What the query use cases need."""
 
     def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
         """Samples within [start_ms, end_ms] of each series, ascending."""
@@ -54,6 +65,10 @@ class SampleStore(Protocol):
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]: ...
 
+
+class Maintenance(Protocol):
+    """What the background upkeep needs."""
+
     def drop_older_than(self, cutoff_ms: int) -> int:
         """Remove samples older than cutoff_ms (whole partitions where possible); returns units dropped."""
         ...
@@ -62,3 +77,7 @@ class SampleStore(Protocol):
         """Merge each series' chunks within every aligned window in [since_ms, until_ms) into one;
         returns the number of chunks removed."""
         ...
+
+
+class SampleStore(Appender, Querier, Maintenance, Protocol):
+    """A whole sample store: what the composition root builds and hands out port by port."""

@@ -85,16 +85,20 @@ class MetricMetadata(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[MetricType, str]] = ..., unit: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
 
 class SeriesSamples(_message.Message):
-    __slots__ = ("labels", "ref", "timestamps_ms", "values")
+    __slots__ = ("labels", "ref", "timestamps_ms", "values", "start_ms", "interval_ms")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     ref: int
     timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ref: _Optional[int] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    start_ms: int
+    interval_ms: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ref: _Optional[int] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., start_ms: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
 
 class MetricBatch(_message.Message):
     __slots__ = ("sequence", "metadata", "series")

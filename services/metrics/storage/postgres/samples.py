@@ -13,11 +13,9 @@ import functools
 import io
 import logging
 import re
-import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from itertools import chain, repeat
 from typing import Any
 
 import psycopg2.errors
@@ -27,8 +25,9 @@ from services.common.db import pooled_cursor
 from services.common.logs import event
 from services.metrics.domain import Aggregation
 from services.metrics.query.aggregate import combine_partials, rate_lookbehind_ms
-from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, chunk_timestamps
+from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, chunk_timestamps
 from services.metrics.storage.ports import Points
+from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
 DAY_MS = 86_400_000
 _PARTITION = re.compile(r"^chunks_d(\d+)$")
@@ -205,46 +204,7 @@ CROSS JOIN LATERAL (
 """
 
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-_FLOAT8_OID = 701
-_INT4_OID = 23
-
-
-@functools.cache
-def _row_format(count: int, has_offsets: bool) -> struct.Struct:
-    """Binary COPY layout of one chunk row with `count` samples (see PostgreSQL's COPY BINARY format)."""
-    offsets = "i" + "iiiii" + "ii" * count if has_offsets else "i"
-    return struct.Struct(">h" + "iq" * 2 + "id" * 4 + "ii" * 3 + offsets + "i" + "iiiii" + "id" * count)
-
-
-def _copy_row(chunk: Chunk) -> bytes:
-    """One chunk as a binary COPY tuple: packing floats is far cheaper than formatting them as text."""
-    values = chunk.values
-    count = len(values)
-    fields: list[float | int] = [
-        11, 8, chunk.start_ms, 8, chunk.end_ms,
-        8, chunk.sum, 8, chunk.min, 8, chunk.max, 8, values[-1],
-        4, chunk.series_id, 4, count, 4, chunk.interval_ms,
-    ]  # fmt: skip
-    if chunk.offsets is None:
-        fields.append(-1)
-    else:
-        fields += (20 + 8 * count, 1, 0, _INT4_OID, count, 1)
-        fields += chain.from_iterable(zip(repeat(4, count), chunk.offsets, strict=True))
-    fields += (20 + 12 * count, 1, 0, _FLOAT8_OID, count, 1)
-    fields += chain.from_iterable(zip(repeat(8, count), values, strict=True))
-    return _row_format(count, chunk.offsets is not None).pack(*fields)
-
-
-def copy_buffer(chunks: Sequence[Chunk]) -> io.BytesIO:
-    return io.BytesIO(b"".join([_COPY_SIGNATURE, *map(_copy_row, chunks), _COPY_TRAILER]))
-
-
-_COPY_INTO = (
-    "COPY {table} (start_ms, end_ms, sum, min, max, last, series_id, n, interval_ms, offsets, vals) "
-    "FROM STDIN WITH (FORMAT binary)"
-)
+_COLUMN_LIST = ", ".join(CHUNK_COLUMNS)
 
 
 PARALLEL_MIN_SERIES = 32
@@ -286,22 +246,23 @@ class PostgresSampleStore:
                 pass  # another replica created it at the same moment
             self._partitions.add(day)
 
-    def append(self, chunks: Sequence[Chunk]) -> None:
-        if not chunks:
+    def append(self, chunks: ChunkColumns) -> None:
+        if not len(chunks):
             return
-        self._ensure_partitions({c.start_ms // DAY_MS for c in chunks})
-        buffer = copy_buffer(chunks)
+        self._ensure_partitions(set((chunks.start_ms // DAY_MS).tolist()))
+        payload = copy_payload(chunks)
         try:
             with self._cursor(commit=True) as cursor:
-                cursor.copy_expert(_COPY_INTO.format(table="chunks"), buffer)
+                cursor.copy_expert(COPY_SQL.format(table="chunks"), io.BytesIO(payload))
         except psycopg2.errors.UniqueViolation:
             # A chunk with the same (series, start) exists: a re-send that raced past the
-            # duplicate filter (e.g. two replicas). Fall back to inserting what is new.
+            # duplicate filter (two streams of one agent at once). Insert only what is new.
             with self._cursor(commit=True) as cursor:
                 cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks) ON COMMIT DROP")
-                buffer.seek(0)
-                cursor.copy_expert(_COPY_INTO.format(table="incoming"), buffer)
-                cursor.execute("INSERT INTO chunks SELECT * FROM incoming ON CONFLICT DO NOTHING")
+                cursor.copy_expert(COPY_SQL.format(table="incoming"), io.BytesIO(payload))
+                cursor.execute(
+                    f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM incoming ON CONFLICT DO NOTHING"
+                )
 
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
         return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
@@ -400,6 +361,6 @@ class PostgresSampleStore:
                     {"start": start, "end": end},
                 )
                 deleted = cursor.rowcount
-                cursor.execute("INSERT INTO chunks SELECT * FROM merged")
+                cursor.execute(f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM merged")
                 removed += deleted - cursor.rowcount
         return removed

@@ -16,22 +16,16 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 
 from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
-from services.metrics.query.use_cases import aggregate as engine_py
-from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, make_chunks
+from services.metrics.query import aggregate as engine_py
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, ChunkColumns, make_chunks
 from services.metrics.storage.ports import Points
 
 _LITTLE = sys.byteorder == "little"
-
-
-def _pack(kind: str, values: Sequence[float] | Sequence[int]) -> bytes:
-    packed = array(kind, values)
-    if not _LITTLE:
-        packed.byteswap()
-    return packed.tobytes()
 
 
 def _unpack(kind: str, blob: bytes) -> list[Any]:
@@ -47,26 +41,42 @@ def _nan(value: float | None) -> float:
 
 
 _COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last"
+"""The SQLite table's columns in the order its rows are read and written here (named in every statement)."""
 
 
 _INSERT = f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
-def _row(c: Chunk) -> tuple[object, ...]:
-    offsets = None if c.offsets is None else _pack("i", c.offsets)
-    return (
-        c.series_id,
-        c.start_ms,
-        c.end_ms,
-        c.count,
-        c.interval_ms,
-        offsets,
-        _pack("d", c.values),
-        c.sum,
-        c.min,
-        c.max,
-        c.last,
-    )
+def _rows(chunks: ChunkColumns) -> list[tuple[object, ...]]:
+    """One INSERT row per chunk; sample arrays become little-endian BLOBs with one slice each."""
+    bounds = chunks.bounds.tolist()
+    times = chunks.timestamps
+    values = chunks.values.astype("<f8", copy=False)
+    starts, ends = times[bounds[:-1]].tolist(), times[np.array(bounds[1:], dtype=np.int64) - 1].tolist()
+    rows = []
+    for i, (series_id, count, interval) in enumerate(
+        zip(chunks.series_id.tolist(), chunks.counts.tolist(), chunks.interval_ms.tolist(), strict=True)
+    ):
+        lo, hi = bounds[i], bounds[i + 1]
+        offsets = None
+        if interval == 0 and count > 1:
+            offsets = (times[lo:hi] - starts[i]).astype("<i4").tobytes()
+        rows.append(
+            (
+                series_id,
+                starts[i],
+                ends[i],
+                count,
+                interval,
+                offsets,
+                values[lo:hi].tobytes(),
+                float(chunks.sum[i]),
+                float(chunks.min[i]),
+                float(chunks.max[i]),
+                float(values[hi - 1]),
+            )
+        )
+    return rows
 
 
 class SqliteSampleStore:
@@ -76,9 +86,11 @@ class SqliteSampleStore:
     def _cursor(self, commit: bool = False) -> AbstractContextManager[Any]:
         return pooled_cursor(self._engine, commit)
 
-    def append(self, chunks: Sequence[Chunk]) -> None:
+    def append(self, chunks: ChunkColumns) -> None:
+        if not len(chunks):
+            return
         with self._cursor(commit=True) as cursor:
-            cursor.executemany(_INSERT, [_row(c) for c in chunks])
+            cursor.executemany(_INSERT, _rows(chunks))
 
     def _chunks(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, list[Chunk]]:
         found: dict[int, list[Chunk]] = defaultdict(list)
@@ -178,6 +190,6 @@ class SqliteSampleStore:
                 cursor.executemany(
                     "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(series_id, c.start_ms) for c in chunks]
                 )
-                cursor.executemany(_INSERT, [_row(c) for c in merged])
+                cursor.executemany(_INSERT, _rows(ChunkColumns.from_chunks(merged)))
             removed += len(chunks) - len(merged)
         return removed

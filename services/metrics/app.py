@@ -1,0 +1,89 @@
+"""Wiring of the metrics context, shared by its composition root and the tests: engine and
+settings in, a servicer with its stores, caches and worker pools out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+from sqlalchemy import Engine
+
+from services.common.db import is_postgres
+from services.common.server import AsyncServiceBinding
+from services.metrics.auth import AgentsClient, CachedAuthenticator
+from services.metrics.domain import IngestLimits
+from services.metrics.ingest.stream import Ingestor
+from services.metrics.query.use_cases import QueryContext
+from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.ports import SampleStore
+from services.metrics.storage.postgres.samples import PostgresSampleStore
+from services.metrics.storage.series_sql import SqlSeriesStore
+from services.metrics.storage.sqlite.samples import SqliteSampleStore
+from services.metrics.watch import WatchHub
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    max_query_points: int = 1_000_000
+    query_parallelism: int = 2
+    auth_cache_ttl_s: float = 60.0
+    downstream_timeout_s: float = 5.0
+    max_streams: int = 10_000
+    ingest_workers: int = 4
+    query_workers: int = 4
+    catalog_refresh_s: float = 1.0
+
+
+@dataclass
+class MetricsApp:
+    servicer: MetricsServicer
+    ingestor: Ingestor
+    samples: SampleStore
+    catalog: SeriesCatalog
+    hub: WatchHub
+    slots: StreamSlots
+    pools: tuple[ThreadPoolExecutor, ...]
+
+    def binding(self) -> AsyncServiceBinding:
+        return AsyncServiceBinding(SERVICE_NAME, lambda server: add_to_server(self.servicer, server))
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def build_metrics_app(
+    engine: Engine,
+    config: MetricsConfig,
+    agents_channel: grpc.Channel,
+    stop: threading.Event,
+    now_ms: Callable[[], int],
+) -> MetricsApp:
+    samples: SampleStore = (
+        PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
+    )
+    catalog = SeriesCatalog(SqlSeriesStore(engine), now_ms, refresh_every_s=config.catalog_refresh_s)
+    hub = WatchHub()
+    ingestor = Ingestor(catalog, samples, hub, config.limits, now_ms)
+    authenticator = CachedAuthenticator(
+        AgentsClient(agents_channel, config.downstream_timeout_s, stop).authenticate, config.auth_cache_ttl_s
+    )
+    ingest_pool = ThreadPoolExecutor(config.ingest_workers, thread_name_prefix="ingest")
+    query_pool = ThreadPoolExecutor(config.query_workers, thread_name_prefix="query")
+    slots = StreamSlots(config.max_streams)
+    servicer = MetricsServicer(
+        ingestor,
+        QueryContext(catalog, samples, now_ms, config.max_query_points),
+        hub,
+        authenticator,
+        stop,
+        ingest_pool=ingest_pool,
+        query_pool=query_pool,
+        slots=slots,
+    )
+    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, (ingest_pool, query_pool))
