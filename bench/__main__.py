@@ -35,7 +35,7 @@ from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.db import with_driver
 from services.common.timestamps import to_timestamp
-from tests.e2e.processes import ServiceProcess, free_port, wait_serving
+from services.processes import ServiceProcess, free_port, wait_serving
 
 HOSTS = 100
 GAUGES = ("cpu_usage_percent", "mem_used_bytes", "load1", "load5", "fs_free_bytes", "procs_running")
@@ -75,7 +75,8 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
                 else:
                     level[key] += rng.gauss(0, 1)
                 values.append(level[key])
-            entry = batch.series.add(ref=ref, timestamps_ms=times, values=values)
+            # Evenly spaced, so sent as the InfraWatch agent sends it: start and interval, no timestamp list.
+            entry = batch.series.add(ref=ref, start_ms=times[0], interval_ms=INTERVAL_MS, values=values)
             if number == 0:
                 entry.labels.extend(
                     [pb.Label(name="__name__", value=name), pb.Label(name="host", value=f"host-{host:03d}")]
@@ -166,8 +167,8 @@ def baseline_copy(postgres_url: str, schema: str, batches: list[pb.MetricBatch])
     rows = io.StringIO()
     for batch in batches:
         for series in batch.series:
-            for t, v in zip(series.timestamps_ms, series.values, strict=True):
-                rows.write(f"{series.ref}\t{t}\t{v!r}\n")
+            for i, v in enumerate(series.values):
+                rows.write(f"{series.ref}\t{series.start_ms + i * series.interval_ms}\t{v!r}\n")
     connection = psycopg2.connect(postgres_url, options=f"-csearch_path={schema}")
     with connection, connection.cursor() as cursor:
         cursor.execute("CREATE TABLE baseline_samples (series_id integer, ts bigint, value double precision)")
@@ -198,10 +199,12 @@ def main() -> int:
     args = parser.parse_args()
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.postgres_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE SCHEMA {schema}")
+    admin = None
+    if args.backend == "postgres":
+        admin = psycopg2.connect(args.postgres_url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE SCHEMA {schema}")
     workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-"))
     database_url = ""
     if args.backend == "postgres":
@@ -326,7 +329,7 @@ def main() -> int:
         log("running queries on the freshly ingested chunks")
         fresh = measure()
         channel.close()
-        if args.keep_schema:
+        if args.keep_schema and admin is not None:
             with admin.cursor() as cursor:
                 cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.chunks")
         log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
@@ -351,6 +354,7 @@ def main() -> int:
             "ingest_samples_per_s": round(total / ingest_s),
             "ingest_seconds": round(ingest_s, 3),
             "server_cpu_s": round(server_cpu, 3),
+            "server_cpu_us_per_sample": round(server_cpu / total * 1e6, 3),
             "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
             "client_cpu_s": round(client_cpu, 3),
             **{key: value for key, value in compacted.items() if key != "chunks"},
@@ -358,6 +362,7 @@ def main() -> int:
             "server_rss_mb_peak": round(rss_peak, 1),
             "server_rss_mb_end": round(rss_end, 1),
             "baseline_copy_samples_per_s": round(baseline) if baseline else None,
+            "ingest_vs_baseline": round(total / ingest_s / baseline, 2) if baseline else None,
             "chunks_after_compaction": compacted["chunks"],
             "before_compaction": fresh,
             "load_average_1m": round(os.getloadavg()[0], 2),
@@ -369,10 +374,11 @@ def main() -> int:
     finally:
         metrics.terminate()
         agents.terminate()
-        if not args.keep_schema:
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+        if admin is not None:
+            if not args.keep_schema:
+                with admin.cursor() as cursor:
+                    cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.close()
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def _wrap_single_async(behavior: Callable[..., Any], method: str) -> Callable[..
     return handle
 
 
-def _wrap_stream_async(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream_async(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _CallLog(method)
         try:

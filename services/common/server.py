@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
@@ -131,7 +132,7 @@ def build_async_server(
     *,
     address: str,
     max_message_bytes: int,
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
     server = grpc.aio.server(
@@ -145,7 +146,7 @@ def build_async_server(
     for binding in bindings:
         binding.add_to_server(server)
     # Starts NOT_SERVING: `serve_async` (or the caller) sets it before the server starts.
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [binding.full_name for binding in bindings]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -161,7 +162,7 @@ class AsyncServiceBinding:
     add_to_server: Callable[[grpc.aio.Server], None]
 
 
-async def set_serving_async(health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool) -> None:
+async def set_serving_async(health_servicer: AsyncHealthServicer, names: Sequence[str], serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *names]:
         await health_servicer.set(name, status)
@@ -176,7 +177,7 @@ async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
 
 async def serve_async(
     server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: AsyncHealthServicer,
     *,
     service_names: Sequence[str],
     prepare: Callable[[], None],
@@ -218,12 +219,12 @@ class BackgroundAsyncServer:
     """An asyncio gRPC server on its own event-loop thread, for tests and embedding: `start`
     returns once it listens; `stop` cancels open calls and closes the loop."""
 
-    def __init__(self, build: Callable[[], tuple[grpc.aio.Server, health.aio.HealthServicer, int]]) -> None:
+    def __init__(self, build: Callable[[], tuple[grpc.aio.Server, AsyncHealthServicer, int]]) -> None:
         self._build = build
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="aio-server", daemon=True)
         self.server: grpc.aio.Server | None = None
-        self.health: health.aio.HealthServicer | None = None
+        self.health: AsyncHealthServicer | None = None
         self.port = 0
 
     def run(self, coroutine: Any) -> Any:

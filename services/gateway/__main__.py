@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from infrawatch.gateway.v1 import gateway_pb2_grpc
 from services.common.config import settings_from_command_line
 from services.common.logs import configure_logging, event
-from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
 from services.gateway.clients import AgentsClient, MetricsClient
 from services.gateway.service import GatewayContext
 from services.gateway.servicer import SERVICE_NAME, OperatorServicer
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fan-out")
     ctx = GatewayContext(
         agents=AgentsClient(agents_channel, settings.downstream_timeout, stop),
-        metrics=MetricsClient(metrics_channel, settings.downstream_timeout, stop),
+        metrics=MetricsClient(metrics_channel, settings.downstream_timeout, stop, settings.metrics_address),
         fan_out=fan_out,
         key_metrics=settings.key_metrics,
         operator_token=settings.operator_token,
@@ -60,24 +61,30 @@ def main(argv: list[str] | None = None) -> None:
         stop=stop,
     )
     servicer = OperatorServicer(ctx)
-    server, health, port = build_server(
-        [ServiceBinding(SERVICE_NAME, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s))],
-        address=f"{settings.bind_host}:{settings.gateway_port}",
-        max_message_bytes=settings.max_message_bytes,
-    )
-    event(
-        _log,
-        "gateway listening",
-        port=port,
-        agents=settings.agents_address,
-        metrics=settings.metrics_address,
-        operator_actions="enabled" if settings.operator_token else "disabled",
-        protect_reads=settings.protect_reads,
-    )
-    try:
+    lifecycle = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lifecycle")
+
+    async def run() -> None:
+        server, health, port = build_async_server(
+            [
+                AsyncServiceBinding(
+                    SERVICE_NAME, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s)
+                )
+            ],
+            address=f"{settings.bind_host}:{settings.gateway_port}",
+            max_message_bytes=settings.max_message_bytes,
+        )
+        event(
+            _log,
+            "gateway listening",
+            port=port,
+            agents=settings.agents_address,
+            metrics=settings.metrics_address,
+            operator_actions="enabled" if settings.operator_token else "disabled",
+            protect_reads=settings.protect_reads,
+        )
         # Serving needs the agents service (every call starts there); without metrics the gateway
         # still answers, with the metrics part marked unavailable, so metrics does not gate health.
-        serve(
+        await serve_async(
             server,
             health,
             service_names=[SERVICE_NAME],
@@ -85,10 +92,15 @@ def main(argv: list[str] | None = None) -> None:
             is_healthy=lambda: downstream_serving(agents_channel, AGENTS_SERVICE, settings.downstream_timeout),
             stop=stop,
             grace_seconds=settings.shutdown_grace,
+            blocking=lifecycle,
             check_every_seconds=2.0,
         )
+
+    try:
+        asyncio.run(run())
     finally:
         fan_out.shutdown(wait=False, cancel_futures=True)
+        lifecycle.shutdown(wait=False)
         agents_channel.close()
         metrics_channel.close()
 

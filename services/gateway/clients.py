@@ -10,7 +10,7 @@ downstream stack leaks to the operator.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -104,9 +104,13 @@ class AgentsClient(_Downstream):
 
 
 class MetricsClient(_Downstream):
-    def __init__(self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None, address: str = ""
+    ) -> None:
         super().__init__("metrics", timeout_s, stop)
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+        self._address = address
+        self._live: metrics_pb2_grpc.MetricsServiceStub | None = None
 
     def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
         request = metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector=selector))
@@ -115,24 +119,18 @@ class MetricsClient(_Downstream):
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse:
         return self.read(lambda timeout: self._stub.QueryRange(request, timeout=timeout), budget)
 
-    def watch(self, selector: metrics_pb2.Selector) -> LiveWatch:
-        """A live stream of new samples. It has no deadline (it lasts as long as the operator
-        watches); `cancel` ends it."""
-        request = metrics_pb2.WatchMetricsRequest(selector=selector)
-        return LiveWatch(self._stub.WatchMetrics(request), self.name)
-
-
-class LiveWatch:
-    def __init__(self, call: Iterator[metrics_pb2.WatchMetricsResponse], dependency: str) -> None:
-        self._call = call
-        self._dependency = dependency
-
-    def messages(self) -> Iterator[metrics_pb2.WatchMetricsResponse]:
+    async def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]:
+        """A live stream of new samples, on an asyncio channel so that waiting holds no thread. It
+        has no deadline (it lasts as long as the operator watches); closing the iterator ends it."""
+        if self._live is None:
+            # Created on first use, inside the server's event loop, which the channel belongs to.
+            self._live = metrics_pb2_grpc.MetricsServiceStub(grpc.aio.insecure_channel(self._address))
+        call = self._live.WatchMetrics(metrics_pb2.WatchMetricsRequest(selector=selector))
         try:
-            yield from self._call
-        except grpc.RpcError as exc:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
-                raise translate(exc, self._dependency) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()  # type: ignore[attr-defined]
+                raise translate(exc, self.name) from None
+        finally:
+            call.cancel()

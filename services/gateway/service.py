@@ -9,13 +9,13 @@ naming the dependency.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,7 +27,7 @@ from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
 from services.common.logs import event
-from services.gateway.clients import Budget, LiveWatch
+from services.gateway.clients import Budget
 
 _log = logging.getLogger("infrawatch.gateway")
 
@@ -55,7 +55,7 @@ class MetricsPort(Protocol):
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse: ...
 
-    def watch(self, selector: metrics_pb2.Selector) -> LiveWatch: ...
+    def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]: ...
 
 
 @dataclass(frozen=True)
@@ -271,59 +271,61 @@ def _status_event(status: int) -> pb.WatchAgentResponse:
     return pb.WatchAgentResponse(status=pb.StatusChange(status=status, observed_at=observed))
 
 
-def watch_agent(
+async def watch_agent(
     ctx: GatewayContext,
     token: str,
     ref: AgentRef,
     metric_selector: str,
-    is_active: Callable[[], bool],
     budget: Budget,
-) -> Iterator[pb.WatchAgentResponse]:
-    """The agent's status now and on every change, interleaved with its live samples."""
+) -> AsyncIterator[pb.WatchAgentResponse]:
+    """The agent's status now and on every change, interleaved with its live samples.
+
+    A coroutine: while nothing happens it holds no thread; the status polls (blocking stub
+    calls with deadlines) run on the fan-out pool."""
     authorize_read(ctx, token)
-    agent = _resolve(ctx, ref, budget)
+    loop = asyncio.get_running_loop()
+    agent = await loop.run_in_executor(ctx.fan_out, _resolve, ctx, ref, budget)
 
     yield _status_event(agent.status)
     selector = metrics_pb2.Selector(
         selector=metric_selector,
         matchers=[metrics_pb2.LabelMatcher(name="host", value=agent.hostname)],
     )
-    events: queue.Queue[pb.WatchAgentResponse | Exception] = queue.Queue(maxsize=1000)
-    live = ctx.metrics.watch(selector)
+    events: asyncio.Queue[pb.WatchAgentResponse | Exception] = asyncio.Queue(maxsize=1000)
 
     def offer(item: pb.WatchAgentResponse | Exception) -> None:
-        # Never block the relay on a slow watcher: it must notice the cancellation of `live`.
+        # Never block the relay on a slow watcher.
         try:
             events.put_nowait(item)
-        except queue.Full:
+        except asyncio.QueueFull:
             event(_log, "watcher too slow; dropped live samples", logging.WARNING, hostname=agent.hostname)
 
-    def relay() -> None:
+    async def relay() -> None:
         try:
-            for message in live.messages():
+            async for message in ctx.metrics.watch(selector):
                 offer(pb.WatchAgentResponse(samples=message))
         except Unavailable as exc:
             offer(pb.WatchAgentResponse(notice=f"live samples unavailable: {exc}"))
         except Exception as exc:
             offer(exc)
 
-    threading.Thread(target=relay, name="watch-relay", daemon=True).start()
+    relaying = asyncio.create_task(relay())
     status, warned = agent.status, False
     next_poll = time.monotonic() + ctx.status_poll_s
     try:
-        while is_active() and not (ctx.stop and ctx.stop.is_set()):
+        while not (ctx.stop and ctx.stop.is_set()):
             try:
-                item = events.get(timeout=max(0.0, next_poll - time.monotonic()))
+                item = await asyncio.wait_for(events.get(), timeout=max(0.0, next_poll - time.monotonic()))
                 if isinstance(item, Exception):
                     raise item
                 yield item
-            except queue.Empty:
+            except TimeoutError:
                 pass
             if time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + ctx.status_poll_s
             try:
-                current = ctx.agents.get(Budget(), agent_id=agent.agent_id).status
+                current = (await loop.run_in_executor(ctx.fan_out, _current_agent, ctx, agent.agent_id)).status
                 warned = False
             except Unavailable as exc:
                 if not warned:
@@ -334,4 +336,8 @@ def watch_agent(
                 status = current
                 yield _status_event(status)
     finally:
-        live.cancel()
+        relaying.cancel()
+
+
+def _current_agent(ctx: GatewayContext, agent_id: str) -> agents_pb2.Agent:
+    return ctx.agents.get(Budget(), agent_id=agent_id)

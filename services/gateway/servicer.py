@@ -1,8 +1,13 @@
-"""gRPC edge of the gateway: proto in, one use case, proto out."""
+"""gRPC edge of the gateway (asyncio): proto in, one use case, proto out.
+
+Unary calls run their use case (blocking stub calls with deadlines) on the fan-out pool;
+WatchAgent is a coroutine that holds no thread while it waits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -15,9 +20,10 @@ from services.gateway.clients import Budget
 from services.gateway.service import AgentRef, GatewayContext
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
+T = TypeVar("T")
 
 
-def _budget(context: grpc.ServicerContext) -> Budget:
+def _budget(context: grpc.aio.ServicerContext) -> Budget:
     return Budget(context.time_remaining())
 
 
@@ -29,53 +35,65 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
     def __init__(self, ctx: GatewayContext) -> None:
         self._ctx = ctx
 
-    def GetFleetOverview(
-        self, request: pb.GetFleetOverviewRequest, context: grpc.ServicerContext
-    ) -> pb.GetFleetOverviewResponse:
-        return service.fleet_overview(
-            self._ctx, bearer_token(context), request.top_metric, request.top_n, request.recent_limit, _budget(context)
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._ctx.fan_out, work, *args)
+
+    async def GetFleetOverview(self, request: pb.GetFleetOverviewRequest, context: Any) -> pb.GetFleetOverviewResponse:
+        return await self._run(
+            service.fleet_overview,
+            self._ctx,
+            bearer_token(context),
+            request.top_metric,
+            request.top_n,
+            request.recent_limit,
+            _budget(context),
         )
 
-    def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.ServicerContext) -> pb.ListAgentsResponse:
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: Any) -> pb.ListAgentsResponse:
         downstream = agents_pb2.ListAgentsRequest(
             statuses=request.statuses,
             label_selector=request.label_selector,
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        views, token, availability = service.list_agents(self._ctx, bearer_token(context), downstream, _budget(context))
+        views, token, availability = await self._run(
+            service.list_agents, self._ctx, bearer_token(context), downstream, _budget(context)
+        )
         return pb.ListAgentsResponse(agents=views, next_page_token=token, metrics=availability)
 
-    def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
-        view = service.get_agent(self._ctx, bearer_token(context), _ref(request.agent), _budget(context))
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Any) -> pb.GetAgentResponse:
+        view = await self._run(
+            service.get_agent, self._ctx, bearer_token(context), _ref(request.agent), _budget(context)
+        )
         return pb.GetAgentResponse(agent=view)
 
-    def QueryAgentMetrics(
-        self, request: pb.QueryAgentMetricsRequest, context: grpc.ServicerContext
+    async def QueryAgentMetrics(
+        self, request: pb.QueryAgentMetricsRequest, context: Any
     ) -> pb.QueryAgentMetricsResponse:
-        agent, series = service.query_agent_metrics(
-            self._ctx, bearer_token(context), _ref(request.agent), request, _budget(context)
-        )
-        return pb.QueryAgentMetricsResponse(agent=agent, series=series)
-
-    def QueryMetrics(self, request: pb.QueryMetricsRequest, context: grpc.ServicerContext) -> pb.QueryMetricsResponse:
-        result = service.query_metrics(self._ctx, bearer_token(context), request.query, _budget(context))
-        return pb.QueryMetricsResponse(result=result)
-
-    def WatchAgent(
-        self, request: pb.WatchAgentRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchAgentResponse]:
-        yield from service.watch_agent(
+        agent, series = await self._run(
+            service.query_agent_metrics,
             self._ctx,
             bearer_token(context),
             _ref(request.agent),
-            request.metric_selector,
-            context.is_active,
+            request,
             _budget(context),
         )
+        return pb.QueryAgentMetricsResponse(agent=agent, series=series)
 
-    def DeregisterAgent(
-        self, request: pb.DeregisterAgentRequest, context: grpc.ServicerContext
-    ) -> pb.DeregisterAgentResponse:
-        agent = service.deregister_agent(self._ctx, bearer_token(context), _ref(request.agent), _budget(context))
+    async def QueryMetrics(self, request: pb.QueryMetricsRequest, context: Any) -> pb.QueryMetricsResponse:
+        result = await self._run(
+            service.query_metrics, self._ctx, bearer_token(context), request.query, _budget(context)
+        )
+        return pb.QueryMetricsResponse(result=result)
+
+    async def WatchAgent(self, request: pb.WatchAgentRequest, context: Any) -> AsyncIterator[pb.WatchAgentResponse]:
+        async for response in service.watch_agent(
+            self._ctx, bearer_token(context), _ref(request.agent), request.metric_selector, _budget(context)
+        ):
+            yield response
+
+    async def DeregisterAgent(self, request: pb.DeregisterAgentRequest, context: Any) -> pb.DeregisterAgentResponse:
+        agent = await self._run(
+            service.deregister_agent, self._ctx, bearer_token(context), _ref(request.agent), _budget(context)
+        )
         return pb.DeregisterAgentResponse(agent=agent)

@@ -25,6 +25,7 @@ from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
 from services.common.db import migrate
 from services.common.server import (
+    AsyncServiceBinding,
     BackgroundAsyncServer,
     ServiceBinding,
     build_async_server,
@@ -169,7 +170,7 @@ def gateway_stub(
     with ThreadPoolExecutor(max_workers=4) as fan_out:
         ctx = GatewayContext(
             agents=GatewayAgentsClient(agents_channel, 2.0, stop),
-            metrics=GatewayMetricsClient(metrics_channel, 2.0, stop),
+            metrics=GatewayMetricsClient(metrics_channel, 2.0, stop, metrics_harness.address),
             fan_out=fan_out,
             key_metrics=("cpu_usage_percent", "load1"),
             operator_token=OPERATOR_TOKEN,
@@ -177,16 +178,18 @@ def gateway_stub(
             stop=stop,
         )
         servicer = OperatorServicer(ctx)
-        server, _, port = build_server(
-            [
-                ServiceBinding(
-                    GATEWAY_SERVICE, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s)
-                )
-            ],
-            address="127.0.0.1:0",
-            max_message_bytes=4 * 1024 * 1024,
+        server = BackgroundAsyncServer(
+            lambda: build_async_server(
+                [
+                    AsyncServiceBinding(
+                        GATEWAY_SERVICE, lambda s: gateway_pb2_grpc.add_OperatorServiceServicer_to_server(servicer, s)
+                    )
+                ],
+                address="127.0.0.1:0",
+                max_message_bytes=4 * 1024 * 1024,
+            )
         )
-        server.start()
+        port = server.start([GATEWAY_SERVICE])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield gateway_pb2_grpc.OperatorServiceStub(channel)
         stop.set()

@@ -114,9 +114,7 @@ def test_streams_beyond_the_cap_are_refused_with_resource_exhausted(metrics_engi
             held[0].cancel()
             await asyncio.sleep(0.2)
             again = stub.StreamMetrics(metadata=metadata)
-            await again.write(
-                pb.MetricBatch(sequence=1, series=[labelled("capped", "c", [wall_clock_ms()], [1.0])])
-            )
+            await again.write(pb.MetricBatch(sequence=1, series=[labelled("capped", "c", [wall_clock_ms()], [1.0])]))
             assert (await asyncio.wait_for(again.read(), timeout=5)).samples_accepted == 1
             await again.done_writing()
             held[1].cancel()

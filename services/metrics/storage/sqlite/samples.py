@@ -53,7 +53,7 @@ def _rows(chunks: ChunkColumns) -> list[tuple[object, ...]]:
     times = chunks.timestamps
     values = chunks.values.astype("<f8", copy=False)
     starts, ends = times[bounds[:-1]].tolist(), times[np.array(bounds[1:], dtype=np.int64) - 1].tolist()
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for i, (series_id, count, interval) in enumerate(
         zip(chunks.series_id.tolist(), chunks.counts.tolist(), chunks.interval_ms.tolist(), strict=True)
     ):

@@ -1,0 +1,62 @@
+"""The services a benchmark runs against: agents and metrics as real processes, on a fresh
+PostgreSQL schema or a fresh SQLite directory, torn down afterwards."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from services.common.db import with_driver
+from services.processes import ServiceProcess, free_port, wait_serving
+
+
+@dataclass
+class Platform:
+    agents_address: str
+    metrics_address: str
+    metrics: ServiceProcess
+    workdir: Path
+    schema: str
+
+
+@contextmanager
+def running_platform(backend: str, postgres_url: str, env: dict[str, str] | None = None) -> Iterator[Platform]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-"))
+    admin = None
+    database_url = ""
+    if backend == "postgres":
+        admin = psycopg2.connect(postgres_url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE SCHEMA {schema}")
+        database_url = f"{with_driver(postgres_url)}?options=-csearch_path%3D{schema}"
+    agents_port, metrics_port = free_port(), free_port()
+    common = {
+        "INFRAWATCH_DATABASE_URL": database_url,
+        "INFRAWATCH_DATA_DIR": str(workdir),
+        "INFRAWATCH_AGENTS_PORT": str(agents_port),
+        "INFRAWATCH_METRICS_PORT": str(metrics_port),
+        "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
+        "INFRAWATCH_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    agents = ServiceProcess("services.agents", common, workdir / "agents.log")
+    metrics = ServiceProcess("services.metrics", common, workdir / "metrics.log")
+    try:
+        wait_serving(f"127.0.0.1:{agents_port}", "infrawatch.agents.v1.AgentService")
+        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
+        yield Platform(f"127.0.0.1:{agents_port}", f"127.0.0.1:{metrics_port}", metrics, workdir, schema)
+    finally:
+        metrics.terminate()
+        agents.terminate()
+        if admin is not None:
+            with admin.cursor() as cursor:
+                cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.close()
