@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench up down logs clean
+.PHONY: install run test unit protos check-protos lint bench bench-fleet up down logs clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,16 @@ check-protos: install
 
 ## The metrics ingest/query benchmark on the local PostgreSQL; prints JSON and writes bench.json.
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+## The fleet benchmark: N agents x S series at 1 s (N=200 S=100 by default; BACKEND=sqlite, IDLE=2000 ...).
+N ?= 200
+S ?= 100
+BACKEND ?= postgres
+IDLE ?= 0
+DURATION ?= 30
+bench-fleet: install
+	$(PY) -m bench.fleet --agents $(N) --series $(S) --backend $(BACKEND) --idle-streams $(IDLE) --duration $(DURATION)
 
 ## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host.
 up:

@@ -20,7 +20,7 @@ def portable_batch(round_: Round) -> bytes:
     for sample in round_.samples:
         labels = [pb.Label(name="__name__", value=sample.name)]
         labels += [pb.Label(name=name, value=value) for name, value in sample.labels]
-        batch.series.add(labels=labels, timestamps_ms=[round_.timestamp_ms], values=[sample.value])
+        batch.series.add(labels=labels, start_ms=round_.timestamp_ms, values=[sample.value])
     return batch.SerializeToString()
 
 

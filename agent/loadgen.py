@@ -63,7 +63,7 @@ def simulate(
             for index in range(args.series):
                 counter = index % 2 == 1
                 levels[index] += rng.uniform(0, 10) if counter else rng.gauss(0, 1)
-                series = batch.series.add(ref=index + 1, timestamps_ms=[now], values=[levels[index]])
+                series = batch.series.add(ref=index + 1, start_ms=now, values=[levels[index]])
                 if sequence == 1:
                     name = f"loadgen_{'requests_total' if counter else 'level'}"
                     series.labels.extend(

@@ -20,9 +20,7 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -30,12 +28,11 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
+from bench.platform import Platform, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
-from services.common.db import with_driver
 from services.common.timestamps import to_timestamp
-from services.processes import ServiceProcess, free_port, wait_serving
 
 HOSTS = 100
 GAUGES = ("cpu_usage_percent", "mem_used_bytes", "load1", "load5", "fs_free_bytes", "procs_running")
@@ -198,187 +195,154 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = None
-    if args.backend == "postgres":
-        admin = psycopg2.connect(args.postgres_url)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE SCHEMA {schema}")
-    workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-"))
-    database_url = ""
-    if args.backend == "postgres":
-        database_url = f"{with_driver(args.postgres_url)}?options=-csearch_path%3D{schema}"
-    agents_port, metrics_port = free_port(), free_port()
-    common = {
-        "INFRAWATCH_DATABASE_URL": database_url,
-        "INFRAWATCH_DATA_DIR": str(workdir),
-        "INFRAWATCH_AGENTS_PORT": str(agents_port),
-        "INFRAWATCH_METRICS_PORT": str(metrics_port),
-        "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
-        "INFRAWATCH_LOG_LEVEL": "WARNING",
-        # No background pass during the ingest measurement; compaction is measured on its own below.
-        "INFRAWATCH_MAINTENANCE_EVERY": "1h",
-    }
-    agents = ServiceProcess("services.agents", common, workdir / "agents.log")
-    metrics = ServiceProcess("services.metrics", common, workdir / "metrics.log")
-    try:
-        wait_serving(f"127.0.0.1:{agents_port}", "infrawatch.agents.v1.AgentService")
-        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
-        server = psutil.Process(metrics.process.pid)
-        log(f"services up on {args.backend}; building the workload")
-        end_ms = (int(time.time() * 1000) // INTERVAL_MS) * INTERVAL_MS - INTERVAL_MS
-        start_ms = end_ms - (SAMPLES_PER_SERIES - 1) * INTERVAL_MS
-        batches = build_batches(start_ms)
-        total = sum(len(s.values) for b in batches for s in b.series)
+    # No background pass during the ingest measurement; compaction is measured on its own below.
+    quiet = {"INFRAWATCH_MAINTENANCE_EVERY": "1h"}
+    with running_platform(args.backend, args.postgres_url, quiet, keep_schema=args.keep_schema) as platform:
+        return measure_all(args, platform)
 
-        with grpc.insecure_channel(f"127.0.0.1:{agents_port}") as channel:
-            token = (
-                agents_pb2_grpc.AgentServiceStub(channel)
-                .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10)
-                .agent_token
-            )
-        channel = grpc.insecure_channel(
-            f"127.0.0.1:{metrics_port}", options=[("grpc.max_send_message_length", 64 << 20)]
+
+def measure_all(args: argparse.Namespace, platform: Platform) -> int:
+    schema, workdir = platform.schema, platform.workdir
+    server = psutil.Process(platform.metrics.process.pid)
+    log(f"services up on {args.backend}; building the workload")
+    end_ms = (int(time.time() * 1000) // INTERVAL_MS) * INTERVAL_MS - INTERVAL_MS
+    start_ms = end_ms - (SAMPLES_PER_SERIES - 1) * INTERVAL_MS
+    batches = build_batches(start_ms)
+    total = sum(len(s.values) for b in batches for s in b.series)
+
+    with grpc.insecure_channel(platform.agents_address) as channel:
+        token = (
+            agents_pb2_grpc.AgentServiceStub(channel)
+            .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10)
+            .agent_token
         )
-        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-        rss_start = server.memory_info().rss / 2**20
-        cpu_before = sum(server.cpu_times()[:2])
-        postgres_before = postgres_cpu_s()
-        client_before = sum(psutil.Process().cpu_times()[:2])
-        rss_peak = rss_start
-        profiler = None
-        if args.profile:
-            py_spy = Path(sys.executable).parent / "py-spy"
-            profiler = subprocess.Popen(
-                [
-                    str(py_spy),
-                    "record",
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "250",
-                    "--output",
-                    args.profile,
-                    "--pid",
-                    str(metrics.process.pid),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)
-        log(f"streaming {total:,} samples in {len(batches)} batches")
-        began = time.perf_counter()
-        accepted = 0
-        acks = stub.StreamMetrics(iter(batches), metadata=(("authorization", f"Bearer {token}"),), timeout=600)
-        for ack in acks:
-            accepted += ack.samples_accepted
-            if ack.samples_rejected:
-                raise RuntimeError(f"batch {ack.sequence} had rejections: {ack.rejections[:3]}")
-            if ack.sequence % 10 == 0:
-                rss_peak = max(rss_peak, server.memory_info().rss / 2**20)
-                log(f"acked batch {ack.sequence}/{len(batches)}")
-        ingest_s = time.perf_counter() - began
-        server_cpu = sum(server.cpu_times()[:2]) - cpu_before
-        postgres_cpu = postgres_cpu_s() - postgres_before
-        client_cpu = sum(psutil.Process().cpu_times()[:2]) - client_before
-        rss_end = server.memory_info().rss / 2**20
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(30)
-            log(f"profile written to {args.profile}")
-        if accepted != total:
-            raise RuntimeError(f"only {accepted} of {total} samples were accepted")
-
-        step = Duration()
-        step.FromSeconds(300)
-        single = pb.QueryRangeRequest(
-            selector=pb.Selector(selector='cpu_usage_percent{host="host-042"}'),
-            start=to_timestamp(start_ms),
-            end=to_timestamp(end_ms),
+    channel = grpc.insecure_channel(platform.metrics_address, options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+    rss_start = server.memory_info().rss / 2**20
+    cpu_before = sum(server.cpu_times()[:2])
+    postgres_before = postgres_cpu_s()
+    client_before = sum(psutil.Process().cpu_times()[:2])
+    rss_peak = rss_start
+    profiler = None
+    if args.profile:
+        py_spy = Path(sys.executable).parent / "py-spy"
+        profiler = subprocess.Popen(
+            [
+                str(py_spy),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--output",
+                args.profile,
+                "--pid",
+                str(platform.metrics.process.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        fleet = pb.QueryRangeRequest(
-            selector=pb.Selector(selector="cpu_usage_percent"),
-            start=to_timestamp(start_ms),
-            end=to_timestamp(end_ms),
-            step=step,
-            aggregation=pb.AGGREGATION_AVG,
-        )
+        time.sleep(1)
+    log(f"streaming {total:,} samples in {len(batches)} batches")
+    began = time.perf_counter()
+    accepted = 0
+    acks = stub.StreamMetrics(iter(batches), metadata=(("authorization", f"Bearer {token}"),), timeout=600)
+    for ack in acks:
+        accepted += ack.samples_accepted
+        if ack.samples_rejected:
+            raise RuntimeError(f"batch {ack.sequence} had rejections: {ack.rejections[:3]}")
+        if ack.sequence % 10 == 0:
+            rss_peak = max(rss_peak, server.memory_info().rss / 2**20)
+            log(f"acked batch {ack.sequence}/{len(batches)}")
+    ingest_s = time.perf_counter() - began
+    server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+    postgres_cpu = postgres_cpu_s() - postgres_before
+    client_cpu = sum(psutil.Process().cpu_times()[:2]) - client_before
+    rss_end = server.memory_info().rss / 2**20
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
+        log(f"profile written to {args.profile}")
+    if accepted != total:
+        raise RuntimeError(f"only {accepted} of {total} samples were accepted")
 
-        def check_single(reply: pb.QueryRangeResponse) -> None:
-            assert len(reply.series) == 1 and len(reply.series[0].values) == SAMPLES_PER_SERIES
+    step = Duration()
+    step.FromSeconds(300)
+    single = pb.QueryRangeRequest(
+        selector=pb.Selector(selector='cpu_usage_percent{host="host-042"}'),
+        start=to_timestamp(start_ms),
+        end=to_timestamp(end_ms),
+    )
+    fleet = pb.QueryRangeRequest(
+        selector=pb.Selector(selector="cpu_usage_percent"),
+        start=to_timestamp(start_ms),
+        end=to_timestamp(end_ms),
+        step=step,
+        aggregation=pb.AGGREGATION_AVG,
+    )
 
-        def check_fleet(reply: pb.QueryRangeResponse) -> None:
-            expected = (end_ms - start_ms) // 300_000 + 1
-            assert len(reply.series) == 1 and len(reply.series[0].values) == expected
+    def check_single(reply: pb.QueryRangeResponse) -> None:
+        assert len(reply.series) == 1 and len(reply.series[0].values) == SAMPLES_PER_SERIES
 
-        def measure() -> dict[str, float]:
-            single_ms = timed_queries(stub, single, check_single)
-            fleet_ms = timed_queries(stub, fleet, check_fleet)
-            chunks, size = store_size(args, schema, workdir)
-            return {
-                "chunks": chunks,
-                "bytes_per_sample": round(size / total, 2),
-                "query_single_p50_ms": round(statistics.median(single_ms), 2),
-                "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),
-                "query_fleet_avg_p50_ms": round(statistics.median(fleet_ms), 2),
-                "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
-            }
+    def check_fleet(reply: pb.QueryRangeResponse) -> None:
+        expected = (end_ms - start_ms) // 300_000 + 1
+        assert len(reply.series) == 1 and len(reply.series[0].values) == expected
 
-        analyze(args, schema)
-        log("running queries on the freshly ingested chunks")
-        fresh = measure()
-        channel.close()
-        if args.keep_schema and admin is not None:
-            with admin.cursor() as cursor:
-                cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.chunks")
-        log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
-        metrics.terminate()
-        metrics = ServiceProcess(
-            "services.metrics", {**common, "INFRAWATCH_MAINTENANCE_EVERY": "2s"}, workdir / "metrics-2.log"
-        )
-        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
-        wait_for_compaction(args, schema, workdir)
-        channel = grpc.insecure_channel(f"127.0.0.1:{metrics_port}")
-        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-        compacted = measure()
-        channel.close()
-        baseline = None
-        if args.backend == "postgres":
-            log("measuring the COPY baseline")
-            baseline = baseline_copy(args.postgres_url, schema, batches)
-
-        result = {
-            "backend": args.backend,
-            "samples": total,
-            "ingest_samples_per_s": round(total / ingest_s),
-            "ingest_seconds": round(ingest_s, 3),
-            "server_cpu_s": round(server_cpu, 3),
-            "server_cpu_us_per_sample": round(server_cpu / total * 1e6, 3),
-            "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
-            "client_cpu_s": round(client_cpu, 3),
-            **{key: value for key, value in compacted.items() if key != "chunks"},
-            "server_rss_mb_start": round(rss_start, 1),
-            "server_rss_mb_peak": round(rss_peak, 1),
-            "server_rss_mb_end": round(rss_end, 1),
-            "baseline_copy_samples_per_s": round(baseline) if baseline else None,
-            "ingest_vs_baseline": round(total / ingest_s / baseline, 2) if baseline else None,
-            "chunks_after_compaction": compacted["chunks"],
-            "before_compaction": fresh,
-            "load_average_1m": round(os.getloadavg()[0], 2),
+    def measure() -> dict[str, float]:
+        single_ms = timed_queries(stub, single, check_single)
+        fleet_ms = timed_queries(stub, fleet, check_fleet)
+        chunks, size = store_size(args, schema, workdir)
+        return {
+            "chunks": chunks,
+            "bytes_per_sample": round(size / total, 2),
+            "query_single_p50_ms": round(statistics.median(single_ms), 2),
+            "query_single_p99_ms": round(percentile(single_ms, 0.99), 2),
+            "query_fleet_avg_p50_ms": round(statistics.median(fleet_ms), 2),
+            "query_fleet_avg_p99_ms": round(percentile(fleet_ms, 0.99), 2),
         }
-        text = json.dumps(result, indent=2)
-        print(text)
-        Path(args.output).write_text(text + "\n")
-        return 0
-    finally:
-        metrics.terminate()
-        agents.terminate()
-        if admin is not None:
-            if not args.keep_schema:
-                with admin.cursor() as cursor:
-                    cursor.execute(f"DROP SCHEMA {schema} CASCADE")
-            admin.close()
+
+    analyze(args, schema)
+    log("running queries on the freshly ingested chunks")
+    fresh = measure()
+    channel.close()
+    if args.keep_schema and args.backend == "postgres":
+        with psycopg2.connect(args.postgres_url) as keep, keep.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.chunks")
+    log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
+    platform.restart_metrics({"INFRAWATCH_MAINTENANCE_EVERY": "2s"})
+    wait_for_compaction(args, schema, workdir)
+    channel = grpc.insecure_channel(platform.metrics_address)
+    stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+    compacted = measure()
+    channel.close()
+    baseline = None
+    if args.backend == "postgres":
+        log("measuring the COPY baseline")
+        baseline = baseline_copy(args.postgres_url, schema, batches)
+
+    result = {
+        "backend": args.backend,
+        "samples": total,
+        "ingest_samples_per_s": round(total / ingest_s),
+        "ingest_seconds": round(ingest_s, 3),
+        "server_cpu_s": round(server_cpu, 3),
+        "server_cpu_us_per_sample": round(server_cpu / total * 1e6, 3),
+        "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
+        "client_cpu_s": round(client_cpu, 3),
+        **{key: value for key, value in compacted.items() if key != "chunks"},
+        "server_rss_mb_start": round(rss_start, 1),
+        "server_rss_mb_peak": round(rss_peak, 1),
+        "server_rss_mb_end": round(rss_end, 1),
+        "baseline_copy_samples_per_s": round(baseline) if baseline else None,
+        "ingest_vs_baseline": round(total / ingest_s / baseline, 2) if baseline else None,
+        "chunks_after_compaction": compacted["chunks"],
+        "before_compaction": fresh,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    Path(args.output).write_text(text + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,10 +23,19 @@ class Platform:
     metrics: ServiceProcess
     workdir: Path
     schema: str
+    env: dict[str, str]
+
+    def restart_metrics(self, extra_env: dict[str, str]) -> None:
+        """Stop the metrics service and start it again with `extra_env` on top of its environment."""
+        self.metrics.terminate()
+        self.metrics = ServiceProcess("services.metrics", {**self.env, **extra_env}, self.workdir / "metrics-2.log")
+        wait_serving(self.metrics_address, "infrawatch.metrics.v1.MetricsService")
 
 
 @contextmanager
-def running_platform(backend: str, postgres_url: str, env: dict[str, str] | None = None) -> Iterator[Platform]:
+def running_platform(
+    backend: str, postgres_url: str, env: dict[str, str] | None = None, keep_schema: bool = False
+) -> Iterator[Platform]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-"))
     admin = None
@@ -48,15 +57,23 @@ def running_platform(backend: str, postgres_url: str, env: dict[str, str] | None
         **(env or {}),
     }
     agents = ServiceProcess("services.agents", common, workdir / "agents.log")
-    metrics = ServiceProcess("services.metrics", common, workdir / "metrics.log")
+    platform = Platform(
+        f"127.0.0.1:{agents_port}",
+        f"127.0.0.1:{metrics_port}",
+        ServiceProcess("services.metrics", common, workdir / "metrics.log"),
+        workdir,
+        schema,
+        common,
+    )
     try:
-        wait_serving(f"127.0.0.1:{agents_port}", "infrawatch.agents.v1.AgentService")
-        wait_serving(f"127.0.0.1:{metrics_port}", "infrawatch.metrics.v1.MetricsService")
-        yield Platform(f"127.0.0.1:{agents_port}", f"127.0.0.1:{metrics_port}", metrics, workdir, schema)
+        wait_serving(platform.agents_address, "infrawatch.agents.v1.AgentService")
+        wait_serving(platform.metrics_address, "infrawatch.metrics.v1.MetricsService")
+        yield platform
     finally:
-        metrics.terminate()
+        platform.metrics.terminate()
         agents.terminate()
         if admin is not None:
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+            if not keep_schema:
+                with admin.cursor() as cursor:
+                    cursor.execute(f"DROP SCHEMA {schema} CASCADE")
             admin.close()
