@@ -28,7 +28,7 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
-from bench.platform import Platform, running_platform
+from bench.platform import Platform, postgres_cpu_s, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -80,15 +80,6 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
                 )
         batches.append(batch)
     return batches
-
-
-def postgres_cpu_s() -> float:
-    """CPU seconds used so far by every PostgreSQL server process on this machine."""
-    total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
-            total += process.info["cpu_times"].user + process.info["cpu_times"].system
-    return total
 
 
 def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.platform import running_platform
+from bench.platform import postgres_cpu_s, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -45,6 +45,7 @@ class Tally:
         self.acked = 0
         self.errors: list[str] = []
         self.ack_ms: list[float] = []
+        self.ack_at: list[float] = []
         self.first_ack_ms: list[float] = []
         self.probe_health_ms: list[float] = []
         self.probe_query_ms: list[float] = []
@@ -58,21 +59,23 @@ async def agent(
     levels = [rng.uniform(0, 100) for _ in range(args.series)]
     call = metrics_pb2_grpc.MetricsServiceStub(channel).StreamMetrics(metadata=(("authorization", f"Bearer {token}"),))
     sent_at: dict[int, float] = {}
-    opened = time.perf_counter()
 
     async def read_acks() -> None:
         async for ack in call:
             latency = (time.perf_counter() - sent_at.pop(ack.sequence)) * 1000
-            if ack.sequence == 1:
-                tally.first_ack_ms.append((time.perf_counter() - opened) * 1000)
+            if ack.sequence == 1:  # the agent's first batch: its series are created on the way
+                tally.first_ack_ms.append(latency)
             tally.ack_ms.append(latency)
+            tally.ack_at.append(time.monotonic())
             tally.acked += ack.samples_accepted
             if ack.samples_rejected:
                 tally.errors.append(f"{hostname}: {ack.rejections[0].message}")
 
     reader = asyncio.create_task(read_acks())
-    # Agents start spread over the first interval, as a real fleet's rounds are.
+    # Agents start spread over the first interval and keep that phase, as a real fleet's
+    # independently started agents do.
     await asyncio.sleep(rng.uniform(0, args.interval))
+    started = time.perf_counter()
     sequence = 0
     try:
         while time.monotonic() < until:
@@ -90,7 +93,7 @@ async def agent(
             await call.write(batch)
             tally.sent += args.series
             next_round = sequence * args.interval
-            await asyncio.sleep(max(0.0, next_round - (time.perf_counter() - opened)))
+            await asyncio.sleep(max(0.0, next_round - (time.perf_counter() - started)))
         await call.done_writing()
         await asyncio.wait_for(reader, timeout=60)
     except (grpc.aio.AioRpcError, TimeoutError) as exc:
@@ -139,16 +142,23 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
         for n in range(args.agents)
     ]
     tasks.append(asyncio.create_task(probe(channels[-1], tally, until)))
-    began = time.perf_counter()
+    began, began_monotonic = time.perf_counter(), time.monotonic()
+    server_cpu, client_cpu = sum(server.cpu_times()[:2]), sum(psutil.Process().cpu_times()[:2])
+    postgres_cpu = postgres_cpu_s()
     while not all(task.done() for task in tasks[:-1]):
         threads_max = max(threads_max, server.num_threads())
         await asyncio.sleep(1)
     elapsed = time.perf_counter() - began
+    server_cpu = sum(server.cpu_times()[:2]) - server_cpu
+    client_cpu = sum(psutil.Process().cpu_times()[:2]) - client_cpu
+    postgres_cpu = postgres_cpu_s() - postgres_cpu
     await asyncio.gather(*tasks, return_exceptions=True)
     for call in idle:
         call.cancel()
     for channel in channels:
         await channel.close(None)
+    settled = began_monotonic + min(10.0, args.duration / 2)
+    steady = [ms for ms, at in zip(tally.ack_ms, tally.ack_at, strict=True) if at >= settled]
     return {
         "agents": args.agents,
         "series_per_agent": args.series,
@@ -159,6 +169,9 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
         "ack_p99_ms": round(percentile(tally.ack_ms, 0.99), 2),
         "ack_max_ms": round(max(tally.ack_ms, default=math.nan), 2),
         "first_ack_max_ms": round(max(tally.first_ack_ms, default=math.nan), 2),
+        # After the start-up (every agent's series created), as a fleet runs most of the time.
+        "steady_ack_p50_ms": round(percentile(steady, 0.5), 2),
+        "steady_ack_p99_ms": round(percentile(steady, 0.99), 2),
         "errors": len(tally.errors),
         "error_examples": tally.errors[:5],
         "samples_sent": tally.sent,
@@ -167,6 +180,9 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
         "health_p99_ms": round(percentile(tally.probe_health_ms, 0.99), 2),
         "query_p99_ms": round(percentile(tally.probe_query_ms, 0.99), 2),
         "server_threads_max": threads_max,
+        "server_cpu_percent": round(server_cpu / elapsed * 100, 1),
+        "postgres_cpu_percent": round(postgres_cpu / elapsed * 100, 1),
+        "client_cpu_percent": round(client_cpu / elapsed * 100, 1),
         "server_rss_mb_start": round(rss_start, 1),
         "server_rss_mb_end": round(server.memory_info().rss / 2**20, 1),
     }
@@ -185,8 +201,15 @@ def main() -> int:
         default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
     )
     parser.add_argument("--output", default="bench-fleet.json")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the services (repeatable)"
+    )
     args = parser.parse_args()
-    env = {"INFRAWATCH_MAINTENANCE_EVERY": "1h", "INFRAWATCH_MAX_SERIES_PER_AGENT": str(max(args.series, 1000))}
+    env = {
+        "INFRAWATCH_MAINTENANCE_EVERY": "1h",
+        "INFRAWATCH_MAX_SERIES_PER_AGENT": str(max(args.series, 1000)),
+        **dict(item.split("=", 1) for item in args.env),
+    }
     with running_platform(args.backend, args.postgres_url, env) as platform:
         server = psutil.Process(platform.metrics.process.pid)
         result = asyncio.run(run(args, platform.agents_address, platform.metrics_address, server))

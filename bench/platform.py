@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg2
 
 from services.common.db import with_driver
@@ -77,3 +78,12 @@ def running_platform(
                 with admin.cursor() as cursor:
                     cursor.execute(f"DROP SCHEMA {schema} CASCADE")
             admin.close()
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL server process on this machine."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total

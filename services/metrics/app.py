@@ -15,6 +15,7 @@ from services.common.db import is_postgres
 from services.common.server import AsyncServiceBinding
 from services.metrics.auth import AgentsClient, CachedAuthenticator
 from services.metrics.domain import IngestLimits
+from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
@@ -47,12 +48,14 @@ class MetricsApp:
     catalog: SeriesCatalog
     hub: WatchHub
     slots: StreamSlots
+    committer: GroupCommitter
     pools: tuple[ThreadPoolExecutor, ...]
 
     def binding(self) -> AsyncServiceBinding:
         return AsyncServiceBinding(SERVICE_NAME, lambda server: add_to_server(self.servicer, server))
 
     def close(self) -> None:
+        self.committer.stop()
         for pool in self.pools:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -76,6 +79,8 @@ def build_metrics_app(
     ingest_pool = ThreadPoolExecutor(config.ingest_workers, thread_name_prefix="ingest")
     query_pool = ThreadPoolExecutor(config.query_workers, thread_name_prefix="query")
     slots = StreamSlots(config.max_streams)
+    committer = GroupCommitter(samples)
+    committer.start()
     servicer = MetricsServicer(
         ingestor,
         QueryContext(catalog, samples, now_ms, config.max_query_points),
@@ -85,5 +90,6 @@ def build_metrics_app(
         ingest_pool=ingest_pool,
         query_pool=query_pool,
         slots=slots,
+        committer=committer,
     )
-    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, (ingest_pool, query_pool))
+    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool))

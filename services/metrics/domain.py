@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -95,13 +96,24 @@ def labels_from_json(text: str) -> LabelSet:
     return tuple(sorted(json.loads(text).items()))
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_label_name(name: str) -> bool:
+    """Label names repeat across every series of a fleet: each is checked once."""
+    return bool(_LABEL_NAME.match(name)) and len(name) <= MAX_LABEL_NAME
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_metric_name(name: str) -> bool:
+    return bool(_METRIC_NAME.match(name)) and len(name) <= MAX_LABEL_NAME
+
+
 def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
     """Why a label set cannot be stored, or None when it can."""
     names = dict(labels)
     metric_name = names.get(METRIC_NAME, "")
     if not metric_name:
         return Reason.EMPTY_METRIC_NAME, "the __name__ label (metric name) is missing or empty"
-    if not _METRIC_NAME.match(metric_name) or len(metric_name) > MAX_LABEL_NAME:
+    if not _valid_metric_name(metric_name):
         return Reason.INVALID_LABELS, (
             f"metric name {metric_name[:80]!r} is invalid; names match [a-zA-Z_:][a-zA-Z0-9_:]* "
             f"and are at most {MAX_LABEL_NAME} characters"
@@ -109,7 +121,7 @@ def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
     if len(labels) > MAX_LABELS:
         return Reason.INVALID_LABELS, f"{len(labels)} labels; the limit is {MAX_LABELS} per series"
     for name, value in labels:
-        if not _LABEL_NAME.match(name) or len(name) > MAX_LABEL_NAME:
+        if not _valid_label_name(name):
             return Reason.INVALID_LABELS, (
                 f"label name {name[:80]!r} is invalid; names match [a-zA-Z_][a-zA-Z0-9_]* "
                 f"and are at most {MAX_LABEL_NAME} characters"

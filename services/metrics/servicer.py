@@ -11,6 +11,7 @@ agent's backlog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -26,13 +27,16 @@ from services.common.timestamps import to_epoch_ms
 from services.metrics.auth import CachedAuthenticator
 from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType
 from services.metrics.ingest.columns import read_batch
-from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream
+from services.metrics.ingest.commit import GroupCommitter
+from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch
 from services.metrics.query import use_cases as query
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 WATCH_POLL_S = 0.25
+PIPELINE_DEPTH = 2
+"""Batches of one stream in flight at once: one committing while the next is checked."""
 T = TypeVar("T")
 
 
@@ -106,6 +110,7 @@ class MetricsServicer:
         ingest_pool: Executor,
         query_pool: Executor,
         slots: StreamSlots,
+        committer: GroupCommitter,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
@@ -115,21 +120,57 @@ class MetricsServicer:
         self._ingest_pool = ingest_pool
         self._query_pool = query_pool
         self._slots = slots
+        self._committer = committer
 
     async def _on(self, pool: Executor, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
 
-    def _ingest(self, stream: IngestStream, token: str, data: bytes) -> pb.BatchAck:
+    def _prepare(self, stream: IngestStream, token: str, data: bytes) -> PreparedBatch:
         self._auth.identify(token)  # a revoked token stops the stream within the cache TTL
-        return _ack(stream.ingest(read_batch(data)))
+        return stream.prepare(read_batch(data))
+
+    def _committed(self, prepared: PreparedBatch) -> asyncio.Future[pb.BatchAck]:
+        """An asyncio future resolved, on this loop, when the committer has written the batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[pb.BatchAck] = loop.create_future()
+        ack = _ack(prepared.result)
+
+        def settle(error: BaseException | None) -> None:
+            if not future.done():
+                future.set_result(ack) if error is None else future.set_exception(error)
+
+        def done(error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(settle, error)
+
+        self._committer.submit(prepared, done)
+        return future
 
     async def StreamMetrics(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[pb.BatchAck]:
+        """Batches are checked on the ingest pool and written by the group committer. While one
+        batch commits the next is already read and checked (at most PIPELINE_DEPTH in flight per
+        stream); acks go out in order, each as soon as its batch has committed."""
         token = bearer_token(context)
         with self._slots.hold():
             identity = await self._on(self._ingest_pool, self._auth.identify, token)
             stream = self._ingestor.open_stream(identity.agent_id)
-            async for data in request_iterator:
-                yield await self._on(self._ingest_pool, self._ingest, stream, token, data)
+            in_flight: asyncio.Queue[asyncio.Future[pb.BatchAck] | None] = asyncio.Queue(PIPELINE_DEPTH - 1)
+
+            async def read() -> None:
+                try:
+                    async for data in request_iterator:
+                        prepared = await self._on(self._ingest_pool, self._prepare, stream, token, data)
+                        await in_flight.put(self._committed(prepared))
+                finally:
+                    await in_flight.put(None)
+
+            reader = asyncio.create_task(read())
+            try:
+                while (pending := await in_flight.get()) is not None:
+                    yield await pending
+                await reader  # a batch that could not be read or checked ends the stream here
+            finally:
+                reader.cancel()
 
     def _query_range(self, request: pb.QueryRangeRequest) -> pb.QueryRangeResponse:
         result = query.query_range(

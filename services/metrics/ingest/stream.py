@@ -8,8 +8,9 @@ high-water mark (the newest stored timestamp) are checked for all series at
 once, summaries come from `reduceat`, and the chunks go to the store as
 columns. Only a series that fails a check takes the per-sample slow path
 (sort, drop repeats, classify re-sent samples against the store). A batch is
-written in one transaction and only then acknowledged and published to
-watchers.
+written in one transaction (the server's `GroupCommitter` shares that
+transaction between the batches of many streams) and only then acknowledged
+and published to watchers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.common.errors import Unavailable
 from services.metrics.domain import (
     METRIC_NAME,
     IngestLimits,
@@ -75,12 +77,28 @@ class HighWaterMarks:
     def __init__(self, store: Appender) -> None:
         self._store = store
         self._marks = np.full(1024, NO_SAMPLES, dtype=np.int64)
+        self._stale = np.zeros(1024, dtype=bool)
 
     def _fit(self, highest: int) -> None:
         if highest >= len(self._marks):
-            grown = np.full(max(highest + 1, 2 * len(self._marks)), NO_SAMPLES, dtype=np.int64)
+            size = max(highest + 1, 2 * len(self._marks))
+            grown = np.full(size, NO_SAMPLES, dtype=np.int64)
             grown[: len(self._marks)] = self._marks
-            self._marks = grown
+            stale = np.zeros(size, dtype=bool)
+            stale[: len(self._stale)] = self._stale
+            self._marks, self._stale = grown, stale
+
+    def invalidate(self, series_ids: np.ndarray) -> None:
+        """These marks may be ahead of the store (a write failed): re-read them before use."""
+        if len(series_ids):
+            self._fit(int(series_ids.max()))
+            self._stale[series_ids] = True
+
+    def stale(self, series_ids: np.ndarray) -> list[int]:
+        if not len(series_ids) or int(series_ids.max()) >= len(self._stale):
+            return []
+        flagged = series_ids[self._stale[series_ids]]
+        return flagged.tolist() if len(flagged) else []
 
     def reload(self, series_ids: Sequence[int]) -> None:
         if not series_ids:
@@ -89,11 +107,13 @@ class HighWaterMarks:
         self._fit(max(series_ids))
         for series_id in series_ids:
             self._marks[series_id] = found.get(series_id, NO_SAMPLES)
+            self._stale[series_id] = False
 
     def of(self, series_ids: np.ndarray) -> np.ndarray:
         return self._marks[series_ids]
 
     def advance(self, series_ids: np.ndarray, newest: np.ndarray) -> None:
+        self._fit(int(series_ids.max()))
         np.maximum.at(self._marks, series_ids, newest)
 
 
@@ -134,12 +154,24 @@ class _Accepted:
     series_id: np.ndarray
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """A checked batch: its acknowledgement-to-be and the chunks to write."""
+
+    stream: IngestStream
+    result: BatchResult
+    chunks: ChunkColumns
+
+
 class IngestStream:
     """The state of one StreamMetrics call: who is sending, its label-set refs and what it resolved."""
 
     def __init__(self, ingestor: Ingestor, agent_id: str) -> None:
         self._ingestor = ingestor
         self.agent_id = agent_id
+        self.broken = False
+        self._uncommitted = 0
+        self._settled = threading.Condition()
         self._refs: dict[int, LabelSet] = {}
         self._declared: dict[str, MetricType] = {}
         self._ids_by_ref: dict[int, int] = {}
@@ -170,13 +202,65 @@ class IngestStream:
         return problem
 
     def ingest(self, batch: BatchColumns) -> BatchResult:
-        """Store what is valid in the batch and say what was not; returns after the commit."""
+        """Store what is valid in the batch and say what was not; returns after the commit.
+
+        The one-call form of prepare → append → committed (the server goes through a
+        `GroupCommitter` instead, which writes many streams' batches in one transaction)."""
+        prepared = self.prepare(batch)
+        try:
+            self._ingestor.store.append(prepared.chunks)
+        except BaseException:
+            self.failed(prepared)
+            raise
+        self.committed(prepared)
+        return prepared.result
+
+    def prepare(self, batch: BatchColumns) -> PreparedBatch:
+        """Check the batch and turn what is valid into chunks, ready to write.
+
+        The series' marks advance here, before the write, so that the stream's next batch can be
+        prepared while this one commits; a failed write (`failed`) marks them for re-reading."""
+        if self.broken:
+            raise Unavailable("an earlier batch of this stream failed to commit; reconnect and re-send")
         result = BatchResult(batch.sequence)
         if batch.metadata:
             self._declare(batch.metadata)
-        accepted = self._resolve(batch, result)
+        # Resolution is under the agent's lock too: it creates series, which the per-agent
+        # cardinality limit counts.
         with self._ingestor.agent_lock(self.agent_id):
-            return self._write(batch, accepted, result)
+            accepted = self._resolve(batch, result)
+            chunks = self._chunks(batch, accepted, result)
+            if len(chunks):
+                self._ingestor.marks.advance(chunks.series_id, chunks.end_ms)
+        result.accepted += chunks.samples
+        with self._settled:
+            self._uncommitted += 1
+        return PreparedBatch(self, result, chunks)
+
+    def _settle(self) -> None:
+        with self._settled:
+            self._uncommitted -= 1
+            self._settled.notify_all()
+
+    def _wait_for_commits(self) -> None:
+        """Until this stream's earlier batches are written: classifying samples against the store
+        needs them there (a re-send right behind its original, on the same stream)."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._uncommitted == 0 or self.broken, timeout=60)
+
+    def committed(self, prepared: PreparedBatch) -> None:
+        """The batch is durable: show it to watchers."""
+        self._settle()
+        hub = self._ingestor.hub
+        if len(prepared.chunks) and hub.has_subscribers():
+            hub.publish(self._updates(prepared.chunks))
+
+    def failed(self, prepared: PreparedBatch) -> None:
+        """The batch's write failed: nothing more from this stream may be written, and the marks
+        the batch advanced are re-read from the store by whoever uses them next."""
+        self.broken = True
+        self._ingestor.marks.invalidate(prepared.chunks.series_id)
+        self._settle()
 
     def _resolve(self, batch: BatchColumns, result: BatchResult) -> _Accepted:
         """Series ids for the batch's series; rejects what cannot be stored, series by series."""
@@ -281,13 +365,14 @@ class IngestStream:
                 if not batch.labels[index] or batch.refs[index]:
                     self._ids_by_ref[batch.refs[index]] = series_id
 
-    def _write(self, batch: BatchColumns, accepted: _Accepted, result: BatchResult) -> BatchResult:
+    def _chunks(self, batch: BatchColumns, accepted: _Accepted, result: BatchResult) -> ChunkColumns:
         ingestor = self._ingestor
         if not len(accepted.index):
-            return result
-        unverified = [sid for sid in set(accepted.series_id.tolist()) if sid not in self._verified]
+            return ChunkColumns.empty()
+        unverified = {sid for sid in set(accepted.series_id.tolist()) if sid not in self._verified}
+        unverified.update(ingestor.marks.stale(accepted.series_id))
         if unverified:
-            ingestor.marks.reload(unverified)
+            ingestor.marks.reload(sorted(unverified))
             self._verified.update(unverified)
 
         now = ingestor.now_ms()
@@ -349,14 +434,7 @@ class IngestStream:
             parts.append(
                 self._slow(result, accepted, slow_rows, starts, counts, times, values, (oldest_allowed, newest_allowed))
             )
-        chunks = ChunkColumns.concat(parts)
-        ingestor.store.append(chunks)
-        result.accepted += chunks.samples
-        if len(chunks):
-            ingestor.marks.advance(chunks.series_id, chunks.end_ms)
-            if ingestor.hub.has_subscribers():
-                ingestor.hub.publish(self._updates(chunks))
-        return result
+        return ChunkColumns.concat(parts)
 
     def _updates(self, chunks: ChunkColumns) -> list[Update]:
         catalog = self._ingestor.catalog
@@ -440,6 +518,7 @@ class IngestStream:
             )
         behind = [t for t in ordered if oldest_allowed <= t <= mark]
         if behind:
+            self._wait_for_commits()
             stored = self._ingestor.store.stored_timestamps(series_id, behind[0], behind[-1])
             duplicates = sum(1 for t in behind if t in stored)
             result.duplicate += duplicates

@@ -103,7 +103,11 @@ class SeriesCatalog:
 
     def create(self, agent_id: str, wanted: Sequence[LabelSet], limit: int) -> dict[LabelSet, int | str]:
         """Ids for label sets new to the catalog, created on behalf of `agent_id`; a string
-        explains a label set refused by the per-agent cardinality limit."""
+        explains a label set refused by the per-agent cardinality limit.
+
+        The database insert runs outside the catalog lock, so agents creating series at the same
+        moment (a fleet starting up) do not queue behind each other; callers serialise the calls
+        of one agent (ingest does, with its per-agent lock), which keeps the limit exact."""
         with self._lock:
             result: dict[LabelSet, int | str] = {}
             missing = []
@@ -122,14 +126,18 @@ class SeriesCatalog:
                     f"the agent already has {self._per_agent[agent_id]} series; the limit is {limit} "
                     "(INFRAWATCH_MAX_SERIES_PER_AGENT)"
                 )
-            if accepted:
-                for name in {dict(labels)[METRIC_NAME] for labels in accepted} - set(self._infos):
-                    self.declare(MetricInfo(name, MetricType.GAUGE))
-                created = self._store.create_series([(labels, agent_id) for labels in accepted], self._now_ms())
-                for labels, series_id in created.items():
-                    self._index(Series(series_id, labels, agent_id))
-                    result[labels] = series_id
+            new_names = {dict(labels)[METRIC_NAME] for labels in accepted} - set(self._infos)
+        if not accepted:
             return result
+        for name in new_names:
+            if self.metric_info(name) is None:  # not declared meanwhile, with a unit and help
+                self.declare(MetricInfo(name, MetricType.GAUGE))
+        created = self._store.create_series([(labels, agent_id) for labels in accepted], self._now_ms())
+        with self._lock:
+            for labels, series_id in created.items():
+                self._index(Series(series_id, labels, agent_id))
+                result[labels] = series_id
+        return result
 
     def select(self, matchers: Sequence[Matcher]) -> list[Series]:
         """Series matching every matcher, ordered by label set."""
