@@ -35,7 +35,7 @@ from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 WATCH_POLL_S = 0.25
-PIPELINE_DEPTH = 2
+PIPELINE_DEPTH = 3
 """Batches of one stream in flight at once: one committing while the next is checked."""
 T = TypeVar("T")
 

@@ -159,3 +159,69 @@ def test_a_failed_write_is_not_acknowledged_and_not_published(ingestor, samples,
     with pytest.raises(ConnectionError):
         ingestor.open_stream("agent").ingest(batch(one(CPU, [clock() - 1000], [1.0])))
     assert subscription.drain() == []
+
+
+def _commit_all(committer, prepared_batches):
+    """Submit batches to a started committer and wait for each outcome (None or the error)."""
+    import threading
+
+    outcomes, finished = {}, threading.Event()
+
+    def done_for(number):
+        def done(error):
+            outcomes[number] = error
+            if len(outcomes) == len(prepared_batches):
+                finished.set()
+
+        return done
+
+    for number, prepared in enumerate(prepared_batches):
+        committer.submit(prepared, done_for(number))
+    assert finished.wait(10)
+    return [outcomes[n] for n in range(len(prepared_batches))]
+
+
+def test_the_group_committer_writes_many_streams_batches_in_one_transaction(ingestor, samples, clock):
+    from services.metrics.ingest.commit import GroupCommitter
+
+    now = clock()
+    prepared = [
+        ingestor.open_stream(f"agent-{n}").prepare(batch(one([("__name__", "m"), ("n", str(n))], [now], [1.0])))
+        for n in range(3)
+    ]
+    committer = GroupCommitter(samples)
+    committer.start()
+    try:
+        assert _commit_all(committer, prepared) == [None, None, None]
+    finally:
+        committer.stop()
+    assert samples.appends == 1 and len(samples.chunks) == 3
+
+
+def test_after_a_failed_commit_the_stream_writes_nothing_more_and_a_resend_is_stored(ingestor, samples, clock):
+    from services.metrics.ingest.commit import GroupCommitter
+
+    now = clock()
+    stream = ingestor.open_stream("agent")
+    first = stream.prepare(batch(one(CPU, [now - 2000], [1.0])))
+    healthy_append = samples.append
+
+    def broken(chunks):
+        raise ConnectionError("database went away")
+
+    samples.append = broken
+    committer = GroupCommitter(samples)
+    committer.start()
+    try:
+        (error,) = _commit_all(committer, [first])
+        assert isinstance(error, ConnectionError)
+        assert stream.broken
+        with pytest.raises(Exception, match="reconnect"):
+            stream.prepare(batch(one(CPU, [now - 1000], [2.0])))
+    finally:
+        committer.stop()
+    # The agent reconnects and re-sends: the batch that never committed is stored, not rejected
+    # as older than a mark that had run ahead of the store.
+    samples.append = healthy_append
+    again = ingestor.open_stream("agent").ingest(batch(one(CPU, [now - 2000, now - 1000], [1.0, 2.0])))
+    assert (again.accepted, again.rejected) == (2, 0)

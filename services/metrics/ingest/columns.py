@@ -1,10 +1,13 @@
 """A MetricBatch read as columns: every series' samples in two numpy arrays.
 
-The batch is parsed with `MetricBatchColumns` (ingest_wire.proto), which
-declares the packed sample fields as `bytes`, so each series costs one bytes
-object and nothing is built per sample: values are read with one `frombuffer`
-over all series, varint timestamps are decoded for the whole batch at once,
-and evenly spaced series (start_ms + interval_ms) are expanded arithmetically.
+The batch is parsed with `MetricBatchSeriesBytes` (ingest_wire.proto), which
+leaves every series as its encoded bytes; one scan then steps through the
+fields of all series at once (a packed field is one length-delimited run, so
+a series' values and timestamps are byte ranges of the batch). Nothing is
+built per sample, and no Python object per series except for label sets:
+values are read with one `view` over the gathered ranges, varint timestamps
+are decoded for the whole batch at once, and evenly spaced series
+(start_ms + interval_ms) are expanded arithmetically.
 
 Anything the columnar reading cannot take as is (a client that sent repeated
 fields unpacked, which protobuf permits) is parsed again with the standard
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -80,55 +82,50 @@ def _from_standard(message: pb.MetricBatch) -> tuple[list[int], list[int], list[
 
 
 def read_batch(data: bytes) -> BatchColumns:
-    """Parse one serialized MetricBatch into columns; raises InvalidArgument when it is not one."""
-    try:
-        message = wire.MetricBatchColumns.FromString(data)
-    except DecodeError:
-        message = None
+    """Parse one serialized MetricBatch into columns; raises InvalidArgument when it is not one.
 
-    # Every field the columnar view reads is known to it: after dropping unknown fields, a size
-    # mismatch means the sender used an encoding it does not read (unpacked repeated fields, a
-    # packed field split in parts), so the general path parses it.
-    if message is not None:
-        message.DiscardUnknownFields()
-    if message is None or message.ByteSize() != len(data):
+    The batch is split into its series' bytes by protobuf, then every series' fields are found
+    by a scan that steps through all series at once (`_scan`); anything the scan does not take
+    as is goes through the standard message instead."""
+    try:
+        message = wire.MetricBatchSeriesBytes.FromString(data)
+    except DecodeError:
         return _read_standard(data)
-    series: Sequence[wire.SeriesColumns] = message.series
-    count = len(series)
+    pieces: list[bytes] = list(message.series)
+    count = len(pieces)
     if not count:
         return _empty(message.sequence, _metadata(message.metadata))
-    # One C-level pass over the series fetches every field (attrgetter + zip, no bytecode per series).
-    label_lists, refs, value_bytes, time_bytes, starts, intervals = zip(*map(_FIELDS, series), strict=True)
-    value_counts = np.fromiter(map(len, value_bytes), dtype=np.int64, count=count)
-    if np.any(value_counts % 8):
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=count)
+    ends = np.cumsum(lengths)
+    joined = b"".join(pieces)
+    buffer = np.frombuffer(joined + bytes(_PADDING), dtype=np.uint8)
+    fields = _scan(buffer, ends - lengths, ends)
+    if fields is None or np.any(fields.value_bytes % 8):
         return _read_standard(data)
-    value_counts //= 8
-    values = np.frombuffer(b"".join(value_bytes), dtype="<f8").astype(np.float64, copy=False)
+    value_counts = fields.value_bytes // 8
+    values = buffer[index_ranges(fields.value_at, fields.value_bytes)].view("<f8").astype(np.float64)
 
-    byte_counts = np.fromiter(map(len, time_bytes), dtype=np.int64, count=count)
-    joined = b"".join(time_bytes)
-    timestamps, ends = decode_varints(joined)
+    time_bytes = buffer[index_ranges(fields.time_at, fields.time_bytes)]
+    timestamps, varint_ends = decode_varints(time_bytes.tobytes())
     timestamp_counts = np.zeros(count, dtype=np.int64)
-    if len(ends):
+    if len(varint_ends):
         # Values per series: how many varints end inside each series' byte range; each range
         # must end on a varint's last byte (high bit clear).
-        byte_bounds = np.cumsum(byte_counts)
-        last_bytes = np.frombuffer(joined, dtype=np.uint8)[byte_bounds[byte_counts > 0] - 1]
-        if np.any(last_bytes & 0x80):
+        byte_bounds = np.cumsum(fields.time_bytes)
+        if np.any(time_bytes[byte_bounds[fields.time_bytes > 0] - 1] & 0x80):
             raise InvalidArgument("timestamps_ms is not a valid packed varint field")
-        timestamp_counts = np.diff(np.searchsorted(ends, byte_bounds, side="left"), prepend=0)
+        timestamp_counts = np.diff(np.searchsorted(varint_ends, byte_bounds, side="left"), prepend=0)
     timestamps, timestamp_counts = _spaced(
-        np.array(starts, dtype=np.int64),
-        np.array(intervals, dtype=np.int64),
-        timestamps,
-        timestamp_counts,
-        value_counts,
+        fields.start_ms, fields.interval_ms, timestamps, timestamp_counts, value_counts
     )
+    labels = [_NO_LABELS] * count
+    for index in np.flatnonzero(fields.has_labels).tolist():
+        labels[index] = _label_tuple(wire.SeriesColumns.FromString(pieces[index]).labels)
     return BatchColumns(
         sequence=message.sequence,
         metadata=_metadata(message.metadata),
-        labels=_label_tuples(label_lists) if any(label_lists) else [_NO_LABELS] * count,
-        refs=list(refs),
+        labels=labels,
+        refs=fields.ref.tolist(),
         timestamp_counts=timestamp_counts,
         value_counts=value_counts,
         timestamps=timestamps,
@@ -136,11 +133,159 @@ def read_batch(data: bytes) -> BatchColumns:
     )
 
 
-_FIELDS = attrgetter("labels", "ref", "values", "timestamps_ms", "start_ms", "interval_ms")
+_PADDING = 11
+"""Zero bytes after the scanned buffer, so reading a 10-byte varint window never runs off its end."""
+_WINDOW = np.arange(10)
+_SHIFTS = (7 * np.arange(10)).astype(np.uint64)
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
 
-def _label_tuples(label_lists: Sequence[Sequence[pb.Label]]) -> list[tuple[tuple[str, str], ...]]:
-    return [tuple((label.name, label.value) for label in labels) if labels else _NO_LABELS for labels in label_lists]
+@dataclass(slots=True)
+class _SeriesFields:
+    ref: np.ndarray
+    time_at: np.ndarray
+    time_bytes: np.ndarray
+    value_at: np.ndarray
+    value_bytes: np.ndarray
+    start_ms: np.ndarray
+    interval_ms: np.ndarray
+    has_labels: np.ndarray
+
+
+def _varints_at(buffer: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The varint starting at each position (as int64) and its length in bytes (0: malformed)."""
+    first = buffer[positions]
+    if not np.any(first & 0x80):  # tags, refs, short lengths: one byte each
+        return first.astype(np.int64), np.ones(len(positions), dtype=np.int64)
+    window = buffer[positions[:, None] + _WINDOW]
+    going_on = window >= 0x80
+    lengths = np.argmin(going_on, axis=1) + 1
+    lengths[going_on.all(axis=1)] = 0
+    width = int(lengths.max())
+    groups = (window[:, :width] & 0x7F).astype(np.uint64) << _SHIFTS[:width]
+    groups *= _WINDOW[:width] < lengths[:, None]
+    return groups.sum(axis=1, dtype=np.uint64).view(np.int64), lengths
+
+
+def _scan(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _SeriesFields | None:
+    """Every SeriesSamples field of every series, found by stepping through all series at once:
+    each step reads one field (tag, then a varint or a length-prefixed run) of every series that
+    has fields left. None when a series repeats a packed field, uses another wire type for a
+    known field (unpacked repeated fields) or is malformed: the standard parser then decides."""
+    count = len(starts)
+    zeros = np.zeros(count, dtype=np.int64)
+    found = _SeriesFields(
+        ref=zeros.copy(),
+        time_at=zeros.copy(),
+        time_bytes=zeros.copy(),
+        value_at=zeros.copy(),
+        value_bytes=zeros.copy(),
+        start_ms=zeros.copy(),
+        interval_ms=zeros.copy(),
+        has_labels=np.zeros(count, dtype=bool),
+    )
+    seen_times = np.zeros(count, dtype=bool)
+    seen_values = np.zeros(count, dtype=bool)
+    position = starts.copy()
+    active = np.flatnonzero(position < ends)
+    targets = {2: found.ref, 5: found.start_ms, 6: found.interval_ms}
+    runs = {3: (found.time_at, found.time_bytes, seen_times), 4: (found.value_at, found.value_bytes, seen_values)}
+    while len(active):
+        tags, tag_lengths = _varints_at(buffer, position[active])
+        at = position[active] + tag_lengths
+        payload, payload_lengths = _varints_at(buffer, at)
+        data_at = at + payload_lengths
+        if np.any(tag_lengths == 0):
+            return None
+        if tags[0] == tags.min() == tags.max():
+            # The usual step: every series has the same field next (one agent, one layout).
+            following = _step_uniform(int(tags[0]), active, payload, payload_lengths, data_at, targets, runs, found)
+        else:
+            following = _step_mixed(tags, active, at, payload, payload_lengths, data_at, targets, runs, found)
+        if following is None:
+            return None
+        if np.any(following > ends[active]):
+            return None
+        position[active] = following
+        active = active[following < ends[active]]
+    return found
+
+
+def _step_uniform(
+    tag: int,
+    active: np.ndarray,
+    payload: np.ndarray,
+    payload_lengths: np.ndarray,
+    data_at: np.ndarray,
+    targets: dict[int, np.ndarray],
+    runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    found: _SeriesFields,
+) -> np.ndarray | None:
+    """One field, the same for every active series; the positions after it, None if unusable."""
+    field, kind = tag >> 3, tag & 7
+    if kind == _VARINT:
+        if field in runs or field == 1 or np.any(payload_lengths == 0):
+            return None
+        if field in targets:
+            targets[field][active] = payload
+        return data_at
+    if kind == _LENGTH:
+        if field in targets or np.any(payload_lengths == 0) or np.any(payload < 0):
+            return None
+        if field in runs:
+            offsets, sizes, seen = runs[field]
+            if np.any(seen[active]):
+                return None  # a packed field sent in several parts
+            seen[active] = True
+            offsets[active] = data_at
+            sizes[active] = payload
+        elif field == 1:
+            found.has_labels[active] = True
+        return data_at + payload
+    if kind in (_FIXED64, _FIXED32) and field not in targets and field not in runs and field != 1:
+        return data_at - payload_lengths + (8 if kind == _FIXED64 else 4)
+    return None
+
+
+def _step_mixed(
+    tags: np.ndarray,
+    active: np.ndarray,
+    at: np.ndarray,
+    payload: np.ndarray,
+    payload_lengths: np.ndarray,
+    data_at: np.ndarray,
+    targets: dict[int, np.ndarray],
+    runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    found: _SeriesFields,
+) -> np.ndarray | None:
+    """One field per active series, not the same one everywhere."""
+    field, kind = tags >> 3, tags & 7
+    varint, length = kind == _VARINT, kind == _LENGTH
+    if np.any((varint | length) & (payload_lengths == 0)) or np.any(length & (payload < 0)):
+        return None
+    known_varint = (field == 2) | (field == 5) | (field == 6)
+    known_length = (field == 1) | (field == 3) | (field == 4)
+    if np.any(known_varint & ~varint) or np.any(known_length & ~length):
+        return None
+    if np.any(~varint & ~length & (kind != _FIXED64) & (kind != _FIXED32)):
+        return None
+    for number, target in targets.items():
+        chosen = field == number
+        target[active[chosen]] = payload[chosen]
+    for number, (offsets, sizes, seen) in runs.items():
+        chosen = field == number
+        rows = active[chosen]
+        if np.any(seen[rows]):
+            return None  # a packed field sent in several parts
+        seen[rows] = True
+        offsets[rows] = data_at[chosen]
+        sizes[rows] = payload[chosen]
+    found.has_labels[active[field == 1]] = True
+    return np.where(varint, data_at, np.where(length, data_at + payload, at + np.where(kind == _FIXED64, 8, 4)))
+
+
+def _label_tuple(labels: Sequence[pb.Label]) -> tuple[tuple[str, str], ...]:
+    return tuple((label.name, label.value) for label in labels)
 
 
 def _empty(sequence: int, metadata: list[MetricInfo]) -> BatchColumns:
@@ -210,7 +355,7 @@ def _read_standard(data: bytes) -> BatchColumns:
     return BatchColumns(
         sequence=message.sequence,
         metadata=_metadata(message.metadata),
-        labels=_label_tuples([s.labels for s in message.series]),
+        labels=[_label_tuple(s.labels) if s.labels else _NO_LABELS for s in message.series],
         refs=[s.ref for s in message.series],
         timestamp_counts=timestamp_counts,
         value_counts=value_counts,

@@ -32,3 +32,13 @@ class SeriesColumns(_message.Message):
     start_ms: int
     interval_ms: int
     def __init__(self, labels: _Optional[_Iterable[_Union[_metrics_pb2.Label, _Mapping]]] = ..., ref: _Optional[int] = ..., timestamps_ms: _Optional[bytes] = ..., values: _Optional[bytes] = ..., start_ms: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class MetricBatchSeriesBytes(_message.Message):
+    __slots__ = ("sequence", "metadata", "series")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    metadata: _containers.RepeatedCompositeFieldContainer[_metrics_pb2.MetricMetadata]
+    series: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, sequence: _Optional[int] = ..., metadata: _Optional[_Iterable[_Union[_metrics_pb2.MetricMetadata, _Mapping]]] = ..., series: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -205,6 +205,8 @@ CROSS JOIN LATERAL (
 
 
 _COLUMN_LIST = ", ".join(CHUNK_COLUMNS)
+COPY_READ_BYTES = 1 << 20
+"""psycopg2 sends a COPY in pieces of this size (its default, 8 KiB, meant a Python call per 8 KiB)."""
 
 
 PARALLEL_MIN_SERIES = 32
@@ -253,13 +255,13 @@ class PostgresSampleStore:
         payload = copy_payload(chunks)
         try:
             with self._cursor(commit=True) as cursor:
-                cursor.copy_expert(COPY_SQL.format(table="chunks"), io.BytesIO(payload))
+                cursor.copy_expert(COPY_SQL.format(table="chunks"), io.BytesIO(payload), size=COPY_READ_BYTES)
         except psycopg2.errors.UniqueViolation:
             # A chunk with the same (series, start) exists: a re-send that raced past the
             # duplicate filter (two streams of one agent at once). Insert only what is new.
             with self._cursor(commit=True) as cursor:
                 cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks) ON COMMIT DROP")
-                cursor.copy_expert(COPY_SQL.format(table="incoming"), io.BytesIO(payload))
+                cursor.copy_expert(COPY_SQL.format(table="incoming"), io.BytesIO(payload), size=COPY_READ_BYTES)
                 cursor.execute(
                     f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM incoming ON CONFLICT DO NOTHING"
                 )
