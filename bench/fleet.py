@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -96,14 +97,14 @@ async def agent(
             await asyncio.sleep(max(0.0, next_round - (time.perf_counter() - started)))
         await call.done_writing()
         await asyncio.wait_for(reader, timeout=60)
-    except (grpc.aio.AioRpcError, TimeoutError) as exc:
-        tally.errors.append(f"{hostname}: {getattr(exc, 'code', lambda: 'timeout')()}")
+    except grpc.aio.AioRpcError as exc:
+        # The call failed: the reader fails the same way, and the error is counted once, here.
+        tally.errors.append(f"{hostname}: {exc.code().name} {exc.details()} after round {sequence}")
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            await reader
+    except TimeoutError:
+        tally.errors.append(f"{hostname}: no acknowledgement within 60 s of the end")
         reader.cancel()
-
-
-async def idle_streams(channel: grpc.aio.Channel, token: str, count: int) -> list[grpc.aio.StreamStreamCall]:
-    stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-    return [stub.StreamMetrics(metadata=(("authorization", f"Bearer {token}"),)) for _ in range(count)]
 
 
 async def probe(channel: grpc.aio.Channel, tally: Tally, until: float) -> None:
@@ -133,9 +134,28 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
     tally = Tally()
     rss_start = server.memory_info().rss / 2**20
     threads_max = server.num_threads()
-    # Several channels, as separate hosts would have separate connections.
-    channels = [grpc.aio.insecure_channel(metrics_address) for _ in range(8)]
-    idle = await idle_streams(channels[0], tokens[-1], args.idle_streams)
+
+    # A connection per agent, as separate hosts have (a local subchannel pool: otherwise gRPC
+    # shares one connection between channels to the same address).
+    channels = [
+        grpc.aio.insecure_channel(metrics_address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(args.agents + 1)
+    ]
+    holder = None
+    if args.idle_streams:
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.idle",
+            metrics_address,
+            tokens[-1],
+            str(args.idle_streams),
+            str(args.duration + 30),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdout is not None
+        await asyncio.wait_for(holder.stdout.readline(), timeout=120)
+        log(f"{args.idle_streams} idle streams open")
     until = time.monotonic() + args.duration
     tasks = [
         asyncio.create_task(agent(n, args, channels[n % len(channels)], tokens[n], tally, until))
@@ -153,8 +173,9 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
     client_cpu = sum(psutil.Process().cpu_times()[:2]) - client_cpu
     postgres_cpu = postgres_cpu_s() - postgres_cpu
     await asyncio.gather(*tasks, return_exceptions=True)
-    for call in idle:
-        call.cancel()
+    if holder is not None:
+        holder.terminate()
+        await holder.wait()
     for channel in channels:
         await channel.close(None)
     settled = began_monotonic + min(10.0, args.duration / 2)

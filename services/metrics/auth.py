@@ -63,18 +63,32 @@ class CachedAuthenticator:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[AgentIdentity, float]] = {}
+        self._lookups: dict[str, threading.Lock] = {}
 
     def identify(self, token: str) -> AgentIdentity:
-        """The agent owning `token`; raises Unauthenticated (or Unavailable) otherwise."""
+        """The agent owning `token`; raises Unauthenticated (or Unavailable) otherwise.
+
+        Concurrent misses for one token make one call: a fleet reconnecting at once (after a
+        metrics restart) asks the agents service once per agent, not once per stream."""
         if not token:
             raise Unauthenticated("missing agent token; send metadata 'authorization: Bearer <agent_token>'")
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = self._clock()
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        identity = self._authenticate(token)
-        with self._lock:
-            self._cache[key] = (identity, now + self._ttl_s)
-        return identity
+            if cached is not None and cached[1] > self._clock():
+                return cached[0]
+            lookup = self._lookups.setdefault(key, threading.Lock())
+        with lookup:
+            with self._lock:
+                cached = self._cache.get(key)
+            now = self._clock()
+            if cached is not None and cached[1] > now:
+                return cached[0]
+            try:
+                identity = self._authenticate(token)
+            finally:
+                with self._lock:
+                    self._lookups.pop(key, None)
+            with self._lock:
+                self._cache[key] = (identity, now + self._ttl_s)
+            return identity
