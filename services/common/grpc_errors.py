@@ -105,6 +105,26 @@ def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callabl
     return handle
 
 
+Wrapper = Callable[[Callable[..., Any], str], Callable[..., Any]]
+
+
+def _rewrapped(handler: grpc.RpcMethodHandler, method: str, single: Wrapper, stream: Wrapper) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped: `single` for unary responses, `stream` for
+    streamed ones; serializers kept."""
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(single(handler.unary_unary, method), **codec)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(single(handler.stream_unary, method), **codec)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream, method), **codec)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream, method), **codec)
+
+
 class CallInterceptor(grpc.ServerInterceptor):
     """Maps domain errors to status codes and logs every call."""
 
@@ -116,19 +136,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, method), **codec)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, method), **codec)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **codec)
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method), **codec)
+        return _rewrapped(handler, handler_call_details.method, _wrap_single, _wrap_stream)
 
 
 async def _fail_async(context: grpc.aio.ServicerContext, call: _CallLog, exc: Exception) -> None:
@@ -189,16 +197,4 @@ class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_single_async(handler.unary_unary, method), **codec)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_single_async(handler.stream_unary, method), **codec)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream_async(handler.unary_stream, method), **codec)
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream_async(handler.stream_stream, method), **codec)
+        return _rewrapped(handler, handler_call_details.method, _wrap_single_async, _wrap_stream_async)

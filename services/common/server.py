@@ -40,6 +40,23 @@ class ServiceBinding:
     add_to_server: Callable[[grpc.Server], None]
 
 
+def _options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _reflect_and_listen(server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str) -> int:
+    """Enable reflection over the hosted services, health and reflection; bind; the bound port."""
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    return port
+
+
 def build_server(
     bindings: Sequence[ServiceBinding],
     *,
@@ -51,11 +68,7 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[CallInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=_options(max_message_bytes),
     )
     for binding in bindings:
         binding.add_to_server(server)
@@ -64,11 +77,7 @@ def build_server(
     names = [binding.full_name for binding in bindings]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not listen on {address}")
-    return server, health_servicer, port
+    return server, health_servicer, _reflect_and_listen(server, names, address)
 
 
 def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], serving: bool) -> None:
@@ -135,25 +144,14 @@ def build_async_server(
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
-    server = grpc.aio.server(
-        interceptors=[AsyncCallInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+    server = grpc.aio.server(interceptors=[AsyncCallInterceptor()], options=_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(server)
     # Starts NOT_SERVING: `serve_async` (or the caller) sets it before the server starts.
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [binding.full_name for binding in bindings]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not listen on {address}")
-    return server, health_servicer, port
+    return server, health_servicer, _reflect_and_listen(server, names, address)
 
 
 @dataclass(frozen=True)

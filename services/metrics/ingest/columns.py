@@ -188,20 +188,23 @@ def _scan(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _SeriesFi
     seen_values = np.zeros(count, dtype=bool)
     position = starts.copy()
     active = np.flatnonzero(position < ends)
-    targets = {2: found.ref, 5: found.start_ms, 6: found.interval_ms}
-    runs = {3: (found.time_at, found.time_bytes, seen_times), 4: (found.value_at, found.value_bytes, seen_values)}
+    targets: _Targets = {2: found.ref, 5: found.start_ms, 6: found.interval_ms}
+    runs: _Runs = {
+        3: (found.time_at, found.time_bytes, seen_times),
+        4: (found.value_at, found.value_bytes, seen_values),
+    }
     while len(active):
         tags, tag_lengths = _varints_at(buffer, position[active])
         at = position[active] + tag_lengths
         payload, payload_lengths = _varints_at(buffer, at)
-        data_at = at + payload_lengths
+        step = _Step(active, at, payload, payload_lengths, at + payload_lengths)
         if np.any(tag_lengths == 0):
             return None
         if tags[0] == tags.min() == tags.max():
             # The usual step: every series has the same field next (one agent, one layout).
-            following = _step_uniform(int(tags[0]), active, payload, payload_lengths, data_at, targets, runs, found)
+            following = _step_uniform(int(tags[0]), step, targets, runs, found)
         else:
-            following = _step_mixed(tags, active, at, payload, payload_lengths, data_at, targets, runs, found)
+            following = _step_mixed(tags, step, targets, runs, found)
         if following is None:
             return None
         if np.any(following > ends[active]):
@@ -211,17 +214,25 @@ def _scan(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _SeriesFi
     return found
 
 
-def _step_uniform(
-    tag: int,
-    active: np.ndarray,
-    payload: np.ndarray,
-    payload_lengths: np.ndarray,
-    data_at: np.ndarray,
-    targets: dict[int, np.ndarray],
-    runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
-    found: _SeriesFields,
-) -> np.ndarray | None:
+@dataclass(slots=True)
+class _Step:
+    """One field of every series that has fields left: where its tag ends (`at`), the varint that
+    follows the tag (the value, or a run's length), and where the field's data starts."""
+
+    active: np.ndarray
+    at: np.ndarray
+    payload: np.ndarray
+    payload_lengths: np.ndarray
+    data_at: np.ndarray
+
+
+_Targets = dict[int, np.ndarray]
+_Runs = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _step_uniform(tag: int, step: _Step, targets: _Targets, runs: _Runs, found: _SeriesFields) -> np.ndarray | None:
     """One field, the same for every active series; the positions after it, None if unusable."""
+    active, payload, payload_lengths, data_at = step.active, step.payload, step.payload_lengths, step.data_at
     field, kind = tag >> 3, tag & 7
     if kind == _VARINT:
         if field in runs or field == 1 or np.any(payload_lengths == 0):
@@ -248,17 +259,16 @@ def _step_uniform(
 
 
 def _step_mixed(
-    tags: np.ndarray,
-    active: np.ndarray,
-    at: np.ndarray,
-    payload: np.ndarray,
-    payload_lengths: np.ndarray,
-    data_at: np.ndarray,
-    targets: dict[int, np.ndarray],
-    runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
-    found: _SeriesFields,
+    tags: np.ndarray, step: _Step, targets: _Targets, runs: _Runs, found: _SeriesFields
 ) -> np.ndarray | None:
     """One field per active series, not the same one everywhere."""
+    active, at, payload, payload_lengths, data_at = (
+        step.active,
+        step.at,
+        step.payload,
+        step.payload_lengths,
+        step.data_at,
+    )
     field, kind = tags >> 3, tags & 7
     varint, length = kind == _VARINT, kind == _LENGTH
     if np.any((varint | length) & (payload_lengths == 0)) or np.any(length & (payload < 0)):
