@@ -70,3 +70,33 @@ def test_unpacked_repeated_fields_are_read_through_the_standard_parser():
 def test_bytes_that_are_not_a_batch_are_invalid_argument():
     with pytest.raises(InvalidArgument):
         read_batch(b"\xff\xff\xff")
+
+
+def test_the_field_scan_and_the_standard_parser_agree_on_random_batches():
+    import random
+
+    from services.metrics.ingest.columns import _read_standard
+
+    rng = random.Random(7)
+    for _ in range(200):
+        batch = pb.MetricBatch(sequence=rng.randrange(1, 2**40))
+        for _ in range(rng.randrange(0, 30)):
+            count = rng.randrange(0, 6)
+            values = [rng.choice([rng.uniform(-1e12, 1e12), math.nan, math.inf, 0.0]) for _ in range(count)]
+            series = batch.series.add(ref=rng.randrange(0, 3000), values=values)
+            if rng.random() < 0.3:
+                series.labels.add(name="__name__", value=f"m{rng.randrange(5)}")
+                series.labels.add(name="host", value="h" * rng.randrange(0, 200))
+            if rng.random() < 0.5:
+                start = rng.randrange(1, 2**45)
+                series.timestamps_ms.extend(sorted(start + rng.randrange(0, 10**7) for _ in range(count)))
+            elif count:
+                series.start_ms = rng.randrange(1, 2**45)
+                series.interval_ms = rng.choice([0, 1, 1000, 10**6])
+        data = batch.SerializeToString()
+        scanned, standard = read_batch(data), _read_standard(data)
+        assert scanned.sequence == standard.sequence
+        assert scanned.labels == standard.labels and scanned.refs == standard.refs
+        for name in ("timestamp_counts", "value_counts", "timestamps"):
+            assert getattr(scanned, name).tolist() == getattr(standard, name).tolist()
+        assert np.array_equal(scanned.values, standard.values, equal_nan=True)
