@@ -112,12 +112,16 @@ async def probe(channel: grpc.aio.Channel, tally: Tally, until: float) -> None:
     metrics = metrics_pb2_grpc.MetricsServiceStub(channel)
     query = pb.LatestValuesRequest(selector=pb.Selector(selector='fleet_level{host="fleet-0000"}'))
     while time.monotonic() < until:
-        began = time.perf_counter()
-        await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
-        tally.probe_health_ms.append((time.perf_counter() - began) * 1000)
-        began = time.perf_counter()
-        await metrics.LatestValues(query, timeout=10)
-        tally.probe_query_ms.append((time.perf_counter() - began) * 1000)
+        for call, request, timings in (
+            (health.Check, health_pb2.HealthCheckRequest(), tally.probe_health_ms),
+            (metrics.LatestValues, query, tally.probe_query_ms),
+        ):
+            began = time.perf_counter()
+            try:
+                await call(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                tally.errors.append(f"probe: {exc.code().name} {exc.details()}")
+            timings.append((time.perf_counter() - began) * 1000)
         await asyncio.sleep(0.5)
 
 

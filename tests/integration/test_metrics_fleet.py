@@ -157,3 +157,12 @@ def test_a_batch_resent_to_another_replica_after_compaction_is_not_stored_twice(
         series_id = replica_a.catalog.series_id((("__name__", "replicated"), ("host", "r")))
         stored = replica_a.samples.raw([series_id], start, start + window)[series_id][0]
         assert stored == first + second
+
+
+def test_the_chunks_table_has_exactly_the_columns_every_statement_names(metrics_engine):
+    from sqlalchemy import inspect
+
+    from services.metrics.storage.chunks import CHUNK_COLUMNS
+
+    columns = {column["name"] for column in inspect(metrics_engine).get_columns("chunks")}
+    assert columns == set(CHUNK_COLUMNS)
