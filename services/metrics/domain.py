@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.patterns import compile_pattern
 
 LabelSet = tuple[tuple[str, str], ...]
 """A label set in canonical form: (name, value) pairs sorted by name, `__name__` included."""
@@ -164,12 +165,7 @@ class Matcher:
         if not self.name or not _LABEL_NAME.match(self.name):
             raise InvalidArgument(f"matcher label name {self.name[:80]!r} is invalid")
         if self.type in (MatchType.REGEX, MatchType.NOT_REGEX):
-            try:
-                object.__setattr__(self, "_pattern", re.compile(self.value))
-            except re.error as exc:
-                raise InvalidArgument(
-                    f"matcher {self.name}: invalid regular expression {self.value!r}: {exc}"
-                ) from None
+            object.__setattr__(self, "_pattern", compile_pattern(self.value, f"matcher {self.name}"))
 
     def matches(self, value: str) -> bool:
         if self.type is MatchType.EQUAL:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
-from services.common.errors import ResourceExhausted
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
 from services.common.timestamps import to_epoch_ms
 from services.metrics.auth import CachedAuthenticator
@@ -44,8 +44,15 @@ def _labels(labels: LabelSet) -> list[pb.Label]:
     return [pb.Label(name=name, value=value) for name, value in labels]
 
 
+def _match_type(value: int) -> MatchType:
+    try:
+        return MatchType(value)
+    except ValueError:
+        raise InvalidArgument(f"matcher type {value} is not one of {[t.value for t in MatchType]}") from None
+
+
 def _matchers(selector: pb.Selector, required: bool = True) -> list[Matcher]:
-    structured = [Matcher(m.name, MatchType(m.type), m.value) for m in selector.matchers]
+    structured = [Matcher(m.name, _match_type(m.type), m.value) for m in selector.matchers]
     return query.matchers_from(selector.selector, structured, required)
 
 

@@ -439,3 +439,20 @@ def test_a_wide_query_split_over_connections_gives_exact_answers(
 
     got = {labels_of(s)["parity"]: list(s.values) for s in result.series}
     assert got == {p: pytest.approx([expected(p, 0), expected(p, 1)]) for p in ("0", "1")}
+
+
+def test_a_catastrophically_backtracking_pattern_is_answered_at_once(metrics_harness, metrics_stub, agent_token):
+    t0 = base_time(metrics_harness)
+    stream(metrics_stub, agent_token, batch(series({"__name__": "tagged", "tag": "a" * 40}, [t0], [1.0])))
+    reply = metrics_stub.QueryRange(
+        pb.QueryRangeRequest(selector=pb.Selector(selector='tagged{tag=~"(a+)+b"}')), timeout=5
+    )
+    assert reply.matched_series == 0
+
+
+def test_an_unknown_matcher_type_is_invalid_argument(metrics_stub):
+    request = pb.QueryRangeRequest(selector=pb.Selector(matchers=[pb.LabelMatcher(name="host", type=99, value="x")]))
+    with pytest.raises(grpc.RpcError) as raised:
+        metrics_stub.QueryRange(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "matcher type 99" in raised.value.details()
