@@ -35,6 +35,8 @@ from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 WATCH_POLL_S = 0.25
+WATCH_UPDATES_PER_MESSAGE = 1000
+"""Series updates per WatchMetricsResponse (one batch's samples of one series each)."""
 PIPELINE_DEPTH = 3
 """Batches of one stream in flight at once: one committing while the next is checked."""
 T = TypeVar("T")
@@ -241,8 +243,12 @@ class MetricsServicer:
                 await context.send_initial_metadata(())
                 while not self._stop.is_set():
                     updates = await subscription.next(WATCH_POLL_S)
-                    if updates:
-                        yield pb.WatchMetricsResponse(series=_points(updates))
+                    # A watcher catching up gets its backlog in several bounded messages, never
+                    # one beyond the message size limit.
+                    for first in range(0, len(updates), WATCH_UPDATES_PER_MESSAGE):
+                        yield pb.WatchMetricsResponse(
+                            series=_points(updates[first : first + WATCH_UPDATES_PER_MESSAGE])
+                        )
             finally:
                 self._hub.unsubscribe(subscription)
 

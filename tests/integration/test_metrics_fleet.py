@@ -166,3 +166,36 @@ def test_the_chunks_table_has_exactly_the_columns_every_statement_names(metrics_
 
     columns = {column["name"] for column in inspect(metrics_engine).get_columns("chunks")}
     assert columns == set(CHUNK_COLUMNS)
+
+
+def test_a_watcher_catching_up_gets_its_backlog_in_bounded_messages(metrics_engine, agents_address, agent_token):
+    from services.metrics.servicer import WATCH_UPDATES_PER_MESSAGE
+
+    series_count = WATCH_UPDATES_PER_MESSAGE + 500
+    now = wall_clock_ms()
+
+    async def scenario(address: str, harness) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+            watcher = stub.WatchMetrics(pb.WatchMetricsRequest(selector=pb.Selector(selector="backlog")))
+            await watcher.initial_metadata()
+            ingest = stub.StreamMetrics(metadata=(("authorization", f"Bearer {agent_token}"),))
+            await ingest.write(
+                pb.MetricBatch(
+                    sequence=1,
+                    series=[labelled("backlog", f"h{n}", [now], [float(n)], ref=n + 1) for n in range(series_count)],
+                )
+            )
+            assert (await asyncio.wait_for(ingest.read(), timeout=10)).samples_accepted == series_count
+            sizes = []
+            while sum(sizes) < series_count:
+                sizes.append(len((await asyncio.wait_for(watcher.read(), timeout=10)).series))
+            assert max(sizes) <= WATCH_UPDATES_PER_MESSAGE and sum(sizes) == series_count
+            await ingest.done_writing()
+            watcher.cancel()
+
+    config = MetricsConfig(
+        limits=IngestLimits(max_series_per_agent=10_000, max_series_per_batch=10_000), catalog_refresh_s=0
+    )
+    with running_metrics(metrics_engine, agents_address, config) as harness:
+        asyncio.run(scenario(harness.address, harness))
