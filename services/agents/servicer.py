@@ -29,7 +29,7 @@ def _inventory_from(message: pb.Inventory) -> Inventory:
         cpu_count=message.cpu_count,
         memory_total_bytes=message.memory_total_bytes,
         kernel_version=message.kernel_version,
-        boot_time_ms=to_epoch_ms(message.boot_time) if message.HasField("boot_time") else 0,
+        boot_time_ms=to_epoch_ms(message.boot_time, "boot_time") if message.HasField("boot_time") else 0,
     )
 
 

@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()
-    agents_channel = grpc.insecure_channel(settings.agents_address)
-    metrics_channel = grpc.insecure_channel(settings.metrics_address)
+    # Replies as large as the gateway itself accepts (gRPC's client default is 4 MB: a fleet
+    # overview of 20,000 hosts or a large metrics query would fail here otherwise).
+    limits = [("grpc.max_receive_message_length", settings.max_message_bytes)]
+    agents_channel = grpc.insecure_channel(settings.agents_address, options=limits)
+    metrics_channel = grpc.insecure_channel(settings.metrics_address, options=limits)
     fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fan-out")
     ctx = GatewayContext(
         agents=AgentsClient(agents_channel, settings.downstream_timeout, stop),

@@ -27,6 +27,7 @@ from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
 from services.common.logs import event
+from services.common.timestamps import to_epoch_ms
 from services.gateway.clients import Budget
 
 _log = logging.getLogger("infrawatch.gateway")
@@ -243,7 +244,7 @@ def query_agent_metrics(
     if request.HasField("start"):
         query.start.CopyFrom(request.start)
     else:
-        query.start.FromMilliseconds(end.ToMilliseconds() - 3_600_000)
+        query.start.FromMilliseconds(to_epoch_ms(end, "end") - 3_600_000)
     if request.HasField("step"):
         query.step.CopyFrom(request.step)
     return agent, list(ctx.metrics.query(query, budget).series)

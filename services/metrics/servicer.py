@@ -23,7 +23,7 @@ import grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
-from services.common.timestamps import to_epoch_ms
+from services.common.timestamps import to_epoch_ms, to_milliseconds
 from services.metrics.auth import CachedAuthenticator
 from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType
 from services.metrics.ingest.columns import read_batch
@@ -185,9 +185,9 @@ class MetricsServicer:
         result = query.query_range(
             self._queries,
             _matchers(request.selector),
-            start_ms=to_epoch_ms(request.start) if request.HasField("start") else None,
-            end_ms=to_epoch_ms(request.end) if request.HasField("end") else None,
-            step_ms=request.step.ToMilliseconds() if request.HasField("step") else None,
+            start_ms=to_epoch_ms(request.start, "start") if request.HasField("start") else None,
+            end_ms=to_epoch_ms(request.end, "end") if request.HasField("end") else None,
+            step_ms=to_milliseconds(request.step, "step") if request.HasField("step") else None,
             aggregation=Aggregation(request.aggregation),
             group_by=list(request.group_by),
         )

@@ -456,3 +456,13 @@ def test_an_unknown_matcher_type_is_invalid_argument(metrics_stub):
         metrics_stub.QueryRange(request, timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "matcher type 99" in raised.value.details()
+
+
+def test_an_out_of_range_timestamp_is_invalid_argument(metrics_stub):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    request = pb.QueryRangeRequest(selector=pb.Selector(selector="anything"), start=Timestamp(seconds=2**62))
+    with pytest.raises(grpc.RpcError) as raised:
+        metrics_stub.QueryRange(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "start is not a valid timestamp" in raised.value.details()
