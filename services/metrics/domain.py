@@ -44,6 +44,7 @@ class Reason(enum.IntEnum):
     TOO_FAR_IN_FUTURE = 8
     TOO_OLD = 9
     OUT_OF_ORDER = 10
+    INVALID_METADATA = 11
 
 
 class Aggregation(enum.IntEnum):
@@ -73,6 +74,14 @@ class MetricInfo:
     type: MetricType
     unit: str = ""
     help: str = ""
+
+
+@dataclass(frozen=True)
+class InvalidMetadata:
+    """Metadata a stream sent for `name` that cannot be stored, and why."""
+
+    name: str
+    problem: str
 
 
 @dataclass(frozen=True)

@@ -466,3 +466,22 @@ def test_an_out_of_range_timestamp_is_invalid_argument(metrics_stub):
         metrics_stub.QueryRange(request, timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "start is not a valid timestamp" in raised.value.details()
+
+
+def test_metadata_with_an_unknown_type_is_rejected_per_series_and_the_stream_goes_on(
+    metrics_harness, metrics_stub, agent_token
+):
+    now = metrics_harness.clock()
+    acks = stream(
+        metrics_stub,
+        agent_token,
+        batch(
+            series({"__name__": "odd", "host": "a"}, [now - 1000], [1.0]),
+            series({"__name__": "even", "host": "a"}, [now - 1000], [2.0]),
+            metadata=[pb.MetricMetadata(name="odd", type=99)],
+        ),
+        batch(series({"__name__": "even", "host": "a"}, [now], [3.0]), sequence=2),
+    )
+    assert [(a.samples_accepted, a.samples_rejected) for a in acks] == [(1, 1), (1, 0)]
+    assert acks[0].rejections[0].reason == pb.REJECTION_REASON_INVALID_METADATA
+    assert "type 99" in acks[0].rejections[0].message

@@ -225,3 +225,23 @@ def test_after_a_failed_commit_the_stream_writes_nothing_more_and_a_resend_is_st
     samples.append = healthy_append
     again = ingestor.open_stream("agent").ingest(batch(one(CPU, [now - 2000, now - 1000], [1.0, 2.0])))
     assert (again.accepted, again.rejected) == (2, 0)
+
+
+def test_invalid_metadata_rejects_that_metrics_series_and_stores_the_rest(ingestor, samples, clock):
+    now = clock()
+    stream = ingestor.open_stream("agent")
+    bad = MetricInfo("cpu", MetricType.GAUGE, unit="u" * 500)
+    result = stream.ingest(
+        batch(
+            one(CPU, [now - 2000], [1.0]),
+            one([("__name__", "mem"), ("host", "a")], [now - 2000], [2.0]),
+            metadata=[bad],
+        )
+    )
+    assert (result.accepted, result.rejected) == (1, 1)
+    (rejection,) = result.rejections
+    assert rejection.reason is Reason.INVALID_METADATA and "unit" in rejection.message
+    fixed = stream.ingest(
+        batch(one(CPU, [now - 1000], [3.0]), metadata=[MetricInfo("cpu", MetricType.GAUGE, "percent")])
+    )
+    assert (fixed.accepted, fixed.rejected) == (1, 0)

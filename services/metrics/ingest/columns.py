@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from infrawatch.metrics.v1 import ingest_wire_pb2 as wire
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.errors import InvalidArgument
-from services.metrics.domain import MetricInfo, MetricType
+from services.metrics.domain import InvalidMetadata, MetricInfo, MetricType
 
 _NO_LABELS: tuple[tuple[str, str], ...] = ()
 
@@ -36,7 +36,7 @@ class BatchColumns:
     values it sent; all timestamps and values concatenated in series order."""
 
     sequence: int
-    metadata: list[MetricInfo]
+    metadata: list[MetricInfo | InvalidMetadata]
     labels: list[tuple[tuple[str, str], ...]]
     refs: list[int]
     timestamp_counts: np.ndarray  # int64 per series
@@ -298,7 +298,7 @@ def _label_tuple(labels: Sequence[pb.Label]) -> tuple[tuple[str, str], ...]:
     return tuple((label.name, label.value) for label in labels)
 
 
-def _empty(sequence: int, metadata: list[MetricInfo]) -> BatchColumns:
+def _empty(sequence: int, metadata: list[MetricInfo | InvalidMetadata]) -> BatchColumns:
     nothing = np.zeros(0, dtype=np.int64)
     return BatchColumns(sequence, metadata, [], [], nothing, nothing, nothing, np.zeros(0, dtype=np.float64))
 
@@ -342,8 +342,14 @@ def index_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(starts, counts) + within
 
 
-def _metadata(items: Sequence[pb.MetricMetadata]) -> list[MetricInfo]:
-    return [MetricInfo(m.name, MetricType(m.type), m.unit, m.help) for m in items]
+def _metadata(items: Sequence[pb.MetricMetadata]) -> list[MetricInfo | InvalidMetadata]:
+    known = {t.value for t in MetricType}
+    return [
+        MetricInfo(m.name, MetricType(m.type), m.unit, m.help)
+        if m.type in known
+        else InvalidMetadata(m.name, f"type {m.type} is not a MetricType (0-{max(known)})")
+        for m in items
+    ]
 
 
 def _read_standard(data: bytes) -> BatchColumns:

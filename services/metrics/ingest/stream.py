@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import Unavailable
+from services.common.errors import InvalidArgument, Unavailable
 from services.metrics.domain import (
     METRIC_NAME,
     IngestLimits,
+    InvalidMetadata,
     LabelSet,
     MetricInfo,
     MetricType,
@@ -174,13 +175,24 @@ class IngestStream:
         self._settled = threading.Condition()
         self._refs: dict[int, LabelSet] = {}
         self._declared: dict[str, MetricType] = {}
+        self._invalid_metadata: dict[str, str] = {}
         self._ids_by_ref: dict[int, int] = {}
         self._ids_by_labels: dict[LabelSet, int] = {}
         self._verified: set[int] = set()
 
-    def _declare(self, metadata: Sequence[MetricInfo]) -> None:
+    def _declare(self, metadata: Sequence[MetricInfo | InvalidMetadata]) -> None:
+        """Record the stream's metadata. An invalid entry does not end the stream: the series of
+        that name are rejected (INVALID_METADATA) until the stream sends valid metadata for it."""
         for info in metadata:
-            validate_metric_info(info)
+            if isinstance(info, MetricInfo):
+                try:
+                    validate_metric_info(info)
+                except InvalidArgument as exc:
+                    info = InvalidMetadata(info.name, str(exc))
+            if isinstance(info, InvalidMetadata):
+                self._invalid_metadata[info.name] = info.problem
+                continue
+            self._invalid_metadata.pop(info.name, None)
             stored = self._ingestor.catalog.declare(info)
             self._declared[info.name] = info.type or stored.type
         # A declaration can make a label set conflict (or stop conflicting): resolve again.
@@ -191,6 +203,12 @@ class IngestStream:
         problem = label_set_problem(labels)
         if problem is None:
             name = dict(labels)[METRIC_NAME]
+            if name in self._invalid_metadata:
+                return (
+                    Reason.INVALID_METADATA,
+                    f"the metadata this stream sent for {name} is invalid ({self._invalid_metadata[name][:200]}); "
+                    "send valid metadata for it",
+                )
             declared = self._declared.get(name)
             known = self._ingestor.catalog.metric_info(name)
             if declared and known and declared != known.type:

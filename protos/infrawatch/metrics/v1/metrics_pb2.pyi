@@ -30,6 +30,7 @@ class RejectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECTION_REASON_TOO_FAR_IN_FUTURE: _ClassVar[RejectionReason]
     REJECTION_REASON_TOO_OLD: _ClassVar[RejectionReason]
     REJECTION_REASON_OUT_OF_ORDER: _ClassVar[RejectionReason]
+    REJECTION_REASON_INVALID_METADATA: _ClassVar[RejectionReason]
 
 class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ REJECTION_REASON_LENGTH_MISMATCH: RejectionReason
 REJECTION_REASON_TOO_FAR_IN_FUTURE: RejectionReason
 REJECTION_REASON_TOO_OLD: RejectionReason
 REJECTION_REASON_OUT_OF_ORDER: RejectionReason
+REJECTION_REASON_INVALID_METADATA: RejectionReason
 AGGREGATION_NONE: Aggregation
 AGGREGATION_AVG: Aggregation
 AGGREGATION_MIN: Aggregation
