@@ -37,6 +37,7 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         max_query_points=settings.max_query_points,
         query_parallelism=settings.query_parallelism,
         auth_cache_ttl_s=settings.auth_cache_ttl,
+        auth_grace_s=settings.auth_grace,
         downstream_timeout_s=settings.downstream_timeout,
         max_streams=settings.max_streams,
         ingest_workers=settings.ingest_workers,

@@ -32,7 +32,8 @@ class MetricsConfig:
     limits: IngestLimits = field(default_factory=IngestLimits)
     max_query_points: int = 1_000_000
     query_parallelism: int = 2
-    auth_cache_ttl_s: float = 60.0
+    auth_cache_ttl_s: float = 5.0
+    auth_grace_s: float = 900.0
     downstream_timeout_s: float = 5.0
     max_streams: int = 10_000
     ingest_workers: int = 4
@@ -74,7 +75,9 @@ def build_metrics_app(
     hub = WatchHub()
     ingestor = Ingestor(catalog, samples, hub, config.limits, now_ms)
     authenticator = CachedAuthenticator(
-        AgentsClient(agents_channel, config.downstream_timeout_s, stop).authenticate, config.auth_cache_ttl_s
+        AgentsClient(agents_channel, config.downstream_timeout_s, stop).authenticate,
+        config.auth_cache_ttl_s,
+        grace_s=config.auth_grace_s,
     )
     ingest_pool = ThreadPoolExecutor(config.ingest_workers, thread_name_prefix="ingest")
     query_pool = ThreadPoolExecutor(config.query_workers, thread_name_prefix="query")

@@ -1,14 +1,15 @@
 """Agent authentication for ingest, through the agents service's typed stub, cached.
 
 The metrics service never sees the agents' tables: it asks AuthenticateAgent.
-A verified token is remembered for `ttl_s`, so a long-lived stream costs one
-call per TTL, not one per batch; revoking a token therefore takes effect
-within the TTL.
+A verified token is remembered for `ttl_s` (5 s by default), so a long-lived
+stream costs one call per TTL, not one per batch, and revoking a token takes
+effect within the TTL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,9 @@ import grpc
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from services.common.clients import call_idempotent
 from services.common.errors import Unauthenticated, Unavailable
+from services.common.logs import event
+
+_log = logging.getLogger("infrawatch.metrics.auth")
 
 
 @dataclass(frozen=True)
@@ -52,18 +56,26 @@ class AgentsClient:
 
 
 class CachedAuthenticator:
+    """Verified tokens, remembered for `ttl_s` (a few seconds: a revoked token stops working
+    that soon). When the agents service cannot be reached, a token verified within the last
+    `grace_s` keeps working — agents already streaming are not cut off by an agents outage —
+    while unknown tokens are refused as UNAVAILABLE."""
+
     def __init__(
         self,
         authenticate: Callable[[str], AgentIdentity],
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        grace_s: float = 900.0,
     ) -> None:
         self._authenticate = authenticate
         self._ttl_s = ttl_s
+        self._grace_s = grace_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[AgentIdentity, float]] = {}
+        self._cache: dict[str, _Verified] = {}
         self._lookups: dict[str, threading.Lock] = {}
+        self.agents_unreachable_since: float | None = None
 
     def identify(self, token: str) -> AgentIdentity:
         """The agent owning `token`; raises Unauthenticated (or Unavailable) otherwise.
@@ -75,20 +87,51 @@ class CachedAuthenticator:
         key = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and cached[1] > self._clock():
-                return cached[0]
+            if cached is not None and cached.fresh_until > self._clock():
+                return cached.identity
             lookup = self._lookups.setdefault(key, threading.Lock())
         with lookup:
+            return self._verify(key, token)
+
+    def _verify(self, key: str, token: str) -> AgentIdentity:
+        with self._lock:
+            cached = self._cache.get(key)
+        now = self._clock()
+        if cached is not None and cached.fresh_until > now:
+            return cached.identity  # verified by the call this one waited for
+        try:
+            identity = self._authenticate(token)
+        except Unauthenticated:
             with self._lock:
-                cached = self._cache.get(key)
-            now = self._clock()
-            if cached is not None and cached[1] > now:
-                return cached[0]
-            try:
-                identity = self._authenticate(token)
-            finally:
-                with self._lock:
-                    self._lookups.pop(key, None)
+                self._cache.pop(key, None)
+            raise
+        except Unavailable:
+            if cached is None or now - cached.verified_at > self._grace_s:
+                raise
+            if self.agents_unreachable_since is None:
+                self.agents_unreachable_since = now
+                event(
+                    _log,
+                    "agents service unreachable; agents verified recently keep streaming",
+                    logging.WARNING,
+                    grace_s=self._grace_s,
+                )
+            with self._lock:  # asked again after another TTL, not on every batch
+                self._cache[key] = _Verified(cached.identity, now + self._ttl_s, cached.verified_at)
+            return cached.identity
+        finally:
             with self._lock:
-                self._cache[key] = (identity, now + self._ttl_s)
-            return identity
+                self._lookups.pop(key, None)
+        if self.agents_unreachable_since is not None:
+            self.agents_unreachable_since = None
+            event(_log, "agents service reachable again")
+        with self._lock:
+            self._cache[key] = _Verified(identity, now + self._ttl_s, now)
+        return identity
+
+
+@dataclass(frozen=True)
+class _Verified:
+    identity: AgentIdentity
+    fresh_until: float
+    verified_at: float

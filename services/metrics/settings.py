@@ -61,7 +61,19 @@ METRICS_VARS: tuple[Var, ...] = (
         positive_int,
     ),
     Var("INFRAWATCH_QUERY_WORKERS", "4", "Threads that answer queries.", positive_int),
-    Var("INFRAWATCH_AUTH_CACHE_TTL", "60s", "How long a verified agent token is trusted.", duration_seconds),
+    Var(
+        "INFRAWATCH_AUTH_CACHE_TTL",
+        "5s",
+        "How long a verified agent token is trusted before it is checked again (a revoked token "
+        "stops working within this).",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_AUTH_GRACE",
+        "15m",
+        "While the agents service is unreachable, tokens verified within this keep streaming.",
+        duration_seconds,
+    ),
     Var("INFRAWATCH_DOWNSTREAM_TIMEOUT", "5s", "Deadline of calls to the agents service.", duration_seconds),
 )
 
@@ -89,6 +101,7 @@ class MetricsSettings:
     ingest_workers: int
     query_workers: int
     auth_cache_ttl: float
+    auth_grace: float
     downstream_timeout: float
 
     @classmethod

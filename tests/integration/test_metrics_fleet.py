@@ -199,3 +199,34 @@ def test_a_watcher_catching_up_gets_its_backlog_in_bounded_messages(metrics_engi
     )
     with running_metrics(metrics_engine, agents_address, config) as harness:
         asyncio.run(scenario(harness.address, harness))
+
+
+def test_a_deregistered_hosts_open_stream_is_refused_within_seconds(metrics_engine, agents_address, agents_stub):
+    from infrawatch.agents.v1 import agents_pb2
+    from tests.integration.conftest import OPERATOR_TOKEN
+
+    registered = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="revoked-host"))
+    metadata = (("authorization", f"Bearer {registered.agent_token}"),)
+    config = MetricsConfig(auth_cache_ttl_s=0.5, catalog_refresh_s=0)
+
+    async def scenario(address: str) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = metrics_pb2_grpc.MetricsServiceStub(channel).StreamMetrics(metadata=metadata)
+            await call.write(
+                pb.MetricBatch(sequence=1, series=[labelled("rv", "revoked-host", [wall_clock_ms()], [1.0])])
+            )
+            assert (await asyncio.wait_for(call.read(), timeout=5)).samples_accepted == 1
+            agents_stub.DeregisterAgent(
+                agents_pb2.DeregisterAgentRequest(agent_id=registered.agent_id),
+                metadata=(("authorization", f"Bearer {OPERATOR_TOKEN}"),),
+            )
+            await asyncio.sleep(1.0)
+            await call.write(
+                pb.MetricBatch(sequence=2, series=[labelled("rv", "revoked-host", [wall_clock_ms()], [2.0])])
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await asyncio.wait_for(call.read(), timeout=5)
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    with running_metrics(metrics_engine, agents_address, config) as harness:
+        asyncio.run(scenario(harness.address))
