@@ -13,7 +13,7 @@ from services.agents.servicer import SERVICE_NAME, AgentServicer
 from services.agents.settings import AGENTS_VARS, AgentsSettings
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
-from services.common.db import check_database, create_db_engine, database_url, migrate
+from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         address=f"{settings.bind_host}:{settings.agents_port}",
         max_message_bytes=settings.max_message_bytes,
+        unreachable=unreachable_database_errors(),
     )
     event(
         _log,

@@ -134,3 +134,20 @@ def migrate(engine: Engine, migrations_dir: Path, version_table: str) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     log_event(_log, "schema up to date", version_table=version_table)
+
+
+def unreachable_database_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the database could not be reached or dropped the connection (or, on
+    SQLite, stayed locked): a client should retry, so the server answers UNAVAILABLE."""
+    import sqlite3
+
+    import psycopg2
+    from sqlalchemy import exc
+
+    return (
+        exc.OperationalError,
+        exc.InterfaceError,
+        psycopg2.OperationalError,
+        psycopg2.InterfaceError,
+        sqlite3.OperationalError,
+    )

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+DATABASE_UNAVAILABLE_MESSAGE = "the service's database is unavailable; retry shortly"
 
 _log = logging.getLogger("infrawatch.rpc")
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -75,13 +77,25 @@ def _fail(context: grpc.ServicerContext, call: _CallLog, exc: Exception) -> None
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-def _wrap_single(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+Unreachable = tuple[type[BaseException], ...]
+
+
+def _translated(exc: Exception, unreachable: Unreachable) -> Exception:
+    """A lost database connection (the errors the server was built with) is UNAVAILABLE, so
+    clients retry, not INTERNAL."""
+    if unreachable and isinstance(exc, unreachable):
+        event(_log, "database unavailable", logging.WARNING, error=str(exc).splitlines()[0][:200] if str(exc) else "")
+        return errors.Unavailable(DATABASE_UNAVAILABLE_MESSAGE)
+    return exc
+
+
+def _wrap_single(behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         call = _CallLog(method)
         try:
             response = behavior(request, context)
         except Exception as exc:
-            _fail(context, call, exc)
+            _fail(context, call, _translated(exc, unreachable))
             raise
         call.done(grpc.StatusCode.OK)
         return response
@@ -89,7 +103,9 @@ def _wrap_single(behavior: Callable[..., Any], method: str) -> Callable[..., Any
     return handle
 
 
-def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+def _wrap_stream(
+    behavior: Callable[..., Iterator[Any]], method: str, unreachable: Unreachable = ()
+) -> Callable[..., Iterator[Any]]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         call = _CallLog(method)
         try:
@@ -98,7 +114,7 @@ def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callabl
             call.done(grpc.StatusCode.CANCELLED)
             raise
         except Exception as exc:
-            _fail(context, call, exc)
+            _fail(context, call, _translated(exc, unreachable))
             raise
         call.done(grpc.StatusCode.OK)
 
@@ -126,7 +142,11 @@ def _rewrapped(handler: grpc.RpcMethodHandler, method: str, single: Wrapper, str
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    """Maps domain errors to status codes and logs every call."""
+    """Maps domain errors to status codes and logs every call; `unreachable` lists the exception
+    types that mean the service's database cannot be reached (UNAVAILABLE)."""
+
+    def __init__(self, unreachable: Unreachable = ()) -> None:
+        self._unreachable = unreachable
 
     def intercept_service(
         self,
@@ -136,7 +156,11 @@ class CallInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return _rewrapped(handler, handler_call_details.method, _wrap_single, _wrap_stream)
+        single, stream = (
+            partial(_wrap_single, unreachable=self._unreachable),
+            partial(_wrap_stream, unreachable=self._unreachable),
+        )
+        return _rewrapped(handler, handler_call_details.method, single, stream)
 
 
 async def _fail_async(context: grpc.aio.ServicerContext, call: _CallLog, exc: Exception) -> None:
@@ -152,7 +176,7 @@ async def _fail_async(context: grpc.aio.ServicerContext, call: _CallLog, exc: Ex
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-def _wrap_single_async(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_single_async(behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _CallLog(method)
         try:
@@ -161,7 +185,7 @@ def _wrap_single_async(behavior: Callable[..., Any], method: str) -> Callable[..
             call.done(grpc.StatusCode.CANCELLED)
             raise
         except Exception as exc:
-            await _fail_async(context, call, exc)
+            await _fail_async(context, call, _translated(exc, unreachable))
             raise
         call.done(grpc.StatusCode.OK)
         return response
@@ -169,7 +193,9 @@ def _wrap_single_async(behavior: Callable[..., Any], method: str) -> Callable[..
     return handle
 
 
-def _wrap_stream_async(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream_async(
+    behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()
+) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _CallLog(method)
         try:
@@ -179,7 +205,7 @@ def _wrap_stream_async(behavior: Callable[..., Any], method: str) -> Callable[..
             call.done(grpc.StatusCode.CANCELLED)
             raise
         except Exception as exc:
-            await _fail_async(context, call, exc)
+            await _fail_async(context, call, _translated(exc, unreachable))
             raise
         call.done(grpc.StatusCode.OK)
 
@@ -189,6 +215,9 @@ def _wrap_stream_async(behavior: Callable[..., Any], method: str) -> Callable[..
 class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
     """The asyncio server's twin of `CallInterceptor`: the same error table, the same call log."""
 
+    def __init__(self, unreachable: Unreachable = ()) -> None:
+        self._unreachable = unreachable
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -197,4 +226,6 @@ class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _rewrapped(handler, handler_call_details.method, _wrap_single_async, _wrap_stream_async)
+        single = partial(_wrap_single_async, unreachable=self._unreachable)
+        stream = partial(_wrap_stream_async, unreachable=self._unreachable)
+        return _rewrapped(handler, handler_call_details.method, single, stream)

@@ -63,11 +63,12 @@ def build_server(
     address: str,
     max_message_bytes: int,
     max_workers: int = 64,
+    unreachable: tuple[type[BaseException], ...] = (),
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create a server hosting `bindings`, health and reflection; every service starts NOT_SERVING."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[CallInterceptor()],
+        interceptors=[CallInterceptor(unreachable)],
         options=_options(max_message_bytes),
     )
     for binding in bindings:
@@ -141,10 +142,11 @@ def build_async_server(
     *,
     address: str,
     max_message_bytes: int,
+    unreachable: tuple[type[BaseException], ...] = (),
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
-    server = grpc.aio.server(interceptors=[AsyncCallInterceptor()], options=_options(max_message_bytes))
+    server = grpc.aio.server(interceptors=[AsyncCallInterceptor(unreachable)], options=_options(max_message_bytes))
     for binding in bindings:
         binding.add_to_server(server)
     # Starts NOT_SERVING: `serve_async` (or the caller) sets it before the server starts.

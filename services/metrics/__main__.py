@@ -11,7 +11,7 @@ import grpc
 
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
-from services.common.db import check_database, create_db_engine, database_url, migrate
+from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.logs import configure_logging, event
 from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.metrics.app import MetricsConfig, build_metrics_app
@@ -31,6 +31,7 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         limits=IngestLimits(
             max_series_per_batch=settings.max_series_per_batch,
             max_series_per_agent=settings.max_series_per_agent,
+            max_series_total=settings.max_series,
             future_skew_ms=int(settings.max_future_skew * 1000),
             retention_ms=int(settings.retention * 1000),
         ),
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             [app.binding()],
             address=f"{settings.bind_host}:{settings.metrics_port}",
             max_message_bytes=settings.max_message_bytes,
+            unreachable=unreachable_database_errors(),
         )
         event(
             _log,

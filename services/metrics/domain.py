@@ -64,6 +64,7 @@ class IngestLimits:
 
     max_series_per_batch: int = 20_000
     max_series_per_agent: int = 50_000
+    max_series_total: int = 1_000_000
     future_skew_ms: int = 10 * 60 * 1000
     retention_ms: int = 15 * 86_400 * 1000
 
@@ -216,8 +217,19 @@ def _unquote(literal: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), literal[1:-1])
 
 
+MAX_SELECTOR_CHARS = 131_072
+"""Room for the gateway's own selector over a page of 1,000 hostnames; checked before parsing."""
+
+
+def _shown(text: str) -> str:
+    """A selector as quoted in an error message: never more than 120 characters of it."""
+    return repr(text) if len(text) <= 120 else f"{text[:120]!r}… ({len(text)} characters)"
+
+
 def parse_selector(text: str) -> list[Matcher]:
     """Parse a PromQL series selector: `name`, `name{l="v",...}` or `{l=~"re",...}`."""
+    if len(text) > MAX_SELECTOR_CHARS:
+        raise InvalidArgument(f"selector is {len(text)} characters long; the limit is {MAX_SELECTOR_CHARS}")
     tokens = _tokens(text)
     matchers: list[Matcher] = []
     position = 0
@@ -226,22 +238,22 @@ def parse_selector(text: str) -> list[Matcher]:
         position += 1
     if position < len(tokens):
         if tokens[position] != ("punct", "{"):
-            raise InvalidArgument(f"selector: expected '{{' after the metric name in {text!r}")
+            raise InvalidArgument(f"selector: expected '{{' after the metric name in {_shown(text)}")
         position += 1
         while position < len(tokens) and tokens[position] != ("punct", "}"):
             triple = tokens[position : position + 3]
             if len(triple) < 3 or [kind for kind, _ in triple] != ["ident", "op", "string"]:
-                raise InvalidArgument(f'selector: expected label="value" in {text!r}')
+                raise InvalidArgument(f'selector: expected label="value" in {_shown(text)}')
             (_, name), (_, op), (_, value) = triple
             matchers.append(Matcher(name, _OPERATORS[op], _unquote(value)))
             position += 3
             if position < len(tokens) and tokens[position] == ("punct", ","):
                 position += 1
         if position >= len(tokens):
-            raise InvalidArgument(f"selector: missing '}}' in {text!r}")
+            raise InvalidArgument(f"selector: missing '}}' in {_shown(text)}")
         position += 1
     if position != len(tokens):
-        raise InvalidArgument(f"selector: unexpected text after '}}' in {text!r}")
+        raise InvalidArgument(f"selector: unexpected text after '}}' in {_shown(text)}")
     return matchers
 
 

@@ -36,6 +36,12 @@ METRICS_VARS: tuple[Var, ...] = (
     ),
     Var("INFRAWATCH_MAX_SERIES_PER_AGENT", "50000", "Cardinality limit: series one agent may create.", positive_int),
     Var(
+        "INFRAWATCH_MAX_SERIES",
+        "1000000",
+        "Cardinality limit of the whole store (the in-memory index costs about 1-2 KB a series).",
+        positive_int,
+    ),
+    Var(
         "INFRAWATCH_MAX_FUTURE_SKEW",
         "10m",
         "Samples further than this ahead of the server clock are rejected.",
@@ -94,6 +100,7 @@ class MetricsSettings:
     compaction_delay: float
     max_series_per_batch: int
     max_series_per_agent: int
+    max_series: int
     max_future_skew: float
     max_query_points: int
     query_parallelism: int

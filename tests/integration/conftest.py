@@ -23,7 +23,7 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME as AGENTS_SERVICE
 from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
-from services.common.db import migrate
+from services.common.db import migrate, unreachable_database_errors
 from services.common.server import (
     AsyncServiceBinding,
     BackgroundAsyncServer,
@@ -72,6 +72,7 @@ def agents_address(agents_ctx: AgentsContext) -> Iterator[str]:
         [ServiceBinding(AGENTS_SERVICE, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         address="127.0.0.1:0",
         max_message_bytes=4 * 1024 * 1024,
+        unreachable=unreachable_database_errors(),
     )
     server.start()
     set_serving(health, [AGENTS_SERVICE], True)
@@ -124,7 +125,12 @@ def running_metrics(
     channel = grpc.insecure_channel(agents_address)
     app = build_metrics_app(engine, config, channel, stop, wall_clock_ms)
     server = BackgroundAsyncServer(
-        lambda: build_async_server([app.binding()], address="127.0.0.1:0", max_message_bytes=4 * 1024 * 1024)
+        lambda: build_async_server(
+            [app.binding()],
+            address="127.0.0.1:0",
+            max_message_bytes=4 * 1024 * 1024,
+            unreachable=unreachable_database_errors(),
+        )
     )
     port = server.start([METRICS_SERVICE])
     try:

@@ -104,3 +104,40 @@ def test_health_is_not_serving_until_prepared_and_not_serving_after_stop():
         runner.join(5)
     assert not runner.is_alive()
     assert health.Check(request, None).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_a_database_that_cannot_be_reached_is_unavailable_so_clients_retry():
+    from sqlalchemy import text
+
+    from services.common.db import create_db_engine, unreachable_database_errors
+    from services.common.grpc_errors import DATABASE_UNAVAILABLE_MESSAGE
+
+    # A real connection attempt to a port nothing listens on: the error PostgreSQL being down gives.
+    engine = create_db_engine("postgresql://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2})
+
+    class DownUnitOfWork:
+        def __enter__(self):
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        def __exit__(self, *exc):
+            return None
+
+    servicer = AgentServicer(AgentsContext(uow=DownUnitOfWork, now_ms=lambda: 0, policy=LivenessPolicy()))
+    server, _, port = build_server(
+        [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
+        address="127.0.0.1:0",
+        max_message_bytes=1024 * 1024,
+        unreachable=unreachable_database_errors(),
+    )
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as info:
+            agents_pb2_grpc.AgentServiceStub(channel).GetAgent(
+                pb.GetAgentRequest(agent_id="00000000-0000-4000-8000-000000000000"), timeout=10
+            )
+    finally:
+        server.stop(0)
+        engine.dispose()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == DATABASE_UNAVAILABLE_MESSAGE

@@ -245,3 +245,29 @@ def test_invalid_metadata_rejects_that_metrics_series_and_stores_the_rest(ingest
         batch(one(CPU, [now - 1000], [3.0]), metadata=[MetricInfo("cpu", MetricType.GAUGE, "percent")])
     )
     assert (fixed.accepted, fixed.rejected) == (1, 0)
+
+
+def test_the_whole_store_has_a_cardinality_limit_too(samples, hub, clock):
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    limits = IngestLimits(max_series_per_agent=100, max_series_total=5)
+    ingestor = Ingestor(catalog, samples, hub, limits, clock)
+    now = clock()
+    for agent in ("a", "b"):
+        result = ingestor.open_stream(agent).ingest(
+            batch(*[one([("__name__", "m"), ("agent", agent), ("i", str(i))], [now], [1.0]) for i in range(3)])
+        )
+    assert (result.accepted, result.rejected) == (2, 1)
+    assert "INFRAWATCH_MAX_SERIES" in result.rejections[0].message
+    assert result.rejections[0].reason is Reason.CARDINALITY_LIMIT
+
+
+def test_a_huge_selector_is_refused_without_being_echoed():
+    from services.common.errors import InvalidArgument
+    from services.metrics.domain import MAX_SELECTOR_CHARS, parse_selector
+
+    with pytest.raises(InvalidArgument) as raised:
+        parse_selector("x{" * (MAX_SELECTOR_CHARS // 2 + 1))
+    assert "the limit is" in str(raised.value) and len(str(raised.value)) < 200
+    with pytest.raises(InvalidArgument) as raised:
+        parse_selector('cpu{host="a"' + " " * 5000 + "junk junk")
+    assert len(str(raised.value)) < 300

@@ -369,7 +369,11 @@ class IngestStream:
             return
         catalog = ingestor.catalog
         missing = [labels for labels in unknown if catalog.series_id(labels) is None]
-        refusals = catalog.create(self.agent_id, missing, limits.max_series_per_agent) if missing else {}
+        refusals = (
+            catalog.create(self.agent_id, missing, limits.max_series_per_agent, limits.max_series_total)
+            if missing
+            else {}
+        )
         for labels, positions in unknown.items():
             series_id = catalog.series_id(labels)
             if series_id is None:

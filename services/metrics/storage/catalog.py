@@ -101,9 +101,13 @@ class SeriesCatalog:
             self._infos[info.name] = stored
             return stored
 
-    def create(self, agent_id: str, wanted: Sequence[LabelSet], limit: int) -> dict[LabelSet, int | str]:
+    def create(
+        self, agent_id: str, wanted: Sequence[LabelSet], limit: int, total_limit: int | None = None
+    ) -> dict[LabelSet, int | str]:
         """Ids for label sets new to the catalog, created on behalf of `agent_id`; a string
-        explains a label set refused by the per-agent cardinality limit.
+        explains a label set refused by the per-agent cardinality limit (`limit`) or by the limit
+        on series in the whole store (`total_limit`), which keeps a few agents from filling
+        memory and disk for everyone.
 
         The database insert runs outside the catalog lock, so agents creating series at the same
         moment (a fleet starting up) do not queue behind each other; callers serialise the calls
@@ -119,13 +123,19 @@ class SeriesCatalog:
                     missing.append(labels)
             if not missing:
                 return result
-            room = max(0, limit - self._per_agent[agent_id])
+            agent_room = max(0, limit - self._per_agent[agent_id])
+            total_room = agent_room if total_limit is None else max(0, total_limit - len(self._by_id))
+            room = min(agent_room, total_room)
             accepted, refused = missing[:room], missing[room:]
+            reason = (
+                f"the agent already has {self._per_agent[agent_id]} series; the limit is {limit} "
+                "(INFRAWATCH_MAX_SERIES_PER_AGENT)"
+                if agent_room <= total_room
+                else f"the store already holds {len(self._by_id)} series; the limit is {total_limit} "
+                "(INFRAWATCH_MAX_SERIES)"
+            )
             for labels in refused:
-                result[labels] = (
-                    f"the agent already has {self._per_agent[agent_id]} series; the limit is {limit} "
-                    "(INFRAWATCH_MAX_SERIES_PER_AGENT)"
-                )
+                result[labels] = reason
             new_names = {dict(labels)[METRIC_NAME] for labels in accepted} - set(self._infos)
         if not accepted:
             return result
