@@ -72,3 +72,19 @@ def test_label_set_problems_name_the_rule(labels, reason):
 
 def test_a_good_label_set_has_no_problem():
     assert label_set_problem((("__name__", "node:cpu_seconds_total"), ("cpu", "0"), ("mode", "idle"))) is None
+
+
+def test_label_json_is_exactly_what_json_dumps_gives_so_series_hashes_never_change():
+    import json
+    import random
+
+    from services.metrics.domain import labels_json
+
+    rng = random.Random(3)
+    alphabet = 'ab"\\\n\t/é€😀\x00\x1f<>'
+    for _ in range(500):
+        labels = canonical(
+            (f"l{rng.randrange(10)}", "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))))
+            for _ in range(rng.randrange(1, 6))
+        )
+        assert labels_json(labels) == json.dumps(dict(labels), separators=(",", ":"), ensure_ascii=False)

@@ -285,6 +285,7 @@ class IngestStream:
         limits = self._ingestor.limits
         count = len(batch)
         ids = np.full(count, -1, dtype=np.int64)
+        canonicals: dict[int, LabelSet] = {}
         if not any(batch.labels):
             # Steady state: refs only, each resolved earlier on this stream.
             lookup = self._ids_by_ref.get
@@ -292,7 +293,7 @@ class IngestStream:
         else:
             for index, (labels, ref) in enumerate(zip(batch.labels, batch.refs, strict=True)):
                 if labels:
-                    canon = canonical(labels)
+                    canon = canonicals[index] = canonical(labels)
                     found = self._ids_by_labels.get(canon, -1)
                     if ref:
                         self._refs[ref] = canon
@@ -308,7 +309,7 @@ class IngestStream:
         usable[limits.max_series_per_batch :] = False
         pending = np.flatnonzero((ids < 0) | ~usable).tolist()
         if pending:
-            self._resolve_slowly(batch, pending, ids, usable, samples, result)
+            self._resolve_slowly(batch, pending, ids, usable, samples, result, canonicals)
         chosen = np.flatnonzero(usable & (ids >= 0))
         return _Accepted(chosen, ids[chosen])
 
@@ -320,6 +321,7 @@ class IngestStream:
         usable: np.ndarray,
         samples: np.ndarray,
         result: BatchResult,
+        canonicals: dict[int, LabelSet],
     ) -> None:
         """First sight of a label set or ref on this stream, and every rejected series."""
         ingestor = self._ingestor
@@ -336,7 +338,7 @@ class IngestStream:
                     "(INFRAWATCH_MAX_SERIES_PER_BATCH)",
                 )
                 continue
-            labels = canonical(batch.labels[index]) if batch.labels[index] else self._refs.get(batch.refs[index])
+            labels = canonicals.get(index) or self._refs.get(batch.refs[index])
             if labels is None:
                 result.reject(
                     index,
