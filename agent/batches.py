@@ -8,7 +8,8 @@ once per stream.
 
 from __future__ import annotations
 
-from agent.collector import KINDS, Round
+from agent.collector import Round
+from agent.metric_kinds import KINDS
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 
 Key = tuple[tuple[str, str], ...]

@@ -15,50 +15,9 @@ from typing import Any
 
 import psutil
 
-GAUGE = 1
-COUNTER = 2
-
 # Devices whose counters say nothing about the host's real I/O.
 _SKIPPED_DISKS = ("loop", "ram", "zram", "sr")
 _SKIPPED_FILESYSTEMS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "nsfs", "tracefs", "proc", "sysfs"}
-
-
-@dataclass(frozen=True)
-class MetricKind:
-    type: int
-    unit: str
-    help: str
-
-
-KINDS: dict[str, MetricKind] = {
-    "cpu_usage_percent": MetricKind(GAUGE, "percent", "Share of CPU time busy since the last round, all CPUs."),
-    "cpu_seconds_total": MetricKind(COUNTER, "seconds", "CPU time spent per mode, summed over CPUs."),
-    "cpu_count": MetricKind(GAUGE, "", "Logical CPUs."),
-    "load1": MetricKind(GAUGE, "", "1-minute load average."),
-    "load5": MetricKind(GAUGE, "", "5-minute load average."),
-    "load15": MetricKind(GAUGE, "", "15-minute load average."),
-    "memory_total_bytes": MetricKind(GAUGE, "bytes", "Physical memory."),
-    "memory_used_bytes": MetricKind(GAUGE, "bytes", "Memory in use (total minus available)."),
-    "memory_available_bytes": MetricKind(GAUGE, "bytes", "Memory available to new processes without swapping."),
-    "swap_total_bytes": MetricKind(GAUGE, "bytes", "Swap space."),
-    "swap_used_bytes": MetricKind(GAUGE, "bytes", "Swap space in use."),
-    "fs_size_bytes": MetricKind(GAUGE, "bytes", "Filesystem size."),
-    "fs_free_bytes": MetricKind(GAUGE, "bytes", "Filesystem space available to unprivileged users."),
-    "fs_used_bytes": MetricKind(GAUGE, "bytes", "Filesystem space used."),
-    "disk_read_bytes_total": MetricKind(COUNTER, "bytes", "Bytes read from the disk."),
-    "disk_written_bytes_total": MetricKind(COUNTER, "bytes", "Bytes written to the disk."),
-    "disk_reads_total": MetricKind(COUNTER, "", "Reads completed."),
-    "disk_writes_total": MetricKind(COUNTER, "", "Writes completed."),
-    "net_rx_bytes_total": MetricKind(COUNTER, "bytes", "Bytes received."),
-    "net_tx_bytes_total": MetricKind(COUNTER, "bytes", "Bytes sent."),
-    "net_rx_packets_total": MetricKind(COUNTER, "", "Packets received."),
-    "net_tx_packets_total": MetricKind(COUNTER, "", "Packets sent."),
-    "net_rx_errors_total": MetricKind(COUNTER, "", "Receive errors."),
-    "net_tx_errors_total": MetricKind(COUNTER, "", "Transmit errors."),
-    "procs": MetricKind(GAUGE, "", "Processes (a gauge, so no _total suffix)."),
-    "procs_running": MetricKind(GAUGE, "", "Processes running or runnable."),
-    "uptime_seconds": MetricKind(GAUGE, "seconds", "Time since boot."),
-}
 
 
 @dataclass(frozen=True)

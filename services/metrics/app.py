@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import grpc
 from sqlalchemy import Engine
 
+from agent.metric_kinds import KINDS
 from services.common.db import is_postgres
 from services.common.server import AsyncServiceBinding
 from services.metrics.auth import AgentsClient, CachedAuthenticator
-from services.metrics.domain import IngestLimits
+from services.metrics.domain import IngestLimits, MetricInfo, MetricType
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.query.use_cases import QueryContext
@@ -71,7 +72,11 @@ def build_metrics_app(
     samples: SampleStore = (
         PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
     )
-    catalog = SeriesCatalog(SqlSeriesStore(engine), now_ms, refresh_every_s=config.catalog_refresh_s)
+    # The InfraWatch agent's own metrics keep their types whoever declares them first.
+    protected = [MetricInfo(name, MetricType(kind.type), kind.unit, kind.help) for name, kind in KINDS.items()]
+    catalog = SeriesCatalog(
+        SqlSeriesStore(engine), now_ms, refresh_every_s=config.catalog_refresh_s, protected=protected
+    )
     hub = WatchHub()
     ingestor = Ingestor(catalog, samples, hub, config.limits, now_ms)
     authenticator = CachedAuthenticator(

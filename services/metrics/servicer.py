@@ -25,7 +25,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
 from services.common.timestamps import to_epoch_ms, to_milliseconds
 from services.metrics.auth import CachedAuthenticator
-from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType
+from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType, MetricInfo
 from services.metrics.ingest.columns import read_batch
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch
@@ -56,6 +56,10 @@ def _match_type(value: int) -> MatchType:
 def _matchers(selector: pb.Selector, required: bool = True) -> list[Matcher]:
     structured = [Matcher(m.name, _match_type(m.type), m.value) for m in selector.matchers]
     return query.matchers_from(selector.selector, structured, required)
+
+
+def _metadata(info: MetricInfo) -> pb.MetricMetadata:
+    return pb.MetricMetadata(name=info.name, type=int(info.type), unit=info.unit, help=info.help)
 
 
 def _ack(result: BatchResult) -> pb.BatchAck:
@@ -224,10 +228,13 @@ class MetricsServicer:
 
     def _list_metric_names(self, request: pb.ListMetricNamesRequest) -> pb.ListMetricNamesResponse:
         return pb.ListMetricNamesResponse(
-            metrics=[
-                pb.MetricMetadata(name=i.name, type=int(i.type), unit=i.unit, help=i.help)
-                for i in query.list_metric_names(self._queries)
-            ]
+            metrics=[_metadata(info) for info in query.list_metric_names(self._queries)],
+            conflicts=[
+                pb.MetadataConflict(
+                    kept=_metadata(c.kept), refused=_metadata(c.refused), agent_id=c.agent_id, times=c.times
+                )
+                for c in self._queries.catalog.conflicts()
+            ],
         )
 
     async def ListMetricNames(self, request: pb.ListMetricNamesRequest, context: Any) -> pb.ListMetricNamesResponse:

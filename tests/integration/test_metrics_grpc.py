@@ -485,3 +485,19 @@ def test_metadata_with_an_unknown_type_is_rejected_per_series_and_the_stream_goe
     assert [(a.samples_accepted, a.samples_rejected) for a in acks] == [(1, 1), (1, 0)]
     assert acks[0].rejections[0].reason == pb.REJECTION_REASON_INVALID_METADATA
     assert "type 99" in acks[0].rejections[0].message
+
+
+def test_refused_metadata_declarations_are_listed_for_operators(metrics_harness, metrics_stub, agent_token):
+    now = metrics_harness.clock()
+    squat = pb.MetricMetadata(name="load1", type=pb.METRIC_TYPE_COUNTER)
+    (ack,) = stream(
+        metrics_stub, agent_token, batch(series({"__name__": "load1", "host": "a"}, [now], [1.0]), metadata=[squat])
+    )
+    assert ack.rejections[0].reason == pb.REJECTION_REASON_TYPE_CONFLICT
+    names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
+    (conflict,) = names.conflicts
+    assert (conflict.kept.name, conflict.kept.type, conflict.refused.type) == (
+        "load1",
+        pb.METRIC_TYPE_GAUGE,
+        pb.METRIC_TYPE_COUNTER,
+    )

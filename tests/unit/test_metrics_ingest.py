@@ -271,3 +271,46 @@ def test_a_huge_selector_is_refused_without_being_echoed():
     with pytest.raises(InvalidArgument) as raised:
         parse_selector('cpu{host="a"' + " " * 5000 + "junk junk")
     assert len(str(raised.value)) < 300
+
+
+def _protected_ingestor(samples, hub, clock):
+    from agent.metric_kinds import KINDS
+
+    protected = [MetricInfo(name, MetricType(kind.type), kind.unit, kind.help) for name, kind in KINDS.items()]
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0, protected=protected)
+    return Ingestor(catalog, samples, hub, IngestLimits(), clock)
+
+
+def test_the_agents_own_metric_types_cannot_be_squatted(samples, hub, clock):
+    ingestor = _protected_ingestor(samples, hub, clock)
+    now = clock()
+    load1 = [("__name__", "load1"), ("host", "squatter")]
+    squat = ingestor.open_stream("squatter").ingest(
+        batch(one(load1, [now - 1000], [1.0]), metadata=[MetricInfo("load1", MetricType.COUNTER)])
+    )
+    assert squat.rejections[0].reason is Reason.TYPE_CONFLICT
+    real = ingestor.open_stream("real-agent").ingest(
+        batch(
+            one([("__name__", "load1"), ("host", "web-1")], [now - 1000], [0.5]),
+            metadata=[MetricInfo("load1", MetricType.GAUGE)],
+        )
+    )
+    assert (real.accepted, real.rejected) == (1, 0)
+    (conflict,) = ingestor.catalog.conflicts()
+    assert (conflict.kept.type, conflict.refused.type, conflict.agent_id) == (
+        MetricType.GAUGE,
+        MetricType.COUNTER,
+        "squatter",
+    )
+
+
+def test_one_senders_unit_and_help_are_not_rewritten_by_another(ingestor, clock):
+    now = clock()
+    first = MetricInfo("queue_depth", MetricType.GAUGE, "jobs", "Jobs waiting.")
+    ingestor.open_stream("a").ingest(batch(one([("__name__", "queue_depth")], [now], [1.0]), metadata=[first]))
+    rewrite = MetricInfo("queue_depth", MetricType.GAUGE, "jobs", "Something else entirely.")
+    ingestor.open_stream("b").ingest(
+        batch(one([("__name__", "queue_depth"), ("x", "1")], [now], [1.0]), metadata=[rewrite])
+    )
+    assert ingestor.catalog.metric_info("queue_depth") == first
+    assert ingestor.catalog.conflicts()[0].agent_id == "b"

@@ -193,7 +193,7 @@ class IngestStream:
                 self._invalid_metadata[info.name] = info.problem
                 continue
             self._invalid_metadata.pop(info.name, None)
-            stored = self._ingestor.catalog.declare(info)
+            stored = self._ingestor.catalog.declare(info, self.agent_id)
             self._declared[info.name] = info.type or stored.type
         # A declaration can make a label set conflict (or stop conflicting): resolve again.
         self._ids_by_ref.clear()

@@ -10,11 +10,14 @@ other replicas.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from services.common.logs import event
 from services.metrics.domain import (
     METRIC_NAME,
     LabelSet,
@@ -27,14 +30,34 @@ from services.metrics.domain import (
 )
 from services.metrics.storage.ports import SeriesStore
 
+_log = logging.getLogger("infrawatch.metrics.catalog")
+
 REFRESH_OVERLAP_IDS = 1000
 """Re-read this many ids below the highest known one, so ids that another replica
 allocated earlier but committed later are not missed."""
 
 
+@dataclass(frozen=True)
+class MetadataConflict:
+    """The newest refused declaration of a name, next to what was kept, and how often."""
+
+    kept: MetricInfo
+    refused: MetricInfo
+    agent_id: str
+    times: int
+
+
 class SeriesCatalog:
-    def __init__(self, store: SeriesStore, now_ms: Callable[[], int], refresh_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: SeriesStore,
+        now_ms: Callable[[], int],
+        refresh_every_s: float = 1.0,
+        protected: Sequence[MetricInfo] = (),
+    ) -> None:
         self._store = store
+        self._protected = {info.name: info for info in protected}
+        self._conflicts: dict[str, MetadataConflict] = {}
         self._now_ms = now_ms
         self._refresh_every_s = refresh_every_s
         self._lock = threading.RLock()
@@ -83,23 +106,61 @@ class SeriesCatalog:
         return len(self._by_id)
 
     def metric_info(self, name: str) -> MetricInfo | None:
-        return self._infos.get(name)
+        return self._protected.get(name) or self._infos.get(name)
 
     def metric_infos(self) -> list[MetricInfo]:
         with self._lock:
-            return sorted(self._infos.values(), key=lambda info: info.name)
+            # Names in use, with the protected ones as the table defines them (the stored row may
+            # predate the protection).
+            infos = [self._protected.get(name, info) for name, info in self._infos.items()]
+            return sorted(infos, key=lambda info: info.name)
 
-    def declare(self, info: MetricInfo) -> MetricInfo:
-        """Record metadata for a name; returns what is stored (the first type a name got wins)."""
+    def declare(self, info: MetricInfo, agent_id: str = "") -> MetricInfo:
+        """Record metadata for a name; returns what is kept.
+
+        The first type a name gets wins, and the types of protected names (the InfraWatch agent's
+        own metrics) cannot be taken over at all. Unit and help, once set, are not rewritten by a
+        later sender either: a missing unit or help may be filled in, a different one is refused.
+        Every refusal is logged and kept in `conflicts` for operators (ListMetricNames)."""
         with self._lock:
-            known = self._infos.get(info.name)
-            if known is not None and (known.unit, known.help) == (info.unit, info.help):
-                return known
-            stored_type = known.type if known is not None else (info.type or MetricType.GAUGE)
-            stored = MetricInfo(info.name, MetricType(stored_type), info.unit, info.help)
-            self._store.save_metric_info(stored)
-            self._infos[info.name] = stored
+            protected = self._protected.get(info.name)
+            known = protected or self._infos.get(info.name)
+            if known is None:
+                stored = MetricInfo(info.name, MetricType(info.type or MetricType.GAUGE), info.unit, info.help)
+            elif not (
+                info.type in (MetricType.UNSPECIFIED, known.type)
+                and info.unit in ("", known.unit, *([info.unit] if not known.unit else []))
+                and info.help in ("", known.help, *([info.help] if not known.help else []))
+            ):
+                self._record_conflict(known, info, agent_id)
+                stored = known
+            elif protected is not None:
+                stored = protected
+            else:  # a unit or help not set before may be filled in
+                stored = MetricInfo(info.name, known.type, known.unit or info.unit, known.help or info.help)
+            if self._infos.get(info.name) != stored:
+                self._store.save_metric_info(stored)
+                self._infos[info.name] = stored
             return stored
+
+    def _record_conflict(self, kept: MetricInfo, refused: MetricInfo, agent_id: str) -> None:
+        previous = self._conflicts.get(refused.name)
+        times = previous.times + 1 if previous is not None else 1
+        self._conflicts[refused.name] = MetadataConflict(kept, refused, agent_id, times)
+        if previous is None or previous.refused != refused:
+            event(
+                _log,
+                "metric metadata refused: the name is already declared otherwise",
+                logging.WARNING,
+                metric=refused.name,
+                kept_type=kept.type.name,
+                refused_type=MetricType(refused.type).name,
+                agent_id=agent_id,
+            )
+
+    def conflicts(self) -> list[MetadataConflict]:
+        with self._lock:
+            return sorted(self._conflicts.values(), key=lambda conflict: conflict.kept.name)
 
     def create(
         self, agent_id: str, wanted: Sequence[LabelSet], limit: int, total_limit: int | None = None

@@ -251,10 +251,24 @@ class ListMetricNamesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListMetricNamesResponse(_message.Message):
-    __slots__ = ("metrics",)
+    __slots__ = ("metrics", "conflicts")
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     metrics: _containers.RepeatedCompositeFieldContainer[MetricMetadata]
-    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ...) -> None: ...
+    conflicts: _containers.RepeatedCompositeFieldContainer[MetadataConflict]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ..., conflicts: _Optional[_Iterable[_Union[MetadataConflict, _Mapping]]] = ...) -> None: ...
+
+class MetadataConflict(_message.Message):
+    __slots__ = ("kept", "refused", "agent_id", "times")
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    kept: MetricMetadata
+    refused: MetricMetadata
+    agent_id: str
+    times: int
+    def __init__(self, kept: _Optional[_Union[MetricMetadata, _Mapping]] = ..., refused: _Optional[_Union[MetricMetadata, _Mapping]] = ..., agent_id: _Optional[str] = ..., times: _Optional[int] = ...) -> None: ...
 
 class WatchMetricsRequest(_message.Message):
     __slots__ = ("selector",)
