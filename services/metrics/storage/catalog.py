@@ -201,8 +201,9 @@ class SeriesCatalog:
         if not accepted:
             return result
         for name in new_names:
-            if self.metric_info(name) is None:  # not declared meanwhile, with a unit and help
-                self.declare(MetricInfo(name, MetricType.GAUGE))
+            # Never overwrites: a name declared meanwhile keeps its metadata; a protected name
+            # enters with its own; a new one is a gauge until declared otherwise.
+            self.declare(MetricInfo(name, MetricType.UNSPECIFIED), agent_id)
         created = self._store.create_series([(labels, agent_id) for labels in accepted], self._now_ms())
         with self._lock:
             for labels, series_id in created.items():
