@@ -75,8 +75,10 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
             # Evenly spaced, so sent as the InfraWatch agent sends it: start and interval, no timestamp list.
             entry = batch.series.add(ref=ref, start_ms=times[0], interval_ms=INTERVAL_MS, values=values)
             if number == 0:
+                # One stream writes all 100 hosts' series, so they are told apart by `instance`: the
+                # server sets `host` itself, from the stream's credential.
                 entry.labels.extend(
-                    [pb.Label(name="__name__", value=name), pb.Label(name="host", value=f"host-{host:03d}")]
+                    [pb.Label(name="__name__", value=name), pb.Label(name="instance", value=f"host-{host:03d}")]
                 )
         batches.append(batch)
     return batches
@@ -260,7 +262,7 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
     step = Duration()
     step.FromSeconds(300)
     single = pb.QueryRangeRequest(
-        selector=pb.Selector(selector='cpu_usage_percent{host="host-042"}'),
+        selector=pb.Selector(selector='cpu_usage_percent{instance="host-042"}'),
         start=to_timestamp(start_ms),
         end=to_timestamp(end_ms),
     )

@@ -16,6 +16,8 @@ LabelSet = tuple[tuple[str, str], ...]
 """A label set in canonical form: (name, value) pairs sorted by name, `__name__` included."""
 
 METRIC_NAME = "__name__"
+HOST_LABEL = "host"
+"""Set by the metrics service from the authenticated agent on every series an agent writes."""
 MAX_LABEL_NAME = 128
 MAX_LABEL_VALUE = 1024
 MAX_LABELS = 32

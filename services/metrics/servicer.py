@@ -166,7 +166,7 @@ class MetricsServicer:
         token = bearer_token(context)
         with self._slots.hold():
             identity = await self._on(self._ingest_pool, self._auth.identify, token)
-            stream = self._ingestor.open_stream(identity.agent_id)
+            stream = self._ingestor.open_stream(identity.agent_id, identity.hostname)
             in_flight: asyncio.Queue[asyncio.Future[pb.BatchAck] | None] = asyncio.Queue(PIPELINE_DEPTH - 1)
 
             async def read() -> None:

@@ -25,7 +25,7 @@ FLEET_CONFIG = MetricsConfig(limits=IngestLimits(max_series_per_agent=10_000), c
 
 def labelled(name: str, host: str, times: list[int], values: list[float], ref: int = 1) -> pb.SeriesSamples:
     return pb.SeriesSamples(
-        labels=[pb.Label(name="__name__", value=name), pb.Label(name="host", value=host)],
+        labels=[pb.Label(name="__name__", value=name), pb.Label(name="node", value=host)],
         ref=ref,
         timestamps_ms=times,
         values=values,
@@ -78,7 +78,7 @@ def test_idle_watchers_do_not_block_health_queries_or_ingest(metrics_engine, age
     async def scenario(address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-            request = pb.WatchMetricsRequest(selector=pb.Selector(selector='watched{host="w"}'))
+            request = pb.WatchMetricsRequest(selector=pb.Selector(selector='watched{node="w"}'))
             watchers = [stub.WatchMetrics(request) for _ in range(STREAMS)]
             await asyncio.wait_for(asyncio.gather(*(w.initial_metadata() for w in watchers)), timeout=20)
             assert await _health(channel) == health_pb2.HealthCheckResponse.SERVING
@@ -154,7 +154,9 @@ def test_a_batch_resent_to_another_replica_after_compaction_is_not_stored_twice(
         # The agent lost A's ack, reconnects to B and re-sends the batch A already stored.
         (ack,) = _stream(replica_b.address, agent_token, batch(2, second))
         assert (ack.samples_accepted, ack.samples_duplicate, ack.samples_rejected) == (0, 5, 0)
-        series_id = replica_a.catalog.series_id((("__name__", "replicated"), ("host", "r")))
+        series_id = replica_a.catalog.series_id(
+            (("__name__", "replicated"), ("host", "metrics-test-host"), ("node", "r"))
+        )
         stored = replica_a.samples.raw([series_id], start, start + window)[series_id][0]
         assert stored == first + second
 

@@ -71,19 +71,19 @@ def test_raw_round_trip_keeps_exact_values_including_nan_and_infinity(metrics_ha
         metrics_stub,
         agent_token,
         batch(
-            series({"__name__": "cpu", "host": "a"}, [t0, t0 + 10_000, t0 + 20_000], [1.5, math.nan, math.inf]),
-            series({"__name__": "cpu", "host": "b"}, [t0 + 1, t0 + 7_000, t0 + 30_000], [-math.inf, 2.0, 1e-300]),
+            series({"__name__": "cpu", "node": "a"}, [t0, t0 + 10_000, t0 + 20_000], [1.5, math.nan, math.inf]),
+            series({"__name__": "cpu", "node": "b"}, [t0 + 1, t0 + 7_000, t0 + 30_000], [-math.inf, 2.0, 1e-300]),
         ),
     )
     assert [(a.sequence, a.samples_accepted, a.samples_rejected) for a in acks] == [(1, 6, 0)]
     result = query(metrics_stub, "cpu", t0, t0 + 60_000)
     assert result.matched_series == 2
-    by_host = {labels_of(s)["host"]: s for s in result.series}
+    by_host = {labels_of(s)["node"]: s for s in result.series}
     assert list(by_host["a"].timestamps_ms) == [t0, t0 + 10_000, t0 + 20_000]
     assert same_floats(list(by_host["a"].values), [1.5, math.nan, math.inf])
     assert list(by_host["b"].timestamps_ms) == [t0 + 1, t0 + 7_000, t0 + 30_000]
     assert same_floats(list(by_host["b"].values), [-math.inf, 2.0, 1e-300])
-    narrow = query(metrics_stub, 'cpu{host="b"}', t0 + 5_000, t0 + 7_000)
+    narrow = query(metrics_stub, 'cpu{node="b"}', t0 + 5_000, t0 + 7_000)
     assert [list(s.timestamps_ms) for s in narrow.series] == [[t0 + 7_000]]
 
 
@@ -97,12 +97,12 @@ def send_two_hosts(stub, token, t0):
             token,
             batch(
                 series(
-                    {"__name__": "load", "host": "a", "role": "db"},
+                    {"__name__": "load", "node": "a", "role": "db"},
                     [t0 + k * 10_000 for k in ks],
                     [float(k) for k in ks],
                 ),
                 series(
-                    {"__name__": "load", "host": "b", "role": "web"},
+                    {"__name__": "load", "node": "b", "role": "web"},
                     [t0 + k * 10_000 + 1_000 for k in ks],
                     [100.0 + k for k in ks],
                 ),
@@ -151,7 +151,7 @@ def test_rate_handles_a_counter_reset(metrics_harness, metrics_stub, agent_token
         metrics_stub,
         agent_token,
         batch(
-            series({"__name__": "requests_total", "host": "a"}, [t0 + k * 10_000 for k in range(12)], values),
+            series({"__name__": "requests_total", "node": "a"}, [t0 + k * 10_000 for k in range(12)], values),
             metadata=[counter],
         ),
     )
@@ -162,7 +162,7 @@ def test_rate_handles_a_counter_reset(metrics_harness, metrics_stub, agent_token
 
 def test_a_resent_batch_is_stored_once(metrics_harness, metrics_stub, agent_token):
     t0 = base_time(metrics_harness)
-    labels = {"__name__": "mem", "host": "a"}
+    labels = {"__name__": "mem", "node": "a"}
     first = batch(series(labels, [t0 + k * 1000 for k in range(6)], [float(k) for k in range(6)]), sequence=7)
     overlapping = batch(
         series(labels, [t0 + k * 1000 for k in range(3, 9)], [float(k) for k in range(3, 9)]), sequence=8
@@ -176,7 +176,7 @@ def test_a_resent_batch_is_stored_once(metrics_harness, metrics_stub, agent_toke
 
 def test_an_older_sample_that_was_never_stored_is_rejected_as_out_of_order(metrics_harness, metrics_stub, agent_token):
     t0 = base_time(metrics_harness)
-    labels = {"__name__": "mem", "host": "a"}
+    labels = {"__name__": "mem", "node": "a"}
     acks = stream(
         metrics_stub,
         agent_token,
@@ -203,13 +203,13 @@ def test_label_set_references_are_resolved_per_stream(metrics_harness, metrics_s
 
 def test_bad_series_are_rejected_alone_with_reasons(metrics_harness, metrics_stub, agent_token):
     now = metrics_harness.clock()
-    good = series({"__name__": "ok_metric", "host": "a"}, [now - 1000], [1.0])
+    good = series({"__name__": "ok_metric", "node": "a"}, [now - 1000], [1.0])
     acks = stream(
         metrics_stub,
         agent_token,
         batch(
             series({"__name__": "bad", "bad-label": "x"}, [now], [1.0]),
-            series({"host": "nameless"}, [now], [1.0]),
+            series({"node": "nameless"}, [now], [1.0]),
             series({"__name__": "mismatch"}, [now, now + 1], [1.0]),
             series({"__name__": "future"}, [now - 1000, now + 3_600_000], [1.0, 2.0]),
             series({"__name__": "ancient"}, [now - 30 * 86_400_000, now - 2000], [1.0, 2.0]),
@@ -257,10 +257,10 @@ def test_a_metric_typed_differently_by_another_agent_is_a_type_conflict(
     as_gauge = pb.MetricMetadata(name="jobs", type=pb.METRIC_TYPE_GAUGE)
     other = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="other-host")).agent_token
     stream(
-        metrics_stub, agent_token, batch(series({"__name__": "jobs", "host": "a"}, [now], [1.0]), metadata=[as_counter])
+        metrics_stub, agent_token, batch(series({"__name__": "jobs", "node": "a"}, [now], [1.0]), metadata=[as_counter])
     )
     ack = stream(
-        metrics_stub, other, batch(series({"__name__": "jobs", "host": "b"}, [now], [1.0]), metadata=[as_gauge])
+        metrics_stub, other, batch(series({"__name__": "jobs", "node": "b"}, [now], [1.0]), metadata=[as_gauge])
     )[0]
     assert ack.samples_accepted == 0
     assert ack.rejections[0].reason == pb.REJECTION_REASON_TYPE_CONFLICT
@@ -281,10 +281,10 @@ def test_latest_values_series_listing_and_metric_names(metrics_harness, metrics_
     t0 = base_time(metrics_harness)
     send_two_hosts(metrics_stub, agent_token, t0)
     latest = metrics_stub.LatestValues(pb.LatestValuesRequest(selector=pb.Selector(selector='load{role=~"d.*"}')))
-    assert [(labels_of(s)["host"], s.timestamp_ms, s.value) for s in latest.samples] == [("a", t0 + 110_000, 11.0)]
+    assert [(labels_of(s)["node"], s.timestamp_ms, s.value) for s in latest.samples] == [("a", t0 + 110_000, 11.0)]
     first = metrics_stub.ListSeries(pb.ListSeriesRequest(page_size=1))
     second = metrics_stub.ListSeries(pb.ListSeriesRequest(page_size=1, page_token=first.next_page_token))
-    hosts = [labels_of(s)["host"] for page in (first, second) for s in page.series]
+    hosts = [labels_of(s)["node"] for page in (first, second) for s in page.series]
     assert hosts == ["a", "b"] and second.next_page_token == ""
     names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
     assert [(m.name, m.type) for m in names.metrics] == [("load", pb.METRIC_TYPE_GAUGE)]
@@ -297,7 +297,7 @@ def test_queries_reject_bad_selectors_and_ranges(metrics_stub):
         return info.value.code(), info.value.details()
 
     assert code(pb.QueryRangeRequest())[0] == grpc.StatusCode.INVALID_ARGUMENT
-    bad = code(pb.QueryRangeRequest(selector=pb.Selector(selector='cpu{host="a"')))
+    bad = code(pb.QueryRangeRequest(selector=pb.Selector(selector='cpu{node="a"')))
     assert bad[0] == grpc.StatusCode.INVALID_ARGUMENT and "missing '}'" in bad[1]
     regex = code(pb.QueryRangeRequest(selector=pb.Selector(selector='cpu{host=~"("}')))
     assert regex[0] == grpc.StatusCode.INVALID_ARGUMENT and "regular expression" in regex[1]
@@ -310,7 +310,7 @@ def test_queries_reject_bad_selectors_and_ranges(metrics_stub):
 def test_watch_pushes_new_samples_of_matching_series(metrics_harness, metrics_stub, agent_token):
     now = metrics_harness.clock()
     received: queue.Queue = queue.Queue()
-    call = metrics_stub.WatchMetrics(pb.WatchMetricsRequest(selector=pb.Selector(selector='temp{host="a"}')))
+    call = metrics_stub.WatchMetrics(pb.WatchMetricsRequest(selector=pb.Selector(selector='temp{node="a"}')))
 
     def consume():
         try:
@@ -325,13 +325,13 @@ def test_watch_pushes_new_samples_of_matching_series(metrics_harness, metrics_st
         metrics_stub,
         agent_token,
         batch(
-            series({"__name__": "temp", "host": "a"}, [now - 2000, now - 1000], [20.5, 21.0]),
-            series({"__name__": "temp", "host": "b"}, [now - 1000], [99.0]),
+            series({"__name__": "temp", "node": "a"}, [now - 2000, now - 1000], [20.5, 21.0]),
+            series({"__name__": "temp", "node": "b"}, [now - 1000], [99.0]),
         ),
     )
     message = received.get(timeout=1.0)
     call.cancel()
-    assert [labels_of(s)["host"] for s in message.series] == ["a"]
+    assert [labels_of(s)["node"] for s in message.series] == ["a"]
     assert list(message.series[0].timestamps_ms) == [now - 2000, now - 1000]
     assert list(message.series[0].values) == [20.5, 21.0]
 
@@ -351,8 +351,8 @@ def test_retention_drops_old_samples_and_keeps_recent_ones(metrics_harness):
 def test_compaction_merges_small_chunks_without_changing_any_answer(metrics_harness, metrics_stub, agent_token):
     window = 3_600_000
     t0 = (metrics_harness.clock() // window - 2) * window
-    labels_a = {"__name__": "comp", "host": "a"}
-    labels_b = {"__name__": "comp", "host": "b"}
+    labels_a = {"__name__": "comp", "node": "a"}
+    labels_b = {"__name__": "comp", "node": "b"}
     batches = []
     for number in range(12):
         ks = range(number * 5, number * 5 + 5)
@@ -368,7 +368,7 @@ def test_compaction_merges_small_chunks_without_changing_any_answer(metrics_harn
 
     def answers():
         raw = query(metrics_stub, "comp", t0, end)
-        sums = query(metrics_stub, "comp", t0, end, step_ms=45_000, aggregation=pb.AGGREGATION_SUM, group_by=["host"])
+        sums = query(metrics_stub, "comp", t0, end, step_ms=45_000, aggregation=pb.AGGREGATION_SUM, group_by=["node"])
         last = query(metrics_stub, "comp", t0, end, step_ms=120_000, aggregation=pb.AGGREGATION_LAST)
         return [
             [(labels_of(s), list(s.timestamps_ms), list(s.values)) for s in reply.series] for reply in (raw, sums, last)
@@ -451,7 +451,7 @@ def test_a_catastrophically_backtracking_pattern_is_answered_at_once(metrics_har
 
 
 def test_an_unknown_matcher_type_is_invalid_argument(metrics_stub):
-    request = pb.QueryRangeRequest(selector=pb.Selector(matchers=[pb.LabelMatcher(name="host", type=99, value="x")]))
+    request = pb.QueryRangeRequest(selector=pb.Selector(matchers=[pb.LabelMatcher(name="node", type=99, value="x")]))
     with pytest.raises(grpc.RpcError) as raised:
         metrics_stub.QueryRange(request, timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -476,11 +476,11 @@ def test_metadata_with_an_unknown_type_is_rejected_per_series_and_the_stream_goe
         metrics_stub,
         agent_token,
         batch(
-            series({"__name__": "odd", "host": "a"}, [now - 1000], [1.0]),
-            series({"__name__": "even", "host": "a"}, [now - 1000], [2.0]),
+            series({"__name__": "odd", "node": "a"}, [now - 1000], [1.0]),
+            series({"__name__": "even", "node": "a"}, [now - 1000], [2.0]),
             metadata=[pb.MetricMetadata(name="odd", type=99)],
         ),
-        batch(series({"__name__": "even", "host": "a"}, [now], [3.0]), sequence=2),
+        batch(series({"__name__": "even", "node": "a"}, [now], [3.0]), sequence=2),
     )
     assert [(a.samples_accepted, a.samples_rejected) for a in acks] == [(1, 1), (1, 0)]
     assert acks[0].rejections[0].reason == pb.REJECTION_REASON_INVALID_METADATA
@@ -491,7 +491,7 @@ def test_refused_metadata_declarations_are_listed_for_operators(metrics_harness,
     now = metrics_harness.clock()
     squat = pb.MetricMetadata(name="load1", type=pb.METRIC_TYPE_COUNTER)
     (ack,) = stream(
-        metrics_stub, agent_token, batch(series({"__name__": "load1", "host": "a"}, [now], [1.0]), metadata=[squat])
+        metrics_stub, agent_token, batch(series({"__name__": "load1", "node": "a"}, [now], [1.0]), metadata=[squat])
     )
     assert ack.rejections[0].reason == pb.REJECTION_REASON_TYPE_CONFLICT
     names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
@@ -501,3 +501,20 @@ def test_refused_metadata_declarations_are_listed_for_operators(metrics_harness,
         pb.METRIC_TYPE_GAUGE,
         pb.METRIC_TYPE_COUNTER,
     )
+
+
+def test_an_agent_cannot_write_or_poison_another_hosts_series(metrics_harness, metrics_stub, agents_stub):
+    from infrawatch.agents.v1 import agents_pb2
+
+    victim = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="victim")).agent_token
+    attacker = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="attacker")).agent_token
+    now = metrics_harness.clock()
+    # Forged samples for the victim, a minute in the future: they land on the attacker's own host.
+    (forged,) = stream(
+        metrics_stub, attacker, batch(series({"__name__": "load1", "host": "victim"}, [now + 60_000], [99.0]))
+    )
+    assert forged.samples_accepted == 1
+    (real,) = stream(metrics_stub, victim, batch(series({"__name__": "load1", "host": "victim"}, [now], [0.5])))
+    assert (real.samples_accepted, real.samples_rejected) == (1, 0)
+    latest = metrics_stub.LatestValues(pb.LatestValuesRequest(selector=pb.Selector(selector="load1")))
+    assert sorted((labels_of(s)["host"], s.value) for s in latest.samples) == [("attacker", 99.0), ("victim", 0.5)]

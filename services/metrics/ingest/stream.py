@@ -24,6 +24,7 @@ import numpy as np
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.metrics.domain import (
+    HOST_LABEL,
     METRIC_NAME,
     IngestLimits,
     InvalidMetadata,
@@ -143,8 +144,10 @@ class Ingestor:
         with self._locks_guard:
             return self._agent_locks[agent_id]
 
-    def open_stream(self, agent_id: str) -> IngestStream:
-        return IngestStream(self, agent_id)
+    def open_stream(self, agent_id: str, hostname: str = "") -> IngestStream:
+        """A stream of the authenticated agent; with `hostname`, every series it writes is that
+        host's (`host` is set from the credential, whatever the payload says)."""
+        return IngestStream(self, agent_id, hostname)
 
 
 @dataclass(slots=True)
@@ -167,9 +170,10 @@ class PreparedBatch:
 class IngestStream:
     """The state of one StreamMetrics call: who is sending, its label-set refs and what it resolved."""
 
-    def __init__(self, ingestor: Ingestor, agent_id: str) -> None:
+    def __init__(self, ingestor: Ingestor, agent_id: str, hostname: str = "") -> None:
         self._ingestor = ingestor
         self.agent_id = agent_id
+        self.hostname = hostname
         self.broken = False
         self._uncommitted = 0
         self._settled = threading.Condition()
@@ -179,6 +183,13 @@ class IngestStream:
         self._ids_by_ref: dict[int, int] = {}
         self._ids_by_labels: dict[LabelSet, int] = {}
         self._verified: set[int] = set()
+
+    def _owned(self, labels: LabelSet) -> LabelSet:
+        """The label set with `host` set to the authenticated agent's hostname: identity comes from
+        the credential, so no agent can write (or poison) another host's series."""
+        if not self.hostname or (HOST_LABEL, self.hostname) in labels:
+            return labels
+        return canonical([*(pair for pair in labels if pair[0] != HOST_LABEL), (HOST_LABEL, self.hostname)])
 
     def _declare(self, metadata: Sequence[MetricInfo | InvalidMetadata]) -> None:
         """Record the stream's metadata. An invalid entry does not end the stream: the series of
@@ -293,7 +304,7 @@ class IngestStream:
         else:
             for index, (labels, ref) in enumerate(zip(batch.labels, batch.refs, strict=True)):
                 if labels:
-                    canon = canonicals[index] = canonical(labels)
+                    canon = canonicals[index] = self._owned(canonical(labels))
                     found = self._ids_by_labels.get(canon, -1)
                     if ref:
                         self._refs[ref] = canon
