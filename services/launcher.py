@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -53,12 +55,15 @@ def operator_token(environ: dict[str, str]) -> str:
     return path.read_text().strip()
 
 
-def wait_serving(address: str, service: str, timeout_s: float) -> bool:
-    """Whether `service` at `address` reports SERVING within the timeout."""
+def wait_serving(
+    address: str, service: str, timeout_s: float, still_running: Callable[[], bool] = lambda: True
+) -> bool:
+    """Whether `service` at `address` reports SERVING within the timeout; False at once when
+    `still_running` says the process serving it has gone."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and still_running():
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -67,6 +72,10 @@ def wait_serving(address: str, service: str, timeout_s: float) -> bool:
                 pass
             time.sleep(0.1)
     return False
+
+
+def _running(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is None
 
 
 def _stop_all(processes: list[tuple[Component, subprocess.Popen[bytes]]], grace: float) -> None:
@@ -124,8 +133,19 @@ def main(argv: list[str] | None = None) -> int:
             if component.port_var and component.health_service:
                 port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
-                if not wait_serving(address, component.health_service, args.ready_timeout):
-                    print(f"launcher: {component.name} did not become healthy; stopping", file=sys.stderr)
+                if not wait_serving(address, component.health_service, args.ready_timeout, partial(_running, process)):
+                    if process.poll() is not None:
+                        print(
+                            f"launcher: {component.name} exited with code {process.returncode} while starting "
+                            f"(its error is above; is {address} already in use?); stopping",
+                            file=sys.stderr,
+                        )
+                    else:
+                        print(
+                            f"launcher: {component.name} did not become healthy on {address} within "
+                            f"{args.ready_timeout:g}s; stopping",
+                            file=sys.stderr,
+                        )
                     return 1
                 print(f"launcher: {component.name:<8} ready on {address}", flush=True)
             else:
