@@ -46,18 +46,29 @@ def status_for(error: errors.DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+_ROUTINE = (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED)
+_SUSPICIOUS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
 class _CallLog:
+    """One line per call. Routine outcomes (OK, a client hanging up) are DEBUG, so a running
+    service's log shows what needs attention: refused credentials at WARNING, other failures at
+    INFO (unexpected ones also at ERROR, with their traceback, where they are caught)."""
+
     def __init__(self, method: str) -> None:
         self.method = method
         self.started = time.perf_counter()
-        self.level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
 
     def done(self, code: grpc.StatusCode, detail: str = "") -> None:
         elapsed_ms = round((time.perf_counter() - self.started) * 1000, 2)
         fields: dict[str, Any] = {"method": self.method, "code": code.name, "duration_ms": elapsed_ms}
         if detail:
             fields["detail"] = detail
-        event(_log, "rpc finished", self.level, **fields)
+        if code in _ROUTINE or self.method.startswith(_QUIET_PREFIXES):
+            level = logging.DEBUG
+        else:
+            level = logging.WARNING if code in _SUSPICIOUS else logging.INFO
+        event(_log, "rpc finished", level, **fields)
 
 
 def _fail(context: grpc.ServicerContext, call: _CallLog, exc: Exception) -> None:

@@ -141,3 +141,23 @@ def test_a_database_that_cannot_be_reached_is_unavailable_so_clients_retry():
         engine.dispose()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.value.details() == DATABASE_UNAVAILABLE_MESSAGE
+
+
+def test_refused_credentials_are_warnings_and_routine_calls_stay_out_of_the_default_log(agents_stub, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="infrawatch.rpc")
+    registered = agents_stub.RegisterAgent(pb.RegisterAgentRequest(hostname="log-level-host"))
+    agents_stub.ListAgents(pb.ListAgentsRequest())
+    with pytest.raises(grpc.RpcError) as refused:
+        agents_stub.Heartbeat(
+            pb.HeartbeatRequest(agent_id=registered.agent_id), metadata=(("authorization", "Bearer iwa_wrong"),)
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finished = {
+        record.fields["method"].rsplit("/", 1)[-1]: record.levelno
+        for record in caplog.records
+        if record.getMessage() == "rpc finished"
+    }
+    assert finished["ListAgents"] == logging.DEBUG
+    assert finished["Heartbeat"] == logging.WARNING
