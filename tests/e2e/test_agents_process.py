@@ -89,9 +89,20 @@ def test_sigterm_drains_and_exits_cleanly_and_the_log_never_holds_a_token(agents
     registered = grpcurl(
         "-plaintext", "-d", '{"hostname": "web-9"}', address, "infrawatch.agents.v1.AgentService/RegisterAgent"
     )
-    token = json.loads(registered.stdout)["agent_token"]
+    reply = json.loads(registered.stdout)
+    token = reply["agent_token"]
+    # A heartbeat with a wrong token: refused, and logged as a warning (routine calls are DEBUG).
+    grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}x",
+        "-d",
+        json.dumps({"agent_id": reply["agent_id"]}),
+        address,
+        "infrawatch.agents.v1.AgentService/Heartbeat",
+    )
     assert process.terminate() == 0
     log = process.log()
     assert "stop signal received" in log and "msg=stopped" in log
     assert token not in log
-    assert "RegisterAgent code=OK" in log
+    assert "level=warning" in log and "Heartbeat code=UNAUTHENTICATED" in log
