@@ -120,7 +120,8 @@ def read_batch(data: bytes) -> BatchColumns:
     )
     labels = [_NO_LABELS] * count
     for index in np.flatnonzero(fields.has_labels).tolist():
-        labels[index] = _label_tuple(wire.SeriesColumns.FromString(pieces[index]).labels)
+        # SeriesLabels shares field 1 (labels) with SeriesSamples; the other fields are skipped.
+        labels[index] = _label_tuple(pb.SeriesLabels.FromString(pieces[index]).labels)
     return BatchColumns(
         sequence=message.sequence,
         metadata=_metadata(message.metadata),

@@ -25,17 +25,13 @@ _sym_db = _symbol_database.Default()
 from infrawatch.metrics.v1 import metrics_pb2 as infrawatch_dot_metrics_dot_v1_dot_metrics__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'infrawatch/metrics/v1/ingest_wire.proto\x12\x15infrawatch.metrics.v1\x1a#infrawatch/metrics/v1/metrics.proto\"\x95\x01\n\x12MetricBatchColumns\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x08metadata\x18\x02 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x34\n\x06series\x18\x03 \x03(\x0b\x32$.infrawatch.metrics.v1.SeriesColumns\"\x98\x01\n\rSeriesColumns\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x0b\n\x03ref\x18\x02 \x01(\r\x12\x15\n\rtimestamps_ms\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x01(\x0c\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x13\n\x0binterval_ms\x18\x06 \x01(\x03\"s\n\x16MetricBatchSeriesBytes\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x08metadata\x18\x02 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x0e\n\x06series\x18\x03 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'infrawatch/metrics/v1/ingest_wire.proto\x12\x15infrawatch.metrics.v1\x1a#infrawatch/metrics/v1/metrics.proto\"s\n\x16MetricBatchSeriesBytes\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x08metadata\x18\x02 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x0e\n\x06series\x18\x03 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'infrawatch.metrics.v1.ingest_wire_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRICBATCHCOLUMNS']._serialized_start=104
-  _globals['_METRICBATCHCOLUMNS']._serialized_end=253
-  _globals['_SERIESCOLUMNS']._serialized_start=256
-  _globals['_SERIESCOLUMNS']._serialized_end=408
-  _globals['_METRICBATCHSERIESBYTES']._serialized_start=410
-  _globals['_METRICBATCHSERIESBYTES']._serialized_end=525
+  _globals['_METRICBATCHSERIESBYTES']._serialized_start=103
+  _globals['_METRICBATCHSERIESBYTES']._serialized_end=218
 # @@protoc_insertion_point(module_scope)
