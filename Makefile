@@ -50,9 +50,13 @@ DURATION ?= 30
 bench-fleet: install
 	$(PY) -m bench.fleet --agents $(N) --series $(S) --backend $(BACKEND) --idle-streams $(IDLE) --duration $(DURATION)
 
-## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host.
+## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host; waits for health.
+## Secrets come from the shell or .env; a missing .env is written with random ones (mode 0600).
 up:
-	docker compose up --build --detach
+	@test -f .env || { umask 077; for name in OPERATOR_TOKEN SERVICE_TOKEN ENROLLMENT_TOKEN DB_PASSWORD; do \
+	  echo "INFRAWATCH_$$name=$$(python3 -c 'import secrets; print(secrets.token_hex(24))')"; done > .env; \
+	  echo "wrote .env with generated secrets (operator token: INFRAWATCH_OPERATOR_TOKEN)"; }
+	docker compose up --build --detach --wait
 	@echo "gateway: localhost:50050 (grpcurl -plaintext localhost:50050 list)"
 
 down:

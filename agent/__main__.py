@@ -6,23 +6,22 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable
-
-import grpc
 
 from agent.batches import portable_batch
 from agent.buffer import DiskBuffer
 from agent.collector import HostCollector, Round
 from agent.config import AgentConfig, load
 from agent.identity import Heartbeats, Registrar, StateFile
+from agent.logs import configure_logging
 from agent.sender import Sender
+from agent.values import ConfigError
 from infrawatch.agents.v1 import agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
-from services.common.config import ConfigError
-from services.common.logs import configure_logging
 
 _log = logging.getLogger("infrawatch.agent")
 
@@ -60,18 +59,29 @@ def _collect_every(interval_s: float, stopping: threading.Event, handle: Callabl
 
 
 def run(config: AgentConfig) -> int:
-    collector = HostCollector(config.hostname, config.labels)
+    collector = HostCollector(config.hostname, config.labels, config.host_root)
     stopping = _stop_event()
     if config.dry_run:
         _collect_every(config.interval, stopping, lambda: print(render(collector.collect()) + "\n", flush=True))
         return 0
 
-    buffer = DiskBuffer(config.state_dir / "buffer.db", config.buffer_max_bytes)
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        probe = config.state_dir / ".writable"
+        probe.write_bytes(b"")
+        probe.unlink()
+        buffer = DiskBuffer(config.state_dir / "buffer.db", config.buffer_max_bytes)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"infrawatch-agent: cannot write the state directory {config.state_dir}: {reason}", file=sys.stderr)
+        return 2
     if buffer.pending():
         _log.info("resuming with unsent batches from the last run", extra={"fields": {"batches": buffer.pending()}})
     halt = threading.Event()
-    agents_channel = grpc.insecure_channel(config.agents_address)
-    metrics_channel = grpc.insecure_channel(config.metrics_address)
+    # Round robin: behind a headless Service (dns:///...) each new stream goes to the next replica.
+    spread = [("grpc.lb_policy_name", "round_robin")]
+    agents_channel = config.tls.channel(config.agents_address, spread)
+    metrics_channel = config.tls.channel(config.metrics_address, spread)
     registrar = Registrar(
         agents_pb2_grpc.AgentServiceStub(agents_channel),
         StateFile(config.state_dir / "state.json"),
@@ -79,9 +89,12 @@ def run(config: AgentConfig) -> int:
         config.labels,
         config.timeout,
         halt,
+        enrollment_token=config.enrollment_token,
     )
     heartbeats = Heartbeats(agents_pb2_grpc.AgentServiceStub(agents_channel), registrar, config.timeout, halt)
-    sender = Sender(metrics_pb2_grpc.MetricsServiceStub(metrics_channel), buffer, registrar, halt)
+    sender = Sender(
+        metrics_pb2_grpc.MetricsServiceStub(metrics_channel), buffer, registrar, halt, address=config.metrics_address
+    )
     heartbeats.start()
     sender.start()
     _log.info(
@@ -91,6 +104,7 @@ def run(config: AgentConfig) -> int:
                 "hostname": config.hostname,
                 "agents": config.agents_address,
                 "metrics": config.metrics_address,
+                "tls": config.tls.enabled,
                 "interval_s": config.interval,
                 "state_dir": str(config.state_dir),
             }
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level)
     if config.once:
-        collector = HostCollector(config.hostname, config.labels)
+        collector = HostCollector(config.hostname, config.labels, config.host_root)
         time.sleep(0.5)  # CPU usage is measured between two readings
         print(render(collector.collect()))
         return 0

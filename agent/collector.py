@@ -49,8 +49,13 @@ def _running_processes() -> int:
 class HostCollector:
     """Collects one round of host metrics per call; CPU usage is measured since the previous call."""
 
-    def __init__(self, hostname: str | None = None, extra_labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, hostname: str | None = None, extra_labels: dict[str, str] | None = None, host_root: str = ""
+    ) -> None:
         self.hostname = hostname or socket.gethostname()
+        # In a container the host's filesystems are mounted read-only under `host_root` (e.g.
+        # /host): mounts are read from the host's init process and sizes under that prefix.
+        self._host_root = host_root.rstrip("/")
         self._labels = {**(extra_labels or {}), "host": self.hostname}
         self._previous_cpu = psutil.cpu_times()
 
@@ -89,17 +94,29 @@ class HostCollector:
         self._with(round_, "swap_total_bytes", swap.total)
         self._with(round_, "swap_used_bytes", swap.used)
 
+    def _partitions(self) -> list[tuple[str, str, str]]:
+        """(device, mountpoint, fstype) of the host's physical filesystems."""
+        if not self._host_root:
+            return [(p.device, p.mountpoint, p.fstype) for p in psutil.disk_partitions(all=False)]
+        found = []
+        with open(f"{self._host_root}/proc/1/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) >= 3 and fields[0].startswith("/dev/"):
+                    found.append((fields[0], fields[1].replace("\\040", " "), fields[2]))
+        return found
+
     def _filesystems(self, round_: Round) -> None:
         seen: set[str] = set()
-        for partition in psutil.disk_partitions(all=False):
-            if partition.fstype in _SKIPPED_FILESYSTEMS or partition.mountpoint in seen:
+        for device, mountpoint, fstype in self._partitions():
+            if fstype in _SKIPPED_FILESYSTEMS or mountpoint in seen:
                 continue
-            seen.add(partition.mountpoint)
+            seen.add(mountpoint)
             try:
-                usage = psutil.disk_usage(partition.mountpoint)
+                usage = psutil.disk_usage(self._host_root + mountpoint)
             except OSError:
                 continue  # unmounted or unreadable meanwhile
-            labels = {"device": partition.device, "mountpoint": partition.mountpoint, "fstype": partition.fstype}
+            labels = {"device": device, "mountpoint": mountpoint, "fstype": fstype}
             self._with(round_, "fs_size_bytes", usage.total, **labels)
             self._with(round_, "fs_free_bytes", usage.free, **labels)
             self._with(round_, "fs_used_bytes", usage.used, **labels)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.config import ConfigError, duration_seconds, log_level, positive_int
+from agent.tls import ClientTLS
+from agent.values import ConfigError, duration_seconds, log_level, positive_int, readable_file
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("agents_address", "localhost:50051", "host:port of the InfraWatch agents service."),
     Option("metrics_address", "localhost:50052", "host:port of the InfraWatch metrics service."),
     Option("hostname", "", "Name this host registers under. Default: the system hostname."),
+    Option(
+        "enrollment_token",
+        "",
+        "The platform's enrolment secret (INFRAWATCH_ENROLLMENT_TOKEN of the agents service); needed to "
+        "register the first time. Prefer the environment variable or the config file to the flag.",
+    ),
+    Option(
+        "tls_ca",
+        "",
+        "PEM CA bundle that signs the services' certificates; when set, the agent uses TLS.",
+        readable_file,
+    ),
+    Option("tls_cert", "", "PEM client certificate, for services that require mutual TLS.", readable_file),
+    Option("tls_key", "", "PEM key of --tls-cert.", readable_file),
+    Option("tls_server_name", "", "Name expected in the services' certificates, when it differs from the address."),
     Option("interval", "10s", "How often host metrics are collected.", duration_seconds),
+    Option(
+        "host_root",
+        "",
+        "Where the host's root filesystem is mounted when the agent runs in a container (e.g. /host, "
+        "mounted read-only); filesystem usage is read there. Empty: the agent runs on the host.",
+    ),
     Option("state_dir", "./data/agent", "Where the identity (state.json) and the unsent-batch buffer live."),
     Option(
         "buffer_max_bytes",
@@ -53,7 +75,10 @@ class AgentConfig:
     agents_address: str
     metrics_address: str
     hostname: str
+    enrollment_token: str
+    tls: ClientTLS
     interval: float
+    host_root: str
     state_dir: Path
     buffer_max_bytes: int
     grace: float
@@ -138,11 +163,18 @@ def load(argv: list[str] | None, environ: Mapping[str, str]) -> AgentConfig:
         labels.update(_labels(pairs, "INFRAWATCH_AGENT_LABELS"))
     labels.update(_labels(args.label or [], "--label"))
     labels.pop("host", None)  # the agent sets host itself
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("--tls-cert and --tls-key are given together or not at all")
+    if values["tls_cert"] and not values["tls_ca"]:
+        raise ConfigError("--tls-cert (mutual TLS) needs --tls-ca, the CA that signs the services' certificates")
     return AgentConfig(
         agents_address=values["agents_address"],
         metrics_address=values["metrics_address"],
         hostname=values["hostname"] or socket.gethostname(),
+        enrollment_token=values["enrollment_token"],
+        tls=ClientTLS(values["tls_ca"], values["tls_cert"], values["tls_key"], values["tls_server_name"]),
         interval=values["interval"],
+        host_root=values["host_root"],
         state_dir=Path(values["state_dir"]),
         buffer_max_bytes=values["buffer_max_bytes"],
         grace=values["grace"],

@@ -15,8 +15,8 @@ import grpc
 import psutil
 
 from agent import VERSION
+from agent.backoff import Backoff
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
-from services.common.backoff import Backoff
 
 _log = logging.getLogger("infrawatch.agent")
 
@@ -60,11 +60,22 @@ class StateFile:
         temporary.replace(self.path)
 
 
+# Refusals an operator has to resolve (a taken hostname, a deregistered host, a wrong enrolment
+# token): retried slowly, so that the agent gets in by itself once they are resolved.
+_NEEDS_OPERATOR = {
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
 class Registrar:
     """Knows the current identity; registers (again) when there is none or the server rejects it.
 
-    Registering the same hostname again is idempotent on the server: the agent keeps its id and
-    gets a new token, so a lost or rejected token heals itself.
+    Registering needs the platform's enrolment token. A hostname already registered keeps its id
+    and gets a new token when the agent presents its current token (or an operator approved it),
+    so the agent's own identity heals itself while another machine cannot take it over.
     """
 
     def __init__(
@@ -75,8 +86,10 @@ class Registrar:
         labels: dict[str, str],
         timeout_s: float,
         stop: threading.Event,
+        enrollment_token: str = "",
     ) -> None:
         self._stub = stub
+        self._enrollment = (("authorization", f"Bearer {enrollment_token}"),)
         self._state = state
         self._hostname = hostname
         self._labels = labels
@@ -95,18 +108,19 @@ class Registrar:
                     self._identity = stored
                     _log.info("reusing identity", extra={"fields": {"agent_id": stored.agent_id}})
                 else:
-                    self._identity = self._register()
+                    self._identity = self._register(stored.token if stored is not None else "")
             return self._identity
 
     def renew(self, rejected: Identity) -> Identity | None:
         """Register again because the server rejected `rejected` (unless another thread already did)."""
         with self._lock:
             if self._identity == rejected:
-                self._identity = self._register()
+                self._identity = self._register(rejected.token)
             return self._identity
 
-    def _register(self) -> Identity | None:
+    def _register(self, current_token: str) -> Identity | None:
         backoff = Backoff()
+        slow = Backoff(base_s=5.0, cap_s=60.0)
         request = agents_pb2.RegisterAgentRequest(
             hostname=self._hostname,
             agent_version=VERSION,
@@ -114,19 +128,34 @@ class Registrar:
             arch=platform.machine(),
             labels=self._labels,
             inventory=inventory(),
+            agent_token=current_token,
         )
         while not self._halt.is_set():
             try:
-                reply = self._stub.RegisterAgent(request, timeout=self._timeout_s)
+                reply = self._stub.RegisterAgent(request, timeout=self._timeout_s, metadata=self._enrollment)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise SystemExit(f"infrawatch-agent: registration refused: {exc.details()}") from None
-                delay = backoff.next_delay()
-                _log.warning(
-                    "registration failed; retrying",
-                    extra={"fields": {"code": code.name, "retry_in_s": round(delay, 2)}},
-                )
+                if code in _NEEDS_OPERATOR:
+                    delay = slow.next_delay() + 5.0
+                    _log.error(
+                        "registration refused; retrying until an operator resolves it",
+                        extra={"fields": {"code": code.name, "reason": exc.details(), "retry_in_s": round(delay, 1)}},
+                    )
+                elif code == grpc.StatusCode.UNIMPLEMENTED:
+                    delay = slow.next_delay() + 5.0
+                    _log.error(
+                        "this address is not an InfraWatch agents service (it does not know RegisterAgent); "
+                        "check --agents-address",
+                        extra={"fields": {"retry_in_s": round(delay, 1)}},
+                    )
+                else:
+                    delay = backoff.next_delay()
+                    _log.warning(
+                        "registration failed; retrying",
+                        extra={"fields": {"code": code.name, "retry_in_s": round(delay, 2)}},
+                    )
                 if self._halt.wait(delay):
                     return None
                 continue

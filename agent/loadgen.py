@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
+from agent.identity import Identity, StateFile
+from agent.values import duration_seconds
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
-from services.common.config import duration_seconds
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Totals:
     acked_samples: int = 0
     rejected_samples: int = 0
     stream_errors: int = 0
+    registration_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -43,14 +47,28 @@ def simulate(
     stop: threading.Event,
 ) -> None:
     hostname = f"{args.prefix}-{number:03d}"
-    token = (
-        agents_pb2_grpc.AgentServiceStub(agents)
-        .RegisterAgent(
-            agents_pb2.RegisterAgentRequest(hostname=hostname, agent_version="loadgen", labels={"loadgen": "true"}),
+    # Each simulated host keeps its identity like a real agent, so a second run re-registers
+    # with its current token instead of being refused as another machine claiming the hostname.
+    state = StateFile(Path(args.state_dir) / f"{hostname}.json")
+    known = state.load()
+    try:
+        reply = agents_pb2_grpc.AgentServiceStub(agents).RegisterAgent(
+            agents_pb2.RegisterAgentRequest(
+                hostname=hostname,
+                agent_version="loadgen",
+                labels={"loadgen": "true"},
+                agent_token=known.token if known is not None else "",
+            ),
             timeout=10,
+            metadata=(("authorization", f"Bearer {args.enrollment_token}"),),
         )
-        .agent_token
-    )
+    except grpc.RpcError as exc:
+        print(f"loadgen: {hostname} could not register: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        with totals.lock:
+            totals.registration_errors += 1
+        return
+    state.save(Identity(reply.agent_id, reply.agent_token, hostname))
+    token = reply.agent_token
     rng = random.Random(number)
     levels = [rng.uniform(0, 100) for _ in range(args.series)]
 
@@ -97,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=duration_seconds, default=1.0, help="e.g. 1s, 500ms (default 1s)")
     parser.add_argument("--duration", type=duration_seconds, default=10.0, help="e.g. 30s, 5m (default 10s)")
     parser.add_argument("--prefix", default="loadgen", help="hostname prefix (default loadgen)")
+    parser.add_argument(
+        "--enrollment-token",
+        default=os.environ.get("INFRAWATCH_AGENT_ENROLLMENT_TOKEN", ""),
+        help="the platform's enrolment token (default: $INFRAWATCH_AGENT_ENROLLMENT_TOKEN)",
+    )
+    parser.add_argument("--state-dir", default="./data/loadgen", help="where the simulated hosts keep their identities")
     args = parser.parse_args(argv)
 
     stop, totals = threading.Event(), Totals()
@@ -123,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                 "acked_samples_per_s": round(totals.acked_samples / elapsed),
                 "rejected_samples": totals.rejected_samples,
                 "stream_errors": totals.stream_errors,
+                "registration_errors": totals.registration_errors,
             }
         )
     )
-    return 0 if totals.stream_errors == 0 and totals.rejected_samples == 0 else 1
+    failures = totals.stream_errors + totals.rejected_samples + totals.registration_errors
+    return 0 if failures == 0 else 1
 
 
 if __name__ == "__main__":

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import grpc
 
+from agent.backoff import Backoff
 from agent.batches import StreamEncoder
 from agent.buffer import DiskBuffer
 from agent.identity import Registrar
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
-from services.common.backoff import Backoff
 
 _log = logging.getLogger("infrawatch.agent.sender")
 
@@ -35,8 +36,13 @@ class Sender(threading.Thread):
         registrar: Registrar,
         stop: threading.Event,
         max_in_flight: int = 32,
+        address: str = "",
     ) -> None:
         super().__init__(name="sender", daemon=True)
+        self._address = address
+        self._progressed = False
+        # Samples the server refused, by reason, since start (the agent's own telemetry of loss).
+        self.rejected_by_reason: Counter[str] = Counter()
         self._stub = stub
         self._buffer = buffer
         self._registrar = registrar
@@ -61,19 +67,32 @@ class Sender(threading.Thread):
             identity = self._registrar.current()
             if identity is None:
                 return
+            self._progressed = False
             try:
-                progressed = self._stream(identity.token)
+                self._stream(identity.token)
                 if self._draining.is_set():
                     return
-                if progressed:
+                if self._progressed:
                     backoff.reset()
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.CANCELLED and self._halt.is_set():
                     return
+                if self._progressed:
+                    backoff.reset()  # it was streaming: this is a new outage, not a longer one
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     self._registrar.renew(identity)
                 delay = backoff.next_delay()
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    delay = max(delay, 5.0)
+                    _log.error(
+                        "this address is not an InfraWatch metrics service (it does not know StreamMetrics); "
+                        "check --metrics-address",
+                        extra={"fields": {"address": self._address, "retry_in_s": round(delay, 2)}},
+                    )
+                    if self._halt.wait(delay):
+                        return
+                    continue
                 _log.warning(
                     "metrics stream broke; reconnecting",
                     extra={
@@ -87,7 +106,7 @@ class Sender(threading.Thread):
                 if self._halt.wait(delay):
                     return
 
-    def _stream(self, token: str) -> bool:
+    def _stream(self, token: str) -> None:
         encoder = StreamEncoder()
         in_flight: list[int] = []
         acked = threading.Condition()
@@ -114,7 +133,6 @@ class Sender(threading.Thread):
 
         call = self._stub.StreamMetrics(requests(), metadata=(("authorization", f"Bearer {token}"),))
         self._call = call
-        progressed = False
         started = time.monotonic()
         for ack in call:
             self._buffer.retire(ack.sequence)
@@ -122,21 +140,33 @@ class Sender(threading.Thread):
                 if ack.sequence in in_flight:
                     in_flight.remove(ack.sequence)
                 acked.notify_all()
-            if not progressed:
+            if not self._progressed:
                 _log.info(
                     "streaming metrics", extra={"fields": {"connected_after_s": round(time.monotonic() - started, 2)}}
                 )
-            progressed = True
+            self._progressed = True
             if ack.samples_rejected:
-                reasons = sorted({f"{r.reason}:{r.message}" for r in ack.rejections})
-                _log.warning(
-                    "server rejected samples",
-                    extra={
-                        "fields": {
-                            "batch": ack.sequence,
-                            "rejected": ack.samples_rejected,
-                            "reasons": "; ".join(reasons[:5]),
-                        }
-                    },
-                )
-        return progressed
+                self._count_rejections(ack)
+
+    def _count_rejections(self, ack: pb.BatchAck) -> None:
+        """A batch is retired once acknowledged, rejected samples included (re-sending them would be
+        refused again), so each is counted by reason and logged with the running totals."""
+        for rejection in ack.rejections:
+            known = rejection.reason in pb.RejectionReason.values()
+            reason = pb.RejectionReason.Name(rejection.reason) if known else str(rejection.reason)
+            self.rejected_by_reason[reason] += rejection.samples or 1
+        reasons = sorted({f"{r.reason}:{r.message}" for r in ack.rejections})
+        _log.warning(
+            "server rejected samples",
+            extra={
+                "fields": {
+                    "batch": ack.sequence,
+                    "rejected": ack.samples_rejected,
+                    "reasons": "; ".join(reasons[:5]),
+                    "rejected_total": sum(self.rejected_by_reason.values()),
+                    "rejected_total_by_reason": ",".join(
+                        f"{reason}={count}" for reason, count in sorted(self.rejected_by_reason.items())
+                    ),
+                }
+            },
+        )

@@ -28,7 +28,7 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
-from bench.platform import Platform, postgres_cpu_s, running_platform
+from bench.platform import ENROLL, Platform, postgres_cpu_s, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -206,7 +206,7 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
     with grpc.insecure_channel(platform.agents_address) as channel:
         token = (
             agents_pb2_grpc.AgentServiceStub(channel)
-            .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10)
+            .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10, metadata=ENROLL)
             .agent_token
         )
     channel = grpc.insecure_channel(platform.metrics_address, options=[("grpc.max_send_message_length", 64 << 20)])

@@ -23,7 +23,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.platform import postgres_cpu_s, running_platform
+from bench.platform import ENROLL, postgres_cpu_s, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -131,7 +131,9 @@ async def run(args: argparse.Namespace, agents_address: str, metrics_address: st
         tokens = []
         for number in range(args.agents + 1):
             reply = await stub.RegisterAgent(
-                agents_pb2.RegisterAgentRequest(hostname=f"fleet-{number:04d}", agent_version="bench"), timeout=10
+                agents_pb2.RegisterAgentRequest(hostname=f"fleet-{number:04d}", agent_version="bench"),
+                timeout=10,
+                metadata=ENROLL,
             )
             tokens.append(reply.agent_token)
     log(f"{args.agents} agents registered; streaming for {args.duration:g}s with {args.idle_streams} idle streams")

@@ -33,6 +33,11 @@ class Platform:
         wait_serving(self.metrics_address, "infrawatch.metrics.v1.MetricsService")
 
 
+ENROLLMENT_TOKEN = "bench-enrollment-token"
+ENROLL = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
+"""Metadata of a benchmark's simulated hosts registering."""
+
+
 @contextmanager
 def running_platform(
     backend: str, postgres_url: str, env: dict[str, str] | None = None, keep_schema: bool = False
@@ -55,6 +60,8 @@ def running_platform(
         "INFRAWATCH_METRICS_PORT": str(metrics_port),
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_LOG_LEVEL": "WARNING",
+        "INFRAWATCH_SERVICE_TOKEN": "bench-service-token",
+        "INFRAWATCH_ENROLLMENT_TOKEN": ENROLLMENT_TOKEN,
         **(env or {}),
     }
     agents = ServiceProcess("services.agents", common, workdir / "agents.log")

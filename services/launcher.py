@@ -22,6 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.tls import ClientTLS
+
 
 @dataclass(frozen=True)
 class Component:
@@ -38,30 +40,39 @@ COMPONENTS: tuple[Component, ...] = (
     Component("gateway", "services.gateway", "INFRAWATCH_GATEWAY_PORT", 50050, "infrawatch.gateway.v1.OperatorService"),
     Component("agent", "agent", None, None, None),
 )
-OPERATOR_TOKEN_FILE = "operator-token"
+# The secrets a local platform needs, each generated once into a file of the data directory
+# (unless set in the environment), so that `make run` works without any setup.
+SECRETS = {
+    "INFRAWATCH_OPERATOR_TOKEN": "operator-token",
+    "INFRAWATCH_ENROLLMENT_TOKEN": "enrollment-token",
+    "INFRAWATCH_SERVICE_TOKEN": "service-token",
+}
 
 
-def operator_token(environ: dict[str, str]) -> str:
-    """The configured operator token, or one generated once and kept in the data directory, so a
-    local platform has operator actions enabled without any setup."""
-    configured = environ.get("INFRAWATCH_OPERATOR_TOKEN", "")
+def local_secret(environ: dict[str, str], var: str) -> str:
+    """The configured secret, or one generated once and kept (mode 0600) in the data directory."""
+    configured = environ.get(var, "")
     if configured:
         return configured
-    path = Path(environ.get("INFRAWATCH_DATA_DIR", "./data")) / OPERATOR_TOKEN_FILE
+    path = Path(environ.get("INFRAWATCH_DATA_DIR", "./data")) / SECRETS[var]
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.write_text(secrets.token_urlsafe(32) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
 
 
 def wait_serving(
-    address: str, service: str, timeout_s: float, still_running: Callable[[], bool] = lambda: True
+    address: str,
+    service: str,
+    timeout_s: float,
+    still_running: Callable[[], bool] = lambda: True,
+    tls: ClientTLS | None = None,
 ) -> bool:
     """Whether `service` at `address` reports SERVING within the timeout; False at once when
     `still_running` says the process serving it has gone."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    with (tls or ClientTLS()).channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and still_running():
             try:
@@ -112,7 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     environ = os.environ.copy()
-    environ["INFRAWATCH_OPERATOR_TOKEN"] = operator_token(environ)
+    for var in SECRETS:
+        environ[var] = local_secret(environ, var)
+    environ.setdefault("INFRAWATCH_AGENT_ENROLLMENT_TOKEN", environ["INFRAWATCH_ENROLLMENT_TOKEN"])
+    # A local platform listens on this machine only (no plaintext tokens on the network);
+    # set INFRAWATCH_BIND_HOST (with TLS) to let other hosts' agents in.
+    environ.setdefault("INFRAWATCH_BIND_HOST", "127.0.0.1")
+    tls = ClientTLS(
+        ca_file=environ.get("INFRAWATCH_TLS_CA", ""),
+        cert_file=environ.get("INFRAWATCH_TLS_CLIENT_CERT", "") or environ.get("INFRAWATCH_TLS_CERT", ""),
+        key_file=environ.get("INFRAWATCH_TLS_CLIENT_KEY", "") or environ.get("INFRAWATCH_TLS_KEY", ""),
+        server_name=environ.get("INFRAWATCH_TLS_SERVER_NAME", ""),
+    )
     data_dir = environ.get("INFRAWATCH_DATA_DIR", "./data")
     # The local agent monitors this machine and reports to the services started here.
     environ.setdefault("INFRAWATCH_AGENT_AGENTS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_AGENTS_PORT', '50051')}")
@@ -133,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             if component.port_var and component.health_service:
                 port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
-                if not wait_serving(address, component.health_service, args.ready_timeout, partial(_running, process)):
+                if not wait_serving(
+                    address, component.health_service, args.ready_timeout, partial(_running, process), tls
+                ):
                     if process.poll() is not None:
                         print(
                             f"launcher: {component.name} exited with code {process.returncode} while starting "
@@ -152,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"launcher: {component.name:<8} started (monitoring this host)", flush=True)
         store = "PostgreSQL" if environ.get("INFRAWATCH_DATABASE_URL") else f"SQLite files in {data_dir}"
         print(f"launcher: store: {store}", flush=True)
-        if not os.environ.get("INFRAWATCH_OPERATOR_TOKEN"):
-            print(f"launcher: operator token: in {Path(data_dir) / OPERATOR_TOKEN_FILE}", flush=True)
+        for var, filename in SECRETS.items():
+            if not os.environ.get(var):
+                print(
+                    f"launcher: {var.removeprefix('INFRAWATCH_').lower().replace('_', ' ')}: in "
+                    f"{Path(data_dir) / filename}",
+                    flush=True,
+                )
         print("launcher: InfraWatch is running; operators use the gateway; press Ctrl-C to stop", flush=True)
         while not stopping:
             for component, process in processes:

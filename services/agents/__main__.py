@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from agent.logs import configure_logging, event
 from infrawatch.agents.v1 import agents_pb2_grpc
 from services.agents.domain import LivenessPolicy
 from services.agents.repository import SqlUnitOfWork
@@ -13,9 +14,10 @@ from services.agents.servicer import SERVICE_NAME, AgentServicer
 from services.agents.settings import AGENTS_VARS, AgentsSettings
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
+from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
-from services.common.logs import configure_logging, event
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+from services.common.tls import server_tls_from, tls_summary
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_agents"
@@ -43,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
             stale_after_intervals=settings.stale_after_intervals,
             offline_after_intervals=settings.offline_after_intervals,
         ),
-        operator_token=settings.operator_token,
+        credentials=Credentials(
+            operator_token=settings.operator_token,
+            service_token=settings.service_token,
+            enrollment_token=settings.enrollment_token,
+            protect_reads=settings.protect_reads,
+        ),
     )
     servicer = AgentServicer(ctx)
     server, health, port = build_server(
@@ -51,12 +58,16 @@ def main(argv: list[str] | None = None) -> None:
         address=f"{settings.bind_host}:{settings.agents_port}",
         max_message_bytes=settings.max_message_bytes,
         unreachable=unreachable_database_errors(),
+        tls=server_tls_from(settings),
     )
     event(
         _log,
         "agents service listening",
         port=port,
         database=engine.url.render_as_string(hide_password=True),
+        tls=tls_summary(settings),
+        registration="open with the enrolment token" if settings.enrollment_token else "closed (no enrolment token)",
+        protect_reads=settings.protect_reads,
     )
     stop = install_stop_signals()
     try:

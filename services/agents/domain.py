@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,9 @@ MAX_LABELS = 32
 MAX_LABEL_NAME = 63
 MAX_LABEL_VALUE = 256
 MAX_PAGE_SIZE = 1000
+# Inventory numbers are stored in signed 32/64-bit columns (SQLite and PostgreSQL alike).
+MAX_CPU_COUNT = 2**31 - 1
+MAX_MEMORY_BYTES = 2**63 - 1
 DEFAULT_PAGE_SIZE = 100
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -71,11 +75,37 @@ class Agent:
     last_heartbeat_at_ms: int
     token_hash: str | None
     deregistered_at_ms: int | None = None
+    registration_approved: bool = False
+    refused_registrations: int = 0
+    last_refused_registration_at_ms: int | None = None
+
+    def may_register_again(self, presented_token_hash: str | None) -> bool:
+        """A hostname already registered is taken over only by the host that holds its current
+        token, or after an operator approved it (a reinstalled machine, a deregistered host let back)."""
+        return self.registration_approved or self.holds_token(presented_token_hash)
+
+    def holds_token(self, presented_token_hash: str | None) -> bool:
+        """Whether a presented token (by its hash) is this agent's current one."""
+        if self.token_hash is None or presented_token_hash is None:
+            return False
+        return hmac.compare_digest(self.token_hash, presented_token_hash)
+
+    def refused(self, now_ms: int) -> Agent:
+        """The agent after a registration of its hostname was refused, which operators see."""
+        return replace(
+            self,
+            refused_registrations=self.refused_registrations + 1,
+            last_refused_registration_at_ms=now_ms,
+        )
+
+    def approved(self) -> Agent:
+        return replace(self, registration_approved=True)
 
     def reregistered(self, registration: Registration, token_hash: str, now_ms: int) -> Agent:
         """The same agent after its host registered again: new metadata, new token, alive."""
         return replace(
             self,
+            registration_approved=False,
             agent_version=registration.agent_version,
             os=registration.os,
             arch=registration.arch,
@@ -163,8 +193,18 @@ def validate_registration(registration: Registration) -> None:
     _check_length("agent_version", registration.agent_version, MAX_VERSION)
     _check_length("os", registration.os, MAX_OS)
     _check_length("arch", registration.arch, MAX_ARCH)
-    _check_length("inventory.kernel_version", registration.inventory.kernel_version, MAX_KERNEL)
+    validate_inventory(registration.inventory)
     validate_labels(registration.labels)
+
+
+def validate_inventory(inventory: Inventory) -> None:
+    _check_length("inventory.kernel_version", inventory.kernel_version, MAX_KERNEL)
+    if inventory.cpu_count > MAX_CPU_COUNT:
+        raise InvalidArgument(f"inventory.cpu_count is {inventory.cpu_count}; the limit is {MAX_CPU_COUNT}")
+    if inventory.memory_total_bytes > MAX_MEMORY_BYTES:
+        raise InvalidArgument(
+            f"inventory.memory_total_bytes is {inventory.memory_total_bytes}; the limit is {MAX_MEMORY_BYTES} (8 EiB)"
+        )
 
 
 def validate_agent_id(agent_id: str) -> None:

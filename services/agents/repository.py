@@ -28,6 +28,9 @@ def _agent_row(agent: Agent) -> dict[str, Any]:
         "registered_at_ms": agent.registered_at_ms,
         "last_heartbeat_at_ms": agent.last_heartbeat_at_ms,
         "deregistered_at_ms": agent.deregistered_at_ms,
+        "registration_approved": agent.registration_approved,
+        "refused_registrations": agent.refused_registrations,
+        "last_refused_registration_at_ms": agent.last_refused_registration_at_ms,
     }
 
 
@@ -49,6 +52,9 @@ def _agent_from(row: Any, labels: dict[str, str]) -> Agent:
         last_heartbeat_at_ms=row.last_heartbeat_at_ms,
         token_hash=row.token_hash,
         deregistered_at_ms=row.deregistered_at_ms,
+        registration_approved=row.registration_approved,
+        refused_registrations=row.refused_registrations,
+        last_refused_registration_at_ms=row.last_refused_registration_at_ms,
     )
 
 

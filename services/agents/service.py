@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from services.agents.domain import (
     Agent,
@@ -19,12 +18,22 @@ from services.agents.domain import (
     hash_token,
     new_token,
     validate_agent_id,
+    validate_inventory,
     validate_labels,
     validate_page_size,
     validate_registration,
 )
 from services.agents.ports import UnitOfWork
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.credentials import Credentials
+from services.common.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], int]
@@ -32,12 +41,13 @@ Clock = Callable[[], int]
 
 @dataclass(frozen=True)
 class AgentsContext:
-    """What every use case needs: storage, the clock (epoch ms) and the liveness policy."""
+    """What every use case needs: storage, the clock (epoch ms), the liveness policy and the
+    secrets callers are checked against."""
 
     uow: UnitOfWorkFactory
     now_ms: Clock
     policy: LivenessPolicy
-    operator_token: str = ""
+    credentials: Credentials = field(default_factory=Credentials)
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,13 @@ class AgentPage:
     next_page_token: str
 
 
-def register_agent(ctx: AgentsContext, registration: Registration) -> tuple[Agent, str]:
-    """Register a host, or re-register a known hostname under the same id with a new token."""
+def register_agent(
+    ctx: AgentsContext, registration: Registration, enrollment_token: str, agent_token: str = ""
+) -> tuple[Agent, str]:
+    """Register a host with the enrolment token. A hostname already registered keeps its id and
+    gets a new token, but only for the host holding its current `agent_token` or after an
+    operator approved it; any other claim is refused, counted and shown on the agent."""
+    ctx.credentials.require_enrollment(enrollment_token)
     validate_registration(registration)
     token = new_token()
     now = ctx.now_ms()
@@ -67,11 +82,42 @@ def register_agent(ctx: AgentsContext, registration: Registration) -> tuple[Agen
                 token_hash=hash_token(token),
             )
             uow.agents.add(agent)
-        else:
+        elif existing.may_register_again(hash_token(agent_token) if agent_token else None):
             agent = existing.reregistered(registration, hash_token(token), now)
             uow.agents.update(agent)
+        else:
+            uow.agents.update(existing.refused(now))
+            uow.commit()
+            raise _claim_refused(existing)
         uow.commit()
     return agent, token
+
+
+def _claim_refused(existing: Agent) -> DomainError:
+    approve = (
+        f"an operator can let it in with ApproveAgent (gateway: OperatorService/ApproveAgent "
+        f'{{"agent": {{"hostname": "{existing.hostname}"}}}})'
+    )
+    if existing.deregistered_at_ms is not None:
+        return FailedPrecondition(f"host {existing.hostname} was deregistered by an operator; {approve}")
+    return AlreadyExists(
+        f"hostname {existing.hostname} is already registered to another agent and this request does not "
+        f"carry that agent's token; if this is the same machine (reinstalled, or its state file was lost), "
+        f"{approve}; otherwise give this machine another hostname"
+    )
+
+
+def approve_agent(ctx: AgentsContext, hostname: str, token: str) -> Agent:
+    """An operator lets the next registration of a known hostname in without the host's token."""
+    ctx.credentials.require_operator(token)
+    with ctx.uow() as uow:
+        existing = uow.agents.get_by_hostname(hostname)
+        if existing is None:
+            raise NotFound(f"no agent is registered with hostname {hostname[:253]!r}; a new hostname needs no approval")
+        agent = existing.approved()
+        uow.agents.update(agent)
+        uow.commit()
+    return agent
 
 
 def _authenticated_agent(uow: UnitOfWork, agent_id: str, token: str) -> Agent:
@@ -81,13 +127,15 @@ def _authenticated_agent(uow: UnitOfWork, agent_id: str, token: str) -> Agent:
         raise NotFound(f"agent {agent_id} is not registered")
     if not token:
         raise Unauthenticated("missing agent token; send metadata 'authorization: Bearer <agent_token>'")
-    if agent.token_hash is None or not hmac.compare_digest(agent.token_hash, hash_token(token)):
+    if not agent.holds_token(hash_token(token)):
         raise Unauthenticated("agent token is not valid for this agent")
     return agent
 
 
 def heartbeat(ctx: AgentsContext, agent_id: str, token: str, inventory: Inventory | None) -> Agent:
     """Record that the agent is alive, optionally refreshing its inventory."""
+    if inventory is not None:
+        validate_inventory(inventory)
     now = ctx.now_ms()
     with ctx.uow() as uow:
         agent = _authenticated_agent(uow, agent_id, token)
@@ -111,19 +159,19 @@ def deregister_agent(ctx: AgentsContext, agent_id: str, token: str) -> Agent:
         agent = uow.agents.get(agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} is not registered")
-        is_operator = bool(ctx.operator_token) and hmac.compare_digest(ctx.operator_token, token)
-        is_self = agent.token_hash is not None and hmac.compare_digest(agent.token_hash, hash_token(token))
-        if not (is_operator or is_self):
+        is_self = agent.holds_token(hash_token(token))
+        if not (ctx.credentials.is_operator(token) or is_self):
             raise PermissionDenied("only the agent itself or an operator may deregister this agent")
         if agent.deregistered_at_ms is None:
-            agent = replace(agent, deregistered_at_ms=now, token_hash=None)
+            agent = replace(agent, deregistered_at_ms=now, token_hash=None, registration_approved=False)
             uow.agents.update(agent)
             uow.commit()
     return agent
 
 
-def get_agent(ctx: AgentsContext, agent_id: str, hostname: str = "") -> Agent:
+def get_agent(ctx: AgentsContext, token: str, agent_id: str, hostname: str = "") -> Agent:
     """One agent by id, or by hostname when no id is given."""
+    ctx.credentials.require_reader(token)
     if not agent_id and hostname:
         with ctx.uow() as uow:
             agent = uow.agents.get_by_hostname(hostname)
@@ -153,12 +201,14 @@ def _encode_page_token(hostname: str) -> str:
 
 def list_agents(
     ctx: AgentsContext,
+    token: str,
     statuses: frozenset[AgentStatus],
     labels: dict[str, str],
     page_size: int,
     page_token: str,
 ) -> AgentPage:
     """One page of agents in hostname order, filtered by status and exact label values."""
+    ctx.credentials.require_reader(token)
     validate_labels(labels, "label_selector")
     query = AgentQuery(
         statuses=statuses,
@@ -174,8 +224,10 @@ def list_agents(
     return AgentPage(agents, "")
 
 
-def authenticate_agent(ctx: AgentsContext, token: str) -> Agent:
-    """The live agent a token belongs to; UNAUTHENTICATED for anything else."""
+def authenticate_agent(ctx: AgentsContext, service_token: str, token: str) -> Agent:
+    """The live agent a token belongs to; UNAUTHENTICATED for anything else. Only InfraWatch
+    services may ask: otherwise this would be an oracle for guessing or testing stolen tokens."""
+    ctx.credentials.require_service(service_token, "AuthenticateAgent")
     if not token:
         raise Unauthenticated("agent_token is required")
     with ctx.uow() as uow:

@@ -63,7 +63,11 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
                 kernel_version=agent.inventory.kernel_version,
             ),
             heartbeat_interval_seconds=self._ctx.policy.heartbeat_interval_s,
+            registration_approved=agent.registration_approved,
+            refused_registrations=agent.refused_registrations,
         )
+        if agent.last_refused_registration_at_ms is not None:
+            message.last_refused_registration_at.CopyFrom(to_timestamp(agent.last_refused_registration_at_ms))
         if agent.inventory.boot_time_ms:
             message.inventory.boot_time.CopyFrom(to_timestamp(agent.inventory.boot_time_ms))
         if agent.deregistered_at_ms is not None:
@@ -81,7 +85,7 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
             labels=dict(request.labels),
             inventory=_inventory_from(request.inventory),
         )
-        agent, token = service.register_agent(self._ctx, registration)
+        agent, token = service.register_agent(self._ctx, registration, bearer_token(context), request.agent_token)
         return pb.RegisterAgentResponse(
             agent_id=agent.agent_id,
             agent_token=token,
@@ -104,12 +108,13 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
         return pb.DeregisterAgentResponse(agent=self._to_proto(agent))
 
     def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
-        agent = service.get_agent(self._ctx, request.agent_id, request.hostname)
+        agent = service.get_agent(self._ctx, bearer_token(context), request.agent_id, request.hostname)
         return pb.GetAgentResponse(agent=self._to_proto(agent))
 
     def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.ServicerContext) -> pb.ListAgentsResponse:
         page = service.list_agents(
             self._ctx,
+            bearer_token(context),
             statuses=_statuses_from(list(request.statuses)),
             labels=dict(request.label_selector),
             page_size=request.page_size,
@@ -123,5 +128,9 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
     def AuthenticateAgent(
         self, request: pb.AuthenticateAgentRequest, context: grpc.ServicerContext
     ) -> pb.AuthenticateAgentResponse:
-        agent = service.authenticate_agent(self._ctx, request.agent_token)
+        agent = service.authenticate_agent(self._ctx, bearer_token(context), request.agent_token)
         return pb.AuthenticateAgentResponse(agent_id=agent.agent_id, hostname=agent.hostname, labels=agent.labels)
+
+    def ApproveAgent(self, request: pb.ApproveAgentRequest, context: grpc.ServicerContext) -> pb.ApproveAgentResponse:
+        agent = service.approve_agent(self._ctx, request.hostname, bearer_token(context))
+        return pb.ApproveAgentResponse(agent=self._to_proto(agent))

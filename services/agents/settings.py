@@ -5,7 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import COMMON_VARS, ConfigError, Var, duration_seconds, port, positive_float, read_vars
+from services.common.config import (
+    COMMON_VARS,
+    OPERATOR_TOKEN,
+    PROTECT_READS,
+    SERVER_TLS_VARS,
+    SERVICE_TOKEN,
+    ConfigError,
+    Var,
+    check_server_tls,
+    duration_seconds,
+    port,
+    positive_float,
+    read_vars,
+)
 
 AGENTS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
@@ -28,11 +41,16 @@ AGENTS_VARS: tuple[Var, ...] = (
         "An agent silent for more than this many heartbeat intervals is OFFLINE.",
         positive_float,
     ),
+    OPERATOR_TOKEN,
+    SERVICE_TOKEN,
     Var(
-        "INFRAWATCH_OPERATOR_TOKEN",
+        "INFRAWATCH_ENROLLMENT_TOKEN",
         "",
-        "Bearer token that lets an operator (or the gateway on an operator's behalf) deregister agents.",
+        "Secret a new host presents to register (the agent's --enrollment-token). Empty closes registration. "
+        "`make run` generates one.",
     ),
+    PROTECT_READS,
+    *SERVER_TLS_VARS,
 )
 
 
@@ -49,10 +67,18 @@ class AgentsSettings:
     stale_after_intervals: float
     offline_after_intervals: float
     operator_token: str
+    service_token: str
+    enrollment_token: str
+    protect_reads: bool
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AgentsSettings:
-        settings = cls(**read_vars(AGENTS_VARS, environ))
+        values = read_vars(AGENTS_VARS, environ)
+        check_server_tls(values)
+        settings = cls(**values)
         if settings.offline_after_intervals <= settings.stale_after_intervals:
             raise ConfigError(
                 "INFRAWATCH_OFFLINE_AFTER_INTERVALS must be greater than INFRAWATCH_STALE_AFTER_INTERVALS"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, false
 
 metadata = MetaData()
 
@@ -22,6 +22,11 @@ agents = Table(
     Column("registered_at_ms", BigInteger, nullable=False),
     Column("last_heartbeat_at_ms", BigInteger, nullable=False),
     Column("deregistered_at_ms", BigInteger),
+    # An operator let the next registration of this hostname in without the host's token.
+    Column("registration_approved", Boolean, nullable=False, server_default=false()),
+    # Registrations refused because this hostname is taken (another machine, or a deregistered host).
+    Column("refused_registrations", Integer, nullable=False, server_default="0"),
+    Column("last_refused_registration_at_ms", BigInteger),
 )
 
 agent_labels = Table(

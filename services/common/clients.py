@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from services.common.backoff import Backoff
+from agent.backoff import Backoff
 
 Response = TypeVar("Response")
 

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agent.values import (
+    ConfigError,
+    boolean,
+    duration_seconds,
+    log_level,
+    port,
+    positive_float,
+    positive_int,
+    readable_file,
+    required_secret,
+)
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+__all__ = [
+    "ConfigError",
+    "Var",
+    "boolean",
+    "duration_seconds",
+    "log_level",
+    "port",
+    "positive_float",
+    "positive_int",
+    "read_vars",
+]
 
 
 @dataclass(frozen=True)
@@ -40,68 +59,6 @@ def read_vars(spec: Sequence[Var], environ: Mapping[str, str]) -> dict[str, Any]
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{var.name}={raw!r} is invalid: {exc}") from None
     return values
-
-
-def _number(kind: type[int] | type[float], raw: str, rule: str) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(rule) from None
-
-
-def port(raw: str) -> int:
-    rule = "must be a TCP port between 0 and 65535"
-    value = _number(int, raw, rule)
-    if not 0 <= value <= 65535:
-        raise ValueError(rule)
-    return int(value)
-
-
-def positive_float(raw: str) -> float:
-    rule = "must be a number greater than 0"
-    value = _number(float, raw, rule)
-    if not value > 0:
-        raise ValueError(rule)
-    return float(value)
-
-
-def positive_int(raw: str) -> int:
-    rule = "must be a whole number greater than 0"
-    value = _number(int, raw, rule)
-    if value <= 0:
-        raise ValueError(rule)
-    return int(value)
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def duration_seconds(raw: str) -> float:
-    """Parse a duration such as `500ms`, `30s`, `15m`, `2h`, `15d` into seconds."""
-    match = _DURATION.match(raw.strip())
-    if not match:
-        raise ValueError("must be a duration like 30s, 15m, 2h or 15d")
-    value = float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
-    if value <= 0:
-        raise ValueError("must be longer than 0")
-    return value
-
-
-def boolean(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def log_level(raw: str) -> str:
-    level = raw.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
-    return level
 
 
 COMMON_VARS: tuple[Var, ...] = (
@@ -127,6 +84,75 @@ COMMON_VARS: tuple[Var, ...] = (
         positive_int,
     ),
 )
+
+
+OPERATOR_TOKEN = Var(
+    "INFRAWATCH_OPERATOR_TOKEN",
+    "",
+    "Bearer token of operators: deregistering and approving hosts, and reads when INFRAWATCH_PROTECT_READS "
+    "is on. Empty disables operator actions.",
+)
+SERVICE_TOKEN = Var(
+    "INFRAWATCH_SERVICE_TOKEN",
+    "",
+    "Required. The secret InfraWatch services present to each other (the same value on every service): "
+    "it verifies agent tokens and reads on an operator's behalf. `make run` generates one.",
+    required_secret,
+)
+PROTECT_READS = Var(
+    "INFRAWATCH_PROTECT_READS",
+    "false",
+    "Require the operator token (or the service token) on read calls too.",
+    boolean,
+)
+SERVER_TLS_VARS: tuple[Var, ...] = (
+    Var(
+        "INFRAWATCH_TLS_CERT",
+        "",
+        "PEM certificate (chain) the gRPC server presents; with _KEY turns TLS on.",
+        readable_file,
+    ),
+    Var("INFRAWATCH_TLS_KEY", "", "PEM private key of INFRAWATCH_TLS_CERT.", readable_file),
+    Var(
+        "INFRAWATCH_TLS_CLIENT_CA",
+        "",
+        "PEM CA bundle; when set, every client must present a certificate signed by it (mutual TLS).",
+        readable_file,
+    ),
+)
+CLIENT_TLS_VARS: tuple[Var, ...] = (
+    Var(
+        "INFRAWATCH_TLS_CA",
+        "",
+        "PEM CA bundle that signs the other services' certificates; when set, calls to them use TLS.",
+        readable_file,
+    ),
+    Var(
+        "INFRAWATCH_TLS_CLIENT_CERT",
+        "",
+        "PEM certificate presented to services that require mutual TLS. Default: INFRAWATCH_TLS_CERT.",
+        readable_file,
+    ),
+    Var(
+        "INFRAWATCH_TLS_CLIENT_KEY",
+        "",
+        "PEM key of INFRAWATCH_TLS_CLIENT_CERT. Default: INFRAWATCH_TLS_KEY.",
+        readable_file,
+    ),
+    Var(
+        "INFRAWATCH_TLS_SERVER_NAME",
+        "",
+        "Name expected in the other services' certificates, when it differs from the host in their address.",
+    ),
+)
+
+
+def check_server_tls(values: dict[str, Any]) -> None:
+    """A certificate without its key (or the reverse), or mTLS without a certificate, is a mistake."""
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY are set together or not at all")
+    if values["tls_client_ca"] and not values["tls_cert"]:
+        raise ConfigError("INFRAWATCH_TLS_CLIENT_CA (mutual TLS) needs INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY")
 
 
 Settings = TypeVar("Settings")

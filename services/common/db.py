@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 
-from services.common.logs import event as log_event
+from agent.logs import event as log_event
 
 _log = logging.getLogger("infrawatch.db")
 

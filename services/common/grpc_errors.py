@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
+from agent.logs import event
 from services.common import errors
-from services.common.logs import event
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,

@@ -26,8 +26,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from agent.logs import event
 from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
-from services.common.logs import event
+from services.common.tls import ServerTLS, listen
 
 _log = logging.getLogger("infrawatch.server")
 
@@ -48,10 +49,12 @@ def _options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def _reflect_and_listen(server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str) -> int:
+def _reflect_and_listen(
+    server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str, tls: ServerTLS | None
+) -> int:
     """Enable reflection over the hosted services, health and reflection; bind; the bound port."""
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    port = listen(server, address, tls)
     if port == 0:
         raise OSError(f"could not listen on {address}")
     return port
@@ -64,6 +67,7 @@ def build_server(
     max_message_bytes: int,
     max_workers: int = 64,
     unreachable: tuple[type[BaseException], ...] = (),
+    tls: ServerTLS | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create a server hosting `bindings`, health and reflection; every service starts NOT_SERVING."""
     server = grpc.server(
@@ -78,7 +82,7 @@ def build_server(
     names = [binding.full_name for binding in bindings]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, health_servicer, _reflect_and_listen(server, names, address)
+    return server, health_servicer, _reflect_and_listen(server, names, address, tls)
 
 
 def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], serving: bool) -> None:
@@ -143,6 +147,7 @@ def build_async_server(
     address: str,
     max_message_bytes: int,
     unreachable: tuple[type[BaseException], ...] = (),
+    tls: ServerTLS | None = None,
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
@@ -153,7 +158,7 @@ def build_async_server(
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [binding.full_name for binding in bindings]
-    return server, health_servicer, _reflect_and_listen(server, names, address)
+    return server, health_servicer, _reflect_and_listen(server, names, address, tls)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.logs import configure_logging, event
 from infrawatch.gateway.v1 import gateway_pb2_grpc
 from services.common.config import settings_from_command_line
-from services.common.logs import configure_logging, event
+from services.common.credentials import Credentials
 from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
+from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.gateway.clients import AgentsClient, MetricsClient
 from services.gateway.service import GatewayContext
 from services.gateway.servicer import SERVICE_NAME, OperatorServicer
@@ -49,17 +51,31 @@ def main(argv: list[str] | None = None) -> None:
     stop = install_stop_signals()
     # Replies as large as the gateway itself accepts (gRPC's client default is 4 MB: a fleet
     # overview of 20,000 hosts or a large metrics query would fail here otherwise).
-    limits = [("grpc.max_receive_message_length", settings.max_message_bytes)]
-    agents_channel = grpc.insecure_channel(settings.agents_address, options=limits)
-    metrics_channel = grpc.insecure_channel(settings.metrics_address, options=limits)
+    # Round robin, so that behind a headless Service (dns:///...) calls spread over the replicas.
+    limits = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
+    tls = client_tls_from(settings)
+    agents_channel = tls.channel(settings.agents_address, options=limits)
+    metrics_channel = tls.channel(settings.metrics_address, options=limits)
     fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fan-out")
     ctx = GatewayContext(
-        agents=AgentsClient(agents_channel, settings.downstream_timeout, stop),
-        metrics=MetricsClient(metrics_channel, settings.downstream_timeout, stop, settings.metrics_address),
+        agents=AgentsClient(agents_channel, settings.service_token, settings.downstream_timeout, stop),
+        metrics=MetricsClient(
+            metrics_channel,
+            settings.service_token,
+            settings.downstream_timeout,
+            stop,
+            live_channel=lambda: tls.aio_channel(settings.metrics_address, options=limits),
+        ),
         fan_out=fan_out,
         key_metrics=settings.key_metrics,
-        operator_token=settings.operator_token,
-        protect_reads=settings.protect_reads,
+        credentials=Credentials(
+            operator_token=settings.operator_token,
+            service_token=settings.service_token,
+            protect_reads=settings.protect_reads,
+        ),
         status_poll_s=settings.watch_status_every,
         stop=stop,
     )
@@ -75,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             ],
             address=f"{settings.bind_host}:{settings.gateway_port}",
             max_message_bytes=settings.max_message_bytes,
+            tls=server_tls_from(settings),
         )
         event(
             _log,
@@ -84,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics=settings.metrics_address,
             operator_actions="enabled" if settings.operator_token else "disabled",
             protect_reads=settings.protect_reads,
+            tls=tls_summary(settings),
         )
         # Serving needs the agents service (every call starts there); without metrics the gateway
         # still answers, with the metrics part marked unavailable, so metrics does not gate health.

@@ -64,10 +64,14 @@ class Budget:
 
 
 class _Downstream:
-    def __init__(self, name: str, timeout_s: float, stop: threading.Event | None) -> None:
+    """Reads carry the service token (reads may be protected downstream); writes carry the
+    operator's own token, which the downstream service checks again."""
+
+    def __init__(self, name: str, service_token: str, timeout_s: float, stop: threading.Event | None) -> None:
         self.name = name
         self._timeout_s = timeout_s
         self._stop = stop
+        self._service = (("authorization", f"Bearer {service_token}"),)
 
     def read(self, call: Callable[[float], Response], budget: Budget) -> Response:
         try:
@@ -83,16 +87,22 @@ class _Downstream:
 
 
 class AgentsClient(_Downstream):
-    def __init__(self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None) -> None:
-        super().__init__("agents", timeout_s, stop)
+    def __init__(
+        self, channel: grpc.Channel, service_token: str, timeout_s: float, stop: threading.Event | None = None
+    ) -> None:
+        super().__init__("agents", service_token, timeout_s, stop)
         self._stub = agents_pb2_grpc.AgentServiceStub(channel)
 
     def get(self, budget: Budget, agent_id: str = "", hostname: str = "") -> agents_pb2.Agent:
         request = agents_pb2.GetAgentRequest(agent_id=agent_id, hostname=hostname)
-        return self.read(lambda timeout: self._stub.GetAgent(request, timeout=timeout), budget).agent
+        return self.read(
+            lambda timeout: self._stub.GetAgent(request, timeout=timeout, metadata=self._service), budget
+        ).agent
 
     def list(self, request: agents_pb2.ListAgentsRequest, budget: Budget) -> agents_pb2.ListAgentsResponse:
-        return self.read(lambda timeout: self._stub.ListAgents(request, timeout=timeout), budget)
+        return self.read(
+            lambda timeout: self._stub.ListAgents(request, timeout=timeout, metadata=self._service), budget
+        )
 
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         request = agents_pb2.DeregisterAgentRequest(agent_id=agent_id)
@@ -102,30 +112,49 @@ class AgentsClient(_Downstream):
         )
         return reply.agent
 
+    def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
+        request = agents_pb2.ApproveAgentRequest(hostname=hostname)
+        metadata = (("authorization", f"Bearer {operator_token}"),)
+        reply = self.write(lambda timeout: self._stub.ApproveAgent(request, timeout=timeout, metadata=metadata), budget)
+        return reply.agent
+
 
 class MetricsClient(_Downstream):
     def __init__(
-        self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None, address: str = ""
+        self,
+        channel: grpc.Channel,
+        service_token: str,
+        timeout_s: float,
+        stop: threading.Event | None = None,
+        live_channel: Callable[[], grpc.aio.Channel] | None = None,
     ) -> None:
-        super().__init__("metrics", timeout_s, stop)
+        super().__init__("metrics", service_token, timeout_s, stop)
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-        self._address = address
+        self._live_channel = live_channel
         self._live: metrics_pb2_grpc.MetricsServiceStub | None = None
 
     def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
         request = metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector=selector))
-        return list(self.read(lambda timeout: self._stub.LatestValues(request, timeout=timeout), budget).samples)
+        return list(
+            self.read(
+                lambda timeout: self._stub.LatestValues(request, timeout=timeout, metadata=self._service), budget
+            ).samples
+        )
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse:
-        return self.read(lambda timeout: self._stub.QueryRange(request, timeout=timeout), budget)
+        return self.read(
+            lambda timeout: self._stub.QueryRange(request, timeout=timeout, metadata=self._service), budget
+        )
 
     async def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]:
         """A live stream of new samples, on an asyncio channel so that waiting holds no thread. It
         has no deadline (it lasts as long as the operator watches); closing the iterator ends it."""
         if self._live is None:
+            if self._live_channel is None:
+                raise errors.Unavailable("live metrics are not configured on this gateway")
             # Created on first use, inside the server's event loop, which the channel belongs to.
-            self._live = metrics_pb2_grpc.MetricsServiceStub(grpc.aio.insecure_channel(self._address))
-        call = self._live.WatchMetrics(metrics_pb2.WatchMetricsRequest(selector=selector))
+            self._live = metrics_pb2_grpc.MetricsServiceStub(self._live_channel())
+        call = self._live.WatchMetrics(metrics_pb2.WatchMetricsRequest(selector=selector), metadata=self._service)
         try:
             async for message in call:
                 yield message

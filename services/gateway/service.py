@@ -10,23 +10,23 @@ naming the dependency.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent.logs import event
 from infrawatch.agents.v1 import agents_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
-from services.common.logs import event
+from services.common.credentials import Credentials
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.timestamps import to_epoch_ms
 from services.gateway.clients import Budget
 
@@ -50,6 +50,8 @@ class AgentsPort(Protocol):
 
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent: ...
 
+    def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent: ...
+
 
 class MetricsPort(Protocol):
     def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]: ...
@@ -65,8 +67,7 @@ class GatewayContext:
     metrics: MetricsPort
     fan_out: Executor
     key_metrics: tuple[str, ...] = ("cpu_usage_percent", "memory_used_bytes", "load1")
-    operator_token: str = ""
-    protect_reads: bool = False
+    credentials: Credentials = field(default_factory=Credentials)
     status_poll_s: float = 2.0
     stop: threading.Event | None = None
 
@@ -83,17 +84,7 @@ def quoted(value: str) -> str:
 
 
 def authorize_read(ctx: GatewayContext, token: str) -> None:
-    if ctx.protect_reads:
-        _check_operator(ctx, token)
-
-
-def _check_operator(ctx: GatewayContext, token: str) -> None:
-    if not ctx.operator_token:
-        raise FailedPrecondition("operator actions are disabled: start the gateway with INFRAWATCH_OPERATOR_TOKEN set")
-    if not token:
-        raise Unauthenticated("missing operator token; send metadata 'authorization: Bearer <operator token>'")
-    if not hmac.compare_digest(token, ctx.operator_token):
-        raise Unauthenticated("operator token is not valid")
+    ctx.credentials.require_reader(token)
 
 
 def _resolve(ctx: GatewayContext, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:
@@ -259,11 +250,20 @@ def query_metrics(
 
 def deregister_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:
     """Retire an agent on an operator's behalf."""
-    _check_operator(ctx, token)
+    ctx.credentials.require_operator(token)
     agent = _resolve(ctx, ref, budget)
-    retired = ctx.agents.deregister(agent.agent_id, ctx.operator_token, budget)
+    retired = ctx.agents.deregister(agent.agent_id, token, budget)
     event(_log, "agent deregistered by operator", agent_id=retired.agent_id, hostname=retired.hostname)
     return retired
+
+
+def approve_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:
+    """Let the next registration of a known host in without its token, on an operator's behalf."""
+    ctx.credentials.require_operator(token)
+    agent = _resolve(ctx, ref, budget)
+    approved = ctx.agents.approve(agent.hostname, token, budget)
+    event(_log, "agent registration approved by operator", agent_id=approved.agent_id, hostname=approved.hostname)
+    return approved
 
 
 def _status_event(status: int) -> pb.WatchAgentResponse:

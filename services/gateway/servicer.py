@@ -97,3 +97,9 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
             service.deregister_agent, self._ctx, bearer_token(context), _ref(request.agent), _budget(context)
         )
         return pb.DeregisterAgentResponse(agent=agent)
+
+    async def ApproveAgent(self, request: pb.ApproveAgentRequest, context: Any) -> pb.ApproveAgentResponse:
+        agent = await self._run(
+            service.approve_agent, self._ctx, bearer_token(context), _ref(request.agent), _budget(context)
+        )
+        return pb.ApproveAgentResponse(agent=agent)

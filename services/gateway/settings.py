@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import COMMON_VARS, Var, boolean, duration_seconds, port, read_vars
+from services.common.config import (
+    CLIENT_TLS_VARS,
+    COMMON_VARS,
+    OPERATOR_TOKEN,
+    PROTECT_READS,
+    SERVER_TLS_VARS,
+    SERVICE_TOKEN,
+    Var,
+    check_server_tls,
+    duration_seconds,
+    port,
+    read_vars,
+)
 
 
 def metric_names(raw: str) -> tuple[str, ...]:
@@ -21,13 +33,9 @@ GATEWAY_VARS: tuple[Var, ...] = (
     Var("INFRAWATCH_GATEWAY_PORT", "50050", "Port of the gateway.", port),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service."),
-    Var(
-        "INFRAWATCH_OPERATOR_TOKEN",
-        "",
-        "Bearer token operators send for DeregisterAgent (and for reads with INFRAWATCH_PROTECT_READS). "
-        "Empty disables operator actions.",
-    ),
-    Var("INFRAWATCH_PROTECT_READS", "false", "Require the operator token on read calls too.", boolean),
+    OPERATOR_TOKEN,
+    SERVICE_TOKEN,
+    PROTECT_READS,
     Var(
         "INFRAWATCH_KEY_METRICS",
         "cpu_usage_percent,memory_used_bytes,load1",
@@ -41,6 +49,8 @@ GATEWAY_VARS: tuple[Var, ...] = (
         "How often WatchAgent re-reads the agent's status.",
         duration_seconds,
     ),
+    *SERVER_TLS_VARS,
+    *CLIENT_TLS_VARS,
 )
 
 
@@ -54,11 +64,21 @@ class GatewaySettings:
     agents_address: str
     metrics_address: str
     operator_token: str
+    service_token: str
     protect_reads: bool
     key_metrics: tuple[str, ...]
     downstream_timeout: float
     watch_status_every: float
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    tls_ca: str
+    tls_client_cert: str
+    tls_client_key: str
+    tls_server_name: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
-        return cls(**read_vars(GATEWAY_VARS, environ))
+        values = read_vars(GATEWAY_VARS, environ)
+        check_server_tls(values)
+        return cls(**values)

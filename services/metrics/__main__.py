@@ -7,13 +7,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
-
+from agent.logs import configure_logging, event
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
+from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
-from services.common.logs import configure_logging, event
 from services.common.server import build_async_server, install_stop_signals, serve_async
+from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
@@ -43,6 +43,11 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         max_streams=settings.max_streams,
         ingest_workers=settings.ingest_workers,
         query_workers=settings.query_workers,
+        credentials=Credentials(
+            operator_token=settings.operator_token,
+            service_token=settings.service_token,
+            protect_reads=settings.protect_reads,
+        ),
     )
 
 
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         pool_pre_ping=False,
         **({"pool_size": workers, "max_overflow": 4} if settings.database_url else {}),
     )
-    agents_channel = grpc.insecure_channel(settings.agents_address)
+    agents_channel = client_tls_from(settings).channel(settings.agents_address)
     app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms)
     maintenance = MaintenancePolicy(
         retention_ms=config.limits.retention_ms,
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             address=f"{settings.bind_host}:{settings.metrics_port}",
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
+            tls=server_tls_from(settings),
         )
         event(
             _log,
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             agents=settings.agents_address,
             max_streams=config.max_streams,
             ingest_workers=config.ingest_workers,
+            tls=tls_summary(settings),
+            protect_reads=settings.protect_reads,
         )
         await serve_async(
             server,

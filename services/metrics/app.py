@@ -12,6 +12,7 @@ import grpc
 from sqlalchemy import Engine
 
 from agent.metric_kinds import KINDS
+from services.common.credentials import Credentials
 from services.common.db import is_postgres
 from services.common.server import AsyncServiceBinding
 from services.metrics.auth import AgentsClient, CachedAuthenticator
@@ -40,6 +41,7 @@ class MetricsConfig:
     ingest_workers: int = 4
     query_workers: int = 4
     catalog_refresh_s: float = 1.0
+    credentials: Credentials = field(default_factory=Credentials)
 
 
 @dataclass
@@ -80,7 +82,7 @@ def build_metrics_app(
     hub = WatchHub()
     ingestor = Ingestor(catalog, samples, hub, config.limits, now_ms)
     authenticator = CachedAuthenticator(
-        AgentsClient(agents_channel, config.downstream_timeout_s, stop).authenticate,
+        AgentsClient(agents_channel, config.credentials.service_token, config.downstream_timeout_s, stop).authenticate,
         config.auth_cache_ttl_s,
         grace_s=config.auth_grace_s,
     )
@@ -99,5 +101,6 @@ def build_metrics_app(
         query_pool=query_pool,
         slots=slots,
         committer=committer,
+        credentials=config.credentials,
     )
     return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool))

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.logs import event
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from services.common.clients import call_idempotent
 from services.common.errors import Unauthenticated, Unavailable
-from services.common.logs import event
 
 _log = logging.getLogger("infrawatch.metrics.auth")
 
@@ -34,8 +34,11 @@ class AgentIdentity:
 class AgentsClient:
     """Typed access to the agents service with deadlines and retries."""
 
-    def __init__(self, channel: grpc.Channel, timeout_s: float, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, channel: grpc.Channel, service_token: str, timeout_s: float, stop: threading.Event | None = None
+    ) -> None:
         self._stub = agents_pb2_grpc.AgentServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {service_token}"),)
         self._timeout_s = timeout_s
         self._stop = stop
 
@@ -43,12 +46,20 @@ class AgentsClient:
         request = agents_pb2.AuthenticateAgentRequest(agent_token=token)
         try:
             reply = call_idempotent(
-                lambda timeout: self._stub.AuthenticateAgent(request, timeout=timeout),
+                lambda timeout: self._stub.AuthenticateAgent(request, timeout=timeout, metadata=self._metadata),
                 timeout_s=self._timeout_s,
                 stop=self._stop,
             )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                # This service's own credential was refused: a deployment mistake, not the agent's.
+                detail = exc.details() if isinstance(exc, grpc.Call) else ""
+                event(_log, "the agents service refused this service's token", logging.ERROR, detail=detail)
+                raise Unavailable(
+                    "cannot verify agent tokens: the agents service refused the metrics service's "
+                    "INFRAWATCH_SERVICE_TOKEN (it must be the same on every service)"
+                ) from None
             if code == grpc.StatusCode.UNAUTHENTICATED:
                 raise Unauthenticated("agent token is not valid") from None
             raise Unavailable(f"agents service unavailable, cannot verify the agent token ({code})") from None

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.common.logs import event
+from agent.logs import event
 from services.metrics.storage.ports import Maintenance
 
 _log = logging.getLogger("infrawatch.metrics.maintenance")

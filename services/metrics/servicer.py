@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
+from services.common.credentials import Credentials
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
 from services.common.timestamps import to_epoch_ms, to_milliseconds
@@ -124,6 +125,7 @@ class MetricsServicer:
         query_pool: Executor,
         slots: StreamSlots,
         committer: GroupCommitter,
+        credentials: Credentials,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
@@ -134,9 +136,15 @@ class MetricsServicer:
         self._query_pool = query_pool
         self._slots = slots
         self._committer = committer
+        self._credentials = credentials
 
     async def _on(self, pool: Executor, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+
+    async def _read(self, context: Any, work: Callable[..., T], *args: Any) -> T:
+        """A read: allowed to whoever may read (everyone unless reads are protected), on the query pool."""
+        self._credentials.require_reader(bearer_token(context))
+        return await self._on(self._query_pool, work, *args)
 
     def _prepare(self, stream: IngestStream, token: str, data: bytes) -> PreparedBatch:
         self._auth.identify(token)  # a revoked token stops the stream within the cache TTL
@@ -204,7 +212,7 @@ class MetricsServicer:
         )
 
     async def QueryRange(self, request: pb.QueryRangeRequest, context: Any) -> pb.QueryRangeResponse:
-        return await self._on(self._query_pool, self._query_range, request)
+        return await self._read(context, self._query_range, request)
 
     def _latest_values(self, request: pb.LatestValuesRequest) -> pb.LatestValuesResponse:
         samples = query.latest_values(self._queries, _matchers(request.selector))
@@ -213,7 +221,7 @@ class MetricsServicer:
         )
 
     async def LatestValues(self, request: pb.LatestValuesRequest, context: Any) -> pb.LatestValuesResponse:
-        return await self._on(self._query_pool, self._latest_values, request)
+        return await self._read(context, self._latest_values, request)
 
     def _list_series(self, request: pb.ListSeriesRequest) -> pb.ListSeriesResponse:
         page, token = query.list_series(
@@ -224,7 +232,7 @@ class MetricsServicer:
         )
 
     async def ListSeries(self, request: pb.ListSeriesRequest, context: Any) -> pb.ListSeriesResponse:
-        return await self._on(self._query_pool, self._list_series, request)
+        return await self._read(context, self._list_series, request)
 
     def _list_metric_names(self, request: pb.ListMetricNamesRequest) -> pb.ListMetricNamesResponse:
         return pb.ListMetricNamesResponse(
@@ -238,11 +246,12 @@ class MetricsServicer:
         )
 
     async def ListMetricNames(self, request: pb.ListMetricNamesRequest, context: Any) -> pb.ListMetricNamesResponse:
-        return await self._on(self._query_pool, self._list_metric_names, request)
+        return await self._read(context, self._list_metric_names, request)
 
     async def WatchMetrics(
         self, request: pb.WatchMetricsRequest, context: Any
     ) -> AsyncIterator[pb.WatchMetricsResponse]:
+        self._credentials.require_reader(bearer_token(context))
         matchers = _matchers(request.selector)
         with self._slots.hold():
             subscription = self._hub.subscribe(matchers, asyncio.get_running_loop())

@@ -5,7 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.config import COMMON_VARS, ConfigError, Var, duration_seconds, port, positive_int, read_vars
+from services.common.config import (
+    CLIENT_TLS_VARS,
+    COMMON_VARS,
+    OPERATOR_TOKEN,
+    PROTECT_READS,
+    SERVER_TLS_VARS,
+    SERVICE_TOKEN,
+    ConfigError,
+    Var,
+    check_server_tls,
+    duration_seconds,
+    port,
+    positive_int,
+    read_vars,
+)
 from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS
 
 METRICS_VARS: tuple[Var, ...] = (
@@ -81,6 +95,11 @@ METRICS_VARS: tuple[Var, ...] = (
         duration_seconds,
     ),
     Var("INFRAWATCH_DOWNSTREAM_TIMEOUT", "5s", "Deadline of calls to the agents service.", duration_seconds),
+    OPERATOR_TOKEN,
+    SERVICE_TOKEN,
+    PROTECT_READS,
+    *SERVER_TLS_VARS,
+    *CLIENT_TLS_VARS,
 )
 
 
@@ -110,10 +129,22 @@ class MetricsSettings:
     auth_cache_ttl: float
     auth_grace: float
     downstream_timeout: float
+    operator_token: str
+    service_token: str
+    protect_reads: bool
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    tls_ca: str
+    tls_client_cert: str
+    tls_client_key: str
+    tls_server_name: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> MetricsSettings:
-        settings = cls(**read_vars(METRICS_VARS, environ))
+        values = read_vars(METRICS_VARS, environ)
+        check_server_tls(values)
+        settings = cls(**values)
         if settings.compaction_window * 1000 > MAX_CHUNK_SPAN_MS:
             raise ConfigError("INFRAWATCH_COMPACTION_WINDOW must be at most 2h (the longest a chunk may span)")
         return settings

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import ServiceProcess, free_port, wait_serving
+from tests.e2e.processes import RECIPE_SECRETS, ServiceProcess, free_port, wait_serving
 
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
 METRICS_SERVICE = "infrawatch.metrics.v1.MetricsService"
 GATEWAY_SERVICE = "infrawatch.gateway.v1.OperatorService"
+ENROLLMENT_TOKEN = RECIPE_SECRETS["enrollment-token"]
+ENROLL_HEADER = f"authorization: Bearer {ENROLLMENT_TOKEN}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -32,7 +34,10 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
         "INFRAWATCH_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "INFRAWATCH_DATA_DIR": str(tmp_path / "data"),
         "INFRAWATCH_DATABASE_URL": e2e_database_url,
-        "INFRAWATCH_OPERATOR_TOKEN": "e2e-operator",
+        "INFRAWATCH_OPERATOR_TOKEN": RECIPE_SECRETS["operator-token"],
+        "INFRAWATCH_SERVICE_TOKEN": "e2e-service",
+        "INFRAWATCH_ENROLLMENT_TOKEN": ENROLLMENT_TOKEN,
+        "INFRAWATCH_AGENT_ENROLLMENT_TOKEN": ENROLLMENT_TOKEN,
         "INFRAWATCH_SHUTDOWN_GRACE": "2s",
         # Liveness in seconds rather than minutes, so tests can watch a host go OFFLINE.
         "INFRAWATCH_HEARTBEAT_INTERVAL": "1s",

@@ -26,9 +26,16 @@ def readme_recipe(name: str) -> str:
     return block.group(1)
 
 
+RECIPE_SECRETS = {"operator-token": "e2e-operator", "enrollment-token": "e2e-enrollment"}
+
+
 def run_readme_recipe(name: str, addresses: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a README recipe block as written, with only its documented addresses replaced by test ports."""
     script = readme_recipe(name)
+    # The secrets `make run` would have generated into data/, as the recipes read them.
+    (cwd / "data").mkdir(exist_ok=True)
+    for filename, secret in RECIPE_SECRETS.items():
+        (cwd / "data" / filename).write_text(secret + "\n")
     for documented, actual in addresses.items():
         script = script.replace(documented, actual)
     env = {**os.environ, "PATH": f"{Path(GRPCURL).parent}:{os.environ['PATH']}"}

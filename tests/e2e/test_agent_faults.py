@@ -142,12 +142,13 @@ def test_no_sample_is_lost_or_duplicated_across_a_metrics_crash_and_an_agent_res
 
 
 def test_the_load_generator_simulates_a_fleet_that_the_platform_fully_acknowledges(
-    platform_env, agents_process, metrics_process
+    platform_env, agents_process, metrics_process, tmp_path
 ):
     result = subprocess.run(
         [sys.executable, "-m", "agent.loadgen", "--agents-address", agents_process[1],
          "--metrics-address", metrics_process[1], "--agents", "5", "--series", "20",
-         "--interval", "200ms", "--duration", "2s"],
+         "--interval", "200ms", "--duration", "2s", "--state-dir", str(tmp_path / "loadgen"),
+         "--enrollment-token", platform_env["INFRAWATCH_ENROLLMENT_TOKEN"]],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from tests.e2e.conftest import ENROLL_HEADER
 from tests.e2e.processes import grpcurl, run_readme_recipe
 
 
@@ -31,6 +32,8 @@ def test_register_heartbeat_list_through_grpcurl(agents_process):
     _, address = agents_process
     registered = grpcurl(
         "-plaintext",
+        "-H",
+        ENROLL_HEADER,
         "-d",
         '{"hostname": "db-1", "labels": {"role": "db"}}',
         address,
@@ -61,7 +64,10 @@ def test_register_heartbeat_list_through_grpcurl(agents_process):
 
 def test_bad_input_gets_a_clear_status_through_grpcurl(agents_process):
     _, address = agents_process
-    empty = grpcurl("-plaintext", "-d", '{"hostname": ""}', address, "infrawatch.agents.v1.AgentService/RegisterAgent")
+    empty = grpcurl(
+        "-plaintext", "-H", ENROLL_HEADER, "-d", '{"hostname": ""}', address,
+        "infrawatch.agents.v1.AgentService/RegisterAgent",
+    )  # fmt: skip
     assert empty.returncode != 0
     assert "InvalidArgument" in empty.stderr and "hostname is required" in empty.stderr
     unknown = grpcurl(
@@ -87,8 +93,9 @@ def test_bad_input_gets_a_clear_status_through_grpcurl(agents_process):
 def test_sigterm_drains_and_exits_cleanly_and_the_log_never_holds_a_token(agents_process):
     process, address = agents_process
     registered = grpcurl(
-        "-plaintext", "-d", '{"hostname": "web-9"}', address, "infrawatch.agents.v1.AgentService/RegisterAgent"
-    )
+        "-plaintext", "-H", ENROLL_HEADER, "-d", '{"hostname": "web-9"}', address,
+        "infrawatch.agents.v1.AgentService/RegisterAgent",
+    )  # fmt: skip
     reply = json.loads(registered.stdout)
     token = reply["agent_token"]
     # A heartbeat with a wrong token: refused, and logged as a warning (routine calls are DEBUG).

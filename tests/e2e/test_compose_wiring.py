@@ -63,19 +63,57 @@ def image_env() -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in shlex.split(instruction("ENV")))
 
 
+# What an operator (or `make up`'s generated .env) supplies; the file itself holds no secret.
+OPERATOR_SECRETS = {
+    "INFRAWATCH_OPERATOR_TOKEN": "compose-operator",
+    "INFRAWATCH_SERVICE_TOKEN": "compose-service",
+    "INFRAWATCH_ENROLLMENT_TOKEN": "compose-enrollment",
+    "INFRAWATCH_DB_PASSWORD": "compose-db-password",
+}
+
+
+class MissingVariable(Exception):
+    """Compose refuses to start: a ${VAR:?message} variable is unset."""
+
+
 def substitute(value: str, environ: dict[str, str]) -> str:
-    """Compose's ${VAR:-default} and ${VAR} interpolation."""
+    """Compose's ${VAR:-default}, ${VAR:?message} and ${VAR} interpolation."""
 
     def one(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(3) or ""
-        return environ.get(name) or default
+        name, operator, argument = match.group(1), match.group(2) or "", match.group(3) or ""
+        if environ.get(name):
+            return environ[name]
+        if operator == ":?":
+            raise MissingVariable(f"{name}: {argument}")
+        return argument
 
-    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", one, value)
+    return re.sub(r"\$\{(\w+)(:-|:\?)?([^}]*)\}", one, value)
 
 
-def compose_env(service: str) -> dict[str, str]:
+def compose_env(service: str, environ: dict[str, str] = OPERATOR_SECRETS) -> dict[str, str]:
     raw = SERVICES[service].get("environment", {})
-    return {key: substitute(str(value), {}) for key, value in raw.items()}
+    return {key: substitute(str(value), environ) for key, value in raw.items()}
+
+
+def test_compose_holds_no_secret_and_refuses_to_start_without_them():
+    for secret in OPERATOR_SECRETS:
+        missing = {k: v for k, v in OPERATOR_SECRETS.items() if k != secret}
+        refused = []
+        for service in SERVICES:
+            try:
+                compose_env(service, missing)
+            except MissingVariable:
+                refused.append(service)
+        assert refused, f"compose starts without {secret}"
+    text = (REPO / "docker-compose.yml").read_text()
+    assert not any(value in text for value in ("change-me", ":infrawatch@", "POSTGRES_PASSWORD: infrawatch"))
+
+
+def test_every_container_restarts_and_the_agent_sees_the_hosts_filesystems():
+    assert all(spec.get("restart") == "unless-stopped" for spec in SERVICES.values())
+    assert "/:/host:ro,rslave" in SERVICES["agent"]["volumes"]
+    assert compose_env("agent")["INFRAWATCH_AGENT_HOST_ROOT"] == "/host"
+    assert "--wait" in (REPO / "Makefile").read_text().split("\nup:", 1)[1].split("\n\n", 1)[0]
 
 
 def module_of(service: str) -> str:
@@ -192,6 +230,8 @@ def local_env(service: str, database_url: str, root: Path) -> dict[str, str]:
             value = database_url
         for name in SERVICES:
             value = re.sub(rf"^{name}:(\d+)$", r"127.0.0.1:\1", value)
+        if key == "INFRAWATCH_AGENT_HOST_ROOT":
+            value = "/"  # the volume `/:/host`: here the process runs on the host itself
         environ[key] = value.replace("/var/lib/infrawatch", str(root))
     return environ
 
@@ -266,3 +306,19 @@ def test_compose_brings_up_a_working_platform(postgres_schema_url: str, tmp_path
     finally:
         for process in processes:
             process.kill()
+
+
+def test_the_kubernetes_agent_runs_on_every_node_and_can_write_its_state():
+    documents = list(yaml.safe_load_all((REPO / "deploy" / "k8s" / "infrawatch.yaml").read_text()))
+    (daemonset,) = [d for d in documents if d["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    assert {"operator": "Exists"} in pod["tolerations"]
+    (init,) = pod["initContainers"]
+    assert "os.chown('/var/lib/infrawatch/agent', 10001, 10001)" in " ".join(init["command"])
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["INFRAWATCH_AGENT_METRICS_ADDRESS"]["value"].startswith("dns:///")  # client-side round robin
+    assert env["INFRAWATCH_AGENT_HOST_ROOT"]["value"] == "/host"
+    assert "INFRAWATCH_AGENT_ENROLLMENT_TOKEN" in env
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "INFRAWATCH_SERVICE_TOKEN" in names, deployment["metadata"]["name"]

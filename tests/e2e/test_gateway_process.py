@@ -34,8 +34,6 @@ def test_readme_gateway_recipes_work_verbatim(agents_process, metrics_process, g
         "localhost:50051": agents_process[1],
         "localhost:50052": metrics_process[1],
     }
-    (tmp_path / "data").mkdir(exist_ok=True)
-    (tmp_path / "data" / "operator-token").write_text("e2e-operator\n")
     fed = run_readme_recipe("metrics", addresses, tmp_path)
     assert fed.returncode == 0, fed.stderr
     result = run_readme_recipe("gateway", addresses, tmp_path)

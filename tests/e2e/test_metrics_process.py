@@ -5,12 +5,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.e2e.conftest import ENROLL_HEADER
 from tests.e2e.processes import GRPCURL, grpcurl, run_readme_recipe
 
 
 def register(agents_address: str, hostname: str) -> str:
     reply = grpcurl(
-        "-plaintext", "-d", json.dumps({"hostname": hostname}), agents_address,
+        "-plaintext", "-H", ENROLL_HEADER, "-d", json.dumps({"hostname": hostname}), agents_address,
         "infrawatch.agents.v1.AgentService/RegisterAgent",
     )  # fmt: skip
     assert reply.returncode == 0, reply.stderr

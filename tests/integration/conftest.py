@@ -23,6 +23,7 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME as AGENTS_SERVICE
 from services.agents.servicer import AgentServicer
 from services.common.clock import wall_clock_ms
+from services.common.credentials import Credentials
 from services.common.db import migrate, unreachable_database_errors
 from services.common.server import (
     AsyncServiceBinding,
@@ -32,6 +33,7 @@ from services.common.server import (
     build_server,
     set_serving,
 )
+from services.common.tls import ServerTLS
 from services.gateway.clients import AgentsClient as GatewayAgentsClient
 from services.gateway.clients import MetricsClient as GatewayMetricsClient
 from services.gateway.service import GatewayContext
@@ -47,6 +49,13 @@ from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.storage.ports import SampleStore
 
 OPERATOR_TOKEN = "operator-test-token"
+SERVICE_TOKEN = "service-test-token"
+ENROLLMENT_TOKEN = "enrollment-test-token"
+CREDENTIALS = Credentials(operator_token=OPERATOR_TOKEN, service_token=SERVICE_TOKEN, enrollment_token=ENROLLMENT_TOKEN)
+# Metadata of the callers the tests play.
+ENROLL = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
+AS_SERVICE = (("authorization", f"Bearer {SERVICE_TOKEN}"),)
+AS_OPERATOR = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
 
 
 @pytest.fixture
@@ -55,29 +64,43 @@ def agents_engine(engine: Engine) -> Engine:
     return engine
 
 
-@pytest.fixture
-def agents_ctx(agents_engine: Engine) -> AgentsContext:
+def agents_context(engine: Engine, credentials: Credentials = CREDENTIALS) -> AgentsContext:
     return AgentsContext(
-        uow=lambda: SqlUnitOfWork(agents_engine),
+        uow=lambda: SqlUnitOfWork(engine),
         now_ms=wall_clock_ms,
         policy=LivenessPolicy(heartbeat_interval_s=10),
-        operator_token=OPERATOR_TOKEN,
+        credentials=credentials,
     )
 
 
 @pytest.fixture
-def agents_address(agents_ctx: AgentsContext) -> Iterator[str]:
-    servicer = AgentServicer(agents_ctx)
+def agents_ctx(agents_engine: Engine) -> AgentsContext:
+    return agents_context(agents_engine)
+
+
+@contextmanager
+def running_agents(ctx: AgentsContext, tls: ServerTLS | None = None) -> Iterator[str]:
+    """An agents service on the threaded server, built as its composition root builds it."""
+    servicer = AgentServicer(ctx)
     server, health, port = build_server(
         [ServiceBinding(AGENTS_SERVICE, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         address="127.0.0.1:0",
         max_message_bytes=4 * 1024 * 1024,
         unreachable=unreachable_database_errors(),
+        tls=tls,
     )
     server.start()
     set_serving(health, [AGENTS_SERVICE], True)
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+@pytest.fixture
+def agents_address(agents_ctx: AgentsContext) -> Iterator[str]:
+    with running_agents(agents_ctx) as address:
+        yield address
 
 
 @pytest.fixture
@@ -113,6 +136,7 @@ TEST_METRICS_CONFIG = MetricsConfig(
     limits=IngestLimits(max_series_per_batch=50, max_series_per_agent=100),
     max_query_points=100_000,
     catalog_refresh_s=0,
+    credentials=CREDENTIALS,
 )
 
 
@@ -162,7 +186,7 @@ def metrics_stub(metrics_harness: MetricsHarness) -> Iterator[metrics_pb2_grpc.M
 
 @pytest.fixture
 def agent_token(agents_stub: agents_pb2_grpc.AgentServiceStub) -> str:
-    reply = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="metrics-test-host"))
+    reply = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="metrics-test-host"), metadata=ENROLL)
     return str(reply.agent_token)
 
 
@@ -175,11 +199,17 @@ def gateway_stub(
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=4) as fan_out:
         ctx = GatewayContext(
-            agents=GatewayAgentsClient(agents_channel, 2.0, stop),
-            metrics=GatewayMetricsClient(metrics_channel, 2.0, stop, metrics_harness.address),
+            agents=GatewayAgentsClient(agents_channel, SERVICE_TOKEN, 2.0, stop),
+            metrics=GatewayMetricsClient(
+                metrics_channel,
+                SERVICE_TOKEN,
+                2.0,
+                stop,
+                live_channel=lambda: grpc.aio.insecure_channel(metrics_harness.address),
+            ),
             fan_out=fan_out,
             key_metrics=("cpu_usage_percent", "load1"),
-            operator_token=OPERATOR_TOKEN,
+            credentials=CREDENTIALS,
             status_poll_s=0.2,
             stop=stop,
         )

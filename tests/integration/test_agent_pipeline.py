@@ -16,6 +16,7 @@ from agent.sender import Sender
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.metrics.domain import IngestLimits, parse_selector
+from tests.integration.conftest import AS_OPERATOR, ENROLL, ENROLLMENT_TOKEN
 
 
 def wait_until(condition, timeout: float = 10) -> None:
@@ -32,7 +33,13 @@ def run_agent(agents_address, metrics_harness, tmp_path: Path, rounds: int, stat
     halt = threading.Event()
     agents_channel, metrics_channel = grpc.insecure_channel(agents_address), grpc.insecure_channel(metrics_address)
     registrar = Registrar(
-        agents_pb2_grpc.AgentServiceStub(agents_channel), state, "pipeline-host", {"env": "test"}, 5.0, halt
+        agents_pb2_grpc.AgentServiceStub(agents_channel),
+        state,
+        "pipeline-host",
+        {"env": "test"},
+        5.0,
+        halt,
+        enrollment_token=ENROLLMENT_TOKEN,
     )
     buffer = DiskBuffer(tmp_path / "buffer.db", 1 << 24)
     sender = Sender(metrics_pb2_grpc.MetricsServiceStub(metrics_channel), buffer, registrar, halt)
@@ -71,10 +78,13 @@ def test_collected_rounds_arrive_exactly_and_the_buffer_empties(agents_address, 
     assert stored == sum(len(r.samples) for r in collected)
 
 
-def test_a_rejected_token_is_replaced_by_registering_again(
+def test_an_agent_whose_token_is_rejected_gets_back_in_once_an_operator_approves_it(
     agents_address, agents_stub, metrics_harness, tmp_path: Path
 ):
-    first = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="pipeline-host"))
+    """A reinstalled machine with a stale state file: its hostname is registered, its token is not
+    the current one, so it is let in only after an operator's approval, under the same agent id."""
+    first = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="pipeline-host"), metadata=ENROLL)
+    agents_stub.ApproveAgent(agents_pb2.ApproveAgentRequest(hostname="pipeline-host"), metadata=AS_OPERATOR)
     state = StateFile(tmp_path / "state.json")
     state.save(Identity(first.agent_id, "iwa_revoked-token", "pipeline-host"))
     _, registrar = run_agent(agents_address, metrics_harness, tmp_path, 2, state)

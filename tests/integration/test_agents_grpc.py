@@ -5,16 +5,19 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infrawatch.agents.v1 import agents_pb2 as pb
-from tests.integration.conftest import OPERATOR_TOKEN
+from tests.integration.conftest import AS_SERVICE, ENROLL, OPERATOR_TOKEN
 
 
 def bearer(token: str):
     return (("authorization", f"Bearer {token}"),)
 
 
-def register(stub, hostname="web-1", **labels):
+def register(stub, hostname="web-1", agent_token="", **labels):
     return stub.RegisterAgent(
-        pb.RegisterAgentRequest(hostname=hostname, agent_version="1.0", os="linux", arch="x86_64", labels=labels)
+        pb.RegisterAgentRequest(
+            hostname=hostname, agent_version="1.0", os="linux", arch="x86_64", labels=labels, agent_token=agent_token
+        ),
+        metadata=ENROLL,
     )
 
 
@@ -37,9 +40,9 @@ def test_register_heartbeat_get_and_list_round_trip(agents_stub):
     assert [a.agent_id for a in listed.agents] == [registered.agent_id]
 
 
-def test_re_registration_is_idempotent_over_grpc(agents_stub):
+def test_re_registration_with_the_current_token_keeps_the_id_and_rotates_the_token(agents_stub):
     first = register(agents_stub)
-    second = register(agents_stub)
+    second = register(agents_stub, agent_token=first.agent_token)
     assert first.agent_id == second.agent_id
     assert first.agent_token != second.agent_token
     assert len(agents_stub.ListAgents(pb.ListAgentsRequest()).agents) == 1
@@ -63,7 +66,7 @@ def test_token_is_never_echoed_outside_register(agents_stub):
     ],
 )
 def test_bad_registration_is_invalid_argument_naming_the_field(agents_stub, request_, needle):
-    code, details = code_and_details(lambda: agents_stub.RegisterAgent(request_))
+    code, details = code_and_details(lambda: agents_stub.RegisterAgent(request_, metadata=ENROLL))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in details
 
@@ -93,7 +96,9 @@ def test_deregister_by_operator_then_the_token_stops_working(agents_stub):
     ).agent
     assert retired.status == pb.AGENT_STATUS_DEREGISTERED
     code, _ = code_and_details(
-        lambda: agents_stub.AuthenticateAgent(pb.AuthenticateAgentRequest(agent_token=registered.agent_token))
+        lambda: agents_stub.AuthenticateAgent(
+            pb.AuthenticateAgentRequest(agent_token=registered.agent_token), metadata=AS_SERVICE
+        )
     )
     assert code == grpc.StatusCode.UNAUTHENTICATED
     statuses = [pb.AGENT_STATUS_DEREGISTERED]
@@ -114,7 +119,9 @@ def test_deregister_with_a_foreign_token_is_permission_denied(agents_stub):
 
 def test_authenticate_agent_identifies_the_token_owner(agents_stub):
     registered = register(agents_stub, role="db")
-    who = agents_stub.AuthenticateAgent(pb.AuthenticateAgentRequest(agent_token=registered.agent_token))
+    who = agents_stub.AuthenticateAgent(
+        pb.AuthenticateAgentRequest(agent_token=registered.agent_token), metadata=AS_SERVICE
+    )
     assert (who.agent_id, who.hostname, dict(who.labels)) == (registered.agent_id, "web-1", {"role": "db"})
 
 

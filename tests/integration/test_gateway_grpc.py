@@ -12,7 +12,7 @@ import pytest
 from infrawatch.agents.v1 import agents_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
-from tests.integration.conftest import OPERATOR_TOKEN
+from tests.integration.conftest import ENROLL, OPERATOR_TOKEN
 
 
 @pytest.fixture
@@ -21,7 +21,9 @@ def fleet(agents_stub, metrics_stub, metrics_harness):
     now = metrics_harness.clock()
     registered = {}
     for hostname, cpu in (("web-1", 20.0), ("db-1", 91.0)):
-        reply = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname=hostname, labels={"env": "prod"}))
+        reply = agents_stub.RegisterAgent(
+            agents_pb2.RegisterAgentRequest(hostname=hostname, labels={"env": "prod"}), metadata=ENROLL
+        )
         registered[hostname] = reply
         batch = metrics_pb2.MetricBatch(
             sequence=1,

@@ -15,12 +15,14 @@ from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.clock import wall_clock_ms
 from services.metrics.app import MetricsConfig
 from services.metrics.domain import IngestLimits
-from tests.integration.conftest import running_metrics
+from tests.integration.conftest import CREDENTIALS, ENROLL, running_metrics
 
 STREAMS = 100
 """More than the 64 worker threads the synchronous server had: each of those held a thread."""
 
-FLEET_CONFIG = MetricsConfig(limits=IngestLimits(max_series_per_agent=10_000), catalog_refresh_s=0)
+FLEET_CONFIG = MetricsConfig(
+    credentials=CREDENTIALS, limits=IngestLimits(max_series_per_agent=10_000), catalog_refresh_s=0
+)
 
 
 def labelled(name: str, host: str, times: list[int], values: list[float], ref: int = 1) -> pb.SeriesSamples:
@@ -98,7 +100,7 @@ def test_idle_watchers_do_not_block_health_queries_or_ingest(metrics_engine, age
 
 def test_streams_beyond_the_cap_are_refused_with_resource_exhausted(metrics_engine, agents_address, agent_token):
     metadata = (("authorization", f"Bearer {agent_token}"),)
-    config = MetricsConfig(max_streams=2, catalog_refresh_s=0)
+    config = MetricsConfig(credentials=CREDENTIALS, max_streams=2, catalog_refresh_s=0)
 
     async def scenario(address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
@@ -197,7 +199,9 @@ def test_a_watcher_catching_up_gets_its_backlog_in_bounded_messages(metrics_engi
             watcher.cancel()
 
     config = MetricsConfig(
-        limits=IngestLimits(max_series_per_agent=10_000, max_series_per_batch=10_000), catalog_refresh_s=0
+        credentials=CREDENTIALS,
+        limits=IngestLimits(max_series_per_agent=10_000, max_series_per_batch=10_000),
+        catalog_refresh_s=0,
     )
     with running_metrics(metrics_engine, agents_address, config) as harness:
         asyncio.run(scenario(harness.address, harness))
@@ -207,9 +211,9 @@ def test_a_deregistered_hosts_open_stream_is_refused_within_seconds(metrics_engi
     from infrawatch.agents.v1 import agents_pb2
     from tests.integration.conftest import OPERATOR_TOKEN
 
-    registered = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="revoked-host"))
+    registered = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="revoked-host"), metadata=ENROLL)
     metadata = (("authorization", f"Bearer {registered.agent_token}"),)
-    config = MetricsConfig(auth_cache_ttl_s=0.5, catalog_refresh_s=0)
+    config = MetricsConfig(credentials=CREDENTIALS, auth_cache_ttl_s=0.5, catalog_refresh_s=0)
 
     async def scenario(address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:

@@ -16,6 +16,7 @@ from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.timestamps import to_timestamp
 from services.metrics.domain import IngestLimits, canonical
 from services.metrics.storage.chunks import ChunkColumns, make_chunks
+from tests.integration.conftest import ENROLL
 
 
 def base_time(harness) -> int:
@@ -255,7 +256,9 @@ def test_a_metric_typed_differently_by_another_agent_is_a_type_conflict(
     now = metrics_harness.clock()
     as_counter = pb.MetricMetadata(name="jobs", type=pb.METRIC_TYPE_COUNTER)
     as_gauge = pb.MetricMetadata(name="jobs", type=pb.METRIC_TYPE_GAUGE)
-    other = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="other-host")).agent_token
+    other = agents_stub.RegisterAgent(
+        agents_pb2.RegisterAgentRequest(hostname="other-host"), metadata=ENROLL
+    ).agent_token
     stream(
         metrics_stub, agent_token, batch(series({"__name__": "jobs", "node": "a"}, [now], [1.0]), metadata=[as_counter])
     )
@@ -506,8 +509,10 @@ def test_refused_metadata_declarations_are_listed_for_operators(metrics_harness,
 def test_an_agent_cannot_write_or_poison_another_hosts_series(metrics_harness, metrics_stub, agents_stub):
     from infrawatch.agents.v1 import agents_pb2
 
-    victim = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="victim")).agent_token
-    attacker = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="attacker")).agent_token
+    victim = agents_stub.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="victim"), metadata=ENROLL).agent_token
+    attacker = agents_stub.RegisterAgent(
+        agents_pb2.RegisterAgentRequest(hostname="attacker"), metadata=ENROLL
+    ).agent_token
     now = metrics_harness.clock()
     # Forged samples for the victim, a minute in the future: they land on the attacker's own host.
     (forged,) = stream(

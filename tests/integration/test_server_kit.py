@@ -13,6 +13,7 @@ from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME, AgentServicer
 from services.common.grpc_errors import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding, build_server, serve
+from tests.integration.conftest import ENROLL
 
 
 class ExplodingUnitOfWork:
@@ -57,7 +58,7 @@ def test_message_larger_than_the_limit_is_resource_exhausted():
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = agents_pb2_grpc.AgentServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:
-                stub.RegisterAgent(pb.RegisterAgentRequest(hostname="h" * (2 * 1024 * 1024)))
+                stub.RegisterAgent(pb.RegisterAgentRequest(hostname="h" * (2 * 1024 * 1024)), metadata=ENROLL)
     finally:
         server.stop(0)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -147,7 +148,7 @@ def test_refused_credentials_are_warnings_and_routine_calls_stay_out_of_the_defa
     import logging
 
     caplog.set_level(logging.DEBUG, logger="infrawatch.rpc")
-    registered = agents_stub.RegisterAgent(pb.RegisterAgentRequest(hostname="log-level-host"))
+    registered = agents_stub.RegisterAgent(pb.RegisterAgentRequest(hostname="log-level-host"), metadata=ENROLL)
     agents_stub.ListAgents(pb.ListAgentsRequest())
     with pytest.raises(grpc.RpcError) as refused:
         agents_stub.Heartbeat(

@@ -9,12 +9,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agent.backoff import Backoff
 from agent.batches import StreamEncoder, portable_batch
 from agent.buffer import DiskBuffer
 from agent.collector import HostCollector, Round, busy_percent
 from agent.config import load
 from agent.metric_kinds import COUNTER, KINDS
-from services.common.backoff import Backoff
 from services.common.config import ConfigError
 
 

@@ -87,12 +87,19 @@ def test_a_bad_setting_is_reported_with_the_variable_and_the_rule():
     from services.agents.settings import AgentsSettings
     from services.common.config import ConfigError
 
+    secret = {"INFRAWATCH_SERVICE_TOKEN": "s"}
     with pytest.raises(ConfigError, match="INFRAWATCH_AGENTS_PORT='abc' is invalid: must be a TCP port"):
-        AgentsSettings.from_env({"INFRAWATCH_AGENTS_PORT": "abc"})
+        AgentsSettings.from_env({**secret, "INFRAWATCH_AGENTS_PORT": "abc"})
     with pytest.raises(ConfigError, match="INFRAWATCH_HEARTBEAT_INTERVAL='soon' is invalid: must be a duration"):
-        AgentsSettings.from_env({"INFRAWATCH_HEARTBEAT_INTERVAL": "soon"})
+        AgentsSettings.from_env({**secret, "INFRAWATCH_HEARTBEAT_INTERVAL": "soon"})
     with pytest.raises(ConfigError, match="OFFLINE_AFTER_INTERVALS must be greater"):
-        AgentsSettings.from_env({"INFRAWATCH_STALE_AFTER_INTERVALS": "5", "INFRAWATCH_OFFLINE_AFTER_INTERVALS": "2"})
+        AgentsSettings.from_env(
+            {**secret, "INFRAWATCH_STALE_AFTER_INTERVALS": "5", "INFRAWATCH_OFFLINE_AFTER_INTERVALS": "2"}
+        )
+    with pytest.raises(ConfigError, match="INFRAWATCH_SERVICE_TOKEN='' is invalid: must be set"):
+        AgentsSettings.from_env({})
+    with pytest.raises(ConfigError, match=r"INFRAWATCH_TLS_CERT='/nonexistent\.pem' is invalid: cannot read"):
+        AgentsSettings.from_env({**secret, "INFRAWATCH_TLS_CERT": "/nonexistent.pem"})
 
 
 def test_the_health_probe_checks_the_configured_port_of_its_own_service():

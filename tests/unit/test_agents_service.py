@@ -3,10 +3,20 @@ import pytest
 from services.agents import service
 from services.agents.domain import AgentStatus, Inventory, LivenessPolicy, Registration
 from services.agents.service import AgentsContext
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.credentials import Credentials
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from tests.unit.fakes import FakeAgentRepository, FakeClock, FakeUnitOfWork
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+SERVICE = "service-secret"
+ENROLLMENT = "enrollment-secret"
 
 
 @pytest.fixture
@@ -25,12 +35,14 @@ def ctx(store, clock):
         uow=lambda: FakeUnitOfWork(store),
         now_ms=clock,
         policy=LivenessPolicy(heartbeat_interval_s=10),
-        operator_token="operator-secret",
+        credentials=Credentials(operator_token="operator-secret", service_token=SERVICE, enrollment_token=ENROLLMENT),
     )
 
 
-def register(ctx, hostname="web-1", **labels):
-    return service.register_agent(ctx, Registration(hostname=hostname, agent_version="1.0", labels=labels))
+def register(ctx, hostname="web-1", agent_token="", **labels):
+    return service.register_agent(
+        ctx, Registration(hostname=hostname, agent_version="1.0", labels=labels), ENROLLMENT, agent_token
+    )
 
 
 def test_registering_a_new_host_creates_an_agent_with_a_token(ctx, store):
@@ -43,7 +55,7 @@ def test_registering_a_new_host_creates_an_agent_with_a_token(ctx, store):
 def test_registering_the_same_hostname_again_keeps_the_id_and_rotates_the_token(ctx, store):
     first, old_token = register(ctx, env="prod")
     second, new_token = service.register_agent(
-        ctx, Registration(hostname="web-1", agent_version="2.0", labels={"env": "staging"})
+        ctx, Registration(hostname="web-1", agent_version="2.0", labels={"env": "staging"}), ENROLLMENT, old_token
     )
     assert second.agent_id == first.agent_id
     assert len(store.rows) == 1
@@ -94,7 +106,7 @@ def test_deregistered_agent_cannot_heartbeat_or_authenticate(ctx):
     with pytest.raises(NotFound):
         service.heartbeat(ctx, agent.agent_id, token, None)
     with pytest.raises(Unauthenticated):
-        service.authenticate_agent(ctx, token)
+        service.authenticate_agent(ctx, SERVICE, token)
 
 
 def test_operator_token_may_deregister_any_agent(ctx):
@@ -109,27 +121,107 @@ def test_another_agents_token_may_not_deregister(ctx):
         service.deregister_agent(ctx, victim.agent_id, other_token)
 
 
-def test_registering_a_deregistered_hostname_revives_it(ctx, store, clock):
+def test_a_deregistered_host_stays_deregistered_until_an_operator_approves_it(ctx, store, clock):
     agent, token = register(ctx)
-    service.deregister_agent(ctx, agent.agent_id, token)
+    service.deregister_agent(ctx, agent.agent_id, "operator-secret")
+    for presented in ("", token):
+        with pytest.raises(FailedPrecondition, match=r"deregistered by an operator.*ApproveAgent"):
+            register(ctx, agent_token=presented)
+    assert store.rows[agent.agent_id].refused_registrations == 2
+    assert ctx.policy.status_of(store.rows[agent.agent_id], clock()) is AgentStatus.DEREGISTERED
+
+    service.approve_agent(ctx, "web-1", "operator-secret")
     revived, _ = register(ctx)
     assert revived.agent_id == agent.agent_id
     assert ctx.policy.status_of(store.rows[agent.agent_id], clock()) is AgentStatus.ONLINE
+    assert not store.rows[agent.agent_id].registration_approved  # one approval, one registration
+
+
+def test_registration_needs_the_enrolment_token(ctx):
+    for presented, message in (("", "needs the enrolment token"), ("guess", "not valid")):
+        with pytest.raises(Unauthenticated, match=message):
+            service.register_agent(ctx, Registration(hostname="web-1"), presented)
+
+
+def test_registration_is_closed_without_an_enrolment_token_configured(store, clock):
+    closed = AgentsContext(uow=lambda: FakeUnitOfWork(store), now_ms=clock, policy=LivenessPolicy())
+    with pytest.raises(FailedPrecondition, match="INFRAWATCH_ENROLLMENT_TOKEN"):
+        service.register_agent(closed, Registration(hostname="web-1"), "")
+
+
+def test_another_machine_cannot_take_over_a_registered_hostname(ctx, store, clock):
+    """The second machine is refused (and counted for operators); the first keeps its token."""
+    owner, owner_token = register(ctx, env="prod")
+    clock.advance(5)
+    for presented in ("", "iwa_stolen-or-stale"):
+        with pytest.raises(AlreadyExists, match="already registered to another agent"):
+            register(ctx, agent_token=presented, env="attacker")
+    kept = store.rows[owner.agent_id]
+    assert kept.labels == {"env": "prod"}
+    assert kept.refused_registrations == 2 and kept.last_refused_registration_at_ms == clock()
+    service.heartbeat(ctx, owner.agent_id, owner_token, None)
+
+
+def test_an_operator_approval_lets_a_reinstalled_machine_take_its_hostname_back(ctx, store):
+    owner, old_token = register(ctx)
+    with pytest.raises(Unauthenticated):
+        service.approve_agent(ctx, "web-1", "not-the-operator")
+    with pytest.raises(NotFound, match="needs no approval"):
+        service.approve_agent(ctx, "web-new", "operator-secret")
+    assert service.approve_agent(ctx, "web-1", "operator-secret").registration_approved
+    again, new_token = register(ctx)
+    assert again.agent_id == owner.agent_id and new_token != old_token
+    with pytest.raises(AlreadyExists):
+        register(ctx)  # the approval was used up
 
 
 def test_authenticate_returns_the_agent_owning_the_token(ctx):
     agent, token = register(ctx, env="prod")
-    assert service.authenticate_agent(ctx, token).agent_id == agent.agent_id
+    assert service.authenticate_agent(ctx, SERVICE, token).agent_id == agent.agent_id
     with pytest.raises(Unauthenticated):
-        service.authenticate_agent(ctx, "iwa_unknown")
+        service.authenticate_agent(ctx, SERVICE, "iwa_unknown")
+
+
+def test_authenticate_is_for_services_only(ctx):
+    _, token = register(ctx)
+    for presented in ("", token, "operator-secret"):
+        with pytest.raises(PermissionDenied, match="InfraWatch services only"):
+            service.authenticate_agent(ctx, presented, token)
+
+
+def test_protected_reads_need_the_operator_or_the_service_token(store, clock):
+    protected = AgentsContext(
+        uow=lambda: FakeUnitOfWork(store),
+        now_ms=clock,
+        policy=LivenessPolicy(),
+        credentials=Credentials(
+            operator_token="op", service_token=SERVICE, enrollment_token=ENROLLMENT, protect_reads=True
+        ),
+    )
+    agent, token = register(protected)
+    for presented in ("", token, ENROLLMENT):
+        with pytest.raises(Unauthenticated, match="reads are protected"):
+            service.list_agents(protected, presented, frozenset(), {}, 0, "")
+        with pytest.raises(Unauthenticated, match="reads are protected"):
+            service.get_agent(protected, presented, agent.agent_id)
+    assert service.list_agents(protected, "op", frozenset(), {}, 0, "").agents
+    assert service.get_agent(protected, SERVICE, agent.agent_id).agent_id == agent.agent_id
+
+
+def test_inventory_numbers_beyond_the_store_columns_are_invalid(ctx):
+    agent, token = register(ctx)
+    with pytest.raises(InvalidArgument, match="memory_total_bytes is 18446744073709551615"):
+        service.heartbeat(ctx, agent.agent_id, token, Inventory(memory_total_bytes=2**64 - 1))
+    with pytest.raises(InvalidArgument, match="cpu_count"):
+        service.register_agent(ctx, Registration(hostname="big", inventory=Inventory(cpu_count=2**32 - 1)), ENROLLMENT)
 
 
 def test_listing_pages_through_agents_in_hostname_order(ctx):
     for i in range(5):
         register(ctx, f"host-{i}")
-    first = service.list_agents(ctx, frozenset(), {}, 2, "")
-    second = service.list_agents(ctx, frozenset(), {}, 2, first.next_page_token)
-    third = service.list_agents(ctx, frozenset(), {}, 2, second.next_page_token)
+    first = service.list_agents(ctx, "", frozenset(), {}, 2, "")
+    second = service.list_agents(ctx, "", frozenset(), {}, 2, first.next_page_token)
+    third = service.list_agents(ctx, "", frozenset(), {}, 2, second.next_page_token)
     hostnames = [a.hostname for page in (first, second, third) for a in page.agents]
     assert hostnames == [f"host-{i}" for i in range(5)]
     assert third.next_page_token == ""
@@ -140,26 +232,26 @@ def test_listing_filters_by_status_and_labels(ctx, clock):
     clock.advance(60)
     register(ctx, "fresh", env="prod")
     register(ctx, "dev", env="dev")
-    online_prod = service.list_agents(ctx, frozenset({AgentStatus.ONLINE}), {"env": "prod"}, 0, "")
-    offline = service.list_agents(ctx, frozenset({AgentStatus.OFFLINE}), {}, 0, "")
+    online_prod = service.list_agents(ctx, "", frozenset({AgentStatus.ONLINE}), {"env": "prod"}, 0, "")
+    offline = service.list_agents(ctx, "", frozenset({AgentStatus.OFFLINE}), {}, 0, "")
     assert [a.hostname for a in online_prod.agents] == ["fresh"]
     assert [a.hostname for a in offline.agents] == ["old"]
 
 
 def test_listing_rejects_bad_page_token_and_page_size(ctx):
     with pytest.raises(InvalidArgument, match="page_token"):
-        service.list_agents(ctx, frozenset(), {}, 0, "%%%")
+        service.list_agents(ctx, "", frozenset(), {}, 0, "%%%")
     with pytest.raises(InvalidArgument, match="page_size"):
-        service.list_agents(ctx, frozenset(), {}, 5000, "")
+        service.list_agents(ctx, "", frozenset(), {}, 5000, "")
 
 
 def test_get_unknown_agent_is_not_found(ctx):
     with pytest.raises(NotFound, match=UNKNOWN_ID):
-        service.get_agent(ctx, UNKNOWN_ID)
+        service.get_agent(ctx, "", UNKNOWN_ID)
 
 
 def test_get_agent_by_hostname_finds_it_or_says_not_found(ctx):
     agent, _ = register(ctx, "db-9")
-    assert service.get_agent(ctx, "", "db-9").agent_id == agent.agent_id
+    assert service.get_agent(ctx, "", "", "db-9").agent_id == agent.agent_id
     with pytest.raises(NotFound, match="db-10"):
-        service.get_agent(ctx, "", "db-10")
+        service.get_agent(ctx, "", "", "db-10")

@@ -11,6 +11,7 @@ import pytest
 from infrawatch.agents.v1 import agents_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
+from services.common.credentials import Credentials
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -42,6 +43,7 @@ class FakeAgents:
         self.agents = {a.agent_id: a for a in agents}
         self.budgets: list[Budget] = []
         self.deregistered: list[tuple[str, str]] = []
+        self.approved: list[tuple[str, str]] = []
         self.before_list = lambda: None
 
     def get(self, budget: Budget, agent_id: str = "", hostname: str = "") -> agents_pb2.Agent:
@@ -59,6 +61,10 @@ class FakeAgents:
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         self.deregistered.append((agent_id, operator_token))
         return self.agents[agent_id]
+
+    def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
+        self.approved.append((hostname, operator_token))
+        return next(a for a in self.agents.values() if a.hostname == hostname)
 
 
 class FakeMetrics:
@@ -113,7 +119,9 @@ def metrics():
 @pytest.fixture
 def ctx(agents, metrics):
     with ThreadPoolExecutor(max_workers=4) as pool:
-        yield GatewayContext(agents=agents, metrics=metrics, fan_out=pool, operator_token="op-secret")
+        yield GatewayContext(
+            agents=agents, metrics=metrics, fan_out=pool, credentials=Credentials(operator_token="op-secret")
+        )
 
 
 def test_overview_counts_every_status_lists_the_recently_down_and_ranks_hosts(ctx):
@@ -189,6 +197,13 @@ def test_deregister_needs_the_operator_token(ctx, agents):
     assert agents.deregistered == [("id-1", "op-secret")]
 
 
+def test_approving_a_host_needs_the_operator_token_and_passes_it_on(ctx, agents):
+    with pytest.raises(Unauthenticated):
+        service.approve_agent(ctx, "wrong", AgentRef(agent_id="id-1"), Budget())
+    service.approve_agent(ctx, "op-secret", AgentRef(agent_id="id-1"), Budget())
+    assert agents.approved == [("host-1", "op-secret")]
+
+
 def test_operator_actions_are_disabled_without_a_configured_token(agents, metrics):
     ctx = GatewayContext(agents=agents, metrics=metrics, fan_out=ThreadPoolExecutor(1))
     with pytest.raises(FailedPrecondition, match="INFRAWATCH_OPERATOR_TOKEN"):
@@ -197,7 +212,10 @@ def test_operator_actions_are_disabled_without_a_configured_token(agents, metric
 
 def test_protected_reads_need_the_operator_token(agents, metrics):
     ctx = GatewayContext(
-        agents=agents, metrics=metrics, fan_out=ThreadPoolExecutor(1), operator_token="op", protect_reads=True
+        agents=agents,
+        metrics=metrics,
+        fan_out=ThreadPoolExecutor(1),
+        credentials=Credentials(operator_token="op", protect_reads=True),
     )
     with pytest.raises(Unauthenticated):
         service.get_agent(ctx, "", AgentRef(agent_id="id-1"), Budget())

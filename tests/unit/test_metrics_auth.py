@@ -100,5 +100,5 @@ def test_by_default_a_revocation_takes_effect_within_five_seconds():
     from services.metrics.app import MetricsConfig
     from services.metrics.settings import MetricsSettings
 
-    assert MetricsSettings.from_env({}).auth_cache_ttl <= 5
+    assert MetricsSettings.from_env({"INFRAWATCH_SERVICE_TOKEN": "s"}).auth_cache_ttl <= 5
     assert MetricsConfig().auth_cache_ttl_s <= 5

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.logs import event
 from services.common.errors import Unavailable
-from services.common.logs import event
 from services.metrics.ingest.stream import PreparedBatch
 from services.metrics.storage.chunks import ChunkColumns
 from services.metrics.storage.ports import Appender

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.common.logs import event
+from agent.logs import event
 from services.metrics.domain import (
     METRIC_NAME,
     LabelSet,

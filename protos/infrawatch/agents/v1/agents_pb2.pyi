@@ -36,7 +36,7 @@ class Inventory(_message.Message):
     def __init__(self, cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., kernel_version: _Optional[str] = ..., boot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("agent_id", "hostname", "agent_version", "os", "arch", "labels", "status", "registered_at", "last_heartbeat_at", "deregistered_at", "inventory", "heartbeat_interval_seconds")
+    __slots__ = ("agent_id", "hostname", "agent_version", "os", "arch", "labels", "status", "registered_at", "last_heartbeat_at", "deregistered_at", "inventory", "heartbeat_interval_seconds", "registration_approved", "refused_registrations", "last_refused_registration_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,9 @@ class Agent(_message.Message):
     DEREGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_APPROVED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REGISTRATIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_REFUSED_REGISTRATION_AT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     agent_version: str
@@ -68,10 +71,13 @@ class Agent(_message.Message):
     deregistered_at: _timestamp_pb2.Timestamp
     inventory: Inventory
     heartbeat_interval_seconds: int
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deregistered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
+    registration_approved: bool
+    refused_registrations: int
+    last_refused_registration_at: _timestamp_pb2.Timestamp
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deregistered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[int] = ..., registration_approved: _Optional[bool] = ..., refused_registrations: _Optional[int] = ..., last_refused_registration_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
-    __slots__ = ("hostname", "agent_version", "os", "arch", "labels", "inventory")
+    __slots__ = ("hostname", "agent_version", "os", "arch", "labels", "inventory", "agent_token")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,13 +91,15 @@ class RegisterAgentRequest(_message.Message):
     ARCH_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     agent_version: str
     os: str
     arch: str
     labels: _containers.ScalarMap[str, str]
     inventory: Inventory
-    def __init__(self, hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+    agent_token: str
+    def __init__(self, hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., agent_token: _Optional[str] = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
     __slots__ = ("agent_id", "agent_token", "heartbeat_interval_seconds", "agent")
@@ -196,3 +204,15 @@ class AuthenticateAgentResponse(_message.Message):
     hostname: str
     labels: _containers.ScalarMap[str, str]
     def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ApproveAgentRequest(_message.Message):
+    __slots__ = ("hostname",)
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    def __init__(self, hostname: _Optional[str] = ...) -> None: ...
+
+class ApproveAgentResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: Agent
+    def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...

@@ -67,6 +67,11 @@ class AgentServiceStub:
                 request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentResponse.FromString,
                 _registered_method=True)
+        self.ApproveAgent = channel.unary_unary(
+                '/infrawatch.agents.v1.AgentService/ApproveAgent',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -76,8 +81,14 @@ class AgentServiceServicer:
     """
 
     def RegisterAgent(self, request, context):
-        """Registers a host. Registering a hostname that is already known returns the
-        same agent_id, rotates the token and replaces the metadata.
+        """Registers a host. Requires the enrolment token (INFRAWATCH_ENROLLMENT_TOKEN)
+        as metadata `authorization: Bearer <enrolment token>`. Registering a
+        hostname that is already known returns the same agent_id, rotates the
+        token and replaces the metadata, but only when the request carries that
+        host's current agent_token or an operator approved it (ApproveAgent).
+        Otherwise: ALREADY_EXISTS (another machine claims the hostname) or
+        FAILED_PRECONDITION (the host was deregistered); the refused claim is
+        counted on the agent (refused_registrations) for operators to see.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,7 +112,8 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAgent(self, request, context):
-        """Returns one agent by id or by hostname.
+        """Returns one agent by id or by hostname. With INFRAWATCH_PROTECT_READS on,
+        requires the operator token or the service token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,13 +121,25 @@ class AgentServiceServicer:
 
     def ListAgents(self, request, context):
         """Lists agents ordered by hostname, filtered by status and labels, paginated.
+        With INFRAWATCH_PROTECT_READS on, requires the operator or service token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AuthenticateAgent(self, request, context):
-        """Verifies an agent token and says whose it is. Used by other services.
+        """Verifies an agent token and says whose it is. For InfraWatch services
+        only: requires the service token (INFRAWATCH_SERVICE_TOKEN) as metadata
+        `authorization: Bearer <service token>`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveAgent(self, request, context):
+        """Lets the next registration of a known hostname in without that host's
+        token: a reinstalled machine that lost its state, or a deregistered host
+        allowed back. Requires the operator token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +177,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.AuthenticateAgent,
                     request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentRequest.FromString,
                     response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentResponse.SerializeToString,
+            ),
+            'ApproveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveAgent,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +349,33 @@ class AgentService:
             '/infrawatch.agents.v1.AgentService/AuthenticateAgent',
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentRequest.SerializeToString,
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.agents.v1.AgentService/ApproveAgent',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,11 @@ class OperatorServiceStub:
                 request_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentResponse.FromString,
                 _registered_method=True)
+        self.ApproveAgent = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ApproveAgent',
+                request_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServiceServicer:
@@ -128,6 +133,16 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveAgent(self, request, context):
+        """Lets the next registration of a known host in without that host's token:
+        a reinstalled machine that lost its state file, or a deregistered host
+        allowed back. Requires the operator token. A refused claim of a hostname
+        shows on the agent as refused_registrations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +180,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.DeregisterAgent,
                     request_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentRequest.FromString,
                     response_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentResponse.SerializeToString,
+            ),
+            'ApproveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveAgent,
+                    request_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.FromString,
+                    response_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +378,33 @@ class OperatorService:
             '/infrawatch.gateway.v1.OperatorService/DeregisterAgent',
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentRequest.SerializeToString,
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.DeregisterAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ApproveAgent',
+            infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
+            infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg2.errors
 from sqlalchemy import Engine
 
+from agent.logs import event
 from services.common.db import pooled_cursor
-from services.common.logs import event
 from services.metrics.domain import Aggregation
 from services.metrics.query.aggregate import combine_partials, rate_lookbehind_ms
 from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, chunk_timestamps
