@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.tls import ClientTLS
 from services import launcher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,8 +21,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_serving(address: str, service: str = "", timeout: float = 30) -> None:
-    if not launcher.wait_serving(address, service, timeout):
+def wait_serving(address: str, service: str = "", timeout: float = 30, tls: ClientTLS | None = None) -> None:
+    if not launcher.wait_serving(address, service, timeout, tls=tls):
         raise TimeoutError(f"{address} did not report SERVING for {service!r} within {timeout}s")
 
 

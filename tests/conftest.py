@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 from sqlalchemy import Engine, create_engine, text
 
 from services.common.db import create_db_engine, with_driver
@@ -66,3 +68,36 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = create_db_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files made at test time: a CA, a server certificate for localhost and 127.0.0.1, a
+    client certificate from the same CA, and a client certificate from a CA nobody trusts."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+    rogue_cert: str
+    rogue_key: str
+
+
+def _write_pair(cert: trustme.LeafCert, directory: Path, name: str) -> tuple[str, str]:
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    ca, rogue_ca = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    server = _write_pair(ca.issue_cert("localhost", "127.0.0.1"), directory, "server")
+    client = _write_pair(ca.issue_cert("infrawatch-client"), directory, "client")
+    rogue = _write_pair(rogue_ca.issue_cert("infrawatch-client"), directory, "rogue")
+    return TlsFiles(str(directory / "ca.pem"), *server, *client, *rogue)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.tls import ClientTLS
 from tests.e2e.processes import RECIPE_SECRETS, ServiceProcess, free_port, wait_serving
 
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
@@ -47,11 +48,13 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
     }
 
 
-def start(module: str, env: dict[str, str], port_var: str, service: str, log: Path) -> tuple[ServiceProcess, str]:
+def start(
+    module: str, env: dict[str, str], port_var: str, service: str, log: Path, tls: ClientTLS | None = None
+) -> tuple[ServiceProcess, str]:
     process = ServiceProcess(module, env, log)
     address = f"127.0.0.1:{env[port_var]}"
     try:
-        wait_serving(address, service)
+        wait_serving(address, service, tls=tls)
     except TimeoutError:
         process.kill()
         pytest.fail(f"{module} never became healthy:\n{process.log()}")

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
+from agent.tls import ClientTLS
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.gateway.v1 import gateway_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -142,11 +143,15 @@ TEST_METRICS_CONFIG = MetricsConfig(
 
 @contextmanager
 def running_metrics(
-    engine: Engine, agents_address: str, config: MetricsConfig = TEST_METRICS_CONFIG
+    engine: Engine,
+    agents_address: str,
+    config: MetricsConfig = TEST_METRICS_CONFIG,
+    agents_tls: ClientTLS | None = None,
+    tls: ServerTLS | None = None,
 ) -> Iterator[MetricsHarness]:
     """A metrics service on the asyncio server, built exactly as its composition root builds it."""
     stop = threading.Event()
-    channel = grpc.insecure_channel(agents_address)
+    channel = (agents_tls or ClientTLS()).channel(agents_address)
     app = build_metrics_app(engine, config, channel, stop, wall_clock_ms)
     server = BackgroundAsyncServer(
         lambda: build_async_server(
@@ -154,6 +159,7 @@ def running_metrics(
             address="127.0.0.1:0",
             max_message_bytes=4 * 1024 * 1024,
             unreachable=unreachable_database_errors(),
+            tls=tls,
         )
     )
     port = server.start([METRICS_SERVICE])
