@@ -15,7 +15,7 @@ from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
-from services.gateway.clients import AgentsClient, MetricsClient
+from services.gateway.clients import AgentsClient, MetricsClient, channel_options
 from services.gateway.service import GatewayContext
 from services.gateway.servicer import SERVICE_NAME, OperatorServicer
 from services.gateway.settings import GATEWAY_VARS, GatewaySettings
@@ -49,13 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
 
     stop = install_stop_signals()
-    # Replies as large as the gateway itself accepts (gRPC's client default is 4 MB: a fleet
-    # overview of 20,000 hosts or a large metrics query would fail here otherwise).
-    # Round robin, so that behind a headless Service (dns:///...) calls spread over the replicas.
-    limits = [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.lb_policy_name", "round_robin"),
-    ]
+    limits = channel_options(settings.max_message_bytes)
     tls = client_tls_from(settings)
     agents_channel = tls.channel(settings.agents_address, options=limits)
     metrics_channel = tls.channel(settings.metrics_address, options=limits)

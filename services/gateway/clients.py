@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,6 +36,14 @@ _PASSED_THROUGH = {
 }
 DEADLINE_MARGIN_S = 0.05
 """Kept back from the caller's deadline so the gateway can still answer before it expires."""
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Options of the gateway's channels to agents and metrics: replies as large as the gateway
+    itself accepts (gRPC's client default is 4 MB: a fleet overview of 20,000 hosts or a large
+    metrics query would fail here otherwise), and round robin, so that behind a headless Service
+    (dns:///...) calls spread over the replicas."""
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.lb_policy_name", "round_robin")]
 
 
 def translate(exc: grpc.RpcError, dependency: str) -> errors.DomainError:

@@ -37,6 +37,7 @@ from services.common.server import (
 from services.common.tls import ServerTLS
 from services.gateway.clients import AgentsClient as GatewayAgentsClient
 from services.gateway.clients import MetricsClient as GatewayMetricsClient
+from services.gateway.clients import channel_options
 from services.gateway.service import GatewayContext
 from services.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
 from services.gateway.servicer import OperatorServicer
@@ -148,6 +149,7 @@ def running_metrics(
     config: MetricsConfig = TEST_METRICS_CONFIG,
     agents_tls: ClientTLS | None = None,
     tls: ServerTLS | None = None,
+    max_message_bytes: int = 4 * 1024 * 1024,
 ) -> Iterator[MetricsHarness]:
     """A metrics service on the asyncio server, built exactly as its composition root builds it."""
     stop = threading.Event()
@@ -157,7 +159,7 @@ def running_metrics(
         lambda: build_async_server(
             [app.binding()],
             address="127.0.0.1:0",
-            max_message_bytes=4 * 1024 * 1024,
+            max_message_bytes=max_message_bytes,
             unreachable=unreachable_database_errors(),
             tls=tls,
         )
@@ -196,12 +198,14 @@ def agent_token(agents_stub: agents_pb2_grpc.AgentServiceStub) -> str:
     return str(reply.agent_token)
 
 
-@pytest.fixture
-def gateway_stub(
-    agents_address: str, metrics_harness: MetricsHarness
-) -> Iterator[gateway_pb2_grpc.OperatorServiceStub]:
-    agents_channel = grpc.insecure_channel(agents_address)
-    metrics_channel = grpc.insecure_channel(metrics_harness.address)
+@contextmanager
+def running_gateway(
+    agents_address: str, metrics_address: str, max_message_bytes: int = 4 * 1024 * 1024
+) -> Iterator[str]:
+    """A gateway on the asyncio server, its channels built with the composition root's options."""
+    options = channel_options(max_message_bytes)
+    agents_channel = grpc.insecure_channel(agents_address, options=options)
+    metrics_channel = grpc.insecure_channel(metrics_address, options=options)
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=4) as fan_out:
         ctx = GatewayContext(
@@ -211,7 +215,7 @@ def gateway_stub(
                 SERVICE_TOKEN,
                 2.0,
                 stop,
-                live_channel=lambda: grpc.aio.insecure_channel(metrics_harness.address),
+                live_channel=lambda: grpc.aio.insecure_channel(metrics_address, options=options),
             ),
             fan_out=fan_out,
             key_metrics=("cpu_usage_percent", "load1"),
@@ -228,13 +232,25 @@ def gateway_stub(
                     )
                 ],
                 address="127.0.0.1:0",
-                max_message_bytes=4 * 1024 * 1024,
+                max_message_bytes=max_message_bytes,
             )
         )
         port = server.start([GATEWAY_SERVICE])
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield gateway_pb2_grpc.OperatorServiceStub(channel)
-        stop.set()
-        server.stop(0)
-    agents_channel.close()
-    metrics_channel.close()
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop.set()
+            server.stop(0)
+            agents_channel.close()
+            metrics_channel.close()
+
+
+@pytest.fixture
+def gateway_stub(
+    agents_address: str, metrics_harness: MetricsHarness
+) -> Iterator[gateway_pb2_grpc.OperatorServiceStub]:
+    with (
+        running_gateway(agents_address, metrics_harness.address) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        yield gateway_pb2_grpc.OperatorServiceStub(channel)
