@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from services.common.errors import InvalidArgument
+from services.common.text import NUL_RULE, holds_nul
 
 MAX_HOSTNAME = 253
 MAX_VERSION = 64
@@ -167,6 +168,8 @@ def hash_token(token: str) -> str:
 def _check_length(field_name: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise InvalidArgument(f"{field_name} is {len(value)} characters long; the limit is {limit}")
+    if holds_nul(value):
+        raise InvalidArgument(f"{field_name} {NUL_RULE}")
 
 
 def validate_labels(labels: dict[str, str], field_name: str = "labels") -> None:
@@ -182,14 +185,17 @@ def validate_labels(labels: dict[str, str], field_name: str = "labels") -> None:
         _check_length(f"{field_name}[{name}]", value, MAX_LABEL_VALUE)
 
 
-def validate_registration(registration: Registration) -> None:
-    """Raise InvalidArgument naming the first field that breaks a rule."""
-    hostname = registration.hostname
+def validate_hostname(hostname: str) -> None:
     if not hostname:
         raise InvalidArgument("hostname is required")
     _check_length("hostname", hostname, MAX_HOSTNAME)
     if not _HOSTNAME.match(hostname):
         raise InvalidArgument(f"hostname {hostname[:80]!r} is invalid; use letters, digits, '.', '-' and '_'")
+
+
+def validate_registration(registration: Registration) -> None:
+    """Raise InvalidArgument naming the first field that breaks a rule."""
+    validate_hostname(registration.hostname)
     _check_length("agent_version", registration.agent_version, MAX_VERSION)
     _check_length("os", registration.os, MAX_OS)
     _check_length("arch", registration.arch, MAX_ARCH)

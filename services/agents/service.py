@@ -18,6 +18,7 @@ from services.agents.domain import (
     hash_token,
     new_token,
     validate_agent_id,
+    validate_hostname,
     validate_inventory,
     validate_labels,
     validate_page_size,
@@ -110,6 +111,7 @@ def _claim_refused(existing: Agent) -> DomainError:
 def approve_agent(ctx: AgentsContext, hostname: str, token: str) -> Agent:
     """An operator lets the next registration of a known hostname in without the host's token."""
     ctx.credentials.require_operator(token)
+    validate_hostname(hostname)
     with ctx.uow() as uow:
         existing = uow.agents.get_by_hostname(hostname)
         if existing is None:
@@ -173,6 +175,7 @@ def get_agent(ctx: AgentsContext, token: str, agent_id: str, hostname: str = "")
     """One agent by id, or by hostname when no id is given."""
     ctx.credentials.require_reader(token)
     if not agent_id and hostname:
+        validate_hostname(hostname)
         with ctx.uow() as uow:
             agent = uow.agents.get_by_hostname(hostname)
         if agent is None:
@@ -190,8 +193,10 @@ def _decode_page_token(page_token: str) -> str:
     if not page_token:
         return ""
     try:
-        return base64.b64decode(page_token.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = base64.b64decode(page_token.encode(), altchars=b"-_", validate=True).decode()
+        validate_hostname(after)
+        return after
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidArgument):
         raise InvalidArgument("page_token is not a token returned by ListAgents") from None
 
 

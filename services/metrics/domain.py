@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 from services.common.patterns import compile_pattern
+from services.common.text import NUL_RULE, holds_nul
 
 LabelSet = tuple[tuple[str, str], ...]
 """A label set in canonical form: (name, value) pairs sorted by name, `__name__` included."""
@@ -149,6 +150,8 @@ def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
             return Reason.INVALID_LABELS, (
                 f"label {name} is {len(value)} characters long; the limit is {MAX_LABEL_VALUE}"
             )
+        if holds_nul(value):
+            return Reason.INVALID_LABELS, f"label {name} {NUL_RULE}"
     return None
 
 
@@ -159,6 +162,8 @@ def validate_metric_info(info: MetricInfo) -> None:
         raise InvalidArgument(f"metadata[{info.name}].unit is longer than {MAX_UNIT} characters")
     if len(info.help) > MAX_HELP:
         raise InvalidArgument(f"metadata[{info.name}].help is longer than {MAX_HELP} characters")
+    if holds_nul(info.unit) or holds_nul(info.help):
+        raise InvalidArgument(f"metadata[{info.name}] {NUL_RULE}")
 
 
 class MatchType(enum.IntEnum):

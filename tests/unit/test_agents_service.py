@@ -255,3 +255,13 @@ def test_get_agent_by_hostname_finds_it_or_says_not_found(ctx):
     assert service.get_agent(ctx, "", "", "db-9").agent_id == agent.agent_id
     with pytest.raises(NotFound, match="db-10"):
         service.get_agent(ctx, "", "", "db-10")
+
+
+def test_text_postgresql_cannot_hold_is_invalid_before_it_reaches_the_store(ctx):
+    """Found by the hostile-input suite: a NUL in a hostname lookup was INTERNAL on PostgreSQL."""
+    with pytest.raises(InvalidArgument, match="hostname"):
+        service.get_agent(ctx, "", "", "web\x00-1")
+    with pytest.raises(InvalidArgument, match="NUL"):
+        register(ctx, "web-1", env="pro\x00d")
+    with pytest.raises(InvalidArgument, match="page_token"):
+        service.list_agents(ctx, "", frozenset(), {}, 0, "d2ViAC0x")  # base64 of "web\0-1"

@@ -88,3 +88,10 @@ def test_label_json_is_exactly_what_json_dumps_gives_so_series_hashes_never_chan
             for _ in range(rng.randrange(1, 6))
         )
         assert labels_json(labels) == json.dumps(dict(labels), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_label_value_with_a_nul_character_is_rejected_per_series():
+    from services.metrics.domain import Reason, label_set_problem
+
+    problem = label_set_problem((("__name__", "up"), ("job", "a\x00b")))
+    assert problem is not None and problem[0] is Reason.INVALID_LABELS and "NUL" in problem[1]
