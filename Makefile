@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet up down logs clean
+.PHONY: install run test unit protos check-protos lint bench bench-fleet up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ DURATION ?= 30
 bench-fleet: install
 	$(PY) -m bench.fleet --agents $(N) --series $(S) --backend $(BACKEND) --idle-streams $(IDLE) --duration $(DURATION)
 
+## The host agent as its own wheel (grpcio, protobuf and psutil only) in dist/.
+agent-dist: install
+	$(PY) deploy/agent/build.py dist
+
 ## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host; waits for health.
 ## Secrets come from the shell or .env; a missing .env is written with random ones (mode 0600).
 up:
@@ -71,4 +75,4 @@ lint: install
 	$(VENV)/bin/mypy services agent bench
 
 clean:
-	rm -rf $(VENV) data bench.json
+	rm -rf $(VENV) data bench.json dist
