@@ -41,7 +41,7 @@ def test_readme_gateway_recipes_work_verbatim(agents_process, metrics_process, g
     assert OPERATOR in result.stdout
     assert '"hostname": "db-1"' in result.stdout
     assert "AGENT_STATUS_DEREGISTERED" in result.stdout
-    assert '"registrationApproved": true' in result.stdout or '"registration_approved": true' in result.stdout
+    assert '"registration_approved": true' in result.stdout
     assert '"status": "SERVING"' in result.stdout
 
 
