@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"infrawatch-agent: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, "agent")
     if config.once:
         collector = HostCollector(config.hostname, config.labels, config.host_root)
         time.sleep(0.5)  # CPU usage is measured between two readings

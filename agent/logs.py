@@ -21,13 +21,19 @@ def _quote(value: Any) -> str:
 
 
 class LogfmtFormatter(logging.Formatter):
-    """Formats a record as `ts=... level=... logger=... msg=... key=value ...`."""
+    """Formats a record as `ts=... level=... service=... logger=... msg=... key=value ...`; the
+    service names the process, so the interleaved output of `make run` says who said what."""
+
+    def __init__(self, service: str = "") -> None:
+        super().__init__()
+        self._service = [f"service={_quote(service)}"] if service else []
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [
             f"ts={stamp}.{int(record.msecs):03d}Z",
             f"level={record.levelname.lower()}",
+            *self._service,
             f"logger={record.name}",
             f"msg={_quote(record.getMessage())}",
         ]
@@ -39,10 +45,10 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-def configure_logging(level: str) -> None:
-    """Send every logger's records to stderr as logfmt lines."""
+def configure_logging(level: str, service: str = "") -> None:
+    """Send every logger's records to stderr as logfmt lines naming `service`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(LogfmtFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

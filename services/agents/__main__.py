@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         AgentsSettings.from_env,
         argv,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "agents")
 
     engine = create_db_engine(database_url(settings.database_url, settings.data_dir, "agents"))
     ctx = AgentsContext(

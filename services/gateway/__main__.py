@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         GatewaySettings.from_env,
         argv,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "gateway")
 
     stop = install_stop_signals()
     limits = channel_options(settings.max_message_bytes)

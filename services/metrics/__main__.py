@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         MetricsSettings.from_env,
         argv,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "metrics")
 
     stop = install_stop_signals()
     config = config_from(settings)

@@ -104,6 +104,8 @@ def test_the_real_agent_and_grpcurl_work_over_mutual_tls_and_plaintext_is_refuse
 def test_a_plaintext_server_beyond_loopback_warns(agents_process):
     process, _ = agents_process  # platform_env binds the default [::] without TLS
     wait_for(lambda: "serving plaintext beyond loopback" in process.log(), timeout=10, what="the plaintext warning")
+    (line,) = [line for line in process.log().splitlines() if "serving plaintext" in line]
+    assert "level=warning service=agents " in line  # interleaved `make run` output says who warns
 
 
 def test_two_real_agents_with_one_hostname_do_not_take_each_others_identity(
