@@ -12,6 +12,7 @@ from services.common.config import (
     SERVER_TLS_VARS,
     SERVICE_TOKEN,
     ConfigError,
+    ServerTlsSettings,
     Var,
     check_server_tls,
     duration_seconds,
@@ -55,7 +56,7 @@ AGENTS_VARS: tuple[Var, ...] = (
 
 
 @dataclass(frozen=True)
-class AgentsSettings:
+class AgentsSettings(ServerTlsSettings):
     database_url: str
     data_dir: str
     bind_host: str
@@ -70,9 +71,6 @@ class AgentsSettings:
     service_token: str
     enrollment_token: str
     protect_reads: bool
-    tls_cert: str
-    tls_key: str
-    tls_client_ca: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AgentsSettings:

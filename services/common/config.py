@@ -147,6 +147,25 @@ CLIENT_TLS_VARS: tuple[Var, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ServerTlsSettings:
+    """The SERVER_TLS_VARS part of a service's settings."""
+
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+
+
+@dataclass(frozen=True)
+class TlsSettings(ServerTlsSettings):
+    """SERVER_TLS_VARS and CLIENT_TLS_VARS: a service that also calls other services."""
+
+    tls_ca: str
+    tls_client_cert: str
+    tls_client_key: str
+    tls_server_name: str
+
+
 def check_server_tls(values: dict[str, Any]) -> None:
     """A certificate without its key (or the reverse), or mTLS without a certificate, is a mistake."""
     if bool(values["tls_cert"]) != bool(values["tls_key"]):

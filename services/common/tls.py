@@ -15,6 +15,7 @@ import grpc
 
 from agent.logs import event
 from agent.tls import ClientTLS
+from services.common.config import ServerTlsSettings, TlsSettings
 
 _log = logging.getLogger("infrawatch.server")
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -59,23 +60,21 @@ def listen(server: grpc.Server | grpc.aio.Server, address: str, tls: ServerTLS |
     return server.add_insecure_port(address)
 
 
-def server_tls_from(settings: object) -> ServerTLS:
-    return ServerTLS(
-        getattr(settings, "tls_cert", ""), getattr(settings, "tls_key", ""), getattr(settings, "tls_client_ca", "")
-    )
+def server_tls_from(settings: ServerTlsSettings) -> ServerTLS:
+    return ServerTLS(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
 
 
-def client_tls_from(settings: object) -> ClientTLS:
+def client_tls_from(settings: TlsSettings) -> ClientTLS:
     """Outbound TLS; the client identity for mutual TLS defaults to the service's own certificate."""
     return ClientTLS(
-        ca_file=getattr(settings, "tls_ca", ""),
-        cert_file=getattr(settings, "tls_client_cert", "") or getattr(settings, "tls_cert", ""),
-        key_file=getattr(settings, "tls_client_key", "") or getattr(settings, "tls_key", ""),
-        server_name=getattr(settings, "tls_server_name", ""),
+        ca_file=settings.tls_ca,
+        cert_file=settings.tls_client_cert or settings.tls_cert,
+        key_file=settings.tls_client_key or settings.tls_key,
+        server_name=settings.tls_server_name,
     )
 
 
-def tls_summary(settings: object) -> str:
+def tls_summary(settings: ServerTlsSettings) -> str:
     """How the server is reached, for the start-up log line: plaintext, tls or mtls."""
     tls = server_tls_from(settings)
     if not tls.enabled:

@@ -12,6 +12,7 @@ from services.common.config import (
     PROTECT_READS,
     SERVER_TLS_VARS,
     SERVICE_TOKEN,
+    TlsSettings,
     Var,
     check_server_tls,
     duration_seconds,
@@ -55,7 +56,7 @@ GATEWAY_VARS: tuple[Var, ...] = (
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(TlsSettings):
     bind_host: str
     log_level: str
     shutdown_grace: float
@@ -69,13 +70,6 @@ class GatewaySettings:
     key_metrics: tuple[str, ...]
     downstream_timeout: float
     watch_status_every: float
-    tls_cert: str
-    tls_key: str
-    tls_client_ca: str
-    tls_ca: str
-    tls_client_cert: str
-    tls_client_key: str
-    tls_server_name: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:

@@ -13,6 +13,7 @@ from services.common.config import (
     SERVER_TLS_VARS,
     SERVICE_TOKEN,
     ConfigError,
+    TlsSettings,
     Var,
     check_server_tls,
     duration_seconds,
@@ -104,7 +105,7 @@ METRICS_VARS: tuple[Var, ...] = (
 
 
 @dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(TlsSettings):
     database_url: str
     data_dir: str
     bind_host: str
@@ -132,13 +133,6 @@ class MetricsSettings:
     operator_token: str
     service_token: str
     protect_reads: bool
-    tls_cert: str
-    tls_key: str
-    tls_client_ca: str
-    tls_ca: str
-    tls_client_cert: str
-    tls_client_key: str
-    tls_server_name: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> MetricsSettings:
