@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 
 from services.common.db import create_db_engine, with_driver
 
 POSTGRES_URL = os.environ.get("INFRAWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Property-based tests explore new examples on every local run (a failure prints how to replay
+# it); CI runs a fixed set, so that a red CI always means a change broke something.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile("ci" if IN_CI else "explore")
 
 
 def _postgres_reachable() -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -41,17 +42,23 @@ WATCH_UPDATES_PER_MESSAGE = 1000
 PIPELINE_DEPTH = 3
 """Batches of one stream in flight at once: one committing while the next is checked."""
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.IntEnum)
 
 
 def _labels(labels: LabelSet) -> list[pb.Label]:
     return [pb.Label(name=name, value=value) for name, value in labels]
 
 
-def _match_type(value: int) -> MatchType:
+def _enum(kind: type[E], value: int, field: str) -> E:
+    """A proto enum value as the domain's enum; an unknown number is the caller's mistake."""
     try:
-        return MatchType(value)
+        return kind(value)
     except ValueError:
-        raise InvalidArgument(f"matcher type {value} is not one of {[t.value for t in MatchType]}") from None
+        raise InvalidArgument(f"{field} {value} is not one of {[member.value for member in kind]}") from None
+
+
+def _match_type(value: int) -> MatchType:
+    return _enum(MatchType, value, "matcher type")
 
 
 def _matchers(selector: pb.Selector, required: bool = True) -> list[Matcher]:
@@ -200,7 +207,7 @@ class MetricsServicer:
             start_ms=to_epoch_ms(request.start, "start") if request.HasField("start") else None,
             end_ms=to_epoch_ms(request.end, "end") if request.HasField("end") else None,
             step_ms=to_milliseconds(request.step, "step") if request.HasField("step") else None,
-            aggregation=Aggregation(request.aggregation),
+            aggregation=_enum(Aggregation, request.aggregation, "aggregation"),
             group_by=list(request.group_by),
         )
         return pb.QueryRangeResponse(

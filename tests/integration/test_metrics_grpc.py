@@ -523,3 +523,12 @@ def test_an_agent_cannot_write_or_poison_another_hosts_series(metrics_harness, m
     assert (real.samples_accepted, real.samples_rejected) == (1, 0)
     latest = metrics_stub.LatestValues(pb.LatestValuesRequest(selector=pb.Selector(selector="load1")))
     assert sorted((labels_of(s)["host"], s.value) for s in latest.samples) == [("attacker", 99.0), ("victim", 0.5)]
+
+
+def test_an_unknown_aggregation_is_invalid_argument(metrics_stub):
+    """Found by the hostile-input suite: an aggregation number outside the enum was INTERNAL."""
+    request = pb.QueryRangeRequest(selector=pb.Selector(selector="anything"), aggregation=29)
+    with pytest.raises(grpc.RpcError) as raised:
+        metrics_stub.QueryRange(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "aggregation 29" in raised.value.details()
