@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -92,3 +93,30 @@ def test_an_agent_whose_token_is_rejected_gets_back_in_once_an_operator_approves
     assert renewed.agent_id == first.agent_id
     assert renewed.token not in ("iwa_revoked-token", first.agent_token)
     assert registrar.current() == renewed
+
+
+def test_an_agent_pointed_at_the_wrong_service_says_so(agents_address, tmp_path: Path, caplog):
+    """The metrics address mistakenly names the agents service: UNIMPLEMENTED, explained."""
+    caplog.set_level(logging.ERROR, logger="infrawatch.agent.sender")
+    halt = threading.Event()
+    channel = grpc.insecure_channel(agents_address)
+    registrar = Registrar(
+        agents_pb2_grpc.AgentServiceStub(channel),
+        StateFile(tmp_path / "state.json"),
+        "misaddressed-host",
+        {},
+        5.0,
+        halt,
+        enrollment_token=ENROLLMENT_TOKEN,
+    )
+    buffer = DiskBuffer(tmp_path / "buffer.db", 1 << 20)
+    buffer.append(b"")
+    sender = Sender(metrics_pb2_grpc.MetricsServiceStub(channel), buffer, registrar, halt, address=agents_address)
+    sender.start()
+    try:
+        wait_until(lambda: any("not an InfraWatch metrics service" in r.getMessage() for r in caplog.records))
+    finally:
+        halt.set()
+        sender.join(10)
+        channel.close()
+    assert buffer.pending() == 1  # nothing was lost to the wrong address

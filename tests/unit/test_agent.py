@@ -147,3 +147,41 @@ def test_a_bad_option_is_reported_with_its_source():
         load([], {"INFRAWATCH_AGENT_INTERVAL": "often"})
     with pytest.raises(ConfigError, match="--label"):
         load(["--label", "novalue"], {})
+
+
+def test_an_unwritable_state_directory_is_one_line_naming_the_path(tmp_path: Path, capsys):
+    from agent.__main__ import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["--state-dir", str(blocker / "state"), "--log-level", "ERROR"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert error.startswith(f"infrawatch-agent: cannot write the state directory {blocker / 'state'}: ")
+
+
+def test_rejected_samples_are_counted_by_reason_in_the_agents_own_telemetry(tmp_path: Path):
+    from agent.sender import Sender
+    from infrawatch.metrics.v1 import metrics_pb2 as pb
+
+    sender = Sender(None, DiskBuffer(tmp_path / "b.db", 1 << 20), None, threading.Event())  # type: ignore[arg-type]
+    for sequence in (1, 2):
+        ack = pb.BatchAck(sequence=sequence, samples_rejected=3)
+        ack.rejections.add(reason=pb.REJECTION_REASON_CARDINALITY_LIMIT, samples=2, message="limit")
+        ack.rejections.add(reason=pb.REJECTION_REASON_TOO_FAR_IN_FUTURE, samples=1, message="clock")
+        sender._count_rejections(ack)
+    assert sender.rejected_by_reason == {
+        "REJECTION_REASON_CARDINALITY_LIMIT": 4,
+        "REJECTION_REASON_TOO_FAR_IN_FUTURE": 2,
+    }
+
+
+def test_the_host_root_setting_reads_the_hosts_mounts_and_sizes_under_it(tmp_path: Path):
+    root = tmp_path / "host"
+    (root / "proc" / "1").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "proc" / "1" / "mounts").write_text("/dev/sda1 /data ext4 rw 0 0\nproc /proc proc rw 0 0\n")
+    round_ = HostCollector("c", {}, host_root=str(root)).collect()
+    sizes = values(round_, "fs_size_bytes")
+    assert list(sizes) == [(("device", "/dev/sda1"), ("fstype", "ext4"), ("host", "c"), ("mountpoint", "/data"))]
+    assert list(sizes.values()) == [psutil.disk_usage(str(root / "data")).total]
