@@ -25,9 +25,10 @@ from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.credentials import Credentials
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
+from services.common.selectors import Matcher, MatchType
 from services.common.timestamps import to_epoch_ms, to_milliseconds
 from services.metrics.auth import CachedAuthenticator
-from services.metrics.domain import Aggregation, LabelSet, Matcher, MatchType, MetricInfo
+from services.metrics.domain import Aggregation, LabelSet, MetricInfo
 from services.metrics.ingest.columns import read_batch
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch

@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.metrics.domain import Matcher, Series, label_set_matches
+from services.common.selectors import Matcher, label_set_matches
+from services.metrics.domain import Series
 
 Update = tuple[Series, list[int], list[float]]
 MAX_PENDING_BATCHES = 256

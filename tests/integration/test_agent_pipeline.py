@@ -16,7 +16,8 @@ from agent.identity import Heartbeats, Identity, Registrar, StateFile
 from agent.sender import Sender
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
-from services.metrics.domain import IngestLimits, parse_selector
+from services.common.selectors import parse_selector
+from services.metrics.domain import IngestLimits
 from tests.integration.conftest import AS_OPERATOR, ENROLL, ENROLLMENT_TOKEN
 
 

@@ -1,7 +1,8 @@
 """Two metrics replicas share one store: each catalog sees the series the other created."""
 
 from services.common.clock import wall_clock_ms
-from services.metrics.domain import MetricInfo, MetricType, canonical, parse_selector
+from services.common.selectors import parse_selector
+from services.metrics.domain import MetricInfo, MetricType, canonical
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.storage.series_sql import SqlSeriesStore
 

@@ -1,7 +1,8 @@
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.metrics.domain import Matcher, MatchType, Reason, canonical, label_set_problem, parse_selector
+from services.common.selectors import Matcher, MatchType, parse_selector
+from services.metrics.domain import Reason, canonical, label_set_problem
 
 
 def test_selector_with_name_and_every_operator_parses():

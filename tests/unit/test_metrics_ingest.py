@@ -3,7 +3,8 @@
 import pytest
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
-from services.metrics.domain import IngestLimits, Matcher, MatchType, MetricInfo, MetricType, Reason
+from services.common.selectors import Matcher, MatchType
+from services.metrics.domain import IngestLimits, MetricInfo, MetricType, Reason
 from services.metrics.ingest.columns import read_batch
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.storage.catalog import SeriesCatalog
@@ -263,7 +264,7 @@ def test_the_whole_store_has_a_cardinality_limit_too(samples, hub, clock):
 
 def test_a_huge_selector_is_refused_without_being_echoed():
     from services.common.errors import InvalidArgument
-    from services.metrics.domain import MAX_SELECTOR_CHARS, parse_selector
+    from services.common.selectors import MAX_SELECTOR_CHARS, parse_selector
 
     with pytest.raises(InvalidArgument) as raised:
         parse_selector("x{" * (MAX_SELECTOR_CHARS // 2 + 1))

@@ -6,7 +6,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.patterns import MAX_NESTING, MAX_PATTERN_CHARS, compile_pattern
-from services.metrics.domain import Matcher, MatchType, parse_selector
+from services.common.selectors import Matcher, MatchType, parse_selector
 
 
 def test_a_pattern_that_backtracks_exponentially_in_python_matches_in_linear_time():

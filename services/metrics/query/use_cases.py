@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.metrics.domain import Aggregation, LabelSet, Matcher, MetricInfo, Series, parse_selector
+from services.common.selectors import Matcher, parse_selector
+from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.storage.ports import Querier
 

@@ -18,16 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.logs import event
-from services.metrics.domain import (
-    METRIC_NAME,
-    LabelSet,
-    Matcher,
-    MatchType,
-    MetricInfo,
-    MetricType,
-    Series,
-    label_set_matches,
-)
+from services.common.selectors import Matcher, MatchType, label_set_matches
+from services.metrics.domain import METRIC_NAME, LabelSet, MetricInfo, MetricType, Series
 from services.metrics.storage.ports import SeriesStore
 
 _log = logging.getLogger("infrawatch.metrics.catalog")
