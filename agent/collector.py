@@ -91,6 +91,8 @@ class HostCollector:
         self._with(round_, "memory_total_bytes", memory.total)
         self._with(round_, "memory_used_bytes", memory.total - memory.available)
         self._with(round_, "memory_available_bytes", memory.available)
+        if memory.total:
+            self._with(round_, "memory_used_percent", 100.0 * (memory.total - memory.available) / memory.total)
         self._with(round_, "swap_total_bytes", swap.total)
         self._with(round_, "swap_used_bytes", swap.used)
 
@@ -120,6 +122,7 @@ class HostCollector:
             self._with(round_, "fs_size_bytes", usage.total, **labels)
             self._with(round_, "fs_free_bytes", usage.free, **labels)
             self._with(round_, "fs_used_bytes", usage.used, **labels)
+            self._with(round_, "fs_used_percent", usage.percent, **labels)
 
     def _disks(self, round_: Round) -> None:
         for device, counters in _items(psutil.disk_io_counters(perdisk=True)):

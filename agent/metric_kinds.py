@@ -31,11 +31,15 @@ KINDS: dict[str, MetricKind] = {
     "memory_total_bytes": MetricKind(GAUGE, "bytes", "Physical memory."),
     "memory_used_bytes": MetricKind(GAUGE, "bytes", "Memory in use (total minus available)."),
     "memory_available_bytes": MetricKind(GAUGE, "bytes", "Memory available to new processes without swapping."),
+    "memory_used_percent": MetricKind(GAUGE, "percent", "Memory in use, as a share of physical memory."),
     "swap_total_bytes": MetricKind(GAUGE, "bytes", "Swap space."),
     "swap_used_bytes": MetricKind(GAUGE, "bytes", "Swap space in use."),
     "fs_size_bytes": MetricKind(GAUGE, "bytes", "Filesystem size."),
     "fs_free_bytes": MetricKind(GAUGE, "bytes", "Filesystem space available to unprivileged users."),
     "fs_used_bytes": MetricKind(GAUGE, "bytes", "Filesystem space used."),
+    "fs_used_percent": MetricKind(
+        GAUGE, "percent", "Filesystem space used, as a share of what unprivileged users can use."
+    ),
     "disk_read_bytes_total": MetricKind(COUNTER, "bytes", "Bytes read from the disk."),
     "disk_written_bytes_total": MetricKind(COUNTER, "bytes", "Bytes written to the disk."),
     "disk_reads_total": MetricKind(COUNTER, "", "Reads completed."),

@@ -1,0 +1,5 @@
+from alembic import context
+
+from services.common.migration_env import run_migrations
+
+run_migrations(context)

@@ -1,0 +1,42 @@
+"""The seams of the alerts context: its store, and what it asks of the metrics and agents services."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.alerts.domain import Alert, Found, Silence
+from services.alerts.notify import GroupState
+from services.alerts.rules import LivenessCondition, MetricCondition
+
+
+class AlertStore(Protocol):
+    def load_alerts(self) -> list[Alert]: ...
+
+    def replace_alerts(self, rule: str, alerts: list[Alert]) -> None:
+        """The rule's alerts become exactly `alerts`, in one transaction."""
+        ...
+
+    def drop_rules_except(self, rules: set[str]) -> None: ...
+
+    def add_silence(self, silence: Silence) -> None: ...
+
+    def silences(self, ended_after_ms: int) -> list[Silence]: ...
+
+    def update_silence(self, silence: Silence) -> None: ...
+
+    def load_groups(self) -> list[GroupState]: ...
+
+    def save_group(self, group: GroupState) -> None: ...
+
+    def delete_group(self, group_key: str) -> None: ...
+
+
+class MetricsSource(Protocol):
+    def evaluate(self, condition: MetricCondition, now_ms: int) -> list[Found]:
+        """The label sets (of condition.group_by) for which the condition holds now; raises
+        Unavailable when the metrics service cannot answer."""
+        ...
+
+
+class LivenessSource(Protocol):
+    def evaluate(self, condition: LivenessCondition, now_ms: int) -> list[Found]: ...

@@ -1,0 +1,423 @@
+"""Alerting rules and notification routes: the YAML file, its validation and the rule model.
+
+A file holds rule groups (each with an evaluation interval) and, optionally, where notifications
+go. Every problem is reported with the file, the line and the rule, all at once, so an operator
+fixes a file in one pass (`python -m services.alerts check FILE`, like `promtool check rules`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from agent.values import duration_seconds
+from services.common.errors import InvalidArgument
+from services.common.selectors import Matcher, MatchType, parse_selector
+
+AGGREGATIONS = ("avg", "min", "max", "sum", "count", "last", "rate")
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda value, threshold: value > threshold,
+    ">=": lambda value, threshold: value >= threshold,
+    "<": lambda value, threshold: value < threshold,
+    "<=": lambda value, threshold: value <= threshold,
+    "==": lambda value, threshold: value == threshold,
+    "!=": lambda value, threshold: value != threshold,
+}
+LIVENESS_STATUSES = ("stale", "offline")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_TEMPLATE = re.compile(r"{{\s*(.*?)\s*}}")
+_TEMPLATE_LABEL = re.compile(r"^\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)$")
+
+
+class RulesError(Exception):
+    """A rules file that cannot be used; `problems` names file, line and rule for each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class MetricCondition:
+    """`aggregation(selector) by (group_by) over window  op  threshold`."""
+
+    selector: str
+    matchers: tuple[Matcher, ...]
+    aggregation: str
+    window_s: float
+    group_by: tuple[str, ...]
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        return COMPARISONS[self.op](value, self.threshold)
+
+    def describe(self) -> str:
+        by = f" by ({', '.join(self.group_by)})" if self.group_by else ""
+        return f"{self.aggregation}({self.selector}){by} over {_duration(self.window_s)} {self.op} {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class LivenessCondition:
+    """An agent whose status is one of `statuses` (stale, offline), optionally only agents with labels."""
+
+    statuses: tuple[str, ...]
+    agent_labels: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        only = " with " + ", ".join(f"{k}={v}" for k, v in self.agent_labels) if self.agent_labels else ""
+        return f"agent status in ({', '.join(self.statuses)}){only}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    group: str
+    condition: MetricCondition | LivenessCondition
+    for_s: float = 0.0
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "metric" if isinstance(self.condition, MetricCondition) else "liveness"
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    name: str
+    interval_s: float
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    webhook_url: str
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Alerts whose labels match go to `receiver`, batched per `group_by` label values."""
+
+    receiver: str
+    matchers: tuple[Matcher, ...] = ()
+    group_by: tuple[str, ...] = ("alertname",)
+    group_wait_s: float = 30.0
+    group_interval_s: float = 300.0
+    repeat_interval_s: float = 4 * 3600.0
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(m.matches(labels.get(m.name, "")) for m in self.matchers)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    groups: tuple[RuleGroup, ...] = ()
+    receivers: dict[str, Receiver] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [rule for group in self.groups for rule in group.rules]
+
+
+def render(template: str, labels: dict[str, str], value: float) -> str:
+    """`{{ $value }}` and `{{ $labels.name }}` replaced; the only two forms a file may use."""
+
+    def one(match: re.Match[str]) -> str:
+        expression = match.group(1)
+        if expression == "$value":
+            return f"{value:.4g}"
+        label = _TEMPLATE_LABEL.match(expression)
+        return labels.get(label.group(1), "") if label else match.group(0)
+
+    return _TEMPLATE.sub(one, template)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class _Reader:
+    """Walks the YAML node tree, so that every problem can name its line."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[str] = []
+        self.around: yaml.Node | None = None  # where a missing key is reported
+
+    def problem(self, node: yaml.Node | None, where: str, message: str) -> None:
+        node = node if node is not None else self.around
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.problems.append(f"{self.filename}{line}: {where}: {message}")
+
+    def mapping(self, node: yaml.Node, where: str, allowed: set[str]) -> dict[str, yaml.Node] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, where, "expected a mapping (key: value lines)")
+            return None
+        result: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name not in allowed:
+                self.problem(key, where, f"unknown key {name!r}; expected one of {', '.join(sorted(allowed))}")
+            elif name in result:
+                self.problem(key, where, f"{name!r} is given twice")
+            else:
+                result[name] = value
+        return result
+
+    def sequence(self, node: yaml.Node, where: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, where, "expected a list")
+            return []
+        return list(node.value)
+
+    def text(self, node: yaml.Node | None, where: str, required: bool = True) -> str:
+        if node is None:
+            if required:
+                self.problem(None, where, "is required")
+            return ""
+        if not isinstance(node, yaml.ScalarNode) or (required and not str(node.value).strip()):
+            self.problem(node, where, "expected a non-empty value")
+            return ""
+        return str(node.value)
+
+    def duration(self, node: yaml.Node | None, where: str, default: float, allow_zero: bool = False) -> float:
+        if node is None:
+            return default
+        raw = self.text(node, where)
+        if allow_zero and raw.strip() in ("0", "0s"):
+            return 0.0
+        try:
+            return duration_seconds(raw)
+        except ValueError as exc:
+            self.problem(node, where, f"{raw!r} {exc}")
+            return default
+
+    def number(self, node: yaml.Node | None, where: str) -> float:
+        raw = self.text(node, where)
+        try:
+            return float(raw)
+        except ValueError:
+            if raw:
+                self.problem(node, where, f"{raw!r} is not a number")
+            return 0.0
+
+    def names(self, node: yaml.Node | None, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if node is None:
+            return default
+        names = tuple(self.text(item, where) for item in self.sequence(node, where))
+        for name, item in zip(names, node.value, strict=False):
+            if name and not _NAME.match(name):
+                self.problem(item, where, f"{name!r} is not a label name")
+        return names
+
+    def labels(self, node: yaml.Node | None, where: str, templated: bool = False) -> tuple[tuple[str, str], ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, where, "expected a mapping of names to values")
+            return ()
+        pairs = []
+        for key, value in node.value:
+            name, text = str(key.value), self.text(value, f"{where}.{key.value}", required=False)
+            if not _NAME.match(name):
+                self.problem(key, where, f"{name!r} is not a label name")
+            for expression in _TEMPLATE.findall(text):
+                if expression != "$value" and not _TEMPLATE_LABEL.match(expression):
+                    self.problem(
+                        value, f"{where}.{name}", f"unknown template {{{{ {expression} }}}}; use $value or $labels.NAME"
+                    )
+            if not templated and _TEMPLATE.search(text):
+                self.problem(value, f"{where}.{name}", "labels cannot hold templates (they name the alert)")
+            pairs.append((name, text))
+        return tuple(sorted(pairs))
+
+    def matchers(self, node: yaml.Node | None, where: str) -> tuple[Matcher, ...]:
+        if node is None:
+            return ()
+        raw = self.text(node, where)
+        try:
+            return tuple(parse_selector(raw if raw.lstrip().startswith("{") else "{" + raw + "}"))
+        except InvalidArgument as exc:
+            self.problem(node, where, str(exc))
+            return ()
+
+
+_RULE_KEYS = {
+    "alert",
+    "metric",
+    "aggregation",
+    "window",
+    "group_by",
+    "op",
+    "threshold",
+    "liveness",
+    "agent_labels",
+    "for",
+    "labels",
+    "annotations",
+}
+
+
+def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule | None:
+    keys = reader.mapping(node, f"group {group}: rule", _RULE_KEYS)
+    if keys is None:
+        return None
+    reader.around = node
+    name = reader.text(keys.get("alert"), f"group {group}: rule: alert")
+    where = f"group {group}: rule {name or '?'}"
+    if name and not _NAME.match(name):
+        reader.problem(keys["alert"], where, f"alert name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+    if name in seen:
+        reader.problem(keys.get("alert"), where, "another rule of this file has the same name")
+    seen.add(name)
+    condition: MetricCondition | LivenessCondition | None = None
+    if ("metric" in keys) == ("liveness" in keys):
+        reader.problem(node, where, "give exactly one of `metric` (a selector) or `liveness` (agent statuses)")
+    elif "metric" in keys:
+        selector = reader.text(keys["metric"], f"{where}: metric")
+        matchers: tuple[Matcher, ...] = ()
+        try:
+            matchers = tuple(parse_selector(selector))
+            if not any(m.type is MatchType.EQUAL and m.value for m in matchers):
+                reader.problem(keys["metric"], f"{where}: metric", "needs at least one label matched exactly")
+        except InvalidArgument as exc:
+            reader.problem(keys["metric"], f"{where}: metric", str(exc))
+        aggregation = reader.text(keys.get("aggregation"), f"{where}: aggregation", required=False) or "avg"
+        if aggregation not in AGGREGATIONS:
+            reader.problem(keys.get("aggregation"), where, f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
+        op = reader.text(keys.get("op"), f"{where}: op")
+        if op and op not in COMPARISONS:
+            reader.problem(keys.get("op"), where, f"op {op!r} is not one of {' '.join(COMPARISONS)}")
+        condition = MetricCondition(
+            selector=selector,
+            matchers=matchers,
+            aggregation=aggregation,
+            window_s=reader.duration(keys.get("window"), f"{where}: window", 300.0),
+            group_by=reader.names(keys.get("group_by"), f"{where}: group_by", ("host",)),
+            op=op,
+            threshold=reader.number(keys.get("threshold"), f"{where}: threshold"),
+        )
+    else:
+        statuses = reader.names(keys["liveness"], f"{where}: liveness", ())
+        for status, item in zip(statuses, reader.sequence(keys["liveness"], f"{where}: liveness"), strict=False):
+            if status not in LIVENESS_STATUSES:
+                reader.problem(item, f"{where}: liveness", f"{status!r} is not one of {LIVENESS_STATUSES}")
+        if not statuses:
+            reader.problem(keys["liveness"], f"{where}: liveness", "name at least one status (stale, offline)")
+        condition = LivenessCondition(statuses, reader.labels(keys.get("agent_labels"), f"{where}: agent_labels"))
+    if condition is None:
+        return None
+    return Rule(
+        name=name,
+        group=group,
+        condition=condition,
+        for_s=reader.duration(keys.get("for"), f"{where}: for", 0.0, allow_zero=True),
+        labels=reader.labels(keys.get("labels"), f"{where}: labels"),
+        annotations=reader.labels(keys.get("annotations"), f"{where}: annotations", templated=True),
+    )
+
+
+def _notifications(reader: _Reader, node: yaml.Node) -> tuple[dict[str, Receiver], tuple[Route, ...]]:
+    keys = reader.mapping(node, "notifications", {"receivers", "routes"}) or {}
+    receivers: dict[str, Receiver] = {}
+    for item in reader.sequence(keys["receivers"], "notifications: receivers") if "receivers" in keys else []:
+        fields = reader.mapping(item, "receiver", {"name", "webhook_url", "timeout"}) or {}
+        name = reader.text(fields.get("name"), "receiver: name")
+        url = reader.text(fields.get("webhook_url"), f"receiver {name}: webhook_url")
+        if url and not url.startswith(("http://", "https://")):
+            reader.problem(
+                fields.get("webhook_url"), f"receiver {name}", "webhook_url must be an http:// or https:// URL"
+            )
+        if name in receivers:
+            reader.problem(item, f"receiver {name}", "another receiver has the same name")
+        receivers[name] = Receiver(name, url, reader.duration(fields.get("timeout"), f"receiver {name}: timeout", 10.0))
+    routes = []
+    route_keys = {"receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval"}
+    for item in reader.sequence(keys["routes"], "notifications: routes") if "routes" in keys else []:
+        fields = reader.mapping(item, "route", route_keys) or {}
+        receiver = reader.text(fields.get("receiver"), "route: receiver")
+        where = f"route to {receiver}"
+        if receiver and receiver not in receivers:
+            reader.problem(fields.get("receiver"), where, f"no receiver is named {receiver!r}")
+        routes.append(
+            Route(
+                receiver=receiver,
+                matchers=reader.matchers(fields.get("matchers"), f"{where}: matchers"),
+                group_by=reader.names(fields.get("group_by"), f"{where}: group_by", ("alertname",)),
+                group_wait_s=reader.duration(fields.get("group_wait"), f"{where}: group_wait", 30.0, allow_zero=True),
+                group_interval_s=reader.duration(fields.get("group_interval"), f"{where}: group_interval", 300.0),
+                repeat_interval_s=reader.duration(fields.get("repeat_interval"), f"{where}: repeat_interval", 14400.0),
+            )
+        )
+    if receivers and not routes:
+        reader.problem(node, "notifications", "receivers are configured but no route sends anything to them")
+    return receivers, tuple(routes)
+
+
+def load_rules(text: str, filename: str, known_metrics: set[str] | None = None) -> RuleSet:
+    """The rule set of a file's text; raises RulesError listing every problem. Metrics that no
+    agent has sent yet are warnings (a rule may be written before its exporter runs)."""
+    reader = _Reader(filename)
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise RulesError([f"{filename}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if root is None:
+        raise RulesError([f"{filename}: the file is empty; it needs a `groups:` list"])
+    top = reader.mapping(root, "file", {"groups", "notifications"}) or {}
+    groups: list[RuleGroup] = []
+    seen_groups: set[str] = set()
+    seen_rules: set[str] = set()
+    for node in reader.sequence(top["groups"], "groups") if "groups" in top else []:
+        keys = reader.mapping(node, "group", {"name", "interval", "rules"})
+        if keys is None:
+            continue
+        name = reader.text(keys.get("name"), "group: name")
+        if name in seen_groups:
+            reader.problem(keys.get("name"), f"group {name}", "another group has the same name")
+        seen_groups.add(name)
+        interval = reader.duration(keys.get("interval"), f"group {name}: interval", 30.0)
+        rules = []
+        if "rules" in keys:
+            rules = [_rule(reader, item, name, seen_rules) for item in reader.sequence(keys["rules"], f"group {name}")]
+        else:
+            reader.problem(node, f"group {name}", "has no `rules:` list")
+        groups.append(RuleGroup(name, interval, tuple(rule for rule in rules if rule is not None)))
+    if "groups" not in top:
+        reader.problem(root, "file", "needs a `groups:` list")
+    receivers, routes = _notifications(reader, top["notifications"]) if "notifications" in top else ({}, ())
+    if reader.problems:
+        raise RulesError(reader.problems)
+    warnings = []
+    if known_metrics is not None:
+        for group in groups:
+            for rule in group.rules:
+                if isinstance(rule.condition, MetricCondition):
+                    names = {
+                        m.value for m in rule.condition.matchers if m.name == "__name__" and m.type is MatchType.EQUAL
+                    }
+                    for metric in names - known_metrics:
+                        warnings.append(f"{filename}: rule {rule.name}: no agent has sent metric {metric!r} yet")
+    return RuleSet(tuple(groups), receivers, routes, tuple(warnings))
+
+
+def describe(rule: Rule) -> str:
+    return rule.condition.describe()
+
+
+def as_dict(labels: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return dict(labels)
