@@ -37,6 +37,7 @@ class Component:
 COMPONENTS: tuple[Component, ...] = (
     Component("agents", "services.agents", "INFRAWATCH_AGENTS_PORT", 50051, "infrawatch.agents.v1.AgentService"),
     Component("metrics", "services.metrics", "INFRAWATCH_METRICS_PORT", 50052, "infrawatch.metrics.v1.MetricsService"),
+    Component("alerts", "services.alerts", "INFRAWATCH_ALERTS_PORT", 50053, "infrawatch.alerts.v1.AlertService"),
     Component("gateway", "services.gateway", "INFRAWATCH_GATEWAY_PORT", 50050, "infrawatch.gateway.v1.OperatorService"),
     Component("agent", "agent", None, None, None),
 )
