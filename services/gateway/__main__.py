@@ -15,7 +15,7 @@ from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
-from services.gateway.clients import AgentsClient, MetricsClient, channel_options
+from services.gateway.clients import AgentsClient, AlertsClient, MetricsClient, channel_options
 from services.gateway.service import GatewayContext
 from services.gateway.servicer import SERVICE_NAME, OperatorServicer
 from services.gateway.settings import GATEWAY_VARS, GatewaySettings
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     tls = client_tls_from(settings)
     agents_channel = tls.channel(settings.agents_address, options=limits)
     metrics_channel = tls.channel(settings.metrics_address, options=limits)
+    alerts_channel = tls.channel(settings.alerts_address, options=limits) if settings.alerts_address else None
     fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fan-out")
     ctx = GatewayContext(
         agents=AgentsClient(agents_channel, settings.service_token, settings.downstream_timeout, stop),
@@ -63,6 +64,15 @@ def main(argv: list[str] | None = None) -> None:
             stop,
             live_channel=lambda: tls.aio_channel(settings.metrics_address, options=limits),
         ),
+        alerts=AlertsClient(
+            alerts_channel,
+            settings.service_token,
+            settings.downstream_timeout,
+            stop,
+            live_channel=lambda: tls.aio_channel(settings.alerts_address, options=limits),
+        )
+        if alerts_channel is not None
+        else None,
         fan_out=fan_out,
         key_metrics=settings.key_metrics,
         credentials=Credentials(
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             port=port,
             agents=settings.agents_address,
             metrics=settings.metrics_address,
+            alerts=settings.alerts_address or "(none)",
             operator_actions="enabled" if settings.operator_token else "disabled",
             protect_reads=settings.protect_reads,
             tls=tls_summary(settings),
@@ -118,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         lifecycle.shutdown(wait=False)
         agents_channel.close()
         metrics_channel.close()
+        if alerts_channel is not None:
+            alerts_channel.close()
 
 
 if __name__ == "__main__":

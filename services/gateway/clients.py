@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.alerts.v1 import alerts_pb2, alerts_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.common import errors
 from services.common.clients import call_idempotent
@@ -86,6 +87,18 @@ class _Downstream:
             return call_idempotent(call, timeout_s=budget.timeout(self._timeout_s), stop=self._stop)
         except grpc.RpcError as exc:
             raise translate(exc, self.name) from None
+
+    async def relay(self, call: Any) -> AsyncIterator[Any]:
+        """The messages of a downstream server stream (on an asyncio channel), its failures as
+        domain errors naming the dependency; closing the iterator cancels the call."""
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise translate(exc, self.name) from None
+        finally:
+            call.cancel()
 
     def write(self, call: Callable[[float], Response], budget: Budget) -> Response:
         try:
@@ -163,11 +176,61 @@ class MetricsClient(_Downstream):
             # Created on first use, inside the server's event loop, which the channel belongs to.
             self._live = metrics_pb2_grpc.MetricsServiceStub(self._live_channel())
         call = self._live.WatchMetrics(metrics_pb2.WatchMetricsRequest(selector=selector), metadata=self._service)
-        try:
-            async for message in call:
-                yield message
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                raise translate(exc, self.name) from None
-        finally:
-            call.cancel()
+        async for message in self.relay(call):
+            yield message
+
+
+class AlertsClient(_Downstream):
+    """The alerts service: reads with the service token, operator actions with the operator's own
+    token (the alerts service checks it again)."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        service_token: str,
+        timeout_s: float,
+        stop: threading.Event | None = None,
+        live_channel: Callable[[], grpc.aio.Channel] | None = None,
+    ) -> None:
+        super().__init__("alerts", service_token, timeout_s, stop)
+        self._stub = alerts_pb2_grpc.AlertServiceStub(channel)
+        self._live_channel = live_channel
+        self._live: alerts_pb2_grpc.AlertServiceStub | None = None
+
+    def list(self, request: alerts_pb2.ListAlertsRequest, budget: Budget) -> alerts_pb2.ListAlertsResponse:
+        return self.read(
+            lambda timeout: self._stub.ListAlerts(request, timeout=timeout, metadata=self._service), budget
+        )
+
+    def rules(self, request: alerts_pb2.ListRulesRequest, budget: Budget) -> alerts_pb2.ListRulesResponse:
+        return self.read(lambda timeout: self._stub.ListRules(request, timeout=timeout, metadata=self._service), budget)
+
+    def silences(self, request: alerts_pb2.ListSilencesRequest, budget: Budget) -> alerts_pb2.ListSilencesResponse:
+        return self.read(
+            lambda timeout: self._stub.ListSilences(request, timeout=timeout, metadata=self._service), budget
+        )
+
+    def reload(self, operator_token: str, budget: Budget) -> alerts_pb2.ReloadRulesResponse:
+        metadata = (("authorization", f"Bearer {operator_token}"),)
+        request = alerts_pb2.ReloadRulesRequest()
+        return self.write(lambda timeout: self._stub.ReloadRules(request, timeout=timeout, metadata=metadata), budget)
+
+    def create_silence(
+        self, request: alerts_pb2.CreateSilenceRequest, operator_token: str, budget: Budget
+    ) -> alerts_pb2.CreateSilenceResponse:
+        metadata = (("authorization", f"Bearer {operator_token}"),)
+        return self.write(lambda timeout: self._stub.CreateSilence(request, timeout=timeout, metadata=metadata), budget)
+
+    def expire_silence(
+        self, request: alerts_pb2.ExpireSilenceRequest, operator_token: str, budget: Budget
+    ) -> alerts_pb2.ExpireSilenceResponse:
+        metadata = (("authorization", f"Bearer {operator_token}"),)
+        return self.write(lambda timeout: self._stub.ExpireSilence(request, timeout=timeout, metadata=metadata), budget)
+
+    async def watch(self, request: alerts_pb2.WatchAlertsRequest) -> AsyncIterator[alerts_pb2.WatchAlertsResponse]:
+        if self._live is None:
+            if self._live_channel is None:
+                raise errors.Unavailable("live alerts are not configured on this gateway")
+            self._live = alerts_pb2_grpc.AlertServiceStub(self._live_channel())
+        async for message in self.relay(self._live.WatchAlerts(request, metadata=self._service)):
+            yield message

@@ -23,10 +23,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.logs import event
 from infrawatch.agents.v1 import agents_pb2
+from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
 from services.common.credentials import Credentials
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.timestamps import to_epoch_ms
 from services.gateway.clients import Budget
 
@@ -61,6 +62,26 @@ class MetricsPort(Protocol):
     def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]: ...
 
 
+class AlertsPort(Protocol):
+    def list(self, request: alerts_pb2.ListAlertsRequest, budget: Budget) -> alerts_pb2.ListAlertsResponse: ...
+
+    def rules(self, request: alerts_pb2.ListRulesRequest, budget: Budget) -> alerts_pb2.ListRulesResponse: ...
+
+    def silences(self, request: alerts_pb2.ListSilencesRequest, budget: Budget) -> alerts_pb2.ListSilencesResponse: ...
+
+    def reload(self, operator_token: str, budget: Budget) -> alerts_pb2.ReloadRulesResponse: ...
+
+    def create_silence(
+        self, request: alerts_pb2.CreateSilenceRequest, operator_token: str, budget: Budget
+    ) -> alerts_pb2.CreateSilenceResponse: ...
+
+    def expire_silence(
+        self, request: alerts_pb2.ExpireSilenceRequest, operator_token: str, budget: Budget
+    ) -> alerts_pb2.ExpireSilenceResponse: ...
+
+    def watch(self, request: alerts_pb2.WatchAlertsRequest) -> AsyncIterator[alerts_pb2.WatchAlertsResponse]: ...
+
+
 @dataclass(frozen=True)
 class GatewayContext:
     agents: AgentsPort
@@ -70,6 +91,7 @@ class GatewayContext:
     credentials: Credentials = field(default_factory=Credentials)
     status_poll_s: float = 2.0
     stop: threading.Event | None = None
+    alerts: AlertsPort | None = None
 
 
 @dataclass(frozen=True)
@@ -151,9 +173,27 @@ def get_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) ->
         latest = ctx.fan_out.submit(ctx.metrics.latest, _key_metric_selector(ctx, [ref.hostname]), budget)
         agent = _resolve(ctx, ref, budget)
         by_host, availability = _latest_or_unavailable(latest.result)
-        return pb.AgentView(agent=agent, latest=by_host.get(agent.hostname, []), metrics=availability)
-    views, _ = _views(ctx, [_resolve(ctx, ref, budget)], budget)
-    return views[0]
+        view = pb.AgentView(agent=agent, latest=by_host.get(agent.hostname, []), metrics=availability)
+    else:
+        views, _ = _views(ctx, [_resolve(ctx, ref, budget)], budget)
+        view = views[0]
+    firing, view.alerts = _firing_or_unavailable(ctx, f"{{host={quoted(view.agent.hostname)}}}", budget)
+    view.firing_alerts.extend(firing)
+    return view
+
+
+def _firing_or_unavailable(
+    ctx: GatewayContext, matchers: str, budget: Budget
+) -> tuple[list[alerts_pb2.Alert], pb.Availability.ValueType]:
+    """Firing alerts for a partial answer: unavailable alerts never fail the inventory part."""
+    if ctx.alerts is None:
+        return [], pb.AVAILABILITY_UNSPECIFIED
+    request = alerts_pb2.ListAlertsRequest(states=[alerts_pb2.ALERT_STATE_FIRING], matchers=matchers)
+    try:
+        return list(ctx.alerts.list(request, budget).alerts), pb.AVAILABILITY_AVAILABLE
+    except Unavailable as exc:
+        event(_log, "alerts unavailable; answering without them", logging.WARNING, error=str(exc))
+        return [], pb.AVAILABILITY_UNAVAILABLE
 
 
 def _all_agents(ctx: GatewayContext, budget: Budget) -> list[agents_pb2.Agent]:
@@ -183,6 +223,7 @@ def fleet_overview(
     top_n, recent_limit = top_n or 5, recent_limit or 10
 
     ranked = ctx.fan_out.submit(ctx.metrics.latest, metric, budget)
+    firing = ctx.fan_out.submit(_firing_or_unavailable, ctx, "", budget)
     agents = _all_agents(ctx, budget)
     counts = {status: 0 for status in ALL_STATUSES}
     for agent in agents:
@@ -199,6 +240,8 @@ def fleet_overview(
         top_metric=metric,
         metrics=availability,
     )
+    alerts, response.alerts = firing.result()
+    response.firing_alerts.extend(alerts)
     by_host, ranking = _latest_or_unavailable(ranked.result)
     if ranking != pb.AVAILABILITY_AVAILABLE:
         response.metrics = ranking
@@ -342,3 +385,57 @@ async def watch_agent(
 
 def _current_agent(ctx: GatewayContext, agent_id: str) -> agents_pb2.Agent:
     return ctx.agents.get(Budget(), agent_id=agent_id)
+
+
+def _alerting(ctx: GatewayContext) -> AlertsPort:
+    if ctx.alerts is None:
+        raise FailedPrecondition("alerting is not configured on this gateway: set INFRAWATCH_ALERTS_ADDRESS")
+    return ctx.alerts
+
+
+def list_alerts(
+    ctx: GatewayContext, token: str, request: alerts_pb2.ListAlertsRequest, budget: Budget
+) -> alerts_pb2.ListAlertsResponse:
+    authorize_read(ctx, token)
+    return _alerting(ctx).list(request, budget)
+
+
+def alert_rules(
+    ctx: GatewayContext, token: str, request: alerts_pb2.ListRulesRequest, budget: Budget
+) -> alerts_pb2.ListRulesResponse:
+    authorize_read(ctx, token)
+    return _alerting(ctx).rules(request, budget)
+
+
+def list_silences(
+    ctx: GatewayContext, token: str, request: alerts_pb2.ListSilencesRequest, budget: Budget
+) -> alerts_pb2.ListSilencesResponse:
+    authorize_read(ctx, token)
+    return _alerting(ctx).silences(request, budget)
+
+
+def reload_alert_rules(ctx: GatewayContext, token: str, budget: Budget) -> alerts_pb2.ReloadRulesResponse:
+    ctx.credentials.require_operator(token)
+    return _alerting(ctx).reload(token, budget)
+
+
+def create_silence(
+    ctx: GatewayContext, token: str, request: alerts_pb2.CreateSilenceRequest, budget: Budget
+) -> alerts_pb2.CreateSilenceResponse:
+    ctx.credentials.require_operator(token)
+    return _alerting(ctx).create_silence(request, token, budget)
+
+
+def expire_silence(
+    ctx: GatewayContext, token: str, request: alerts_pb2.ExpireSilenceRequest, budget: Budget
+) -> alerts_pb2.ExpireSilenceResponse:
+    ctx.credentials.require_operator(token)
+    return _alerting(ctx).expire_silence(request, token, budget)
+
+
+async def watch_alerts(
+    ctx: GatewayContext, token: str, request: alerts_pb2.WatchAlertsRequest
+) -> AsyncIterator[alerts_pb2.WatchAlertsResponse]:
+    authorize_read(ctx, token)
+    async for message in _alerting(ctx).watch(request):
+        yield message

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from infrawatch.agents.v1 import agents_pb2
+from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.gateway.v1 import gateway_pb2_grpc
 from services.common.metadata import bearer_token
@@ -103,3 +104,35 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
             service.approve_agent, self._ctx, bearer_token(context), _ref(request.agent), _budget(context)
         )
         return pb.ApproveAgentResponse(agent=agent)
+
+    async def ListAlerts(self, request: alerts_pb2.ListAlertsRequest, context: Any) -> alerts_pb2.ListAlertsResponse:
+        return await self._run(service.list_alerts, self._ctx, bearer_token(context), request, _budget(context))
+
+    async def WatchAlerts(
+        self, request: alerts_pb2.WatchAlertsRequest, context: Any
+    ) -> AsyncIterator[alerts_pb2.WatchAlertsResponse]:
+        async for response in service.watch_alerts(self._ctx, bearer_token(context), request):
+            yield response
+
+    async def ListAlertRules(self, request: alerts_pb2.ListRulesRequest, context: Any) -> alerts_pb2.ListRulesResponse:
+        return await self._run(service.alert_rules, self._ctx, bearer_token(context), request, _budget(context))
+
+    async def ReloadAlertRules(
+        self, request: alerts_pb2.ReloadRulesRequest, context: Any
+    ) -> alerts_pb2.ReloadRulesResponse:
+        return await self._run(service.reload_alert_rules, self._ctx, bearer_token(context), _budget(context))
+
+    async def CreateSilence(
+        self, request: alerts_pb2.CreateSilenceRequest, context: Any
+    ) -> alerts_pb2.CreateSilenceResponse:
+        return await self._run(service.create_silence, self._ctx, bearer_token(context), request, _budget(context))
+
+    async def ListSilences(
+        self, request: alerts_pb2.ListSilencesRequest, context: Any
+    ) -> alerts_pb2.ListSilencesResponse:
+        return await self._run(service.list_silences, self._ctx, bearer_token(context), request, _budget(context))
+
+    async def ExpireSilence(
+        self, request: alerts_pb2.ExpireSilenceRequest, context: Any
+    ) -> alerts_pb2.ExpireSilenceResponse:
+        return await self._run(service.expire_silence, self._ctx, bearer_token(context), request, _budget(context))

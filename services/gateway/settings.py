@@ -34,6 +34,11 @@ GATEWAY_VARS: tuple[Var, ...] = (
     Var("INFRAWATCH_GATEWAY_PORT", "50050", "Port of the gateway.", port),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service."),
+    Var(
+        "INFRAWATCH_ALERTS_ADDRESS",
+        "localhost:50053",
+        "host:port of the alerts service; empty: the gateway has no alerting part.",
+    ),
     OPERATOR_TOKEN,
     SERVICE_TOKEN,
     PROTECT_READS,
@@ -64,6 +69,7 @@ class GatewaySettings(TlsSettings):
     gateway_port: int
     agents_address: str
     metrics_address: str
+    alerts_address: str
     operator_token: str
     service_token: str
     protect_reads: bool

@@ -26,8 +26,10 @@ def e2e_database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
     """The environment every service of one test platform shares, with free ports."""
-    agents_port, metrics_port, gateway_port = free_port(), free_port(), free_port()
+    agents_port, metrics_port, gateway_port, alerts_port = free_port(), free_port(), free_port(), free_port()
     return {
+        "INFRAWATCH_ALERTS_PORT": str(alerts_port),
+        "INFRAWATCH_ALERTS_ADDRESS": f"127.0.0.1:{alerts_port}",
         "INFRAWATCH_GATEWAY_PORT": str(gateway_port),
         "INFRAWATCH_AGENTS_PORT": str(agents_port),
         "INFRAWATCH_METRICS_PORT": str(metrics_port),

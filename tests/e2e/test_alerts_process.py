@@ -22,7 +22,7 @@ from infrawatch.alerts.v1 import alerts_pb2, alerts_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.common.timestamps import to_timestamp
 from tests.e2e.conftest import ENROLLMENT_TOKEN, start
-from tests.e2e.processes import ServiceProcess, free_port, grpcurl
+from tests.e2e.processes import ServiceProcess, grpcurl, run_readme_recipe
 
 ALERTS_SERVICE = "infrawatch.alerts.v1.AlertService"
 OPERATOR = (("authorization", "Bearer e2e-operator"),)
@@ -111,11 +111,7 @@ def receiver() -> Iterator[Receiver]:
 def alerts_env(platform_env: dict[str, str], receiver: Receiver, tmp_path: Path) -> dict[str, str]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("{port}", str(receiver.port)))
-    return {
-        **platform_env,
-        "INFRAWATCH_ALERTS_PORT": str(free_port()),
-        "INFRAWATCH_ALERT_RULES": str(rules),
-    }
+    return {**platform_env, "INFRAWATCH_ALERT_RULES": str(rules)}
 
 
 def start_alerts(env: dict[str, str], tmp_path: Path, run: int = 0) -> tuple[ServiceProcess, str]:
@@ -245,3 +241,69 @@ def test_stopping_the_real_agent_fires_the_host_down_rule(
     finally:
         agent.kill()
         alerts_process.terminate()
+
+
+def test_the_gateway_relays_alerting_and_the_readme_recipes_work_verbatim(
+    alerts_env: dict[str, str], agents_process, metrics_process, receiver: Receiver, tmp_path: Path
+):
+    alerts_process, alerts_address = start_alerts(alerts_env, tmp_path)
+    gateway, gateway_address = start(
+        "services.gateway", alerts_env, "INFRAWATCH_GATEWAY_PORT", "infrawatch.gateway.v1.OperatorService",
+        tmp_path / "gateway.log",
+    )  # fmt: skip
+    try:
+        sensor = agents_pb2_grpc.AgentServiceStub(grpc.insecure_channel(agents_process[1])).RegisterAgent(
+            agents_pb2.RegisterAgentRequest(hostname="db-1"),
+            metadata=(("authorization", f"Bearer {ENROLLMENT_TOKEN}"),),
+            timeout=5,
+        )
+        metrics = metrics_pb2_grpc.MetricsServiceStub(grpc.insecure_channel(metrics_process[1]))
+        temperature(metrics, sensor.agent_token, "lab", 99.0)
+        wait_for(lambda: receiver.about("TooHot", "firing"), what="the firing notification")
+        addresses = {"localhost:50050": gateway_address, "localhost:50053": alerts_address}
+        result = run_readme_recipe("alerts", addresses, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert '"rule": "TooHot"' in result.stdout and '"state": "ALERT_STATE_FIRING"' in result.stdout
+        assert '"name": "HostDown"' in result.stdout and '"status": "expired"' in result.stdout
+        assert '"rules": 2' in result.stdout
+        overview = json.loads(
+            grpcurl("-plaintext", gateway_address, "infrawatch.gateway.v1.OperatorService/GetFleetOverview").stdout
+        )
+        assert overview["alerts"] == "AVAILABILITY_AVAILABLE"
+        assert "TooHot" in {a["rule"] for a in overview["firing_alerts"]}  # and HostDown: db-1 sends no heartbeats
+        host = grpcurl(
+            "-plaintext", "-d", '{"agent": {"hostname": "db-1"}}', gateway_address,
+            "infrawatch.gateway.v1.OperatorService/GetAgent",
+        )  # fmt: skip
+        firing_here = {a["rule"] for a in json.loads(host.stdout)["agent"]["firing_alerts"]}
+        assert "TooHot" in firing_here
+        alerts_process.terminate()  # the gateway still answers, saying alerts are unavailable
+        degraded = json.loads(
+            grpcurl("-plaintext", gateway_address, "infrawatch.gateway.v1.OperatorService/GetFleetOverview").stdout
+        )
+        assert degraded["alerts"] == "AVAILABILITY_UNAVAILABLE" and degraded["counts"]
+    finally:
+        gateway.terminate()
+        alerts_process.terminate()
+
+
+def test_check_names_every_problem_and_exits_non_zero(tmp_path: Path):
+    import subprocess
+    import sys
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(RULES.replace("{port}", "9"))
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: up\n        op: '>'\n")
+    ran = subprocess.run(
+        [sys.executable, "-m", "services.alerts", "check", str(good), str(bad)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 1
+    assert f"{good}: OK: 1 groups, 2 rules, 1 routes" in ran.stdout
+    assert f"{bad}:4: group g: rule A: threshold: is required" in ran.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.alerts"],
+        env={**__import__("os").environ, "INFRAWATCH_ALERT_RULES": str(bad), "INFRAWATCH_SERVICE_TOKEN": "x"},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "is invalid; not starting" in refused.stderr

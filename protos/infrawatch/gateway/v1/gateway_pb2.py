@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from infrawatch.agents.v1 import agents_pb2 as infrawatch_dot_agents_dot_v1_dot_agents__pb2
+from infrawatch.alerts.v1 import alerts_pb2 as infrawatch_dot_alerts_dot_v1_dot_alerts__pb2
 from infrawatch.metrics.v1 import metrics_pb2 as infrawatch_dot_metrics_dot_v1_dot_metrics__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#infrawatch/gateway/v1/gateway.proto\x12\x15infrawatch.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!infrawatch/agents/v1/agents.proto\x1a#infrawatch/metrics/v1/metrics.proto\"9\n\x08\x41gentRef\x12\x12\n\x08\x61gent_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08hostname\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"Z\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12.\n\nsampled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\tAgentView\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\x12\x32\n\x06latest\x18\x02 \x03(\x0b\x32\".infrawatch.gateway.v1.MetricValue\x12\x34\n\x07metrics\x18\x03 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"R\n\x17GetFleetOverviewRequest\x12\x12\n\ntop_metric\x18\x01 \x01(\t\x12\r\n\x05top_n\x18\x02 \x01(\r\x12\x14\n\x0crecent_limit\x18\x03 \x01(\r\"O\n\x0bStatusCount\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\\\n\tHostValue\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12.\n\nsampled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x02\n\x18GetFleetOverviewResponse\x12\x32\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\".infrawatch.gateway.v1.StatusCount\x12\x37\n\rrecently_down\x18\x02 \x03(\x0b\x32 .infrawatch.gateway.v1.AgentView\x12\x33\n\ttop_hosts\x18\x03 \x03(\x0b\x32 .infrawatch.gateway.v1.HostValue\x12\x12\n\ntop_metric\x18\x04 \x01(\t\x12\x34\n\x07metrics\x18\x05 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"\xfa\x01\n\x11ListAgentsRequest\x12\x33\n\x08statuses\x18\x01 \x03(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12S\n\x0elabel_selector\x18\x02 \x03(\x0b\x32;.infrawatch.gateway.v1.ListAgentsRequest.LabelSelectorEntry\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x12ListAgentsResponse\x12\x30\n\x06\x61gents\x18\x01 \x03(\x0b\x32 .infrawatch.gateway.v1.AgentView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\x07metrics\x18\x03 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"A\n\x0fGetAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"C\n\x10GetAgentResponse\x12/\n\x05\x61gent\x18\x01 \x01(\x0b\x32 .infrawatch.gateway.v1.AgentView\"\xb8\x02\n\x18QueryAgentMetricsRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x14\n\x0clabel_filter\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0b\x61ggregation\x18\x07 \x01(\x0e\x32\".infrawatch.metrics.v1.Aggregation\x12\x10\n\x08group_by\x18\x08 \x03(\t\"|\n\x19QueryAgentMetricsResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\x12\x33\n\x06series\x18\x02 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\"N\n\x13QueryMetricsRequest\x12\x37\n\x05query\x18\x01 \x01(\x0b\x32(.infrawatch.metrics.v1.QueryRangeRequest\"Q\n\x14QueryMetricsResponse\x12\x39\n\x06result\x18\x01 \x01(\x0b\x32).infrawatch.metrics.v1.QueryRangeResponse\"\\\n\x11WatchAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\x12\x17\n\x0fmetric_selector\x18\x02 \x01(\t\"r\n\x0cStatusChange\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x12WatchAgentResponse\x12\x35\n\x06status\x18\x01 \x01(\x0b\x32#.infrawatch.gateway.v1.StatusChangeH\x00\x12>\n\x07samples\x18\x02 \x01(\x0b\x32+.infrawatch.metrics.v1.WatchMetricsResponseH\x00\x12\x10\n\x06notice\x18\x03 \x01(\tH\x00\x42\x07\n\x05\x65vent\"H\n\x16\x44\x65registerAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"E\n\x17\x44\x65registerAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\"E\n\x13\x41pproveAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"B\n\x14\x41pproveAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent*f\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x01\x12\x1c\n\x18\x41VAILABILITY_UNAVAILABLE\x10\x02\x32\xe7\x06\n\x0fOperatorService\x12s\n\x10GetFleetOverview\x12..infrawatch.gateway.v1.GetFleetOverviewRequest\x1a/.infrawatch.gateway.v1.GetFleetOverviewResponse\x12\x61\n\nListAgents\x12(.infrawatch.gateway.v1.ListAgentsRequest\x1a).infrawatch.gateway.v1.ListAgentsResponse\x12[\n\x08GetAgent\x12&.infrawatch.gateway.v1.GetAgentRequest\x1a\'.infrawatch.gateway.v1.GetAgentResponse\x12v\n\x11QueryAgentMetrics\x12/.infrawatch.gateway.v1.QueryAgentMetricsRequest\x1a\x30.infrawatch.gateway.v1.QueryAgentMetricsResponse\x12g\n\x0cQueryMetrics\x12*.infrawatch.gateway.v1.QueryMetricsRequest\x1a+.infrawatch.gateway.v1.QueryMetricsResponse\x12\x63\n\nWatchAgent\x12(.infrawatch.gateway.v1.WatchAgentRequest\x1a).infrawatch.gateway.v1.WatchAgentResponse0\x01\x12p\n\x0f\x44\x65registerAgent\x12-.infrawatch.gateway.v1.DeregisterAgentRequest\x1a..infrawatch.gateway.v1.DeregisterAgentResponse\x12g\n\x0c\x41pproveAgent\x12*.infrawatch.gateway.v1.ApproveAgentRequest\x1a+.infrawatch.gateway.v1.ApproveAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#infrawatch/gateway/v1/gateway.proto\x12\x15infrawatch.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!infrawatch/agents/v1/agents.proto\x1a!infrawatch/alerts/v1/alerts.proto\x1a#infrawatch/metrics/v1/metrics.proto\"9\n\x08\x41gentRef\x12\x12\n\x08\x61gent_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08hostname\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"Z\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12.\n\nsampled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x02\n\tAgentView\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\x12\x32\n\x06latest\x18\x02 \x03(\x0b\x32\".infrawatch.gateway.v1.MetricValue\x12\x34\n\x07metrics\x18\x03 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\x12\x32\n\rfiring_alerts\x18\x04 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\x12\x33\n\x06\x61lerts\x18\x05 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"R\n\x17GetFleetOverviewRequest\x12\x12\n\ntop_metric\x18\x01 \x01(\t\x12\r\n\x05top_n\x18\x02 \x01(\r\x12\x14\n\x0crecent_limit\x18\x03 \x01(\r\"O\n\x0bStatusCount\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\\\n\tHostValue\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12.\n\nsampled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x02\n\x18GetFleetOverviewResponse\x12\x32\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\".infrawatch.gateway.v1.StatusCount\x12\x37\n\rrecently_down\x18\x02 \x03(\x0b\x32 .infrawatch.gateway.v1.AgentView\x12\x33\n\ttop_hosts\x18\x03 \x03(\x0b\x32 .infrawatch.gateway.v1.HostValue\x12\x12\n\ntop_metric\x18\x04 \x01(\t\x12\x34\n\x07metrics\x18\x05 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\x12\x32\n\rfiring_alerts\x18\x06 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\x12\x33\n\x06\x61lerts\x18\x07 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"\xfa\x01\n\x11ListAgentsRequest\x12\x33\n\x08statuses\x18\x01 \x03(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12S\n\x0elabel_selector\x18\x02 \x03(\x0b\x32;.infrawatch.gateway.v1.ListAgentsRequest.LabelSelectorEntry\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x12ListAgentsResponse\x12\x30\n\x06\x61gents\x18\x01 \x03(\x0b\x32 .infrawatch.gateway.v1.AgentView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\x07metrics\x18\x03 \x01(\x0e\x32#.infrawatch.gateway.v1.Availability\"A\n\x0fGetAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"C\n\x10GetAgentResponse\x12/\n\x05\x61gent\x18\x01 \x01(\x0b\x32 .infrawatch.gateway.v1.AgentView\"\xb8\x02\n\x18QueryAgentMetricsRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x14\n\x0clabel_filter\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0b\x61ggregation\x18\x07 \x01(\x0e\x32\".infrawatch.metrics.v1.Aggregation\x12\x10\n\x08group_by\x18\x08 \x03(\t\"|\n\x19QueryAgentMetricsResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\x12\x33\n\x06series\x18\x02 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\"N\n\x13QueryMetricsRequest\x12\x37\n\x05query\x18\x01 \x01(\x0b\x32(.infrawatch.metrics.v1.QueryRangeRequest\"Q\n\x14QueryMetricsResponse\x12\x39\n\x06result\x18\x01 \x01(\x0b\x32).infrawatch.metrics.v1.QueryRangeResponse\"\\\n\x11WatchAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\x12\x17\n\x0fmetric_selector\x18\x02 \x01(\t\"r\n\x0cStatusChange\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.infrawatch.agents.v1.AgentStatus\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x12WatchAgentResponse\x12\x35\n\x06status\x18\x01 \x01(\x0b\x32#.infrawatch.gateway.v1.StatusChangeH\x00\x12>\n\x07samples\x18\x02 \x01(\x0b\x32+.infrawatch.metrics.v1.WatchMetricsResponseH\x00\x12\x10\n\x06notice\x18\x03 \x01(\tH\x00\x42\x07\n\x05\x65vent\"H\n\x16\x44\x65registerAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"E\n\x17\x44\x65registerAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent\"E\n\x13\x41pproveAgentRequest\x12.\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1f.infrawatch.gateway.v1.AgentRef\"B\n\x14\x41pproveAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1b.infrawatch.agents.v1.Agent*f\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x01\x12\x1c\n\x18\x41VAILABILITY_UNAVAILABLE\x10\x02\x32\xb5\x0c\n\x0fOperatorService\x12s\n\x10GetFleetOverview\x12..infrawatch.gateway.v1.GetFleetOverviewRequest\x1a/.infrawatch.gateway.v1.GetFleetOverviewResponse\x12\x61\n\nListAgents\x12(.infrawatch.gateway.v1.ListAgentsRequest\x1a).infrawatch.gateway.v1.ListAgentsResponse\x12[\n\x08GetAgent\x12&.infrawatch.gateway.v1.GetAgentRequest\x1a\'.infrawatch.gateway.v1.GetAgentResponse\x12v\n\x11QueryAgentMetrics\x12/.infrawatch.gateway.v1.QueryAgentMetricsRequest\x1a\x30.infrawatch.gateway.v1.QueryAgentMetricsResponse\x12g\n\x0cQueryMetrics\x12*.infrawatch.gateway.v1.QueryMetricsRequest\x1a+.infrawatch.gateway.v1.QueryMetricsResponse\x12\x63\n\nWatchAgent\x12(.infrawatch.gateway.v1.WatchAgentRequest\x1a).infrawatch.gateway.v1.WatchAgentResponse0\x01\x12p\n\x0f\x44\x65registerAgent\x12-.infrawatch.gateway.v1.DeregisterAgentRequest\x1a..infrawatch.gateway.v1.DeregisterAgentResponse\x12g\n\x0c\x41pproveAgent\x12*.infrawatch.gateway.v1.ApproveAgentRequest\x1a+.infrawatch.gateway.v1.ApproveAgentResponse\x12_\n\nListAlerts\x12\'.infrawatch.alerts.v1.ListAlertsRequest\x1a(.infrawatch.alerts.v1.ListAlertsResponse\x12\x64\n\x0bWatchAlerts\x12(.infrawatch.alerts.v1.WatchAlertsRequest\x1a).infrawatch.alerts.v1.WatchAlertsResponse0\x01\x12\x61\n\x0eListAlertRules\x12&.infrawatch.alerts.v1.ListRulesRequest\x1a\'.infrawatch.alerts.v1.ListRulesResponse\x12g\n\x10ReloadAlertRules\x12(.infrawatch.alerts.v1.ReloadRulesRequest\x1a).infrawatch.alerts.v1.ReloadRulesResponse\x12h\n\rCreateSilence\x12*.infrawatch.alerts.v1.CreateSilenceRequest\x1a+.infrawatch.alerts.v1.CreateSilenceResponse\x12\x65\n\x0cListSilences\x12).infrawatch.alerts.v1.ListSilencesRequest\x1a*.infrawatch.alerts.v1.ListSilencesResponse\x12h\n\rExpireSilence\x12*.infrawatch.alerts.v1.ExpireSilenceRequest\x1a+.infrawatch.alerts.v1.ExpireSilenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,54 +38,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._loaded_options = None
   _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._serialized_options = b'8\001'
-  _globals['_AVAILABILITY']._serialized_start=2846
-  _globals['_AVAILABILITY']._serialized_end=2948
-  _globals['_AGENTREF']._serialized_start=199
-  _globals['_AGENTREF']._serialized_end=256
-  _globals['_METRICVALUE']._serialized_start=258
-  _globals['_METRICVALUE']._serialized_end=348
-  _globals['_AGENTVIEW']._serialized_start=351
-  _globals['_AGENTVIEW']._serialized_end=512
-  _globals['_GETFLEETOVERVIEWREQUEST']._serialized_start=514
-  _globals['_GETFLEETOVERVIEWREQUEST']._serialized_end=596
-  _globals['_STATUSCOUNT']._serialized_start=598
-  _globals['_STATUSCOUNT']._serialized_end=677
-  _globals['_HOSTVALUE']._serialized_start=679
-  _globals['_HOSTVALUE']._serialized_end=771
-  _globals['_GETFLEETOVERVIEWRESPONSE']._serialized_start=774
-  _globals['_GETFLEETOVERVIEWRESPONSE']._serialized_end=1036
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1039
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1289
-  _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._serialized_start=1237
-  _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._serialized_end=1289
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1292
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1441
-  _globals['_GETAGENTREQUEST']._serialized_start=1443
-  _globals['_GETAGENTREQUEST']._serialized_end=1508
-  _globals['_GETAGENTRESPONSE']._serialized_start=1510
-  _globals['_GETAGENTRESPONSE']._serialized_end=1577
-  _globals['_QUERYAGENTMETRICSREQUEST']._serialized_start=1580
-  _globals['_QUERYAGENTMETRICSREQUEST']._serialized_end=1892
-  _globals['_QUERYAGENTMETRICSRESPONSE']._serialized_start=1894
-  _globals['_QUERYAGENTMETRICSRESPONSE']._serialized_end=2018
-  _globals['_QUERYMETRICSREQUEST']._serialized_start=2020
-  _globals['_QUERYMETRICSREQUEST']._serialized_end=2098
-  _globals['_QUERYMETRICSRESPONSE']._serialized_start=2100
-  _globals['_QUERYMETRICSRESPONSE']._serialized_end=2181
-  _globals['_WATCHAGENTREQUEST']._serialized_start=2183
-  _globals['_WATCHAGENTREQUEST']._serialized_end=2275
-  _globals['_STATUSCHANGE']._serialized_start=2277
-  _globals['_STATUSCHANGE']._serialized_end=2391
-  _globals['_WATCHAGENTRESPONSE']._serialized_start=2394
-  _globals['_WATCHAGENTRESPONSE']._serialized_end=2560
-  _globals['_DEREGISTERAGENTREQUEST']._serialized_start=2562
-  _globals['_DEREGISTERAGENTREQUEST']._serialized_end=2634
-  _globals['_DEREGISTERAGENTRESPONSE']._serialized_start=2636
-  _globals['_DEREGISTERAGENTRESPONSE']._serialized_end=2705
-  _globals['_APPROVEAGENTREQUEST']._serialized_start=2707
-  _globals['_APPROVEAGENTREQUEST']._serialized_end=2776
-  _globals['_APPROVEAGENTRESPONSE']._serialized_start=2778
-  _globals['_APPROVEAGENTRESPONSE']._serialized_end=2844
-  _globals['_OPERATORSERVICE']._serialized_start=2951
-  _globals['_OPERATORSERVICE']._serialized_end=3822
+  _globals['_AVAILABILITY']._serialized_start=3091
+  _globals['_AVAILABILITY']._serialized_end=3193
+  _globals['_AGENTREF']._serialized_start=234
+  _globals['_AGENTREF']._serialized_end=291
+  _globals['_METRICVALUE']._serialized_start=293
+  _globals['_METRICVALUE']._serialized_end=383
+  _globals['_AGENTVIEW']._serialized_start=386
+  _globals['_AGENTVIEW']._serialized_end=652
+  _globals['_GETFLEETOVERVIEWREQUEST']._serialized_start=654
+  _globals['_GETFLEETOVERVIEWREQUEST']._serialized_end=736
+  _globals['_STATUSCOUNT']._serialized_start=738
+  _globals['_STATUSCOUNT']._serialized_end=817
+  _globals['_HOSTVALUE']._serialized_start=819
+  _globals['_HOSTVALUE']._serialized_end=911
+  _globals['_GETFLEETOVERVIEWRESPONSE']._serialized_start=914
+  _globals['_GETFLEETOVERVIEWRESPONSE']._serialized_end=1281
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1284
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1534
+  _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._serialized_start=1482
+  _globals['_LISTAGENTSREQUEST_LABELSELECTORENTRY']._serialized_end=1534
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1537
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1686
+  _globals['_GETAGENTREQUEST']._serialized_start=1688
+  _globals['_GETAGENTREQUEST']._serialized_end=1753
+  _globals['_GETAGENTRESPONSE']._serialized_start=1755
+  _globals['_GETAGENTRESPONSE']._serialized_end=1822
+  _globals['_QUERYAGENTMETRICSREQUEST']._serialized_start=1825
+  _globals['_QUERYAGENTMETRICSREQUEST']._serialized_end=2137
+  _globals['_QUERYAGENTMETRICSRESPONSE']._serialized_start=2139
+  _globals['_QUERYAGENTMETRICSRESPONSE']._serialized_end=2263
+  _globals['_QUERYMETRICSREQUEST']._serialized_start=2265
+  _globals['_QUERYMETRICSREQUEST']._serialized_end=2343
+  _globals['_QUERYMETRICSRESPONSE']._serialized_start=2345
+  _globals['_QUERYMETRICSRESPONSE']._serialized_end=2426
+  _globals['_WATCHAGENTREQUEST']._serialized_start=2428
+  _globals['_WATCHAGENTREQUEST']._serialized_end=2520
+  _globals['_STATUSCHANGE']._serialized_start=2522
+  _globals['_STATUSCHANGE']._serialized_end=2636
+  _globals['_WATCHAGENTRESPONSE']._serialized_start=2639
+  _globals['_WATCHAGENTRESPONSE']._serialized_end=2805
+  _globals['_DEREGISTERAGENTREQUEST']._serialized_start=2807
+  _globals['_DEREGISTERAGENTREQUEST']._serialized_end=2879
+  _globals['_DEREGISTERAGENTRESPONSE']._serialized_start=2881
+  _globals['_DEREGISTERAGENTRESPONSE']._serialized_end=2950
+  _globals['_APPROVEAGENTREQUEST']._serialized_start=2952
+  _globals['_APPROVEAGENTREQUEST']._serialized_end=3021
+  _globals['_APPROVEAGENTRESPONSE']._serialized_start=3023
+  _globals['_APPROVEAGENTRESPONSE']._serialized_end=3089
+  _globals['_OPERATORSERVICE']._serialized_start=3196
+  _globals['_OPERATORSERVICE']._serialized_end=4785
 # @@protoc_insertion_point(module_scope)

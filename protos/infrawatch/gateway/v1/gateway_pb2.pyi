@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from infrawatch.agents.v1 import agents_pb2 as _agents_pb2
+from infrawatch.alerts.v1 import alerts_pb2 as _alerts_pb2
 from infrawatch.metrics.v1 import metrics_pb2 as _metrics_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -41,14 +42,18 @@ class MetricValue(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., sampled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AgentView(_message.Message):
-    __slots__ = ("agent", "latest", "metrics")
+    __slots__ = ("agent", "latest", "metrics", "firing_alerts", "alerts")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     LATEST_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    FIRING_ALERTS_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
     agent: _agents_pb2.Agent
     latest: _containers.RepeatedCompositeFieldContainer[MetricValue]
     metrics: Availability
-    def __init__(self, agent: _Optional[_Union[_agents_pb2.Agent, _Mapping]] = ..., latest: _Optional[_Iterable[_Union[MetricValue, _Mapping]]] = ..., metrics: _Optional[_Union[Availability, str]] = ...) -> None: ...
+    firing_alerts: _containers.RepeatedCompositeFieldContainer[_alerts_pb2.Alert]
+    alerts: Availability
+    def __init__(self, agent: _Optional[_Union[_agents_pb2.Agent, _Mapping]] = ..., latest: _Optional[_Iterable[_Union[MetricValue, _Mapping]]] = ..., metrics: _Optional[_Union[Availability, str]] = ..., firing_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., alerts: _Optional[_Union[Availability, str]] = ...) -> None: ...
 
 class GetFleetOverviewRequest(_message.Message):
     __slots__ = ("top_metric", "top_n", "recent_limit")
@@ -79,18 +84,22 @@ class HostValue(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., value: _Optional[float] = ..., sampled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetFleetOverviewResponse(_message.Message):
-    __slots__ = ("counts", "recently_down", "top_hosts", "top_metric", "metrics")
+    __slots__ = ("counts", "recently_down", "top_hosts", "top_metric", "metrics", "firing_alerts", "alerts")
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     RECENTLY_DOWN_FIELD_NUMBER: _ClassVar[int]
     TOP_HOSTS_FIELD_NUMBER: _ClassVar[int]
     TOP_METRIC_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    FIRING_ALERTS_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
     counts: _containers.RepeatedCompositeFieldContainer[StatusCount]
     recently_down: _containers.RepeatedCompositeFieldContainer[AgentView]
     top_hosts: _containers.RepeatedCompositeFieldContainer[HostValue]
     top_metric: str
     metrics: Availability
-    def __init__(self, counts: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., recently_down: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., top_hosts: _Optional[_Iterable[_Union[HostValue, _Mapping]]] = ..., top_metric: _Optional[str] = ..., metrics: _Optional[_Union[Availability, str]] = ...) -> None: ...
+    firing_alerts: _containers.RepeatedCompositeFieldContainer[_alerts_pb2.Alert]
+    alerts: Availability
+    def __init__(self, counts: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., recently_down: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., top_hosts: _Optional[_Iterable[_Union[HostValue, _Mapping]]] = ..., top_metric: _Optional[str] = ..., metrics: _Optional[_Union[Availability, str]] = ..., firing_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., alerts: _Optional[_Union[Availability, str]] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("statuses", "label_selector", "page_size", "page_token")

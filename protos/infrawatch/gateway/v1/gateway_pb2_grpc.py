@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from infrawatch.alerts.v1 import alerts_pb2 as infrawatch_dot_alerts_dot_v1_dot_alerts__pb2
 from infrawatch.gateway.v1 import gateway_pb2 as infrawatch_dot_gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -76,6 +77,41 @@ class OperatorServiceStub:
                 request_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ListAlerts',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.WatchAlerts = channel.unary_stream(
+                '/infrawatch.gateway.v1.OperatorService/WatchAlerts',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListAlertRules = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ListAlertRules',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesResponse.FromString,
+                _registered_method=True)
+        self.ReloadAlertRules = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ReloadAlertRules',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesResponse.FromString,
+                _registered_method=True)
+        self.CreateSilence = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/CreateSilence',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceResponse.FromString,
+                _registered_method=True)
+        self.ListSilences = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ListSilences',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesResponse.FromString,
+                _registered_method=True)
+        self.ExpireSilence = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ExpireSilence',
+                request_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServiceServicer:
@@ -143,6 +179,55 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """The alerting side, relayed to the alerts service (INFRAWATCH_ALERTS_ADDRESS).
+        Pending and firing alerts (or the states asked for), by label matchers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlerts(self, request, context):
+        """The current alerts, then every change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlertRules(self, request, context):
+        """The rules with their evaluation health.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadAlertRules(self, request, context):
+        """Re-reads the rules file; an invalid file keeps the old rules. Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSilence(self, request, context):
+        """Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSilences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireSilence(self, request, context):
+        """Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +270,41 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.ApproveAgent,
                     request_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.FromString,
                     response_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'WatchAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlerts,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsResponse.SerializeToString,
+            ),
+            'ListAlertRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlertRules,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesResponse.SerializeToString,
+            ),
+            'ReloadAlertRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadAlertRules,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesResponse.SerializeToString,
+            ),
+            'CreateSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSilence,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceResponse.SerializeToString,
+            ),
+            'ListSilences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSilences,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesResponse.SerializeToString,
+            ),
+            'ExpireSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireSilence,
+                    request_deserializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceRequest.FromString,
+                    response_serializer=infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +525,195 @@ class OperatorService:
             '/infrawatch.gateway.v1.OperatorService/ApproveAgent',
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ListAlerts',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/WatchAlerts',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.WatchAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlertRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ListAlertRules',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadAlertRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ReloadAlertRules',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ReloadRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/CreateSilence',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.CreateSilenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSilences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ListSilences',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ListSilencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ExpireSilence',
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceRequest.SerializeToString,
+            infrawatch_dot_alerts_dot_v1_dot_alerts__pb2.ExpireSilenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
