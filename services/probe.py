@@ -16,10 +16,13 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.tls import ClientTLS
+
 PORT_VARIABLES = (
     ("INFRAWATCH_GATEWAY_PORT", "50050"),
     ("INFRAWATCH_AGENTS_PORT", "50051"),
     ("INFRAWATCH_METRICS_PORT", "50052"),
+    ("INFRAWATCH_ALERTS_PORT", "50053"),
 )
 
 
@@ -29,9 +32,24 @@ def candidate_addresses(environ: dict[str, str]) -> list[str]:
     return [f"127.0.0.1:{port}" for port in ports]
 
 
-def check(address: str, service: str, timeout_s: float) -> int | None:
+def probe_tls(environ: dict[str, str]) -> ClientTLS:
+    """A service serving TLS is probed over TLS, trusting INFRAWATCH_TLS_CA and presenting the
+    service's own certificate (which mutual TLS requires)."""
+    if not environ.get("INFRAWATCH_TLS_CERT"):
+        return ClientTLS()
+    return ClientTLS(
+        ca_file=environ.get("INFRAWATCH_TLS_CA")
+        or environ.get("INFRAWATCH_TLS_CLIENT_CA")
+        or environ["INFRAWATCH_TLS_CERT"],
+        cert_file=environ.get("INFRAWATCH_TLS_CERT", ""),
+        key_file=environ.get("INFRAWATCH_TLS_KEY", ""),
+        server_name=environ.get("INFRAWATCH_TLS_SERVER_NAME", ""),
+    )
+
+
+def check(address: str, service: str, timeout_s: float, tls: ClientTLS | None = None) -> int | None:
     """HealthCheckResponse status of `address`, or None when nothing answers there."""
-    with grpc.insecure_channel(address) as channel:
+    with (tls or ClientTLS()).channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
@@ -51,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     addresses = [args.address] if args.address else candidate_addresses(dict(os.environ))
     for address in addresses:
-        status = check(address, args.service, args.timeout)
+        status = check(address, args.service, args.timeout, probe_tls(dict(os.environ)))
         if status is None:
             continue
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)

@@ -29,6 +29,7 @@ import yaml
 from agent.config import OPTIONS as AGENT_OPTIONS
 from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.agents.settings import AGENTS_VARS
+from services.alerts.settings import ALERTS_VARS
 from services.common.config import duration_seconds
 from services.gateway.settings import GATEWAY_VARS
 from services.metrics.settings import METRICS_VARS
@@ -37,14 +38,15 @@ from tests.e2e.processes import REPO, ServiceProcess
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
-PROGRAMS = ("agents", "metrics", "gateway", "agent")
+PROGRAMS = ("agents", "metrics", "alerts", "gateway", "agent")
 KNOWN_VARIABLES = {
     "services.agents": {v.name for v in AGENTS_VARS},
     "services.metrics": {v.name for v in METRICS_VARS},
+    "services.alerts": {v.name for v in ALERTS_VARS},
     "services.gateway": {v.name for v in GATEWAY_VARS},
     "agent": {o.env for o in AGENT_OPTIONS} | {"INFRAWATCH_AGENT_LABELS"},
 }
-START_ORDER = ("agents", "metrics", "gateway", "agent")
+START_ORDER = ("agents", "metrics", "alerts", "gateway", "agent")
 
 
 def final_stage() -> str:
@@ -139,10 +141,13 @@ def test_services_are_wired_by_name_and_port_to_each_other():
         ("metrics", "INFRAWATCH_AGENTS_ADDRESS"): "agents",
         ("gateway", "INFRAWATCH_AGENTS_ADDRESS"): "agents",
         ("gateway", "INFRAWATCH_METRICS_ADDRESS"): "metrics",
+        ("gateway", "INFRAWATCH_ALERTS_ADDRESS"): "alerts",
+        ("alerts", "INFRAWATCH_AGENTS_ADDRESS"): "agents",
+        ("alerts", "INFRAWATCH_METRICS_ADDRESS"): "metrics",
     }
     for (service, variable), target in wiring.items():
         assert compose_env(service)[variable] == f"{target}:{port_of(target)}", f"{service}.{variable}"
-    for service in ("agents", "metrics"):
+    for service in ("agents", "metrics", "alerts"):
         assert "@postgres:5432/" in compose_env(service)["INFRAWATCH_DATABASE_URL"]
     agent = compose_env("agent")
     assert SERVICES["agent"]["network_mode"] == "host"
@@ -166,7 +171,8 @@ def test_startup_order_waits_for_health_and_stops_take_longer_than_the_services_
     expected = {
         "agents": {"postgres"},
         "metrics": {"postgres", "agents"},
-        "gateway": {"agents", "metrics"},
+        "alerts": {"postgres", "agents", "metrics"},
+        "gateway": {"agents", "metrics", "alerts"},
         "agent": {"agents", "metrics"},
     }
     for service, dependencies in expected.items():
@@ -214,10 +220,11 @@ def test_the_package_install_the_image_does_ships_migrations_and_generated_code(
     )
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for service in ("agents", "metrics"):
+    for service in ("agents", "metrics", "alerts"):
         assert f"services/{service}/migrations/env.py" in names
         assert any(n.startswith(f"services/{service}/migrations/versions/0001_") for n in names)
-    for context in ("agents", "metrics", "gateway"):
+    assert "services/alerts/default_rules.yaml" in names
+    for context in ("agents", "metrics", "alerts", "gateway"):
         assert f"infrawatch/{context}/v1/{context}_pb2_grpc.py" in names
     assert "agent/__main__.py" in names and "services/probe.py" in names
 
@@ -259,7 +266,8 @@ def port_free(port: int) -> bool:
 
 
 def test_compose_brings_up_a_working_platform(postgres_schema_url: str, tmp_path: Path):
-    ports = [int(compose_env(name)[f"INFRAWATCH_{name.upper()}_PORT"]) for name in ("agents", "metrics", "gateway")]
+    names = ("agents", "metrics", "alerts", "gateway")
+    ports = [int(compose_env(name)[f"INFRAWATCH_{name.upper()}_PORT"]) for name in names]
     busy = [port for port in ports if not port_free(port)]
     if busy:
         pytest.fail(f"compose's ports {busy} are in use on this machine (is `make run` going?); stop it and rerun")

@@ -108,4 +108,4 @@ def test_the_health_probe_checks_the_configured_port_of_its_own_service():
     assert candidate_addresses({"INFRAWATCH_METRICS_PORT": "6000", "INFRAWATCH_AGENTS_ADDRESS": "agents:1"}) == [
         "127.0.0.1:6000"
     ]
-    assert candidate_addresses({}) == ["127.0.0.1:50050", "127.0.0.1:50051", "127.0.0.1:50052"]
+    assert candidate_addresses({}) == ["127.0.0.1:50050", "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"]
