@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet up down logs clean agent-dist
+.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ DURATION ?= 30
 bench-fleet: install
 	$(PY) -m bench.fleet --agents $(N) --series $(S) --backend $(BACKEND) --idle-streams $(IDLE) --duration $(DURATION)
 
+## The alerts benchmark: one evaluation cycle of RULES rules over SERIES series each, and the delay
+## from a threshold-crossing sample to its webhook (RULES=1000 SERIES=1000 QUERIES=10 BACKEND=postgres).
+RULES ?= 1000
+SERIES ?= 1000
+QUERIES ?= 10
+bench-alerts: install
+	$(PY) -m bench.alerts --rules $(RULES) --series $(SERIES) --queries $(QUERIES) --backend $(BACKEND)
+
 ## The host agent as its own wheel (grpcio, protobuf and psutil only) in dist/.
 agent-dist: install
 	$(PY) deploy/agent/build.py dist
@@ -75,4 +83,4 @@ lint: install
 	$(VENV)/bin/mypy services agent bench
 
 clean:
-	rm -rf $(VENV) data bench.json dist
+	rm -rf $(VENV) data bench.json bench-fleet.json bench-alerts.json dist

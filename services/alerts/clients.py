@@ -56,7 +56,8 @@ class MetricsClient(_Client):
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
 
     def evaluate(self, condition: MetricCondition, now_ms: int) -> list[Found]:
-        """One bucket spanning exactly the window, per group: its value against the threshold."""
+        """One bucket spanning exactly the window, per group, with its value; the engine compares
+        (rules sharing the query share this call)."""
         window_ms = int(condition.window_s * 1000)
         step = Duration()
         step.FromMilliseconds(window_ms + 1)  # buckets are [start + k*step, ...): one covers [now - window, now]
@@ -69,11 +70,11 @@ class MetricsClient(_Client):
             group_by=list(condition.group_by),
         )
         reply = self._read(lambda timeout: self._stub.QueryRange(request, timeout=timeout, metadata=self._metadata))
-        found = []
-        for series in reply.series:
-            if series.values and condition.holds(series.values[-1]):
-                found.append(Found({label.name: label.value for label in series.labels}, series.values[-1]))
-        return found
+        return [
+            Found({label.name: label.value for label in series.labels}, series.values[-1])
+            for series in reply.series
+            if series.values
+        ]
 
 
 class AgentsClient(_Client):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from agent.logs import event
-from services.alerts.domain import Alert, advance
+from services.alerts.domain import Alert, Found, advance
 from services.alerts.ports import AlertStore, LivenessSource, MetricsSource
 from services.alerts.rules import MetricCondition, Rule, RuleSet
 from services.alerts.watch import AlertHub
@@ -83,21 +83,42 @@ class AlertEngine:
     def health(self, rule: str) -> RuleHealth | None:
         return self._health.get(rule)
 
-    def evaluate(self, rule: Rule) -> None:
-        started, now = time.perf_counter(), self._now_ms()
+    def _ask(self, rule: Rule, now_ms: int) -> tuple[list[Found] | DomainError, float]:
+        """The source's answer to the rule's query (or why there is none), and how long it took."""
+        started = time.perf_counter()
+        source = self._metrics if isinstance(rule.condition, MetricCondition) else self._liveness
         try:
-            source = self._metrics if isinstance(rule.condition, MetricCondition) else self._liveness
-            found = source.evaluate(rule.condition, now)  # type: ignore[arg-type]
+            return source.evaluate(rule.condition, now_ms), (time.perf_counter() - started) * 1000  # type: ignore[arg-type]
         except DomainError as exc:
-            self._health[rule.name] = RuleHealth(now, (time.perf_counter() - started) * 1000, str(exc))
+            return exc, (time.perf_counter() - started) * 1000
+
+    def evaluate(self, rule: Rule) -> None:
+        self.evaluate_rules([rule])
+
+    def evaluate_rules(self, rules: Sequence[Rule]) -> None:
+        """Evaluate `rules` at one instant: each distinct query once, in parallel on the pool (rules
+        that differ only in threshold share one call), then every rule against its answer."""
+        now = self._now_ms()
+        asked: dict[tuple[object, ...], Future[tuple[list[Found] | DomainError, float]]] = {}
+        for rule in rules:
+            if rule.condition.query not in asked:
+                asked[rule.condition.query] = self._pool.submit(self._ask, rule, now)
+        for rule in rules:
+            answer, duration_ms = asked[rule.condition.query].result()
+            self._settle(rule, answer, duration_ms, now)
+
+    def _settle(self, rule: Rule, answer: list[Found] | DomainError, duration_ms: float, now: int) -> None:
+        if isinstance(answer, DomainError):
+            self._health[rule.name] = RuleHealth(now, duration_ms, str(answer))
             event(
                 _log,
                 "rule evaluation failed; its alerts stay as they were",
                 logging.WARNING,
                 rule=rule.name,
-                error=str(exc),
+                error=str(answer),
             )
             return
+        found = [item for item in answer if rule.condition.holds(item.value)]
         with self._lock:
             previous = self._alerts.get(rule.name, {})
             current = advance(rule, previous, found, now)
@@ -108,7 +129,7 @@ class AlertEngine:
         with self._lock:
             if rule.name in {r.name for r in self._rules.rules}:
                 self._alerts[rule.name] = current
-        self._health[rule.name] = RuleHealth(now, (time.perf_counter() - started) * 1000)
+        self._health[rule.name] = RuleHealth(now, duration_ms)
         for alert in changed:
             if previous.get(alert.fingerprint) is None or previous[alert.fingerprint].state != alert.state:
                 event(
@@ -122,9 +143,8 @@ class AlertEngine:
             self._hub.publish(changed)
 
     def evaluate_all(self) -> None:
-        """Every rule once, in parallel on the pool; returns when all are done."""
-        for future in [self._pool.submit(self.evaluate, rule) for rule in self._rules.rules]:
-            future.result()
+        """Every rule once; returns when all are done."""
+        self.evaluate_rules(self._rules.rules)
 
     def run(self, stop: threading.Event) -> None:
         """Evaluate each group every `interval`, its rules in parallel, until `stop`."""
@@ -135,10 +155,9 @@ class AlertEngine:
             for group in groups:
                 if due.get(group.name, 0.0) <= now:
                     due[group.name] = now + group.interval_s
-                    for future in [self._pool.submit(self.evaluate, rule) for rule in group.rules]:
-                        try:
-                            future.result()
-                        except Exception:
-                            _log.exception("rule evaluation crashed")
+                    try:
+                        self.evaluate_rules(group.rules)
+                    except Exception:
+                        _log.exception("rule evaluation crashed")
             next_due = min((due.get(g.name, now) for g in groups), default=now + 1.0)
             stop.wait(max(0.05, min(1.0, next_due - time.monotonic())))

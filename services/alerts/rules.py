@@ -56,6 +56,11 @@ class MetricCondition:
     def holds(self, value: float) -> bool:
         return COMPARISONS[self.op](value, self.threshold)
 
+    @property
+    def query(self) -> tuple[object, ...]:
+        """What is asked of the metrics service: rules that differ only in op and threshold share it."""
+        return ("metric", self.selector, self.aggregation, self.window_s, self.group_by)
+
     def describe(self) -> str:
         by = f" by ({', '.join(self.group_by)})" if self.group_by else ""
         return f"{self.aggregation}({self.selector}){by} over {_duration(self.window_s)} {self.op} {self.threshold:g}"
@@ -67,6 +72,13 @@ class LivenessCondition:
 
     statuses: tuple[str, ...]
     agent_labels: tuple[tuple[str, str], ...] = ()
+
+    def holds(self, value: float) -> bool:
+        return True  # every agent found in one of the statuses
+
+    @property
+    def query(self) -> tuple[object, ...]:
+        return ("liveness", self.statuses, self.agent_labels)
 
     def describe(self) -> str:
         only = " with " + ", ".join(f"{k}={v}" for k, v in self.agent_labels) if self.agent_labels else ""
