@@ -62,7 +62,7 @@ bench-alerts: install
 agent-dist: install
 	$(PY) deploy/agent/build.py dist
 
-## docker compose: PostgreSQL + agents + metrics + gateway + an agent for this host; waits for health.
+## docker compose: PostgreSQL + agents + metrics + alerts + gateway + an agent for this host; waits for health.
 ## Secrets come from the shell or .env; a missing .env is written with random ones (mode 0600).
 up:
 	@test -f .env || { umask 077; for name in OPERATOR_TOKEN SERVICE_TOKEN ENROLLMENT_TOKEN DB_PASSWORD; do \

@@ -55,6 +55,13 @@ class MetricsClient(_Client):
         super().__init__("metrics", service_token, timeout_s, stop)
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
 
+    def metric_names(self) -> set[str]:
+        request = metrics_pb2.ListMetricNamesRequest()
+        reply = self._read(
+            lambda timeout: self._stub.ListMetricNames(request, timeout=timeout, metadata=self._metadata)
+        )
+        return {metric.name for metric in reply.metrics}
+
     def evaluate(self, condition: MetricCondition, now_ms: int) -> list[Found]:
         """One bucket spanning exactly the window, per group, with its value; the engine compares
         (rules sharing the query share this call)."""

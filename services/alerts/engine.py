@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent.logs import event
 from services.alerts.domain import Alert, Found, advance
 from services.alerts.ports import AlertStore, LivenessSource, MetricsSource
-from services.alerts.rules import MetricCondition, Rule, RuleSet
+from services.alerts.rules import MetricCondition, Rule, RuleSet, unknown_metrics
 from services.alerts.watch import AlertHub
 from services.common.errors import DomainError
 
@@ -71,6 +71,15 @@ class AlertEngine:
             self._alerts = {name: alerts for name, alerts in self._alerts.items() if name in names}
             self._health = {name: health for name, health in self._health.items() if name in names}
             self.loaded_at_ms = self._now_ms()
+        self._warn_about_unknown_metrics(rules)
+
+    def _warn_about_unknown_metrics(self, rules: RuleSet) -> None:
+        try:
+            known = self._metrics.metric_names()
+        except DomainError:
+            return  # metrics is not up yet; the rules' own health will tell
+        for rule, metric in unknown_metrics(rules, known):
+            event(_log, "no agent has sent this rule's metric yet", logging.WARNING, rule=rule, metric=metric)
 
     @property
     def rules(self) -> RuleSet:

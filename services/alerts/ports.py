@@ -32,6 +32,8 @@ class AlertStore(Protocol):
 
 
 class MetricsSource(Protocol):
+    def metric_names(self) -> set[str]: ...
+
     def evaluate(self, condition: MetricCondition, now_ms: int) -> list[Found]:
         """The label sets (of condition.group_by) for which the condition holds now; raises
         Unavailable when the metrics service cannot answer."""

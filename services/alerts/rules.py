@@ -133,7 +133,6 @@ class RuleSet:
     groups: tuple[RuleGroup, ...] = ()
     receivers: dict[str, Receiver] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
-    warnings: tuple[str, ...] = ()
 
     @property
     def rules(self) -> list[Rule]:
@@ -378,9 +377,8 @@ def _notifications(reader: _Reader, node: yaml.Node) -> tuple[dict[str, Receiver
     return receivers, tuple(routes)
 
 
-def load_rules(text: str, filename: str, known_metrics: set[str] | None = None) -> RuleSet:
-    """The rule set of a file's text; raises RulesError listing every problem. Metrics that no
-    agent has sent yet are warnings (a rule may be written before its exporter runs)."""
+def load_rules(text: str, filename: str) -> RuleSet:
+    """The rule set of a file's text; raises RulesError listing every problem."""
     reader = _Reader(filename)
     try:
         root = yaml.compose(text)
@@ -414,17 +412,19 @@ def load_rules(text: str, filename: str, known_metrics: set[str] | None = None) 
     receivers, routes = _notifications(reader, top["notifications"]) if "notifications" in top else ({}, ())
     if reader.problems:
         raise RulesError(reader.problems)
-    warnings = []
-    if known_metrics is not None:
-        for group in groups:
-            for rule in group.rules:
-                if isinstance(rule.condition, MetricCondition):
-                    names = {
-                        m.value for m in rule.condition.matchers if m.name == "__name__" and m.type is MatchType.EQUAL
-                    }
-                    for metric in names - known_metrics:
-                        warnings.append(f"{filename}: rule {rule.name}: no agent has sent metric {metric!r} yet")
-    return RuleSet(tuple(groups), receivers, routes, tuple(warnings))
+    return RuleSet(tuple(groups), receivers, routes)
+
+
+def unknown_metrics(rules: RuleSet, known: set[str]) -> list[tuple[str, str]]:
+    """(rule, metric) pairs whose metric no agent has sent yet: a warning, not an error, since a
+    rule may well be written before its exporter runs."""
+    pairs = []
+    for rule in rules.rules:
+        if isinstance(rule.condition, MetricCondition):
+            for m in rule.condition.matchers:
+                if m.name == "__name__" and m.type is MatchType.EQUAL and m.value not in known:
+                    pairs.append((rule.name, m.value))
+    return pairs
 
 
 def describe(rule: Rule) -> str:

@@ -97,6 +97,13 @@ def test_yaml_that_does_not_parse_names_its_line():
         load_rules("groups:\n  - name: [\n", "x.yaml")
 
 
+def test_a_metric_no_agent_has_sent_is_a_warning_not_an_error(rules):
+    from services.alerts.rules import unknown_metrics
+
+    assert unknown_metrics(rules, {"cpu_usage_percent"}) == []
+    assert unknown_metrics(rules, set()) == [("HighCpu", "cpu_usage_percent")]
+
+
 def test_templates_render_value_and_labels():
     assert render("{{ $labels.host }} at {{ $value }}%", {"host": "db-1"}, 93.456789) == "db-1 at 93.46%"
 
@@ -206,6 +213,9 @@ class _Store:
 class _Metrics:
     def __init__(self) -> None:
         self.found: list[Found] | Exception = []
+
+    def metric_names(self) -> set[str]:
+        return {"cpu_usage_percent"}
 
     def evaluate(self, condition, now_ms):
         if isinstance(self.found, Exception):
