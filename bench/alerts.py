@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,13 +31,10 @@ from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.alerts.__main__ import MIGRATIONS, VERSION_TABLE
-from services.alerts.clients import AgentsClient, MetricsClient
-from services.alerts.dispatch import Dispatcher
-from services.alerts.engine import AlertEngine
+from services.alerts.app import build_alerts_app
 from services.alerts.rules import load_rules
-from services.alerts.store import SqlAlertStore
-from services.alerts.watch import AlertHub
 from services.common.clock import wall_clock_ms
+from services.common.credentials import Credentials
 from services.common.db import create_db_engine, migrate
 
 SERVICE_TOKEN = "bench-service-token"
@@ -137,16 +133,20 @@ def main() -> int:
         workdir = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
         engine = create_db_engine(f"sqlite:///{workdir / 'alerts.db'}")
         migrate(engine, MIGRATIONS, VERSION_TABLE)
-        store, hub = SqlAlertStore(engine), AlertHub()
-        pool = ThreadPoolExecutor(args.workers, thread_name_prefix="evaluate")
-        alerts = AlertEngine(
-            store,
-            MetricsClient(metrics_channel, SERVICE_TOKEN, 30.0),
-            AgentsClient(agents_channel, SERVICE_TOKEN, 30.0),
-            hub,
-            wall_clock_ms,
-            pool,
+        stop = threading.Event()
+        app = build_alerts_app(
+            engine,
+            metrics_channel,
+            agents_channel,
+            workdir / "rules.yaml",
+            Credentials(service_token=SERVICE_TOKEN),
+            now_ms=wall_clock_ms,
+            stop=stop,
+            downstream_timeout_s=30.0,
+            evaluation_workers=args.workers,
+            tick_s=0.1,
         )
+        alerts = app.engine
         alerts.start_with(load_rules(evaluation_rules(args.rules, args.queries), "bench"))
         cycles = []
         for _ in range(args.cycles):
@@ -176,12 +176,7 @@ def main() -> int:
 
         receiver = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=receiver.serve_forever, daemon=True).start()
-        alerts.use(load_rules(delay_rules(receiver.server_address[1]), "bench"))
-        stop = threading.Event()
-        dispatcher = Dispatcher(alerts, store, wall_clock_ms, ThreadPoolExecutor(2), tick_s=0.1)
-        dispatcher.start()
-        for target in (alerts.run, dispatcher.run):
-            threading.Thread(target=target, args=(stop,), daemon=True).start()
+        app.start(load_rules(delay_rules(receiver.server_address[1]), "bench"), stop)
         delays = []
         for number in range(args.rounds):
             batch = pb.MetricBatch(sequence=1)
@@ -197,6 +192,7 @@ def main() -> int:
                 arrived.wait_for(lambda label=label: label in arrivals, timeout=30)  # type: ignore[misc]
             delays.append(arrivals[label] - crossed)
         stop.set()
+        app.close()
         receiver.shutdown()
     result = {
         "backend": args.backend,

@@ -12,23 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agent.logs import configure_logging, event
-from infrawatch.alerts.v1 import alerts_pb2_grpc
 from services.alerts import service
-from services.alerts.clients import AgentsClient, MetricsClient
-from services.alerts.dispatch import Dispatcher
-from services.alerts.engine import AlertEngine
+from services.alerts.app import build_alerts_app
 from services.alerts.rules import RulesError, load_rules
-from services.alerts.service import AlertsContext, read_rules
-from services.alerts.servicer import SERVICE_NAME, AlertServicer
+from services.alerts.service import read_rules
+from services.alerts.servicer import SERVICE_NAME
 from services.alerts.settings import ALERTS_VARS, AlertsSettings
-from services.alerts.store import SqlAlertStore
-from services.alerts.watch import AlertHub
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.errors import DomainError
-from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
+from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -88,57 +83,38 @@ def main(argv: list[str] | None = None) -> int:
     tls = client_tls_from(settings)
     metrics_channel = tls.channel(settings.metrics_address)
     agents_channel = tls.channel(settings.agents_address)
-    store = SqlAlertStore(engine)
-    hub = AlertHub()
-    evaluation = ThreadPoolExecutor(settings.evaluation_workers, thread_name_prefix="evaluate")
-    delivery = ThreadPoolExecutor(4, thread_name_prefix="notify")
-    blocking = ThreadPoolExecutor(4, thread_name_prefix="api")
-    alert_engine = AlertEngine(
-        store,
-        MetricsClient(metrics_channel, settings.service_token, settings.downstream_timeout, stop),
-        AgentsClient(agents_channel, settings.service_token, settings.downstream_timeout, stop),
-        hub,
-        wall_clock_ms,
-        evaluation,
-    )
-    dispatcher = Dispatcher(alert_engine, store, wall_clock_ms, delivery)
-    ctx = AlertsContext(
-        engine=alert_engine,
-        dispatcher=dispatcher,
-        store=store,
-        engine_hub=hub,
-        rules_path=rules_path,
-        now_ms=wall_clock_ms,
-        credentials=Credentials(
+    app = build_alerts_app(
+        engine,
+        metrics_channel,
+        agents_channel,
+        rules_path,
+        Credentials(
             operator_token=settings.operator_token,
             service_token=settings.service_token,
             protect_reads=settings.protect_reads,
         ),
+        now_ms=wall_clock_ms,
+        stop=stop,
+        downstream_timeout_s=settings.downstream_timeout,
+        evaluation_workers=settings.evaluation_workers,
     )
-    servicer = AlertServicer(ctx, blocking)
+    blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
 
     def reload_on_sighup() -> None:
         while not stop.is_set():
             if reload_requested.wait(0.5):
                 reload_requested.clear()
                 with contextlib.suppress(DomainError):  # logged; the previous rules keep running
-                    service.reload_from_file(ctx)
+                    service.reload_from_file(app.context)
 
     def prepare() -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
-        alert_engine.start_with(rules)
-        dispatcher.start()
-        for target, name in ((alert_engine.run, "rules"), (dispatcher.run, "dispatcher")):
-            threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
+        app.start(rules, stop)
         threading.Thread(target=reload_on_sighup, name="sighup", daemon=True).start()
 
     async def run() -> None:
         server, health, port = build_async_server(
-            [
-                AsyncServiceBinding(
-                    SERVICE_NAME, lambda s: alerts_pb2_grpc.add_AlertServiceServicer_to_server(servicer, s)
-                )
-            ],
+            [app.binding()],
             address=f"{settings.bind_host}:{settings.alerts_port}",
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
@@ -171,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run())
     finally:
-        for pool in (evaluation, delivery, blocking):
-            pool.shutdown(wait=False, cancel_futures=True)
+        app.close()
+        blocking.shutdown(wait=False)
         metrics_channel.close()
         agents_channel.close()
         engine.dispose()

@@ -49,8 +49,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 def translate(exc: grpc.RpcError, dependency: str) -> errors.DomainError:
     """A downstream failure as the domain error the operator should see."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = exc.details() if isinstance(exc, grpc.Call) else ""
+    # Both a call's error (grpc.Call) and an asyncio call's (AioRpcError, not a grpc.Call) say these.
+    code = exc.code() if isinstance(exc, grpc.Call | grpc.aio.AioRpcError) else None
+    details = exc.details() if isinstance(exc, grpc.Call | grpc.aio.AioRpcError) else ""
     if code is not None and code in _PASSED_THROUGH:
         return _ERROR_BY_STATUS[code](details or f"{dependency} service: {code.name}")
     reason = code.name if code is not None else "no response"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,6 +24,11 @@ from services.agents.repository import SqlUnitOfWork
 from services.agents.service import AgentsContext
 from services.agents.servicer import SERVICE_NAME as AGENTS_SERVICE
 from services.agents.servicer import AgentServicer
+from services.alerts.__main__ import MIGRATIONS as ALERTS_MIGRATIONS
+from services.alerts.__main__ import VERSION_TABLE as ALERTS_VERSION_TABLE
+from services.alerts.app import build_alerts_app
+from services.alerts.service import read_rules
+from services.alerts.servicer import SERVICE_NAME as ALERTS_SERVICE
 from services.common.clock import wall_clock_ms
 from services.common.credentials import Credentials
 from services.common.db import migrate, unreachable_database_errors
@@ -36,6 +42,7 @@ from services.common.server import (
 )
 from services.common.tls import ServerTLS
 from services.gateway.clients import AgentsClient as GatewayAgentsClient
+from services.gateway.clients import AlertsClient as GatewayAlertsClient
 from services.gateway.clients import MetricsClient as GatewayMetricsClient
 from services.gateway.clients import channel_options
 from services.gateway.service import GatewayContext
@@ -199,13 +206,46 @@ def agent_token(agents_stub: agents_pb2_grpc.AgentServiceStub) -> str:
 
 
 @contextmanager
+def running_alerts(engine: Engine, agents_address: str, metrics_address: str, rules: Path) -> Iterator[str]:
+    """An alerts service on the asyncio server, built as its composition root builds it."""
+    migrate(engine, ALERTS_MIGRATIONS, ALERTS_VERSION_TABLE)
+    stop = threading.Event()
+    agents_channel, metrics_channel = grpc.insecure_channel(agents_address), grpc.insecure_channel(metrics_address)
+    app = build_alerts_app(
+        engine, metrics_channel, agents_channel, rules, CREDENTIALS, now_ms=wall_clock_ms, stop=stop, tick_s=0.1
+    )
+    app.start(read_rules(rules), stop)
+    server = BackgroundAsyncServer(
+        lambda: build_async_server(
+            [app.binding()],
+            address="127.0.0.1:0",
+            max_message_bytes=4 * 1024 * 1024,
+            unreachable=unreachable_database_errors(),
+        )
+    )
+    port = server.start([ALERTS_SERVICE])
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        server.stop(0)
+        app.close()
+        agents_channel.close()
+        metrics_channel.close()
+
+
+@contextmanager
 def running_gateway(
-    agents_address: str, metrics_address: str, max_message_bytes: int = 4 * 1024 * 1024
+    agents_address: str,
+    metrics_address: str,
+    max_message_bytes: int = 4 * 1024 * 1024,
+    alerts_address: str = "",
 ) -> Iterator[str]:
     """A gateway on the asyncio server, its channels built with the composition root's options."""
     options = channel_options(max_message_bytes)
     agents_channel = grpc.insecure_channel(agents_address, options=options)
     metrics_channel = grpc.insecure_channel(metrics_address, options=options)
+    alerts_channel = grpc.insecure_channel(alerts_address, options=options) if alerts_address else None
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=4) as fan_out:
         ctx = GatewayContext(
@@ -222,6 +262,15 @@ def running_gateway(
             credentials=CREDENTIALS,
             status_poll_s=0.2,
             stop=stop,
+            alerts=GatewayAlertsClient(
+                alerts_channel,
+                SERVICE_TOKEN,
+                2.0,
+                stop,
+                live_channel=lambda: grpc.aio.insecure_channel(alerts_address, options=options),
+            )
+            if alerts_channel is not None
+            else None,
         )
         servicer = OperatorServicer(ctx)
         server = BackgroundAsyncServer(
@@ -243,6 +292,8 @@ def running_gateway(
             server.stop(0)
             agents_channel.close()
             metrics_channel.close()
+            if alerts_channel is not None:
+                alerts_channel.close()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.agents.__main__ import MIGRATIONS as AGENTS_MIGRATIONS
@@ -46,6 +47,7 @@ from tests.integration.conftest import (
     TEST_METRICS_CONFIG,
     agents_context,
     running_agents,
+    running_alerts,
     running_gateway,
     running_metrics,
 )
@@ -72,6 +74,7 @@ SEED_START_MS = (int(time.time()) // 3600 - 1) * 3_600_000  # an hour ago, withi
 
 SERVICES: dict[str, ServiceDescriptor] = {
     "agents": agents_pb2.DESCRIPTOR.services_by_name["AgentService"],
+    "alerts": alerts_pb2.DESCRIPTOR.services_by_name["AlertService"],
     "metrics": metrics_pb2.DESCRIPTOR.services_by_name["MetricsService"],
     "gateway": gateway_pb2.DESCRIPTOR.services_by_name["OperatorService"],
 }
@@ -239,6 +242,8 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     engine = create_db_engine(url)
+    rules = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    rules.write_text(HOSTILE_RULES)
     migrate(engine, AGENTS_MIGRATIONS, AGENTS_VERSION_TABLE)
     migrate(engine, METRICS_MIGRATIONS, METRICS_VERSION_TABLE)
     config = dataclasses.replace(
@@ -248,9 +253,15 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     with (
         running_agents(agents_context(engine, CREDENTIALS)) as agents_address,
         running_metrics(engine, agents_address, config) as metrics,
-        running_gateway(agents_address, metrics.address) as gateway_address,
+        running_alerts(engine, agents_address, metrics.address, rules) as alerts_address,
+        running_gateway(agents_address, metrics.address, alerts_address=alerts_address) as gateway_address,
     ):
-        addresses = {"agents": agents_address, "metrics": metrics.address, "gateway": gateway_address}
+        addresses = {
+            "agents": agents_address,
+            "metrics": metrics.address,
+            "alerts": alerts_address,
+            "gateway": gateway_address,
+        }
         channels = {name: grpc.insecure_channel(address) for name, address in addresses.items()}
         agents = agents_pb2_grpc.AgentServiceStub(channels["agents"])
         token, agent = _seed(agents, metrics_pb2_grpc.MetricsServiceStub(channels["metrics"]))
@@ -276,8 +287,29 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
+# Rules that the barrage's own samples and hosts can trip, so that alerts exist to list and watch.
+HOSTILE_RULES = """
+groups:
+  - name: hostile
+    interval: 200ms
+    rules:
+      - alert: AnythingHigh
+        metric: seed_metric
+        aggregation: max
+        window: 1h
+        group_by: [node]
+        op: ">"
+        threshold: 1
+      - alert: HostGone
+        liveness: [stale, offline]
+"""
+
 # The credential each RPC is mostly called with, so that most calls get past authentication.
 _USUAL_CREDENTIAL = {
+    "ReloadRules": OPERATOR_TOKEN,
+    "ReloadAlertRules": OPERATOR_TOKEN,
+    "CreateSilence": OPERATOR_TOKEN,
+    "ExpireSilence": OPERATOR_TOKEN,
     "RegisterAgent": ENROLLMENT_TOKEN,
     "AuthenticateAgent": SERVICE_TOKEN,
     "ApproveAgent": OPERATOR_TOKEN,
@@ -372,5 +404,6 @@ def test_every_rpc_survives_hostile_input(platform: Platform, service: str, meth
 
 def test_the_suite_drives_every_rpc_of_every_service():
     """A new RPC is attacked too, without anyone remembering to add it here."""
-    assert {m for _, m in METHODS} >= {"RegisterAgent", "ApproveAgent", "StreamMetrics", "WatchMetrics", "WatchAgent"}
+    assert {m for _, m in METHODS} >= {"RegisterAgent", "StreamMetrics", "WatchMetrics", "WatchAgent", "CreateSilence"}
+    assert {service for service, _ in METHODS} == {"agents", "metrics", "alerts", "gateway"}
     assert len(METHODS) == sum(len(s.methods) for s in SERVICES.values())

@@ -274,3 +274,12 @@ def test_downstream_failures_are_translated_not_leaked(code, error, message):
     translated = translate(FakeRpcError(code, message if error is not Unavailable else "stack trace here"), "metrics")
     assert type(translated) is error
     assert str(translated) == message
+
+
+def test_a_relayed_streams_error_keeps_its_code_and_message():
+    """Found by the hostile-input suite: an asyncio call's INVALID_ARGUMENT became UNAVAILABLE."""
+    from grpc.aio import AioRpcError, Metadata
+
+    error = AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, Metadata(), Metadata(), details="selector: missing '}'")
+    translated = translate(error, "alerts")
+    assert isinstance(translated, InvalidArgument) and str(translated) == "selector: missing '}'"
