@@ -6,16 +6,35 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from services.processes import REPO, ServiceProcess, free_port, wait_serving
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-__all__ = ["REPO", "ServiceProcess", "free_port", "grpcurl", "readme_recipe", "run_readme_recipe", "wait_serving"]
+__all__ = [
+    "REPO",
+    "ServiceProcess",
+    "free_port",
+    "grpcurl",
+    "readme_recipe",
+    "run_readme_recipe",
+    "wait_for",
+    "wait_serving",
+]
 
 
 def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
+        time.sleep(0.1)
 
 
 def readme_recipe(name: str) -> str:

@@ -22,7 +22,7 @@ from infrawatch.alerts.v1 import alerts_pb2, alerts_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.common.timestamps import to_timestamp
 from tests.e2e.conftest import ENROLLMENT_TOKEN, start
-from tests.e2e.processes import ServiceProcess, grpcurl, run_readme_recipe
+from tests.e2e.processes import ServiceProcess, grpcurl, run_readme_recipe, wait_for
 
 ALERTS_SERVICE = "infrawatch.alerts.v1.AlertService"
 OPERATOR = (("authorization", "Bearer e2e-operator"),)
@@ -91,13 +91,6 @@ class Receiver:
                 for alert in body["alerts"]
                 if alert["labels"]["alertname"] == alertname and (status is None or alert["status"] == status)
             ]
-
-
-def wait_for(condition, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        time.sleep(0.1)
 
 
 @pytest.fixture

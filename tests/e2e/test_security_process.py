@@ -13,7 +13,7 @@ import pytest
 from agent.tls import ClientTLS
 from tests.conftest import TlsFiles
 from tests.e2e.conftest import AGENTS_SERVICE, GATEWAY_SERVICE, METRICS_SERVICE, start
-from tests.e2e.processes import ServiceProcess, grpcurl
+from tests.e2e.processes import ServiceProcess, grpcurl, wait_for
 
 OPERATOR = "infrawatch.gateway.v1.OperatorService"
 
@@ -28,13 +28,6 @@ def agent_env(env: dict[str, str], tmp_path: Path, name: str, hostname: str) -> 
         "INFRAWATCH_AGENT_STATE_DIR": str(tmp_path / f"{name}-state"),
         "INFRAWATCH_AGENT_GRACE": "1s",
     }
-
-
-def wait_for(condition, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        time.sleep(0.3)
 
 
 @pytest.fixture
