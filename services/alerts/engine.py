@@ -16,6 +16,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from agent.logs import event
+from agent.metric_kinds import KINDS
 from services.alerts.domain import Alert, Found, advance
 from services.alerts.ports import AlertStore, LivenessSource, MetricsSource
 from services.alerts.rules import MetricCondition, Rule, RuleSet, unknown_metrics
@@ -78,6 +79,7 @@ class AlertEngine:
             known = self._metrics.metric_names()
         except DomainError:
             return  # metrics is not up yet; the rules' own health will tell
+        known |= set(KINDS)  # the InfraWatch agent's own metrics arrive with the first agent
         for rule, metric in unknown_metrics(rules, known):
             event(_log, "no agent has sent this rule's metric yet", logging.WARNING, rule=rule, metric=metric)
 
