@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,11 +35,15 @@ class Component:
     health_service: str | None
 
 
+HTTP_HEALTH = "http:/healthz"
+"""A component answering HTTP (the console) is ready when this path answers 200."""
+
 COMPONENTS: tuple[Component, ...] = (
     Component("agents", "services.agents", "INFRAWATCH_AGENTS_PORT", 50051, "infrawatch.agents.v1.AgentService"),
     Component("metrics", "services.metrics", "INFRAWATCH_METRICS_PORT", 50052, "infrawatch.metrics.v1.MetricsService"),
     Component("alerts", "services.alerts", "INFRAWATCH_ALERTS_PORT", 50053, "infrawatch.alerts.v1.AlertService"),
     Component("gateway", "services.gateway", "INFRAWATCH_GATEWAY_PORT", 50050, "infrawatch.gateway.v1.OperatorService"),
+    Component("console", "services.console", "INFRAWATCH_CONSOLE_PORT", 8080, HTTP_HEALTH),
     Component("agent", "agent", None, None, None),
 )
 # The secrets a local platform needs, each generated once into a file of the data directory
@@ -83,6 +88,19 @@ def wait_serving(
             except grpc.RpcError:
                 pass
             time.sleep(0.1)
+    return False
+
+
+def wait_http(address: str, path: str, timeout_s: float, still_running: Callable[[], bool] = lambda: True) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and still_running():
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
     return False
 
 
@@ -156,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             if component.port_var and component.health_service:
                 port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
-                if not wait_serving(
-                    address, component.health_service, args.ready_timeout, partial(_running, process), tls
-                ):
+                if component.health_service == HTTP_HEALTH:
+                    ready = wait_http(address, "/healthz", args.ready_timeout, partial(_running, process))
+                else:
+                    ready = wait_serving(
+                        address, component.health_service, args.ready_timeout, partial(_running, process), tls
+                    )
+                if not ready:
                     if process.poll() is not None:
                         print(
                             f"launcher: {component.name} exited with code {process.returncode} while starting "
@@ -172,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                     return 1
-                print(f"launcher: {component.name:<8} ready on {address}", flush=True)
+                shown = f"http://{address}/" if component.health_service == HTTP_HEALTH else address
+                print(f"launcher: {component.name:<8} ready on {shown}", flush=True)
             else:
                 print(f"launcher: {component.name:<8} started (monitoring this host)", flush=True)
         store = "PostgreSQL" if environ.get("INFRAWATCH_DATABASE_URL") else f"SQLite files in {data_dir}"

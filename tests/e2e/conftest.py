@@ -11,6 +11,7 @@ from tests.e2e.processes import RECIPE_SECRETS, ServiceProcess, free_port, wait_
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
 METRICS_SERVICE = "infrawatch.metrics.v1.MetricsService"
 GATEWAY_SERVICE = "infrawatch.gateway.v1.OperatorService"
+ALERTS_SERVICE_NAME = "infrawatch.alerts.v1.AlertService"
 ENROLLMENT_TOKEN = RECIPE_SECRETS["enrollment-token"]
 ENROLL_HEADER = f"authorization: Bearer {ENROLLMENT_TOKEN}"
 
@@ -28,6 +29,8 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
     """The environment every service of one test platform shares, with free ports."""
     agents_port, metrics_port, gateway_port, alerts_port = free_port(), free_port(), free_port(), free_port()
     return {
+        "INFRAWATCH_CONSOLE_PORT": str(free_port()),
+        "INFRAWATCH_GATEWAY_ADDRESS": f"127.0.0.1:{gateway_port}",
         "INFRAWATCH_ALERTS_PORT": str(alerts_port),
         "INFRAWATCH_ALERTS_ADDRESS": f"127.0.0.1:{alerts_port}",
         "INFRAWATCH_GATEWAY_PORT": str(gateway_port),

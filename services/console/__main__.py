@@ -1,0 +1,77 @@
+"""Composition root of the web console: settings, a gateway channel, the Starlette app, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from agent.logs import configure_logging, event
+from services.common.config import settings_from_command_line
+from services.common.tls import ClientTLS
+from services.console import vendor
+from services.console.app import Console, build_app
+from services.console.sessions import Sessions
+from services.console.settings import CONSOLE_VARS, ConsoleSettings
+
+_log = logging.getLogger("infrawatch.console")
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket: `::` means every address, IPv4 included (asyncio alone would make
+    an IPv6-only socket of it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind((host, port))
+    listener.listen(128)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_from_command_line(
+        "python -m services.console",
+        "InfraWatch web console: fleet, host, alerts and explore pages that update by themselves, served "
+        "over HTTP and answered from the gateway.",
+        CONSOLE_VARS,
+        ConsoleSettings.from_env,
+        argv,
+    )
+    configure_logging(settings.log_level, "console")
+    if not vendor.installed():
+        print(
+            "python -m services.console: the chart library is missing; run `make install` "
+            "(or python -m services.console.vendor)",
+            file=sys.stderr,
+        )
+        return 2
+    tls = ClientTLS(settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls_server_name)
+    console = Console(
+        lambda: tls.aio_channel(settings.gateway_address),
+        Sessions(settings.session_ttl),
+        settings.protect_reads,
+        settings.downstream_timeout,
+    )
+    host = settings.bind_host.strip("[]") or "::"
+    listener = listen_socket(host, settings.console_port)
+    shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else ("[::]" if ":" in host else host)
+    event(
+        _log,
+        "console listening",
+        url=f"http://{shown}:{settings.console_port}/",
+        gateway=settings.gateway_address,
+        protect_reads=settings.protect_reads,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(console), log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+    )
+    server.run(sockets=[listener])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""The web console: pages rendered with autoescaping templates, JSON and server-sent-event endpoints
+the pages' script reads, all answered from the gateway (the console's only backend).
+
+Security: with INFRAWATCH_PROTECT_READS every page and endpoint needs a login (the operator token,
+checked by the gateway, kept server-side behind an HttpOnly SameSite=Strict session cookie).
+Anything that changes state (login, logout, silences) needs the session and a same-origin request
+that carries the `X-InfraWatch-Console` header, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from infrawatch.alerts.v1 import alerts_pb2
+from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2
+from services.common.timestamps import to_timestamp
+from services.console.sessions import COOKIE, Sessions
+
+HERE = Path(__file__).parent
+RANGES_S = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800}
+MAX_POINTS = 2000
+CSRF_HEADER = "x-infrawatch-console"
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 400,
+}
+AGGREGATIONS = {
+    "avg": metrics_pb2.AGGREGATION_AVG,
+    "min": metrics_pb2.AGGREGATION_MIN,
+    "max": metrics_pb2.AGGREGATION_MAX,
+    "sum": metrics_pb2.AGGREGATION_SUM,
+    "count": metrics_pb2.AGGREGATION_COUNT,
+    "last": metrics_pb2.AGGREGATION_LAST,
+    "rate": metrics_pb2.AGGREGATION_RATE,
+}
+
+
+@dataclass(frozen=True)
+class HostChart:
+    """One chart of the host page: a metric, how it is aggregated per step, split by which label."""
+
+    key: str
+    title: str
+    metric: str
+    unit: str
+    aggregation: int = metrics_pb2.AGGREGATION_AVG
+    group_by: tuple[str, ...] = ()
+
+
+HOST_CHARTS = (
+    HostChart("cpu", "CPU busy", "cpu_usage_percent", "percent"),
+    HostChart("memory", "Memory used", "memory_used_percent", "percent"),
+    HostChart("load", "Load (1 m)", "load1", ""),
+    HostChart("disk", "Filesystems used", "fs_used_percent", "percent", metrics_pb2.AGGREGATION_MAX, ("mountpoint",)),
+    HostChart("net", "Network received", "net_rx_bytes_total", "bytes/s", metrics_pb2.AGGREGATION_RATE, ("interface",)),
+)
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def step_for(range_s: int) -> int:
+    """The step (seconds) that keeps a chart at or below MAX_POINTS points per series, at least 10 s."""
+    return max(10, -(-range_s // MAX_POINTS))
+
+
+class Console:
+    def __init__(
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        sessions: Sessions,
+        protect_reads: bool,
+        timeout_s: float,
+    ) -> None:
+        self._channel_factory = channel
+        self._stub: gateway_pb2_grpc.OperatorServiceStub | None = None
+        self.sessions = sessions
+        self.protect_reads = protect_reads
+        self.timeout_s = timeout_s
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    @property
+    def stub(self) -> gateway_pb2_grpc.OperatorServiceStub:
+        if self._stub is None:  # made on first use, inside the server's event loop
+            self._stub = gateway_pb2_grpc.OperatorServiceStub(self._channel_factory())
+        return self._stub
+
+    def token(self, request: Request) -> str:
+        return self.sessions.token(request.cookies.get(COOKIE))
+
+    async def call(self, request: Request, method: str, message: Message) -> Any:
+        token = self.token(request)
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        try:
+            return await getattr(self.stub, method)(message, timeout=self.timeout_s, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            status = _HTTP_STATUS.get(exc.code(), 503)
+            message_text = exc.details() if status != 503 else f"the gateway did not answer ({exc.code().name})"
+            raise GatewayError(status, message_text or exc.code().name) from None
+
+
+def _json_errors(
+    handler: Callable[[Console, Request], Awaitable[Any]],
+) -> Callable[[Console, Request], Awaitable[Response]]:
+    async def wrapped(console: Console, request: Request) -> Response:
+        try:
+            return JSONResponse(await handler(console, request))
+        except GatewayError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    return wrapped
+
+
+def _same_origin(request: Request) -> bool:
+    """A state change must come from this console's own script: the custom header (a cross-site
+    form cannot set it) and, when the browser says, a same-origin fetch."""
+    site = request.headers.get("sec-fetch-site", "same-origin")
+    return request.headers.get(CSRF_HEADER) == "1" and site in ("same-origin", "none")
+
+
+async def fleet(console: Console, request: Request) -> Any:
+    overview = await console.call(request, "GetFleetOverview", gateway_pb2.GetFleetOverviewRequest(top_n=10))
+    agents: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        page = await console.call(
+            request, "ListAgents", gateway_pb2.ListAgentsRequest(page_size=1000, page_token=token)
+        )
+        agents.extend(as_dict(view) for view in page.agents)
+        token = page.next_page_token
+        if not token or len(agents) >= 20_000:
+            break
+    return {"overview": as_dict(overview), "agents": agents, "now_ms": int(time.time() * 1000)}
+
+
+async def host(console: Console, request: Request) -> Any:
+    hostname = request.path_params["hostname"]
+    view = await console.call(
+        request, "GetAgent", gateway_pb2.GetAgentRequest(agent=gateway_pb2.AgentRef(hostname=hostname))
+    )
+    return {"agent": as_dict(view.agent), "now_ms": int(time.time() * 1000)}
+
+
+async def host_series(console: Console, request: Request) -> Any:
+    hostname = request.path_params["hostname"]
+    range_name = request.query_params.get("range", "1h")
+    if range_name not in RANGES_S:
+        raise GatewayError(400, f"range must be one of {', '.join(RANGES_S)}")
+    range_s = RANGES_S[range_name]
+    step_s = step_for(range_s)
+    end_ms = int(time.time() * 1000)
+    start_ms = end_ms - range_s * 1000
+    step = Duration(seconds=step_s)
+
+    async def one(chart: HostChart) -> dict[str, Any]:
+        reply = await console.call(
+            request,
+            "QueryAgentMetrics",
+            gateway_pb2.QueryAgentMetricsRequest(
+                agent=gateway_pb2.AgentRef(hostname=hostname),
+                metric=chart.metric,
+                start=to_timestamp(start_ms),
+                end=to_timestamp(end_ms),
+                step=step,
+                aggregation=chart.aggregation,
+                group_by=list(chart.group_by),
+            ),
+        )
+        series = [
+            {
+                "labels": {label.name: label.value for label in points.labels},
+                "t": [t // 1000 for t in points.timestamps_ms],
+                "v": list(points.values),
+            }
+            for points in reply.series
+        ]
+        return {
+            "key": chart.key,
+            "title": chart.title,
+            "unit": chart.unit,
+            "metric": chart.metric,
+            "group_by": list(chart.group_by),
+            "series": series,
+        }
+
+    charts = await asyncio.gather(*(one(chart) for chart in HOST_CHARTS))
+    return {"range": range_name, "step_s": step_s, "start": start_ms // 1000, "end": end_ms // 1000, "charts": charts}
+
+
+async def explore(console: Console, request: Request) -> Any:
+    params = request.query_params
+    aggregation = params.get("aggregation", "avg")
+    if aggregation not in AGGREGATIONS:
+        raise GatewayError(400, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+    range_name = params.get("range", "1h")
+    if range_name not in RANGES_S:
+        raise GatewayError(400, f"range must be one of {', '.join(RANGES_S)}")
+    try:
+        step_s = int(params.get("step") or step_for(RANGES_S[range_name]))
+    except ValueError:
+        raise GatewayError(400, "step must be a whole number of seconds") from None
+    end_ms = int(time.time() * 1000)
+    group_by = [name.strip() for name in params.get("group_by", "").split(",") if name.strip()]
+    reply = await console.call(
+        request,
+        "QueryMetrics",
+        gateway_pb2.QueryMetricsRequest(
+            query=metrics_pb2.QueryRangeRequest(
+                selector=metrics_pb2.Selector(selector=params.get("selector", "")),
+                start=to_timestamp(end_ms - RANGES_S[range_name] * 1000),
+                end=to_timestamp(end_ms),
+                step=Duration(seconds=max(1, step_s)),
+                aggregation=AGGREGATIONS[aggregation],
+                group_by=group_by,
+            )
+        ),
+    )
+    return {
+        "series": [
+            {
+                "labels": {label.name: label.value for label in points.labels},
+                "t": [t // 1000 for t in points.timestamps_ms],
+                "v": list(points.values),
+            }
+            for points in reply.result.series
+        ],
+        "matched_series": reply.result.matched_series,
+    }
+
+
+async def alerts(console: Console, request: Request) -> Any:
+    reply = await console.call(request, "ListAlerts", alerts_pb2.ListAlertsRequest())
+    return {"alerts": [as_dict(alert) for alert in reply.alerts], "now_ms": int(time.time() * 1000)}
+
+
+async def create_silence(console: Console, request: Request) -> Any:
+    if not _same_origin(request):
+        raise GatewayError(403, "refused: not a request from this console")
+    if not console.token(request):
+        raise GatewayError(401, "log in with the operator token to silence alerts")
+    try:
+        body = json.loads(await request.body())
+        labels = {str(k): str(v) for k, v in body["labels"].items()}
+        hours = float(body.get("hours", 2))
+        comment = str(body.get("comment", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise GatewayError(400, "expected JSON with labels, hours and comment") from None
+    reply = await console.call(
+        request,
+        "CreateSilence",
+        alerts_pb2.CreateSilenceRequest(
+            matchers=[alerts_pb2.Matcher(name=k, value=v) for k, v in sorted(labels.items())],
+            ends_at=to_timestamp(int((time.time() + hours * 3600) * 1000)),
+            author="console",
+            comment=comment,
+        ),
+    )
+    return as_dict(reply.silence)
+
+
+async def _events(source: AsyncIterator[Message], console: Console) -> AsyncIterator[str]:
+    """Server-sent events: one `data:` line of JSON per message, and a comment every 15 s so that
+    proxies keep the connection open."""
+    iterator = source.__aiter__()
+    pending: asyncio.Task[Message] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=15)
+            if not done:
+                yield ": keep-alive\n\n"
+                continue
+            message = pending.result()
+            pending = None
+            yield f"data: {json.dumps(as_dict(message))}\n\n"
+    except (StopAsyncIteration, grpc.aio.AioRpcError) as exc:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            yield f"event: failure\ndata: {json.dumps({'error': exc.details() or exc.code().name})}\n\n"
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def _metadata(console: Console, request: Request) -> tuple[tuple[str, str], ...]:
+    token = console.token(request)
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+async def host_live(console: Console, request: Request) -> Response:
+    call = console.stub.WatchAgent(
+        gateway_pb2.WatchAgentRequest(
+            agent=gateway_pb2.AgentRef(hostname=request.path_params["hostname"]),
+            metric_selector='{__name__=~"' + "|".join(chart.metric for chart in HOST_CHARTS) + '"}',
+        ),
+        metadata=_metadata(console, request),
+    )
+    return StreamingResponse(
+        _events(call, console), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def alerts_live(console: Console, request: Request) -> Response:
+    call = console.stub.WatchAlerts(alerts_pb2.WatchAlertsRequest(), metadata=_metadata(console, request))
+    return StreamingResponse(
+        _events(call, console), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def login(console: Console, request: Request) -> Response:
+    if not _same_origin(request):
+        return JSONResponse({"error": "refused: not a request from this console"}, status_code=403)
+    try:
+        token = str(json.loads(await request.body())["token"]).strip()
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": "expected JSON with the operator token"}, status_code=400)
+    metadata = (("authorization", f"Bearer {token}"),)
+    try:  # the gateway is the judge: an operator-only read with this token
+        await console.stub.ListSilences(alerts_pb2.ListSilencesRequest(), timeout=console.timeout_s, metadata=metadata)
+        await console.stub.GetFleetOverview(
+            gateway_pb2.GetFleetOverviewRequest(), timeout=console.timeout_s, metadata=metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return JSONResponse({"error": "the gateway refused this token"}, status_code=401)
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # alerting not configured is fine
+            return JSONResponse({"error": f"the gateway did not answer ({exc.code().name})"}, status_code=503)
+    response = JSONResponse({"ok": True})
+    response.set_cookie(
+        COOKIE,
+        console.sessions.open(token),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+async def logout(console: Console, request: Request) -> Response:
+    if _same_origin(request):
+        console.sessions.close(request.cookies.get(COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def build_app(console: Console) -> Starlette:
+    def page(template: str) -> Callable[[Request], Awaitable[Response]]:
+        async def render(request: Request) -> Response:
+            if console.protect_reads and not console.token(request):
+                return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+            context = {
+                "request": request,
+                "params": dict(request.path_params),
+                "logged_in": bool(console.token(request)),
+            }
+            return console.templates.TemplateResponse(request, template, context)
+
+        return render
+
+    def api(handler: Callable[[Console, Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+        wrapped = _json_errors(handler)
+
+        async def endpoint(request: Request) -> Response:
+            if console.protect_reads and not console.token(request) and handler is not create_silence:
+                return JSONResponse({"error": "log in with the operator token"}, status_code=401)
+            return await wrapped(console, request)
+
+        return endpoint
+
+    def stream(handler: Callable[[Console, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if console.protect_reads and not console.token(request):
+                return JSONResponse({"error": "log in with the operator token"}, status_code=401)
+            return await handler(console, request)
+
+        return endpoint
+
+    def bound(handler: Callable[[Console, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(console, request)
+
+        return endpoint
+
+    async def login_page(request: Request) -> Response:
+        return console.templates.TemplateResponse(request, "login.html", {"request": request, "params": {}})
+
+    async def no_content(request: Request) -> Response:
+        return Response(status_code=204)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "SERVING"})
+
+    return Starlette(
+        routes=[
+            Route("/", page("fleet.html")),
+            Route("/hosts/{hostname}", page("host.html")),
+            Route("/alerts", page("alerts.html")),
+            Route("/explore", page("explore.html")),
+            Route("/login", login_page),
+            Route("/healthz", health),
+            Route("/favicon.ico", no_content),
+            Route("/api/fleet", api(fleet)),
+            Route("/api/hosts/{hostname}", api(host)),
+            Route("/api/hosts/{hostname}/series", api(host_series)),
+            Route("/api/hosts/{hostname}/live", stream(host_live)),
+            Route("/api/explore", api(explore)),
+            Route("/api/alerts", api(alerts)),
+            Route("/api/alerts/live", stream(alerts_live)),
+            Route("/api/silences", api(create_silence), methods=["POST"]),
+            Route("/api/login", bound(login), methods=["POST"]),
+            Route("/api/logout", bound(logout), methods=["POST"]),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+    )

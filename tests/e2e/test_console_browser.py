@@ -1,0 +1,185 @@
+"""The web console in a real browser (Playwright driving Debian's Chromium) against real processes:
+agents, metrics, alerts, gateway, console and the real agent. Screenshots of every page land in
+test-artifacts/console/ (the README's come from there)."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.e2e.conftest import ALERTS_SERVICE_NAME, GATEWAY_SERVICE, start
+from tests.e2e.processes import REPO, ServiceProcess, free_port, wait_for
+
+CHROMIUM = os.environ.get("INFRAWATCH_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-artifacts" / "console"
+HOST = "browser-host"
+RULES = """
+groups:
+  - name: console
+    interval: 500ms
+    rules:
+      - alert: ConsoleCanSeeMe
+        metric: cpu_usage_percent
+        aggregation: last
+        window: 1m
+        group_by: [host]
+        op: ">="
+        threshold: 0
+        labels: {severity: info}
+        annotations: {summary: "{{ $labels.host }} is at {{ $value }}% CPU"}
+"""
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (Debian package `chromium`; .ci/run installs it)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(answers, timeout, f"{url} answering")
+
+
+def start_console(env: dict[str, str], log: Path) -> tuple[ServiceProcess, str]:
+    process = ServiceProcess("services.console", env, log)
+    url = f"http://127.0.0.1:{env['INFRAWATCH_CONSOLE_PORT']}"
+    wait_http(url + "/healthz")
+    return process, url
+
+
+def shot(page: object, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("e2e_database_url", ["sqlite"], indirect=True)
+def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_guards_protected_mode(
+    platform_env: dict[str, str], agents_process, metrics_process, browser, tmp_path: Path
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    env = {**platform_env, "INFRAWATCH_ALERT_RULES": str(rules)}
+    processes: list[ServiceProcess] = []
+    try:
+        processes.append(
+            start("services.alerts", env, "INFRAWATCH_ALERTS_PORT", ALERTS_SERVICE_NAME, tmp_path / "a.log")[0]
+        )
+        processes.append(
+            start("services.gateway", env, "INFRAWATCH_GATEWAY_PORT", GATEWAY_SERVICE, tmp_path / "g.log")[0]
+        )
+        console, url = start_console(env, tmp_path / "console.log")
+        processes.append(console)
+        agent_env = {
+            **env,
+            "INFRAWATCH_AGENT_AGENTS_ADDRESS": env["INFRAWATCH_AGENTS_ADDRESS"],
+            "INFRAWATCH_AGENT_METRICS_ADDRESS": env["INFRAWATCH_METRICS_ADDRESS"],
+            "INFRAWATCH_AGENT_HOSTNAME": HOST,
+            "INFRAWATCH_AGENT_STATE_DIR": str(tmp_path / "agent-state"),
+            "INFRAWATCH_AGENT_INTERVAL": "1s",
+        }
+        processes.append(ServiceProcess("agent", agent_env, tmp_path / "agent.log"))
+        page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+
+        # Fleet: the local agent, ONLINE, in the hosts table.
+        page.goto(url + "/")
+        status = page.locator(f'#hosts tr[data-hostname="{HOST}"] .status')
+        status.wait_for(timeout=30_000)
+        sync_api.expect(status).to_have_text("ONLINE", timeout=30_000)
+        shot(page, "fleet")
+
+        # Host: the CPU chart gains a point while the test watches (live, over server-sent events).
+        page.goto(f"{url}/hosts/{HOST}?range=15m")
+        page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+        cpu = page.locator('figure[data-chart="cpu"]')
+        before = int(cpu.get_attribute("data-points") or 0)
+        page.wait_for_function(
+            f"() => Number(document.querySelector('figure[data-chart=cpu]').dataset.points) > {before}",
+            timeout=15_000,
+        )
+        shot(page, "host")
+
+        # Alerts: the rule that always holds shows as firing, with its rendered summary.
+        page.goto(url + "/alerts")
+        firing = page.locator('#alerts tr[data-rule="ConsoleCanSeeMe"]').first
+        firing.wait_for(timeout=30_000)
+        sync_api.expect(firing).to_contain_text("FIRING", timeout=30_000)
+        sync_api.expect(firing).to_contain_text(f"{HOST} is at")
+        shot(page, "alerts")
+
+        # Explore: a query in the URL draws; a bad selector shows the server's own message.
+        page.goto(url + "/explore?selector=cpu_usage_percent&aggregation=avg&range=15m&group_by=host")
+        page.wait_for_selector("#result tbody tr", timeout=30_000)
+        sync_api.expect(page.locator("#result tbody")).to_contain_text(f"host={HOST}")
+        shot(page, "explore")
+        page.goto(url + "/explore?selector=cpu_usage_percent%7B")
+        sync_api.expect(page.locator("#error")).to_contain_text("missing '}'", timeout=15_000)
+
+        # Protected mode: a gateway and console that require the operator token.
+        protected = {
+            **env,
+            "INFRAWATCH_PROTECT_READS": "true",
+            "INFRAWATCH_GATEWAY_PORT": str(free_port()),
+            "INFRAWATCH_CONSOLE_PORT": str(free_port()),
+        }
+        protected["INFRAWATCH_GATEWAY_ADDRESS"] = f"127.0.0.1:{protected['INFRAWATCH_GATEWAY_PORT']}"
+        processes.append(
+            start("services.gateway", protected, "INFRAWATCH_GATEWAY_PORT", GATEWAY_SERVICE, tmp_path / "pg.log")[0]
+        )
+        guarded, guarded_url = start_console(protected, tmp_path / "pconsole.log")
+        processes.append(guarded)
+        with urllib.request.urlopen(guarded_url + "/api/fleet", timeout=5) as _:
+            pytest.fail("the protected console answered /api/fleet without a login")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 401
+        page.goto(guarded_url + "/")
+        page.wait_for_url("**/login**", timeout=10_000)
+        page.fill('input[name="token"]', "not-the-token")
+        page.click('button[type="submit"]')
+        sync_api.expect(page.locator("#error")).to_contain_text("refused", timeout=10_000)
+        cookies = page.context.cookies()
+        assert not [c for c in cookies if c["name"] == "iw_session"]
+        page.fill('input[name="token"]', env["INFRAWATCH_OPERATOR_TOKEN"])
+        page.click('button[type="submit"]')
+        page.wait_for_url(guarded_url + "/", timeout=10_000)
+        page.locator(f'#hosts tr[data-hostname="{HOST}"]').wait_for(timeout=30_000)
+        (session,) = [c for c in page.context.cookies() if c["name"] == "iw_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict"
+        assert env["INFRAWATCH_OPERATOR_TOKEN"] not in session["value"]
+
+        # Silencing needs the login, and a request from the console's own script.
+        forged = urllib.request.Request(
+            guarded_url + "/api/silences", data=b'{"labels": {"host": "x"}}', method="POST",
+            headers={"Content-Type": "application/json", "Cookie": f"iw_session={session['value']}"},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as cross_site:
+            urllib.request.urlopen(forged, timeout=5)
+        assert cross_site.value.code == 403
+        page.goto(guarded_url + "/alerts")
+        row = page.locator('#alerts tr[data-rule="ConsoleCanSeeMe"]').first
+        row.locator("button").click()
+        sync_api.expect(row).to_contain_text("silenced", timeout=15_000)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
