@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
 from agent.logs import configure_logging, event
 from services.common.config import settings_from_command_line
+from services.common.server import install_stop_signals
 from services.common.tls import ClientTLS
 from services.console import vendor
 from services.console.app import Console, build_app
@@ -17,6 +21,15 @@ from services.console.sessions import Sessions
 from services.console.settings import CONSOLE_VARS, ConsoleSettings
 
 _log = logging.getLogger("infrawatch.console")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with SIGTERM handled like every other InfraWatch process: drain, then exit 0
+    (uvicorn's own handling re-raises the signal after draining, so the exit code would be -15)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -66,10 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         gateway=settings.gateway_address,
         protect_reads=settings.protect_reads,
     )
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(build_app(console), log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
     )
+    stop = install_stop_signals()
+
+    def exit_on_stop() -> None:
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=exit_on_stop, name="stop", daemon=True).start()
     server.run(sockets=[listener])
+    event(_log, "stopped")
     return 0
 
 

@@ -31,6 +31,7 @@ from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.agents.settings import AGENTS_VARS
 from services.alerts.settings import ALERTS_VARS
 from services.common.config import duration_seconds
+from services.console.settings import CONSOLE_VARS
 from services.gateway.settings import GATEWAY_VARS
 from services.metrics.settings import METRICS_VARS
 from tests.e2e.processes import REPO, ServiceProcess
@@ -38,15 +39,16 @@ from tests.e2e.processes import REPO, ServiceProcess
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
-PROGRAMS = ("agents", "metrics", "alerts", "gateway", "agent")
+PROGRAMS = ("agents", "metrics", "alerts", "gateway", "console", "agent")
 KNOWN_VARIABLES = {
     "services.agents": {v.name for v in AGENTS_VARS},
     "services.metrics": {v.name for v in METRICS_VARS},
     "services.alerts": {v.name for v in ALERTS_VARS},
+    "services.console": {v.name for v in CONSOLE_VARS},
     "services.gateway": {v.name for v in GATEWAY_VARS},
     "agent": {o.env for o in AGENT_OPTIONS} | {"INFRAWATCH_AGENT_LABELS"},
 }
-START_ORDER = ("agents", "metrics", "alerts", "gateway", "agent")
+START_ORDER = ("agents", "metrics", "alerts", "gateway", "console", "agent")
 
 
 def final_stage() -> str:
@@ -144,6 +146,7 @@ def test_services_are_wired_by_name_and_port_to_each_other():
         ("gateway", "INFRAWATCH_ALERTS_ADDRESS"): "alerts",
         ("alerts", "INFRAWATCH_AGENTS_ADDRESS"): "agents",
         ("alerts", "INFRAWATCH_METRICS_ADDRESS"): "metrics",
+        ("console", "INFRAWATCH_GATEWAY_ADDRESS"): "gateway",
     }
     for (service, variable), target in wiring.items():
         assert compose_env(service)[variable] == f"{target}:{port_of(target)}", f"{service}.{variable}"
@@ -158,8 +161,8 @@ def test_services_are_wired_by_name_and_port_to_each_other():
 def test_only_the_gateway_and_agent_facing_ports_are_published():
     published = {name: service.get("ports", []) for name, service in SERVICES.items()}
     assert published["postgres"] == []
-    assert {name for name, ports in published.items() if ports} == {"agents", "metrics", "gateway"}
-    for name in ("agents", "metrics", "gateway"):
+    assert {name for name, ports in published.items() if ports} == {"agents", "metrics", "gateway", "console"}
+    for name in ("agents", "metrics", "gateway", "console"):
         port = compose_env(name)[f"INFRAWATCH_{name.upper()}_PORT"]
         assert published[name] == [f"{port}:{port}"]
 
@@ -173,6 +176,7 @@ def test_startup_order_waits_for_health_and_stops_take_longer_than_the_services_
         "metrics": {"postgres", "agents"},
         "alerts": {"postgres", "agents", "metrics"},
         "gateway": {"agents", "metrics", "alerts"},
+        "console": {"gateway"},
         "agent": {"agents", "metrics"},
     }
     for service, dependencies in expected.items():
@@ -243,18 +247,20 @@ def local_env(service: str, database_url: str, root: Path) -> dict[str, str]:
     return environ
 
 
-def healthcheck(environ: dict[str, str]) -> int:
-    """The image's HEALTHCHECK command, run with the container's environment."""
-    command = json.loads(instruction("HEALTHCHECK").split("CMD", 1)[1])
+def healthcheck(environ: dict[str, str], service: str = "") -> int:
+    """The service's own compose healthcheck, else the image's HEALTHCHECK, run with the container's
+    environment."""
+    own = SERVICES.get(service, {}).get("healthcheck", {}).get("test")
+    command = own[1:] if own else json.loads(instruction("HEALTHCHECK").split("CMD", 1)[1])
     assert command[0] == "python"
     return subprocess.run(
         [sys.executable, *command[1:]], env=environ, capture_output=True, timeout=30, check=False
     ).returncode
 
 
-def wait_healthy(environ: dict[str, str], process: ServiceProcess, timeout: float = 60) -> None:
+def wait_healthy(environ: dict[str, str], process: ServiceProcess, service: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while healthcheck(environ) != 0:
+    while healthcheck(environ, service) != 0:
         assert process.process.poll() is None, f"{process.module} exited:\n{process.log()}"
         assert time.monotonic() < deadline, f"{process.module} never became healthy:\n{process.log()}"
         time.sleep(0.3)
@@ -280,7 +286,7 @@ def test_compose_brings_up_a_working_platform(postgres_schema_url: str, tmp_path
             processes.append(process)
             if SERVICES[name].get("healthcheck", {}).get("disable"):
                 continue
-            wait_healthy(environments[name], process)
+            wait_healthy(environments[name], process, name)
 
         gateway_port = compose_env("gateway")["INFRAWATCH_GATEWAY_PORT"]
         hostname = compose_env("agent")["INFRAWATCH_AGENT_HOSTNAME"]
