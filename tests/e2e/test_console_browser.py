@@ -98,6 +98,8 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             "INFRAWATCH_AGENT_HOSTNAME": HOST,
             "INFRAWATCH_AGENT_STATE_DIR": str(tmp_path / "agent-state"),
             "INFRAWATCH_AGENT_INTERVAL": "1s",
+            # A hostile label value: shown as text, never run.
+            "INFRAWATCH_AGENT_LABELS": "note=<img src=x onerror=window.pwned=1>",
         }
         processes.append(ServiceProcess("agent", agent_env, tmp_path / "agent.log"))
         page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
@@ -107,6 +109,8 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         status = page.locator(f'#hosts tr[data-hostname="{HOST}"] .status')
         status.wait_for(timeout=30_000)
         sync_api.expect(status).to_have_text("ONLINE", timeout=30_000)
+        sync_api.expect(page.locator(f'#hosts tr[data-hostname="{HOST}"]')).to_contain_text("<img src=x")
+        assert page.evaluate("window.pwned") is None
         shot(page, "fleet")
 
         # Host: the CPU chart gains a point while the test watches (live, over server-sent events).

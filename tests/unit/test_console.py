@@ -1,0 +1,36 @@
+"""The console's own rules: chart steps, sessions, the cross-site guard."""
+
+from __future__ import annotations
+
+from services.console.app import MAX_POINTS, RANGES_S, _same_origin, step_for
+from services.console.sessions import Sessions
+
+
+def test_no_chart_holds_more_than_2000_points_per_series():
+    for range_s in RANGES_S.values():
+        assert range_s // step_for(range_s) <= MAX_POINTS
+    assert step_for(900) == 10 and step_for(86400) == 44 and step_for(604800) == 303
+
+
+def test_a_session_holds_the_token_on_the_server_until_it_expires_or_closes():
+    now = [0.0]
+    sessions = Sessions(ttl_s=60, clock=lambda: now[0])
+    session = sessions.open("operator-secret")
+    assert "operator-secret" not in session and sessions.token(session) == "operator-secret"
+    assert sessions.token("forged") == "" and sessions.token(None) == ""
+    now[0] = 61
+    assert sessions.token(session) == ""
+    other = sessions.open("operator-secret")
+    sessions.close(other)
+    assert sessions.token(other) == ""
+
+
+class _Request:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+def test_state_changes_need_the_consoles_header_and_a_same_origin_fetch():
+    assert _same_origin(_Request({"x-infrawatch-console": "1", "sec-fetch-site": "same-origin"}))  # type: ignore[arg-type]
+    assert not _same_origin(_Request({"sec-fetch-site": "same-origin"}))  # type: ignore[arg-type]
+    assert not _same_origin(_Request({"x-infrawatch-console": "1", "sec-fetch-site": "cross-site"}))  # type: ignore[arg-type]
