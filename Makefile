@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts up down logs clean agent-dist
+.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ QUERIES ?= 10
 bench-alerts: install
 	$(PY) -m bench.alerts --rules $(RULES) --series $(SERIES) --queries $(QUERIES) --backend $(BACKEND)
 
+## The console benchmark in Debian's Chromium: fleet page render, a host's 24 h chart data, live point delay.
+CONSOLE_AGENTS ?= 1000
+bench-console: install
+	$(PY) -m bench.console --agents $(CONSOLE_AGENTS) --backend $(BACKEND)
+
 ## The host agent as its own wheel (grpcio, protobuf and psutil only) in dist/.
 agent-dist: install
 	$(PY) deploy/agent/build.py dist
@@ -84,4 +89,4 @@ lint: install
 	$(VENV)/bin/mypy services agent bench
 
 clean:
-	rm -rf $(VENV) data bench.json bench-fleet.json bench-alerts.json dist
+	rm -rf $(VENV) data bench.json bench-fleet.json bench-alerts.json bench-console.json dist test-artifacts

@@ -148,17 +148,19 @@ def _same_origin(request: Request) -> bool:
 
 
 async def fleet(console: Console, request: Request) -> Any:
-    overview = await console.call(request, "GetFleetOverview", gateway_pb2.GetFleetOverviewRequest(top_n=10))
+    # The overview and the first page of hosts are asked at once.
+    overview, page = await asyncio.gather(
+        console.call(request, "GetFleetOverview", gateway_pb2.GetFleetOverviewRequest(top_n=10)),
+        console.call(request, "ListAgents", gateway_pb2.ListAgentsRequest(page_size=1000)),
+    )
     agents: list[dict[str, Any]] = []
-    token = ""
     while True:
-        page = await console.call(
-            request, "ListAgents", gateway_pb2.ListAgentsRequest(page_size=1000, page_token=token)
-        )
         agents.extend(as_dict(view) for view in page.agents)
-        token = page.next_page_token
-        if not token or len(agents) >= 20_000:
+        if not page.next_page_token or len(agents) >= 20_000:
             break
+        page = await console.call(
+            request, "ListAgents", gateway_pb2.ListAgentsRequest(page_size=1000, page_token=page.next_page_token)
+        )
     return {"overview": as_dict(overview), "agents": agents, "now_ms": int(time.time() * 1000)}
 
 
