@@ -9,7 +9,15 @@ at its start; samples must also lie within [start, end]. `rate` gives each
 series' increase per second within a bucket, where a sample lower than the
 one before it is a counter reset (the increase is the new value), using the
 previous sample up to `rate_lookbehind_ms` before the bucket; groups sum the
-rates of their series.
+rates of their series. A NaN sample is not a counter value: rate skips it (the step from the
+value before it to the value after it is the increase). A bucket that `end` cuts short is divided
+by the time it really covers, `end + 1 ms - bucket start`, not by the full step.
+
+LAST takes the newest sample; when several series' newest samples share a timestamp (one agent
+round stamps all its series alike), the greatest value wins and NaN loses to any number, so the
+answer does not depend on storage order, batching or compaction.
+
+Series and groups without a point in the range are not returned.
 """
 
 from __future__ import annotations
@@ -35,6 +43,20 @@ def _nan_min(a: float, b: float) -> float:
     if b != b:
         return a
     return a if a <= b else b
+
+
+def newer_or_greater(t: int, v: float, than_t: int, than_v: float) -> bool:
+    """The LAST rule: a newer sample wins; at equal timestamps the greater value, NaN losing."""
+    if t != than_t:
+        return t > than_t
+    if v != v:
+        return False
+    return than_v != than_v or v > than_v
+
+
+def covered_seconds(bucket: int, start_ms: int, end_ms: int, step_ms: int) -> float:
+    """How long bucket `bucket` really covers: the whole step, or less when `end` cuts it short."""
+    return min(step_ms, end_ms + 1 - (start_ms + bucket * step_ms)) / 1000
 
 
 def _nan_max(a: float, b: float) -> float:
@@ -75,7 +97,7 @@ class _Bucket:
         self.total += total
         self.low = _nan_min(self.low, low)
         self.high = _nan_max(self.high, high)
-        if last_t > self.last_t:
+        if newer_or_greater(last_t, last_v, self.last_t, self.last_v):
             self.last_t, self.last_v = last_t, last_v
 
     def value(self, aggregation: Aggregation) -> float:
@@ -95,6 +117,8 @@ class _Bucket:
 def _emit(buckets: dict[int, dict[int, float]], start_ms: int, step_ms: int) -> dict[int, Points]:
     result: dict[int, Points] = {}
     for group, by_bucket in buckets.items():
+        if not by_bucket:
+            continue  # a group whose chunks overlap the range without a sample inside it
         order = sorted(by_bucket)
         result[group] = ([start_ms + b * step_ms for b in order], [by_bucket[b] for b in order])
     return result
@@ -136,14 +160,18 @@ def rate(
     lookbehind = rate_lookbehind_ms(step_ms)
     for group, chunks in series:
         times, values = points_in_range(chunks, start_ms - lookbehind, end_ms)
+        kept = [(t, v) for t, v in zip(times, values, strict=True) if v == v]  # NaN is no counter value
+        times, values = [t for t, _ in kept], [v for _, v in kept]
         for i in range(1, len(times)):
             t = times[i]
             if t < start_ms or t - times[i - 1] > lookbehind:
                 continue
             current, previous = values[i], values[i - 1]
             increases[group][(t - start_ms) // step_ms] += current - previous if current >= previous else current
-    seconds = step_ms / 1000
-    per_second = {g: {b: total / seconds for b, total in by.items()} for g, by in increases.items()}
+    per_second = {
+        g: {b: total / covered_seconds(b, start_ms, end_ms, step_ms) for b, total in by.items()}
+        for g, by in increases.items()
+    }
     return _emit(per_second, start_ms, step_ms)
 
 
@@ -165,7 +193,7 @@ def combine_partials(
         elif aggregation is Aggregation.MAX:
             known[1] = _nan_max(known[1], p1)
         elif aggregation is Aggregation.LAST:
-            if p0 > known[0]:
+            if newer_or_greater(int(p0), p1, int(known[0]), known[1]):
                 known[0], known[1] = p0, p1
         else:
             known[0] += p0

@@ -89,7 +89,8 @@ def query_range(
     if aggregation is Aggregation.NONE:
         found = ctx.store.raw([s.series_id for s in selected], start, end)
         _check_points(sum(len(t) for t, _ in found.values()), ctx.max_points)
-        series = [ResultSeries(s.labels, *found[s.series_id]) for s in selected if s.series_id in found]
+        # A stored chunk may overlap the range without a sample inside it: such a series is not returned.
+        series = [ResultSeries(s.labels, *found[s.series_id]) for s in selected if found.get(s.series_id, ((),))[0]]
         return RangeResult(series, len(selected))
 
     buckets = (end - start) // step + 1
@@ -105,7 +106,11 @@ def query_range(
         groups[s.series_id] = group_keys.setdefault(key, len(group_keys))
     _check_points(buckets * len(group_keys), ctx.max_points)
     computed = ctx.store.aggregate(groups, start, end, step, aggregation)
-    series = [ResultSeries(key, *computed[number]) for key, number in sorted(group_keys.items()) if number in computed]
+    series = [
+        ResultSeries(key, *computed[number])
+        for key, number in sorted(group_keys.items())
+        if computed.get(number, ((),))[0]
+    ]
     return RangeResult(series, len(selected))
 
 

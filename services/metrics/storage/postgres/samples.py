@@ -63,12 +63,13 @@ _PARTIALS: dict[Aggregation, tuple[str, tuple[str, str], str, str]] = {
     ),
     Aggregation.MIN: ("0::bigint, ch.min", ("0::bigint, agg", "min(v)"), "0::bigint, min(v)", "0, min(p1)"),
     Aggregation.MAX: ("0::bigint, ch.max", ("0::bigint, agg", "max(v)"), "0::bigint, max(v)", "0, max(p1)"),
-    # The newest sample of a slice is simply its last element.
+    # The newest sample of a slice is simply its last element. Ties between series: the greatest
+    # value, NaN losing (aggregate.newer_or_greater; PostgreSQL sorts NaN above every number).
     Aggregation.LAST: (
         "ch.end_ms, ch.last",
         ("sl.t, ch.vals[sl.i1 + 1]", ""),
-        "max(t), (array_agg(v ORDER BY t DESC))[1]",
-        "max(p0), (array_agg(p1 ORDER BY p0 DESC))[1]",
+        "max(t), (array_agg(v ORDER BY t DESC, v = 'NaN'::float8, v DESC))[1]",
+        "max(p0), (array_agg(p1 ORDER BY p0 DESC, p1 = 'NaN'::float8, p1 DESC))[1]",
     ),
 }  # fmt: skip
 
@@ -139,13 +140,17 @@ deltas AS (
     SELECT grp, ts, v,
            lag(v) OVER (PARTITION BY series_id ORDER BY ts) AS prev,
            lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS prev_ts
-    FROM samples WHERE ts BETWEEN %(from)s AND %(end)s
+    FROM samples WHERE ts BETWEEN %(from)s AND %(end)s AND v <> 'NaN'::float8
 )
-SELECT grp, (ts - %(start)s) / %(step)s AS b, 0,
-       sum(CASE WHEN v >= prev THEN v - prev ELSE v END) / (%(step)s / 1000.0)
-FROM deltas
-WHERE prev IS NOT NULL AND ts >= %(start)s AND ts - prev_ts <= %(lookbehind)s
-GROUP BY grp, b ORDER BY grp, b
+SELECT grp, b, 0,
+       increase / (least(%(step)s, %(end)s + 1 - (%(start)s + b * %(step)s)) / 1000.0)
+FROM (
+    SELECT grp, (ts - %(start)s) / %(step)s AS b, sum(CASE WHEN v >= prev THEN v - prev ELSE v END) AS increase
+    FROM deltas
+    WHERE prev IS NOT NULL AND ts >= %(start)s AND ts - prev_ts <= %(lookbehind)s
+    GROUP BY grp, b
+) per_bucket
+ORDER BY grp, b
 """
 
 _RAW = """
