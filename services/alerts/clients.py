@@ -14,21 +14,13 @@ from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.alerts.domain import Found
 from services.alerts.rules import LivenessCondition, MetricCondition
+from services.common.aggregations import BY_NAME as AGGREGATIONS
 from services.common.clients import call_idempotent
 from services.common.errors import Unavailable
 from services.common.timestamps import to_timestamp
 
 Response = TypeVar("Response")
 
-_AGGREGATIONS = {
-    "avg": metrics_pb2.AGGREGATION_AVG,
-    "min": metrics_pb2.AGGREGATION_MIN,
-    "max": metrics_pb2.AGGREGATION_MAX,
-    "sum": metrics_pb2.AGGREGATION_SUM,
-    "count": metrics_pb2.AGGREGATION_COUNT,
-    "last": metrics_pb2.AGGREGATION_LAST,
-    "rate": metrics_pb2.AGGREGATION_RATE,
-}
 _STATUSES = {"stale": agents_pb2.AGENT_STATUS_STALE, "offline": agents_pb2.AGENT_STATUS_OFFLINE}
 
 
@@ -73,7 +65,7 @@ class MetricsClient(_Client):
             start=to_timestamp(now_ms - window_ms),
             end=to_timestamp(now_ms),
             step=step,
-            aggregation=_AGGREGATIONS[condition.aggregation],
+            aggregation=AGGREGATIONS[condition.aggregation],
             group_by=list(condition.group_by),
         )
         reply = self._read(lambda timeout: self._stub.QueryRange(request, timeout=timeout, metadata=self._metadata))

@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 
 from agent.values import duration_seconds
+from services.common.aggregations import BY_NAME
 from services.common.errors import InvalidArgument
 from services.common.selectors import Matcher, MatchType, parse_selector
 
-AGGREGATIONS = ("avg", "min", "max", "sum", "count", "last", "rate")
+AGGREGATIONS = tuple(BY_NAME)
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda value, threshold: value > threshold,
     ">=": lambda value, threshold: value >= threshold,

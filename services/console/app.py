@@ -31,6 +31,7 @@ from starlette.templating import Jinja2Templates
 from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2
+from services.common.aggregations import BY_NAME as AGGREGATIONS
 from services.common.timestamps import to_timestamp
 from services.console.sessions import COOKIE, Sessions
 
@@ -45,15 +46,6 @@ _HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 400,
-}
-AGGREGATIONS = {
-    "avg": metrics_pb2.AGGREGATION_AVG,
-    "min": metrics_pb2.AGGREGATION_MIN,
-    "max": metrics_pb2.AGGREGATION_MAX,
-    "sum": metrics_pb2.AGGREGATION_SUM,
-    "count": metrics_pb2.AGGREGATION_COUNT,
-    "last": metrics_pb2.AGGREGATION_LAST,
-    "rate": metrics_pb2.AGGREGATION_RATE,
 }
 
 
