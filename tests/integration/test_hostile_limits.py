@@ -123,3 +123,28 @@ def test_a_reply_beyond_grpcs_default_4_mb_passes_through_the_gateway(metrics_en
     assert reply.ByteSize() > 4 * 1024 * 1024
     (series,) = reply.result.series
     assert len(series.values) == points and series.values[-1] == points - 1
+
+
+def test_a_raw_query_beyond_the_point_limit_is_refused_before_a_sample_is_read(
+    metrics_harness, metrics_stub, agent_token, monkeypatch
+):
+    """Issue 14: an 8-million-point request grew the server by 650 MB before it was refused."""
+    limit = metrics_harness.app.servicer._queries.max_points
+    start = metrics_harness.clock() - (limit + 20_000) * 1000 - 60_000
+    ingest(
+        metrics_stub,
+        agent_token,
+        pb.SeriesSamples(
+            labels=labelled("dense_raw"), start_ms=start, interval_ms=1000, values=[1.0] * (limit + 20_000)
+        ),
+    )
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("samples were loaded for a query the chunk counts already refuse")
+
+    monkeypatch.setattr(metrics_harness.samples, "raw", must_not_load)
+    now = to_timestamp(metrics_harness.clock())
+    request = pb.QueryRangeRequest(selector=pb.Selector(selector="dense_raw"), start=to_timestamp(start), end=now)
+    code, details = code_of(lambda: metrics_stub.QueryRange(request, timeout=30))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "would return at least" in details and "INFRAWATCH_MAX_QUERY_POINTS" in details

@@ -57,10 +57,11 @@ def _selected(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[Series]:
     return ctx.catalog.select(matchers)
 
 
-def _check_points(count: int, limit: int) -> None:
+def _check_points(count: int, limit: int, at_least: bool = False) -> None:
     if count > limit:
         raise ResourceExhausted(
-            f"the query would return {count} points; the limit is {limit} (INFRAWATCH_MAX_QUERY_POINTS): "
+            f"the query would return {'at least ' if at_least else ''}{count} points; the limit is {limit} "
+            "(INFRAWATCH_MAX_QUERY_POINTS): "
             "narrow the range or selector, or aggregate with a larger step"
         )
 
@@ -87,6 +88,11 @@ def query_range(
         return RangeResult([], 0)
 
     if aggregation is Aggregation.NONE:
+        # Refused before a sample is read when the chunks wholly inside the range already hold too
+        # many: an 8-million-point request must not grow the server by gigabytes first.
+        _check_points(
+            ctx.store.points_within([s.series_id for s in selected], start, end), ctx.max_points, at_least=True
+        )
         found = ctx.store.raw([s.series_id for s in selected], start, end)
         _check_points(sum(len(t) for t, _ in found.values()), ctx.max_points)
         # A stored chunk may overlap the range without a sample inside it: such a series is not returned.

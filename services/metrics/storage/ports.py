@@ -57,6 +57,11 @@ class Querier(Protocol):
         """Samples within [start_ms, end_ms] of each series, ascending."""
         ...
 
+    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
+        """The samples of the chunks lying wholly inside [start_ms, end_ms], from the chunks'
+        counts alone (no sample is read): a lower bound of what `raw` would return."""
+        ...
+
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
     ) -> dict[int, Points]:

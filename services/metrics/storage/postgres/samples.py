@@ -285,6 +285,15 @@ class PostgresSampleStore:
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
 
+    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id = ANY(%(ids)s) "
+                "AND start_ms >= %(start)s AND end_ms <= %(end)s",
+                {"ids": list(series_ids), "start": start_ms, "end": end_ms},
+            )
+            return int(cursor.fetchone()[0])
+
     def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
         result: dict[int, Points] = {}
         for series_id, start, end, interval, offsets, values in self._raw_rows(series_ids, start_ms, end_ms):

@@ -125,6 +125,19 @@ class SqliteSampleStore:
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
 
+    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
+        total = 0
+        with self._cursor() as cursor:
+            for offset in range(0, len(series_ids), 500):
+                ids = list(series_ids[offset : offset + 500])
+                cursor.execute(
+                    f"SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id IN ({','.join('?' * len(ids))}) "
+                    "AND start_ms >= ? AND end_ms <= ?",
+                    [*ids, start_ms, end_ms],
+                )
+                total += int(cursor.fetchone()[0])
+        return total
+
     def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
         return {
             series_id: engine_py.points_in_range(chunks, start_ms, end_ms)
