@@ -65,7 +65,11 @@ def wait_http(url: str, timeout: float = 30) -> None:
 def start_console(env: dict[str, str], log: Path) -> tuple[ServiceProcess, str]:
     process = ServiceProcess("services.console", env, log)
     url = f"http://127.0.0.1:{env['INFRAWATCH_CONSOLE_PORT']}"
-    wait_http(url + "/healthz")
+    try:
+        wait_http(url + "/healthz")
+    except AssertionError:
+        process.kill()
+        raise AssertionError(f"the console never answered:\n{process.log()}") from None
     return process, url
 
 
