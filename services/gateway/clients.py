@@ -24,6 +24,7 @@ from services.common.clients import call_idempotent
 from services.common.grpc_errors import STATUS_BY_ERROR
 
 Response = TypeVar("Response")
+Stub = TypeVar("Stub")
 
 _ERROR_BY_STATUS = {code: error for error, code in STATUS_BY_ERROR.items()}
 _PASSED_THROUGH = {
@@ -73,15 +74,38 @@ class Budget:
         return min(default_s, left)
 
 
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """Call metadata presenting `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
 class _Downstream:
     """Reads carry the service token (reads may be protected downstream); writes carry the
     operator's own token, which the downstream service checks again."""
 
-    def __init__(self, name: str, service_token: str, timeout_s: float, stop: threading.Event | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        service_token: str,
+        timeout_s: float,
+        stop: threading.Event | None,
+        live_channel: Callable[[], grpc.aio.Channel] | None = None,
+    ) -> None:
         self.name = name
         self._timeout_s = timeout_s
         self._stop = stop
-        self._service = (("authorization", f"Bearer {service_token}"),)
+        self._service = bearer(service_token)
+        self._live_channel = live_channel
+        self._live: Any = None
+
+    def live(self, make_stub: Callable[[grpc.aio.Channel], Stub]) -> Stub:
+        """The stub for server streams, on an asyncio channel (waiting holds no thread), made on
+        first use inside the server's event loop, which the channel belongs to."""
+        if self._live is None:
+            if self._live_channel is None:
+                raise errors.Unavailable(f"live {self.name} streams are not configured on this gateway")
+            self._live = make_stub(self._live_channel())
+        return self._live
 
     def read(self, call: Callable[[float], Response], budget: Budget) -> Response:
         try:
@@ -128,7 +152,7 @@ class AgentsClient(_Downstream):
 
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         request = agents_pb2.DeregisterAgentRequest(agent_id=agent_id)
-        metadata = (("authorization", f"Bearer {operator_token}"),)
+        metadata = bearer(operator_token)
         reply = self.write(
             lambda timeout: self._stub.DeregisterAgent(request, timeout=timeout, metadata=metadata), budget
         )
@@ -136,7 +160,7 @@ class AgentsClient(_Downstream):
 
     def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         request = agents_pb2.ApproveAgentRequest(hostname=hostname)
-        metadata = (("authorization", f"Bearer {operator_token}"),)
+        metadata = bearer(operator_token)
         reply = self.write(lambda timeout: self._stub.ApproveAgent(request, timeout=timeout, metadata=metadata), budget)
         return reply.agent
 
@@ -150,10 +174,8 @@ class MetricsClient(_Downstream):
         stop: threading.Event | None = None,
         live_channel: Callable[[], grpc.aio.Channel] | None = None,
     ) -> None:
-        super().__init__("metrics", service_token, timeout_s, stop)
+        super().__init__("metrics", service_token, timeout_s, stop, live_channel)
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-        self._live_channel = live_channel
-        self._live: metrics_pb2_grpc.MetricsServiceStub | None = None
 
     def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
         request = metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector=selector))
@@ -171,12 +193,9 @@ class MetricsClient(_Downstream):
     async def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]:
         """A live stream of new samples, on an asyncio channel so that waiting holds no thread. It
         has no deadline (it lasts as long as the operator watches); closing the iterator ends it."""
-        if self._live is None:
-            if self._live_channel is None:
-                raise errors.Unavailable("live metrics are not configured on this gateway")
-            # Created on first use, inside the server's event loop, which the channel belongs to.
-            self._live = metrics_pb2_grpc.MetricsServiceStub(self._live_channel())
-        call = self._live.WatchMetrics(metrics_pb2.WatchMetricsRequest(selector=selector), metadata=self._service)
+        call = self.live(metrics_pb2_grpc.MetricsServiceStub).WatchMetrics(
+            metrics_pb2.WatchMetricsRequest(selector=selector), metadata=self._service
+        )
         async for message in self.relay(call):
             yield message
 
@@ -193,10 +212,8 @@ class AlertsClient(_Downstream):
         stop: threading.Event | None = None,
         live_channel: Callable[[], grpc.aio.Channel] | None = None,
     ) -> None:
-        super().__init__("alerts", service_token, timeout_s, stop)
+        super().__init__("alerts", service_token, timeout_s, stop, live_channel)
         self._stub = alerts_pb2_grpc.AlertServiceStub(channel)
-        self._live_channel = live_channel
-        self._live: alerts_pb2_grpc.AlertServiceStub | None = None
 
     def list(self, request: alerts_pb2.ListAlertsRequest, budget: Budget) -> alerts_pb2.ListAlertsResponse:
         return self.read(
@@ -212,26 +229,23 @@ class AlertsClient(_Downstream):
         )
 
     def reload(self, operator_token: str, budget: Budget) -> alerts_pb2.ReloadRulesResponse:
-        metadata = (("authorization", f"Bearer {operator_token}"),)
+        metadata = bearer(operator_token)
         request = alerts_pb2.ReloadRulesRequest()
         return self.write(lambda timeout: self._stub.ReloadRules(request, timeout=timeout, metadata=metadata), budget)
 
     def create_silence(
         self, request: alerts_pb2.CreateSilenceRequest, operator_token: str, budget: Budget
     ) -> alerts_pb2.CreateSilenceResponse:
-        metadata = (("authorization", f"Bearer {operator_token}"),)
+        metadata = bearer(operator_token)
         return self.write(lambda timeout: self._stub.CreateSilence(request, timeout=timeout, metadata=metadata), budget)
 
     def expire_silence(
         self, request: alerts_pb2.ExpireSilenceRequest, operator_token: str, budget: Budget
     ) -> alerts_pb2.ExpireSilenceResponse:
-        metadata = (("authorization", f"Bearer {operator_token}"),)
+        metadata = bearer(operator_token)
         return self.write(lambda timeout: self._stub.ExpireSilence(request, timeout=timeout, metadata=metadata), budget)
 
     async def watch(self, request: alerts_pb2.WatchAlertsRequest) -> AsyncIterator[alerts_pb2.WatchAlertsResponse]:
-        if self._live is None:
-            if self._live_channel is None:
-                raise errors.Unavailable("live alerts are not configured on this gateway")
-            self._live = alerts_pb2_grpc.AlertServiceStub(self._live_channel())
-        async for message in self.relay(self._live.WatchAlerts(request, metadata=self._service)):
+        stub = self.live(alerts_pb2_grpc.AlertServiceStub)
+        async for message in self.relay(stub.WatchAlerts(request, metadata=self._service)):
             yield message
