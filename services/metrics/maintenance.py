@@ -2,7 +2,10 @@
 
 Compaction merges the small chunks ingest writes (one per series per batch)
 into one chunk per series per aligned window once the window has closed,
-which is what brings storage down to a few bytes per sample. Retention
+and rewrites them in the packed (compressed) form, which is what brings
+storage down to about two bytes per sample. The first pass after start looks
+at all stored data rather than the usual look-back, so chunks written before
+packing existed (schema 0002) or while the service was down are packed too. Retention
 drops data older than INFRAWATCH_RETENTION (whole day partitions on
 PostgreSQL). Both run in their own transactions and never hold a lock that
 ingest needs.
@@ -38,21 +41,21 @@ def enforce_retention(store: Maintenance, retention_ms: int, now_ms: int) -> int
     return store.drop_older_than(now_ms - retention_ms)
 
 
-def compact_closed_windows(store: Maintenance, policy: MaintenancePolicy, now_ms: int) -> int:
-    """Compact every window that ended at least the compaction delay ago; returns chunks removed."""
-    return store.compact(
-        policy.compaction_window_ms, now_ms - COMPACTION_LOOKBACK_MS, now_ms - policy.compaction_delay_ms
-    )
+def compact_closed_windows(store: Maintenance, policy: MaintenancePolicy, now_ms: int, everything: bool = False) -> int:
+    """Compact every window that ended at least the compaction delay ago, within the look-back or
+    (`everything`) since the oldest stored sample; returns chunks removed."""
+    since = 0 if everything else now_ms - COMPACTION_LOOKBACK_MS
+    return store.compact(policy.compaction_window_ms, since, now_ms - policy.compaction_delay_ms)
 
 
-def run_maintenance(store: Maintenance, policy: MaintenancePolicy, now_ms: int) -> None:
+def run_maintenance(store: Maintenance, policy: MaintenancePolicy, now_ms: int, everything: bool = False) -> None:
     began = time.perf_counter()
     dropped = enforce_retention(store, policy.retention_ms, now_ms)
-    merged = compact_closed_windows(store, policy, now_ms)
-    if dropped or merged:
+    merged = compact_closed_windows(store, policy, now_ms, everything)
+    if dropped or merged or everything:
         event(
             _log,
-            "maintenance pass",
+            "maintenance pass" + (" over all stored data" if everything else ""),
             retention_dropped=dropped,
             compaction_removed_chunks=merged,
             duration_ms=round((time.perf_counter() - began) * 1000, 1),
@@ -70,8 +73,10 @@ class MaintenanceTask(threading.Thread):
         self._halt = stop
 
     def run(self) -> None:
+        everything = True
         while not self._halt.wait(self._policy.every_s):
             try:
-                run_maintenance(self._store, self._policy, self._now_ms())
+                run_maintenance(self._store, self._policy, self._now_ms(), everything)
+                everything = False
             except Exception:
                 _log.exception("maintenance pass failed; will retry")

@@ -166,10 +166,10 @@ def test_a_batch_resent_to_another_replica_after_compaction_is_not_stored_twice(
 def test_the_chunks_table_has_exactly_the_columns_every_statement_names(metrics_engine):
     from sqlalchemy import inspect
 
-    from services.metrics.storage.chunks import CHUNK_COLUMNS
+    from services.metrics.storage.chunks import CHUNK_COLUMNS, PACKED_COLUMNS
 
     columns = {column["name"] for column in inspect(metrics_engine).get_columns("chunks")}
-    assert columns == set(CHUNK_COLUMNS)
+    assert columns == {*CHUNK_COLUMNS, *PACKED_COLUMNS[metrics_engine.dialect.name]}
 
 
 def test_a_watcher_catching_up_gets_its_backlog_in_bounded_messages(metrics_engine, agents_address, agent_token):

@@ -1,8 +1,10 @@
-"""Query semantics over chunks, computed in Python.
+"""Query semantics over chunks: the one engine both stores execute, on numpy columns.
 
-The PostgreSQL store computes the same results in SQL (see store_postgres.py);
-the SQLite store, which cannot unnest arrays, uses these functions. The
-integration tests run every query against both and expect identical numbers.
+A store hands over two things: the chunks that lie wholly inside one bucket, as their stored
+summaries (`Summaries`; PostgreSQL may instead aggregate those in SQL into per-bucket partials),
+and the decoded samples of every other chunk in the range (`Samples`). Everything per sample is
+computed here, so the rules below are written once. The integration tests run every query against
+both stores, fresh and compacted, and a property test holds them to a plain reference.
 
 Buckets: bucket k covers [start + k*step, start + (k+1)*step) and is reported
 at its start; samples must also lie within [start, end]. `rate` gives each
@@ -20,33 +22,30 @@ answer does not depend on storage order, batching or compaction.
 Series and groups without a point in the range are not returned.
 """
 
+
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from services.metrics.domain import Aggregation
 from services.metrics.storage.chunks import Chunk
 
 Points = tuple[list[int], list[float]]
 RATE_MIN_LOOKBEHIND_MS = 5 * 60 * 1000
+_INT = np.int64
+_FLOAT = np.float64
 
 
 def rate_lookbehind_ms(step_ms: int) -> int:
     return max(step_ms, RATE_MIN_LOOKBEHIND_MS)
 
 
-def _nan_min(a: float, b: float) -> float:
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return a if a <= b else b
-
-
 def newer_or_greater(t: int, v: float, than_t: int, than_v: float) -> bool:
-    """The LAST rule: a newer sample wins; at equal timestamps the greater value, NaN losing."""
+    """The LAST rule for two samples: a newer sample wins; at equal timestamps the greater value,
+    NaN losing. (`_last_of_each` applies the same rule to columns.)"""
     if t != than_t:
         return t > than_t
     if v != v:
@@ -54,156 +53,262 @@ def newer_or_greater(t: int, v: float, than_t: int, than_v: float) -> bool:
     return than_v != than_v or v > than_v
 
 
-def covered_seconds(bucket: int, start_ms: int, end_ms: int, step_ms: int) -> float:
-    """How long bucket `bucket` really covers: the whole step, or less when `end` cuts it short."""
-    return min(step_ms, end_ms + 1 - (start_ms + bucket * step_ms)) / 1000
+def covered_seconds(bucket: np.ndarray, start_ms: int, end_ms: int, step_ms: int) -> np.ndarray:
+    """How long each bucket really covers: the whole step, or less when `end` cuts it short."""
+    return np.minimum(step_ms, end_ms + 1 - (start_ms + bucket * step_ms)) / 1000
 
 
-def _nan_max(a: float, b: float) -> float:
-    if a != a or b != b:
-        return math.nan
-    return a if a >= b else b
+@dataclass(slots=True)
+class Samples:
+    """Decoded samples, one entry each; per series ascending in time, series after series."""
+
+    series: np.ndarray  # int64 series id
+    group: np.ndarray  # int64 group number (the series id itself for raw reads)
+    t: np.ndarray  # int64 ms
+    v: np.ndarray  # float64
+
+    @classmethod
+    def empty(cls) -> Samples:
+        return cls(np.zeros(0, _INT), np.zeros(0, _INT), np.zeros(0, _INT), np.zeros(0, _FLOAT))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Samples]) -> Samples:
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("series", "group", "t", "v")))
+
+    def within(self, start_ms: int, end_ms: int) -> Samples:
+        keep = (self.t >= start_ms) & (self.t <= end_ms)
+        if keep.all():
+            return self
+        return Samples(self.series[keep], self.group[keep], self.t[keep], self.v[keep])
 
 
-def points_in_range(chunks: Iterable[Chunk], start_ms: int, end_ms: int) -> Points:
-    """The samples of one series' chunks (ascending) that lie within [start_ms, end_ms]."""
-    times: list[int] = []
-    values: list[float] = []
-    for chunk in chunks:
-        if chunk.start_ms >= start_ms and chunk.end_ms <= end_ms:
-            times.extend(chunk.timestamps())
-            values.extend(chunk.values)
-            continue
-        for t, v in zip(chunk.timestamps(), chunk.values, strict=True):
-            if start_ms <= t <= end_ms:
-                times.append(t)
-                values.append(v)
-    return times, values
+@dataclass(slots=True)
+class Summaries:
+    """Chunks answered by their stored summaries: each lies wholly inside one bucket."""
+
+    group: np.ndarray
+    end_ms: np.ndarray  # the chunk's newest sample time, for LAST
+    start_ms: np.ndarray
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[float]]) -> Summaries:
+        """From rows of (group, start_ms, end_ms, count, sum, min, max, last)."""
+        if not rows:
+            columns = [np.zeros(0, _FLOAT)] * 8
+        else:
+            columns = list(np.array(rows, dtype=_FLOAT).T)
+        group, start, end, count = (c.astype(_INT) for c in columns[:4])
+        return cls(group, end, start, count, *columns[4:])
 
 
-class _Bucket:
-    __slots__ = ("count", "high", "last_t", "last_v", "low", "total")
+@dataclass(slots=True)
+class Partials:
+    """What each source contributes to a (group, bucket): p0/p1 are (count, sum) for AVG, (-, sum)
+    for SUM, (count, -) for COUNT, (-, min)/(-, max) for MIN/MAX, (newest time, its value) for LAST
+    and (-, increase per second) for RATE. Partials over disjoint sets of series or chunks merge
+    into the same answer, which is how PostgreSQL's SQL summaries and query shards join in."""
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.low = math.nan
-        self.high = -math.inf
-        self.last_t = -1
-        self.last_v = math.nan
+    group: np.ndarray
+    bucket: np.ndarray
+    p0: np.ndarray
+    p1: np.ndarray
 
-    def add_summary(self, count: int, total: float, low: float, high: float, last_t: int, last_v: float) -> None:
-        self.count += count
-        self.total += total
-        self.low = _nan_min(self.low, low)
-        self.high = _nan_max(self.high, high)
-        if newer_or_greater(last_t, last_v, self.last_t, self.last_v):
-            self.last_t, self.last_v = last_t, last_v
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[int, int, float, float]]) -> Partials:
+        table = np.array(list(rows), dtype=_FLOAT).reshape(-1, 4)
+        return cls(table[:, 0].astype(_INT), table[:, 1].astype(_INT), table[:, 2], table[:, 3])
 
-    def value(self, aggregation: Aggregation) -> float:
-        if aggregation is Aggregation.AVG:
-            return self.total / self.count
-        if aggregation is Aggregation.SUM:
-            return self.total
-        if aggregation is Aggregation.COUNT:
-            return float(self.count)
-        if aggregation is Aggregation.MIN:
-            return self.low
-        if aggregation is Aggregation.MAX:
-            return self.high
-        return self.last_v
+    @classmethod
+    def concat(cls, parts: Sequence[Partials]) -> Partials:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("group", "bucket", "p0", "p1")))
 
 
-def _emit(buckets: dict[int, dict[int, float]], start_ms: int, step_ms: int) -> dict[int, Points]:
+def sample_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation) -> Partials:
+    """Each sample within [start, end] as its own partial (not for RATE)."""
+    inside = samples.within(start_ms, end_ms)
+    bucket = (inside.t - start_ms) // step_ms
+    ones = np.ones(len(inside.v), _FLOAT)
+    p0 = {Aggregation.AVG: ones, Aggregation.COUNT: ones, Aggregation.LAST: inside.t.astype(_FLOAT)}
+    return Partials(inside.group, bucket, p0.get(aggregation, np.zeros(len(inside.v), _FLOAT)), inside.v)
+
+
+def summary_partials(summaries: Summaries, start_ms: int, step_ms: int, aggregation: Aggregation) -> Partials:
+    """Each whole-bucket chunk's stored summary as one partial (not for RATE)."""
+    bucket = (summaries.start_ms - start_ms) // step_ms
+    counts = summaries.count.astype(_FLOAT)
+    zeros = np.zeros(len(bucket), _FLOAT)
+    p0, p1 = {
+        Aggregation.AVG: (counts, summaries.sum),
+        Aggregation.SUM: (zeros, summaries.sum),
+        Aggregation.COUNT: (counts, zeros),
+        Aggregation.MIN: (zeros, summaries.min),
+        Aggregation.MAX: (zeros, summaries.max),
+        Aggregation.LAST: (summaries.end_ms.astype(_FLOAT), summaries.last),
+    }[aggregation]
+    return Partials(summaries.group, bucket, p0, p1)
+
+
+def rate_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int) -> Partials:
+    """Per-second increases per (group, bucket) from samples reaching `rate_lookbehind_ms` before
+    `start_ms`: NaN skipped, a decrease counted as a reset."""
+    lookbehind = rate_lookbehind_ms(step_ms)
+    kept = samples.within(start_ms - lookbehind, end_ms)
+    numbers = ~np.isnan(kept.v)
+    series, group, t, v = kept.series[numbers], kept.group[numbers], kept.t[numbers], kept.v[numbers]
+    current, previous = v[1:], v[:-1]
+    valid = (series[1:] == series[:-1]) & (t[1:] >= start_ms) & (t[1:] - t[:-1] <= lookbehind)
+    increase = np.where(current >= previous, current - previous, current)[valid]
+    bucket = (t[1:][valid] - start_ms) // step_ms
+    per_second = increase / covered_seconds(bucket, start_ms, end_ms, step_ms)
+    return Partials(group[1:][valid], bucket, np.zeros(len(bucket), _FLOAT), per_second)
+
+
+def _last_of_each(key: np.ndarray, time: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Index of the LAST winner per run of equal `key`s (key ascending after sorting): newest time,
+    then greatest value, NaN losing."""
+    nan = np.isnan(value)
+    order = np.lexsort((np.where(nan, -np.inf, value), ~nan, time, key))
+    sorted_keys = key[order]
+    ends = np.flatnonzero(np.append(sorted_keys[1:] != sorted_keys[:-1], True))
+    return order[ends]
+
+
+def combine(partials: Partials, aggregation: Aggregation, start_ms: int, step_ms: int) -> dict[int, Points]:
+    """Merge partials into one value per (group, bucket); groups with no partial are absent."""
+    if not len(partials.group):
+        return {}
+    buckets = int(partials.bucket.max()) + 1
+    keys, slot = np.unique(partials.group * buckets + partials.bucket, return_inverse=True)
+    size = len(keys)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN and ±Inf follow IEEE, as in SQL
+        values = _combined(partials, slot, size, aggregation)
+    return _emit(keys // buckets, keys % buckets, values, start_ms, step_ms)
+
+
+def _combined(partials: Partials, slot: np.ndarray, size: int, aggregation: Aggregation) -> np.ndarray:
+    if aggregation is Aggregation.AVG:
+        values = np.bincount(slot, partials.p1, size) / np.bincount(slot, partials.p0, size)
+    elif aggregation in (Aggregation.SUM, Aggregation.RATE):
+        values = np.bincount(slot, partials.p1, size)
+    elif aggregation is Aggregation.COUNT:
+        values = np.bincount(slot, partials.p0, size)
+    elif aggregation is Aggregation.MIN:
+        values = np.full(size, np.nan)
+        np.fmin.at(values, slot, partials.p1)  # NaN only when every value is NaN
+    elif aggregation is Aggregation.MAX:
+        values = np.full(size, -np.inf)
+        np.maximum.at(values, slot, partials.p1)  # NaN wins, as PostgreSQL orders it
+    else:
+        values = partials.p1[_last_of_each(slot, partials.p0, partials.p1)]
+    return values
+
+
+def _emit(groups: np.ndarray, buckets: np.ndarray, values: np.ndarray, start_ms: int, step_ms: int) -> dict[int, Points]:
+    """Per group: bucket start times and values (keys arrive sorted by group, then bucket)."""
     result: dict[int, Points] = {}
-    for group, by_bucket in buckets.items():
-        if not by_bucket:
-            continue  # a group whose chunks overlap the range without a sample inside it
-        order = sorted(by_bucket)
-        result[group] = ([start_ms + b * step_ms for b in order], [by_bucket[b] for b in order])
+    cuts = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+    times = (start_ms + buckets * step_ms).tolist()
+    numbers = values.tolist()
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(groups)], strict=True):
+        result[int(groups[lo])] = (times[lo:hi], numbers[lo:hi])
     return result
 
 
-def aggregate(
-    chunks: Iterable[tuple[int, Chunk]],
+def points_by_series(samples: Samples) -> dict[int, Points]:
+    """Raw samples per series, in the order given (ascending per series)."""
+    result: dict[int, Points] = {}
+    if not len(samples.t):
+        return result
+    cuts = np.flatnonzero(samples.series[1:] != samples.series[:-1]) + 1
+    times, values = samples.t.tolist(), samples.v.tolist()
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(times)], strict=True):
+        result[int(samples.series[lo])] = (times[lo:hi], values[lo:hi])
+    return result
+
+
+def query_aggregate(
+    summaries: Summaries | None,
+    samples: Samples,
     start_ms: int,
     end_ms: int,
     step_ms: int,
     aggregation: Aggregation,
+    extra: Partials | None = None,
+) -> dict[int, Points]:
+    """The whole aggregation: stored summaries, decoded samples and any partials already merged
+    elsewhere (PostgreSQL's), combined per group and bucket."""
+    if aggregation is Aggregation.RATE:
+        parts = [rate_partials(samples, start_ms, end_ms, step_ms)]
+    else:
+        parts = [sample_partials(samples, start_ms, end_ms, step_ms, aggregation)]
+        if summaries is not None:
+            parts.append(summary_partials(summaries, start_ms, step_ms, aggregation))
+    if extra is not None:
+        parts.append(extra)
+    return combine(Partials.concat(parts), aggregation, start_ms, step_ms)
+
+
+# Row-form entry points over `Chunk`s: the in-memory fake store and unit tests use these.
+
+
+def whole_in_one_bucket(chunk_start: int, chunk_end: int, start_ms: int, end_ms: int, step_ms: int) -> bool:
+    """Whether a chunk's stored summary answers its bucket (the stores' SQL says the same)."""
+    return (
+        chunk_start >= start_ms
+        and chunk_end <= end_ms
+        and (chunk_start - start_ms) // step_ms == (chunk_end - start_ms) // step_ms
+    )
+
+
+def samples_of(pairs: Iterable[tuple[int, Chunk]]) -> Samples:
+    parts = [
+        Samples(
+            np.full(chunk.count, chunk.series_id, _INT),
+            np.full(chunk.count, group, _INT),
+            np.array(chunk.timestamps(), _INT),
+            np.array(chunk.values, _FLOAT),
+        )
+        for group, chunk in pairs
+    ]
+    return Samples.concat(parts)
+
+
+def points_in_range(chunks: Iterable[Chunk], start_ms: int, end_ms: int) -> Points:
+    """The samples of one series' chunks (ascending) that lie within [start_ms, end_ms]."""
+    found = samples_of((0, c) for c in chunks).within(start_ms, end_ms)
+    return found.t.tolist(), found.v.tolist()
+
+
+def aggregate(
+    chunks: Iterable[tuple[int, Chunk]], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
 ) -> dict[int, Points]:
     """Aggregate (group, chunk) pairs into per-group bucket series; not for RATE."""
-    buckets: dict[int, dict[int, _Bucket]] = defaultdict(dict)
+    whole, partly = [], []
     for group, chunk in chunks:
-        by_bucket = buckets[group]
-        first = (chunk.start_ms - start_ms) // step_ms
-        if chunk.start_ms >= start_ms and chunk.end_ms <= end_ms and first == (chunk.end_ms - start_ms) // step_ms:
-            bucket = by_bucket.get(first) or by_bucket.setdefault(first, _Bucket())
-            bucket.add_summary(chunk.count, chunk.sum, chunk.min, chunk.max, chunk.end_ms, chunk.last)
-            continue
-        for t, v in zip(chunk.timestamps(), chunk.values, strict=True):
-            if start_ms <= t <= end_ms:
-                b = (t - start_ms) // step_ms
-                bucket = by_bucket.get(b) or by_bucket.setdefault(b, _Bucket())
-                bucket.add_summary(1, v, v, v, t, v)
-    values = {g: {b: acc.value(aggregation) for b, acc in by.items()} for g, by in buckets.items()}
-    return _emit(values, start_ms, step_ms)
+        if whole_in_one_bucket(chunk.start_ms, chunk.end_ms, start_ms, end_ms, step_ms):
+            whole.append((group, chunk.start_ms, chunk.end_ms, chunk.count, chunk.sum, chunk.min, chunk.max, chunk.last))
+        else:
+            partly.append((group, chunk))
+    return query_aggregate(Summaries.from_rows(whole), samples_of(partly), start_ms, end_ms, step_ms, aggregation)
 
 
-def rate(
-    series: Iterable[tuple[int, Sequence[Chunk]]],
-    start_ms: int,
-    end_ms: int,
-    step_ms: int,
-) -> dict[int, Points]:
+def rate(series: Iterable[tuple[int, Sequence[Chunk]]], start_ms: int, end_ms: int, step_ms: int) -> dict[int, Points]:
     """Per-second counter increase per bucket, reset-aware, summed per group. Chunks ascending per series."""
-    increases: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    lookbehind = rate_lookbehind_ms(step_ms)
-    for group, chunks in series:
-        times, values = points_in_range(chunks, start_ms - lookbehind, end_ms)
-        kept = [(t, v) for t, v in zip(times, values, strict=True) if v == v]  # NaN is no counter value
-        times, values = [t for t, _ in kept], [v for _, v in kept]
-        for i in range(1, len(times)):
-            t = times[i]
-            if t < start_ms or t - times[i - 1] > lookbehind:
-                continue
-            current, previous = values[i], values[i - 1]
-            increases[group][(t - start_ms) // step_ms] += current - previous if current >= previous else current
-    per_second = {
-        g: {b: total / covered_seconds(b, start_ms, end_ms, step_ms) for b, total in by.items()}
-        for g, by in increases.items()
-    }
-    return _emit(per_second, start_ms, step_ms)
+    samples = samples_of((group, chunk) for group, chunks in series for chunk in chunks)
+    return query_aggregate(None, samples, start_ms, end_ms, step_ms, Aggregation.RATE)
 
 
 def combine_partials(
     rows: Iterable[tuple[int, int, float, float]], aggregation: Aggregation, start_ms: int, step_ms: int
 ) -> dict[int, Points]:
-    """Merge per-bucket partials (group, bucket, p0, p1) computed over disjoint sets of series.
-
-    p0/p1 are (count, sum) for AVG, (-, sum) for SUM and RATE, (count, -) for COUNT, (-, min) and
-    (-, max) for MIN and MAX, and (newest timestamp, its value) for LAST.
-    """
-    merged: dict[int, dict[int, list[float]]] = defaultdict(dict)
-    for group, bucket, p0, p1 in rows:
-        known = merged[group].get(bucket)
-        if known is None:
-            merged[group][bucket] = [p0, p1]
-        elif aggregation is Aggregation.MIN:
-            known[1] = _nan_min(known[1], p1)
-        elif aggregation is Aggregation.MAX:
-            known[1] = _nan_max(known[1], p1)
-        elif aggregation is Aggregation.LAST:
-            if newer_or_greater(int(p0), p1, int(known[0]), known[1]):
-                known[0], known[1] = p0, p1
-        else:
-            known[0] += p0
-            known[1] += p1
-    values: dict[int, dict[int, float]] = {}
-    for group, by_bucket in merged.items():
-        if aggregation is Aggregation.AVG:
-            values[group] = {b: total / count for b, (count, total) in by_bucket.items()}
-        elif aggregation is Aggregation.COUNT:
-            values[group] = {b: count for b, (count, _) in by_bucket.items()}
-        else:
-            values[group] = {b: value for b, (_, value) in by_bucket.items()}
-    return _emit(values, start_ms, step_ms)
+    """Merge per-bucket partial rows (group, bucket, p0, p1) computed over disjoint sets of series."""
+    return combine(Partials.from_rows(rows), aggregation, start_ms, step_ms)

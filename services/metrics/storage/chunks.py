@@ -1,8 +1,9 @@
 """Chunks: runs of one series' samples stored as one row, with pre-computed summaries.
 
 A chunk keeps its timestamps as an interval when they are evenly spaced (the
-usual case for a scraper) and as offsets from start_ms otherwise, so most
-chunks store 8 bytes per sample plus a fixed per-row cost. The summaries
+usual case for a scraper) and as offsets from start_ms otherwise. Ingest writes
+the plain form (8 bytes per value); compaction rewrites closed windows in the
+packed form (services.metrics.storage.codec, about 2 bytes per sample). The summaries
 (count, sum, min, max, last) let aggregations skip decoding a chunk that lies
 entirely inside one query bucket.
 
@@ -14,11 +15,14 @@ NaN, and `min` ignores NaN unless every value is NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
+
+from services.metrics.storage import codec
 
 MAX_CHUNK_SPAN_MS = 2 * 3600 * 1000
 """A chunk never spans more than this; queries rely on it to bound their look-behind."""
@@ -117,7 +121,12 @@ def make_chunks(series_id: int, timestamps: list[int], values: list[float], inte
 
 CHUNK_COLUMNS = ("start_ms", "end_ms", "sum", "min", "max", "last", "series_id", "n", "interval_ms", "offsets", "vals")
 """The `chunks` table's columns, named once: every statement and COPY lists them in this order,
-so nothing depends on the order the migration happened to create them in."""
+so nothing depends on the order the migration happened to create them in. These are the plain
+form's columns, which ingest writes; the packed form adds `PACKED_COLUMNS`."""
+
+PACKED_COLUMNS = {"postgresql": ("codec", "packed"), "sqlite": ("codec",)}
+"""The columns schema 0002 added per backend: the form (codec) and, on PostgreSQL, the packed blob
+(SQLite keeps it in `vals`, a BLOB either way)."""
 
 
 @dataclass(slots=True)
@@ -224,3 +233,82 @@ def segment_summaries(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarra
             np.fmin.reduceat(values, starts),
             np.maximum.reduceat(values, starts),
         )
+
+
+@dataclass(slots=True)
+class PackedChunk:
+    """A chunk in the packed form (see codec), ready to be written by either store."""
+
+    series_id: int
+    start_ms: int
+    end_ms: int
+    count: int
+    interval_ms: int
+    sum: float
+    min: float
+    max: float
+    last: float
+    blob: bytes
+
+
+def packed_chunks(series_ids: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> list[PackedChunk]:
+    """Compaction's output: the samples of each series (grouped by series, ascending in time) as
+    packed chunks, split only where one would span more than MAX_CHUNK_SPAN_MS."""
+    packed: list[PackedChunk] = []
+    cuts = np.flatnonzero(series_ids[1:] != series_ids[:-1]) + 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(series_ids)], strict=True):
+        if lo == hi:
+            continue
+        for chunk in make_chunks(int(series_ids[lo]), timestamps[lo:hi].tolist(), values[lo:hi].tolist()):
+            offsets = None if chunk.offsets is None else np.array(chunk.offsets, dtype=np.int64)
+            packed.append(
+                PackedChunk(
+                    chunk.series_id,
+                    chunk.start_ms,
+                    chunk.end_ms,
+                    chunk.count,
+                    chunk.interval_ms,
+                    chunk.sum,
+                    chunk.min,
+                    chunk.max,
+                    chunk.last,
+                    codec.encode(np.array(chunk.values, dtype=np.float64), offsets),
+                )
+            )
+    return packed
+
+
+StoredRow = tuple[int, int, int, int, int, Any, Any]
+"""A chunk as a store reads it for decoding: (series_id, start_ms, n, interval_ms, codec, offsets
+payload or None, values payload), payloads in the store's own plain form or a packed blob."""
+
+
+def decode_rows(
+    rows: Sequence[StoredRow],
+    plain_values: Callable[[Any], np.ndarray],
+    plain_offsets: Callable[[Any], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row index, series id, time, value) of every sample of `rows`, in row order. Both forms are
+    read: `plain_values`/`plain_offsets` turn a store's plain payloads into float64/int64 arrays."""
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, np.zeros(0, dtype=np.float64)
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    counts = np.empty(len(rows), dtype=np.int64)
+    for i, (_, start, count, interval, form, offsets_payload, values_payload) in enumerate(rows):
+        if form == codec.PACKED:
+            decoded, offsets = codec.decode(values_payload, count)
+        elif form == codec.PLAIN:
+            decoded = plain_values(values_payload)
+            offsets = None if offsets_payload is None else plain_offsets(offsets_payload)
+        else:
+            raise codec.CorruptChunk(f"chunk form {form} is not known to this version")
+        if len(decoded) != count:
+            raise codec.CorruptChunk(f"chunk holds {len(decoded)} values, its row says {count}")
+        times.append(start + offsets if offsets is not None else start + np.arange(count, dtype=np.int64) * interval)
+        values.append(decoded)
+        counts[i] = count
+    index = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    series = np.array([row[0] for row in rows], dtype=np.int64)[index]
+    return index, series, np.concatenate(times).astype(np.int64, copy=False), np.concatenate(values)

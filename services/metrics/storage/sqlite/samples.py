@@ -1,17 +1,15 @@
 """The embedded sample store: chunks in SQLite, arrays packed as little-endian BLOBs.
 
-SQLite cannot unnest arrays, so aggregations decode the selected chunks in
-this process with services.metrics.query.aggregate, still skipping the decode of
-chunks whose pre-computed summaries answer the bucket. SQLite turns NaN into
-NULL in REAL columns, so NULL summaries read back as NaN.
+SQLite cannot unnest arrays, so every query reads the chunks in range and hands them to
+services.metrics.query.aggregate: chunks that lie wholly inside one bucket by their stored
+summaries only (the payload is not even read), the others decoded, in either form (plain
+little-endian arrays as ingest writes them, or packed by compaction). SQLite turns NaN into NULL
+in REAL columns, so NULL summaries read back as NaN.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from array import array
-from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -21,34 +19,38 @@ from sqlalchemy import Engine
 
 from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
-from services.metrics.query import aggregate as engine_py
-from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, Chunk, ChunkColumns, make_chunks
+from services.metrics.query import aggregate as engine
+from services.metrics.storage import codec
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, ChunkColumns, PackedChunk, StoredRow, decode_rows, packed_chunks
 from services.metrics.storage.ports import Points
 
-_LITTLE = sys.byteorder == "little"
+
+def _plain_values(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f8").astype(np.float64, copy=False)
 
 
-def _unpack(kind: str, blob: bytes) -> list[Any]:
-    packed = array(kind)
-    packed.frombytes(blob)
-    if not _LITTLE:
-        packed.byteswap()
-    return packed.tolist()
+def _plain_offsets(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<i4").astype(np.int64)
 
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-_COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last"
-"""The SQLite table's columns in the order its rows are read and written here (named in every statement)."""
+_COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last, codec"
+"""The SQLite table's columns in the order its rows are written here (named in every statement)."""
 
 
-_INSERT = f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+
+_WHOLE = "(start_ms >= :start AND end_ms <= :end AND (start_ms - :start) / :step = (end_ms - :start) / :step)"
+"""A chunk whose stored summary answers its bucket (engine.whole_in_one_bucket says the same)."""
+
+_IN_RANGE = "start_ms <= :end AND start_ms >= :lo AND end_ms >= :from"
 
 
 def _rows(chunks: ChunkColumns) -> list[tuple[object, ...]]:
-    """One INSERT row per chunk; sample arrays become little-endian BLOBs with one slice each."""
+    """One INSERT row per chunk, in the plain form; sample arrays become little-endian BLOBs."""
     bounds = chunks.bounds.tolist()
     times = chunks.timestamps
     values = chunks.values.astype("<f8", copy=False)
@@ -74,9 +76,21 @@ def _rows(chunks: ChunkColumns) -> list[tuple[object, ...]]:
                 float(chunks.min[i]),
                 float(chunks.max[i]),
                 float(values[hi - 1]),
+                codec.PLAIN,
             )
         )
     return rows
+
+
+def _packed_row(chunk: PackedChunk) -> tuple[object, ...]:
+    return (
+        chunk.series_id, chunk.start_ms, chunk.end_ms, chunk.count, chunk.interval_ms, None, chunk.blob,
+        chunk.sum, chunk.min, chunk.max, chunk.last, codec.PACKED,
+    )  # fmt: skip
+
+
+COMPACTION_SERIES_PER_TRANSACTION = 2000
+"""Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
 
 class SqliteSampleStore:
@@ -92,32 +106,45 @@ class SqliteSampleStore:
         with self._cursor(commit=True) as cursor:
             cursor.executemany(_INSERT, _rows(chunks))
 
-    def _chunks(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, list[Chunk]]:
-        found: dict[int, list[Chunk]] = defaultdict(list)
+    def _select(self, series_ids: Sequence[int], sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of `sql` (which filters on `series_id IN ids`) for the series, 500 at a time."""
+        found: list[tuple[Any, ...]] = []
         with self._cursor() as cursor:
             for offset in range(0, len(series_ids), 500):
                 ids = list(series_ids[offset : offset + 500])
-                marks = ",".join("?" * len(ids))
-                cursor.execute(
-                    f"SELECT {_COLUMNS} FROM chunks WHERE series_id IN ({marks}) "
-                    "AND start_ms <= ? AND start_ms >= ? AND end_ms >= ? ORDER BY series_id, start_ms",
-                    [*ids, end_ms, start_ms - MAX_CHUNK_SPAN_MS, start_ms],
-                )
-                for row in cursor.fetchall():
-                    found[row[0]].append(
-                        Chunk(
-                            series_id=row[0],
-                            start_ms=row[1],
-                            end_ms=row[2],
-                            interval_ms=row[4],
-                            offsets=None if row[5] is None else _unpack("i", row[5]),
-                            values=_unpack("d", row[6]),
-                            sum=_nan(row[7]),
-                            min=_nan(row[8]),
-                            max=_nan(row[9]),
-                        )
-                    )
+                marks = ",".join(str(int(i)) for i in ids)
+                cursor.execute(sql.replace("(ids)", f"({marks})"), params)
+                found.extend(cursor.fetchall())
         return found
+
+    def _samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int, exclude_whole: dict[str, int] | None) -> tuple[list[StoredRow], list[tuple[Any, ...]]]:
+        """Decodable rows of the chunks overlapping [start_ms, end_ms] and, when `exclude_whole`
+        gives a bucketing, the summary rows of the chunks that lie inside one bucket instead."""
+        params: dict[str, Any] = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        whole = "0"
+        if exclude_whole is not None:
+            params.update(exclude_whole)
+            whole = _WHOLE
+        rows = self._select(
+            series_ids,
+            f"SELECT series_id, start_ms, n, interval_ms, codec, CASE WHEN {whole} THEN NULL ELSE offsets END, "
+            f"CASE WHEN {whole} THEN NULL ELSE vals END, {whole}, end_ms, sum, min, max, last FROM chunks "
+            f"WHERE series_id IN (ids) AND {_IN_RANGE} ORDER BY series_id, start_ms",
+            params,
+        )
+        decodable = [row[:7] for row in rows if not row[7]]
+        summaries = [row for row in rows if row[7]]
+        return decodable, summaries
+
+    def _decoded(self, rows: list[StoredRow], groups: dict[int, int] | None = None) -> engine.Samples:
+        _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
+        if groups is None:
+            group = series
+        else:
+            lookup = np.array(list(groups.items()), dtype=np.int64).reshape(-1, 2)
+            order = np.argsort(lookup[:, 0])
+            group = lookup[order, 1][np.searchsorted(lookup[order, 0], series)]
+        return engine.Samples(series, group, times, values)
 
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
         return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
@@ -139,32 +166,31 @@ class SqliteSampleStore:
         return total
 
     def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
-        return {
-            series_id: engine_py.points_in_range(chunks, start_ms, end_ms)
-            for series_id, chunks in self._chunks(series_ids, start_ms, end_ms).items()
-        }
+        rows, _ = self._samples(series_ids, start_ms, end_ms, None)
+        return engine.points_by_series(self._decoded(rows).within(start_ms, end_ms))
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
     ) -> dict[int, Points]:
         if aggregation is Aggregation.RATE:
-            lookbehind = engine_py.rate_lookbehind_ms(step_ms)
-            found = self._chunks(list(groups), start_ms - lookbehind, end_ms)
-            return engine_py.rate(((groups[sid], chunks) for sid, chunks in found.items()), start_ms, end_ms, step_ms)
-        found = self._chunks(list(groups), start_ms, end_ms)
-        pairs = ((groups[sid], chunk) for sid, chunks in found.items() for chunk in chunks)
-        return engine_py.aggregate(pairs, start_ms, end_ms, step_ms, aggregation)
+            rows, _ = self._samples(list(groups), start_ms - engine.rate_lookbehind_ms(step_ms), end_ms, None)
+            return engine.query_aggregate(None, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
+        rows, whole = self._samples(list(groups), start_ms, end_ms, {"start": start_ms, "step": step_ms})
+        summaries = engine.Summaries.from_rows(
+            [(groups[r[0]], r[1], r[8], r[2], _nan(r[9]), _nan(r[10]), _nan(r[11]), _nan(r[12])) for r in whole]
+        )
+        return engine.query_aggregate(summaries, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         latest: dict[int, tuple[int, float]] = {}
         with self._cursor() as cursor:
             for series_id in series_ids:
                 cursor.execute(
-                    "SELECT end_ms, vals FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
+                    "SELECT end_ms, last FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
                 )
                 row = cursor.fetchone()
                 if row is not None:
-                    latest[series_id] = (row[0], _unpack("d", row[1])[-1])
+                    latest[series_id] = (row[0], _nan(row[1]))
         return latest
 
     def drop_older_than(self, cutoff_ms: int) -> int:
@@ -173,36 +199,46 @@ class SqliteSampleStore:
             return int(cursor.rowcount)
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Merge each series' chunks inside every window (aligned to window_ms) that lies in
-        [since_ms, until_ms) into one chunk; returns the number of chunks removed."""
+        """Rewrite each series' chunks inside every window (aligned to window_ms) that lies in
+        [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
+        series or any in the plain form; returns the number of chunks removed."""
         with self._cursor() as cursor:
             cursor.execute(
-                "SELECT DISTINCT series_id, start_ms / ? FROM chunks WHERE start_ms >= ? AND start_ms < ? "
-                "GROUP BY series_id, start_ms / ? HAVING count(*) > 1",
+                "SELECT DISTINCT start_ms / ? FROM chunks WHERE start_ms >= ? AND start_ms < ? "
+                "GROUP BY series_id, start_ms / ? HAVING count(*) > 1 OR min(codec) = 0",
                 (window_ms, since_ms, until_ms, window_ms),
             )
-            candidates = cursor.fetchall()
+            windows = sorted(row[0] for row in cursor.fetchall())
         removed = 0
-        for series_id, window in candidates:
+        for window in windows:
             start, end = window * window_ms, (window + 1) * window_ms
-            if end > until_ms:
-                continue
-            chunks = [
-                c
-                for c in self._chunks([series_id], start, end).get(series_id, [])
-                if start <= c.start_ms and c.end_ms < end
-            ]
-            if len(chunks) < 2:
-                continue
-            merged = make_chunks(
-                series_id,
-                [t for c in chunks for t in c.timestamps()],
-                [v for c in chunks for v in c.values],
+            if end <= until_ms:
+                removed += self._compact_window(start, end)
+        return removed
+
+    def _compact_window(self, start: int, end: int) -> int:
+        inside = "start_ms >= ? AND start_ms < ? AND end_ms < ?"
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT series_id FROM chunks WHERE {inside} GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0",
+                (start, end, end),
             )
+            series = [row[0] for row in cursor.fetchall()]
+        removed = 0
+        for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
+            ids = ",".join(str(i) for i in series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION])
             with self._cursor(commit=True) as cursor:
-                cursor.executemany(
-                    "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(series_id, c.start_ms) for c in chunks]
+                cursor.execute(
+                    f"SELECT series_id, start_ms, n, interval_ms, codec, offsets, vals FROM chunks "
+                    f"WHERE series_id IN ({ids}) AND {inside} ORDER BY series_id, start_ms",
+                    (start, end, end),
                 )
-                cursor.executemany(_INSERT, _rows(ChunkColumns.from_chunks(merged)))
-            removed += len(chunks) - len(merged)
+                victims = cursor.fetchall()
+                _, series_ids, times, values = decode_rows(victims, _plain_values, _plain_offsets)
+                merged = packed_chunks(series_ids, times, values)
+                cursor.executemany(
+                    "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(v[0], v[1]) for v in victims]
+                )
+                cursor.executemany(_INSERT, [_packed_row(c) for c in merged])
+            removed += len(victims) - len(merged)
         return removed
