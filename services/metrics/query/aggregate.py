@@ -22,7 +22,6 @@ answer does not depend on storage order, batching or compaction.
 Series and groups without a point in the range are not returned.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -102,10 +101,7 @@ class Summaries:
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[float]]) -> Summaries:
         """From rows of (group, start_ms, end_ms, count, sum, min, max, last)."""
-        if not rows:
-            columns = [np.zeros(0, _FLOAT)] * 8
-        else:
-            columns = list(np.array(rows, dtype=_FLOAT).T)
+        columns = list(np.array(rows, dtype=_FLOAT).reshape(-1, 8).T)
         group, start, end, count = (c.astype(_INT) for c in columns[:4])
         return cls(group, end, start, count, *columns[4:])
 
@@ -166,7 +162,8 @@ def rate_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int) ->
     series, group, t, v = kept.series[numbers], kept.group[numbers], kept.t[numbers], kept.v[numbers]
     current, previous = v[1:], v[:-1]
     valid = (series[1:] == series[:-1]) & (t[1:] >= start_ms) & (t[1:] - t[:-1] <= lookbehind)
-    increase = np.where(current >= previous, current - previous, current)[valid]
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the reference
+        increase = np.where(current >= previous, current - previous, current)[valid]
     bucket = (t[1:][valid] - start_ms) // step_ms
     per_second = increase / covered_seconds(bucket, start_ms, end_ms, step_ms)
     return Partials(group[1:][valid], bucket, np.zeros(len(bucket), _FLOAT), per_second)
@@ -195,6 +192,7 @@ def combine(partials: Partials, aggregation: Aggregation, start_ms: int, step_ms
 
 
 def _combined(partials: Partials, slot: np.ndarray, size: int, aggregation: Aggregation) -> np.ndarray:
+    values: np.ndarray
     if aggregation is Aggregation.AVG:
         values = np.bincount(slot, partials.p1, size) / np.bincount(slot, partials.p0, size)
     elif aggregation in (Aggregation.SUM, Aggregation.RATE):
@@ -212,7 +210,9 @@ def _combined(partials: Partials, slot: np.ndarray, size: int, aggregation: Aggr
     return values
 
 
-def _emit(groups: np.ndarray, buckets: np.ndarray, values: np.ndarray, start_ms: int, step_ms: int) -> dict[int, Points]:
+def _emit(
+    groups: np.ndarray, buckets: np.ndarray, values: np.ndarray, start_ms: int, step_ms: int
+) -> dict[int, Points]:
     """Per group: bucket start times and values (keys arrive sorted by group, then bucket)."""
     result: dict[int, Points] = {}
     cuts = np.flatnonzero(groups[1:] != groups[:-1]) + 1
@@ -295,7 +295,9 @@ def aggregate(
     whole, partly = [], []
     for group, chunk in chunks:
         if whole_in_one_bucket(chunk.start_ms, chunk.end_ms, start_ms, end_ms, step_ms):
-            whole.append((group, chunk.start_ms, chunk.end_ms, chunk.count, chunk.sum, chunk.min, chunk.max, chunk.last))
+            whole.append(
+                (group, chunk.start_ms, chunk.end_ms, chunk.count, chunk.sum, chunk.min, chunk.max, chunk.last)
+            )
         else:
             partly.append((group, chunk))
     return query_aggregate(Summaries.from_rows(whole), samples_of(partly), start_ms, end_ms, step_ms, aggregation)

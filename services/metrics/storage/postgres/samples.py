@@ -1,9 +1,13 @@
 """The production sample store: chunks in a day-partitioned PostgreSQL table.
 
-Ingest writes a batch's chunks with one COPY and one commit. Aggregations run
-in the database: chunks that lie inside one bucket contribute their stored
-summaries; the others are unnested (`unnest ... WITH ORDINALITY`) and
-aggregated row-wise, so Python only receives one row per output point.
+Ingest writes a batch's chunks in the plain form (float8[] arrays) with one
+COPY and one commit; compaction rewrites closed windows in the packed form (a
+bytea blob, services.metrics.storage.codec). Aggregations split the work: the
+chunks that lie inside one bucket are aggregated in SQL from their stored
+summaries alone (one row per group and bucket comes back, no payload is read),
+and the other chunks' payloads come back as bytes (`array_send` for the plain
+form, the blob itself for the packed one) to be decoded and aggregated by the
+numpy engine both stores share (services.metrics.query.aggregate).
 Retention drops whole day partitions.
 """
 
@@ -18,14 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 import psycopg2.errors
+import psycopg2.extras
 from sqlalchemy import Engine
 
 from agent.logs import event
 from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
-from services.metrics.query.aggregate import combine_partials, rate_lookbehind_ms
-from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, chunk_timestamps
+from services.metrics.query import aggregate as engine
+from services.metrics.storage import codec
+from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, decode_rows, packed_chunks
 from services.metrics.storage.ports import Points
 from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
@@ -41,35 +48,22 @@ _CHUNK_RANGE = "ch.start_ms <= %(end)s AND ch.start_ms >= %(lo)s AND ch.end_ms >
 _WHOLE = """(ch.start_ms >= %(start)s AND ch.end_ms <= %(end)s
              AND (ch.start_ms - %(start)s) / %(step)s = (ch.end_ms - %(start)s) / %(step)s)"""
 
-# The three kinds of chunk are aggregated in three set-wise branches (a per-chunk LATERAL
-# choosing between them cost ~5 microseconds a chunk). In each, chunks are reached per selected
-# series through a LATERAL index lookup fenced with OFFSET 0:
+# Chunks are reached per selected series through a LATERAL index lookup fenced with OFFSET 0:
 # otherwise, once statistics exist, the planner flattens it into a hash join over a sequential scan
 # of every chunk of every series (measured 2x slower after compaction, 15x before).
-# Per aggregation: the partial columns each chunk contributes to a bucket, taken from
-# (1) its stored summary when it lies inside one bucket, (2) array slices per bucket when its
-# samples are evenly spaced (no per-sample timestamps to compute), (3) unnested samples
-# otherwise; and how they combine per bucket into the partials (p0, p1) the query returns, which
-# `aggregate.combine_partials` merges across the shards a large query is split into.
-_PARTIALS: dict[Aggregation, tuple[str, tuple[str, str], str, str]] = {
-    # (summary columns, (slice columns, aggregate over the slice's values `v` as `agg`),
-    #  unnested-sample columns, per-bucket partials)
-    Aggregation.AVG: (
-        "ch.n::bigint, ch.sum", ("sl.i1 - sl.i0 + 1, agg", "sum(v)"), "count(*), sum(v)", "sum(p0), sum(p1)"
-    ),
-    Aggregation.SUM: ("0::bigint, ch.sum", ("0::bigint, agg", "sum(v)"), "0::bigint, sum(v)", "0, sum(p1)"),
-    Aggregation.COUNT: (
-        "ch.n::bigint, 0::float8", ("sl.i1 - sl.i0 + 1, 0::float8", ""), "count(*), 0::float8", "sum(p0), 0"
-    ),
-    Aggregation.MIN: ("0::bigint, ch.min", ("0::bigint, agg", "min(v)"), "0::bigint, min(v)", "0, min(p1)"),
-    Aggregation.MAX: ("0::bigint, ch.max", ("0::bigint, agg", "max(v)"), "0::bigint, max(v)", "0, max(p1)"),
-    # The newest sample of a slice is simply its last element. Ties between series: the greatest
-    # value, NaN losing (aggregate.newer_or_greater; PostgreSQL sorts NaN above every number).
+# Per aggregation: the partial columns a whole-bucket chunk contributes from its stored summary,
+# and how they combine per bucket into the partials (p0, p1) that `aggregate.Partials` merges with
+# the decoded chunks' and the other shards'.
+_SUMMARY_PARTIALS: dict[Aggregation, tuple[str, str]] = {
+    Aggregation.AVG: ("ch.n::bigint, ch.sum", "sum(p0), sum(p1)"),
+    Aggregation.SUM: ("0::bigint, ch.sum", "0, sum(p1)"),
+    Aggregation.COUNT: ("ch.n::bigint, 0::float8", "sum(p0), 0"),
+    Aggregation.MIN: ("0::bigint, ch.min", "0, min(p1)"),
+    Aggregation.MAX: ("0::bigint, ch.max", "0, max(p1)"),
+    # Ties between series: the greatest value, NaN losing (aggregate.newer_or_greater; PostgreSQL
+    # sorts NaN above every number).
     Aggregation.LAST: (
-        "ch.end_ms, ch.last",
-        ("sl.t, ch.vals[sl.i1 + 1]", ""),
-        "max(t), (array_agg(v ORDER BY t DESC, v = 'NaN'::float8, v DESC))[1]",
-        "max(p0), (array_agg(p1 ORDER BY p0 DESC, p1 = 'NaN'::float8, p1 DESC))[1]",
+        "ch.end_ms, ch.last", "max(p0), (array_agg(p1 ORDER BY p0 DESC, p1 = 'NaN'::float8, p1 DESC))[1]"
     ),
 }  # fmt: skip
 
@@ -81,125 +75,82 @@ def _chunks_of_selected(condition: str) -> str:
     ) ch"""
 
 
-_REGULAR = "(ch.offsets IS NULL AND ch.interval_ms > 0)"
-
-
 @functools.cache
-def _aggregate_sql(aggregation: Aggregation) -> str:
-    summary, (slice_columns, slice_aggregate), unnested, partials = _PARTIALS[aggregation]
-    slice_join = ""
-    if slice_aggregate:
-        values = "unnest(ch.vals[sl.i0 + 1 : sl.i1 + 1]) AS v"
-        slice_join = f"CROSS JOIN LATERAL (SELECT {slice_aggregate} FROM {values}) part(agg)"
+def _summary_sql(aggregation: Aggregation) -> str:
+    summary, partials = _SUMMARY_PARTIALS[aggregation]
     return f"""
 WITH {_SELECTION}
 SELECT grp, b, {partials} FROM (
-    SELECT sel.grp, (ch.start_ms - %(start)s) / %(step)s AS b, {summary}
+    SELECT sel.grp, (ch.start_ms - %(start)s) / %(step)s, {summary}
     FROM {_chunks_of_selected(_WHOLE)}
-    UNION ALL
-    SELECT sel.grp, sl.b, {slice_columns}
-    FROM {_chunks_of_selected(f"{_REGULAR} AND NOT {_WHOLE}")}
-    CROSS JOIN LATERAL (
-        SELECT bk.b, idx.i0, idx.i1, ch.start_ms + idx.i1 * ch.interval_ms AS t
-        FROM generate_series(
-            (greatest(ch.start_ms, %(start)s) - %(start)s) / %(step)s,
-            (least(ch.end_ms, %(end)s) - %(start)s) / %(step)s
-        ) AS bk(b)
-        CROSS JOIN LATERAL (
-            SELECT greatest(0, (%(start)s + bk.b * %(step)s - ch.start_ms + ch.interval_ms - 1)
-                               / ch.interval_ms) AS i0,
-                   least(ch.n - 1, (least(%(start)s + (bk.b + 1) * %(step)s - 1, %(end)s) - ch.start_ms)
-                               / ch.interval_ms) AS i1
-        ) idx
-        WHERE idx.i0 <= idx.i1
-    ) sl {slice_join}
-    UNION ALL
-    SELECT grp, (t - %(start)s) / %(step)s, {unnested}
-    FROM (
-        SELECT sel.grp, ch.start_ms + COALESCE(ch.offsets[u.i], (u.i - 1) * ch.interval_ms) AS t, u.v
-        FROM {_chunks_of_selected(f"NOT {_REGULAR} AND NOT {_WHOLE}")},
-        unnest(ch.vals) WITH ORDINALITY AS u(v, i)
-    ) samples
-    WHERE t BETWEEN %(start)s AND %(end)s
-    GROUP BY 1, 2
 ) parts(grp, b, p0, p1)
-GROUP BY grp, b ORDER BY grp, b
+GROUP BY grp, b
 """
 
 
-_UNNESTED = """
-SELECT c.grp, c.series_id, c.start_ms + COALESCE(c.offsets[u.i], (u.i - 1) * c.interval_ms) AS ts, u.v
-FROM c, unnest(c.vals) WITH ORDINALITY AS u(v, i)"""
-
-
-_RATE = f"""
-WITH {_SELECTION},
-c AS (SELECT sel.grp, ch.* FROM {_chunks_of_selected("true")}),
-samples AS ({_UNNESTED}),
-deltas AS (
-    SELECT grp, ts, v,
-           lag(v) OVER (PARTITION BY series_id ORDER BY ts) AS prev,
-           lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS prev_ts
-    FROM samples WHERE ts BETWEEN %(from)s AND %(end)s AND v <> 'NaN'::float8
+_PAYLOAD = (
+    "ch.series_id, ch.start_ms, ch.n, ch.interval_ms, ch.codec, array_send(ch.offsets), "
+    "CASE WHEN ch.codec = 0 THEN array_send(ch.vals) ELSE ch.packed END"
 )
-SELECT grp, b, 0,
-       increase / (least(%(step)s, %(end)s + 1 - (%(start)s + b * %(step)s)) / 1000.0)
-FROM (
-    SELECT grp, (ts - %(start)s) / %(step)s AS b, sum(CASE WHEN v >= prev THEN v - prev ELSE v END) AS increase
-    FROM deltas
-    WHERE prev IS NOT NULL AND ts >= %(start)s AND ts - prev_ts <= %(lookbehind)s
-    GROUP BY grp, b
-) per_bucket
-ORDER BY grp, b
+"""A chunk as `chunks.decode_rows` reads it (a StoredRow)."""
+
+
+@functools.cache
+def _payload_sql(skip_whole: bool) -> str:
+    condition = f"NOT {_WHOLE}" if skip_whole else "true"
+    return f"""
+WITH {_SELECTION}
+SELECT {_PAYLOAD} FROM {_chunks_of_selected(condition)}
+ORDER BY ch.series_id, ch.start_ms
 """
 
-_RAW = """
-SELECT series_id, start_ms, end_ms, interval_ms, offsets, vals FROM chunks
-WHERE series_id = ANY(%(ids)s) AND start_ms <= %(end)s AND start_ms >= %(lo)s AND end_ms >= %(start)s
-ORDER BY series_id, start_ms
-"""
+
+_FLOAT8_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">f8")])
+_INT4_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">i4")])
+_ARRAY_HEADER = 20  # array_send of a one-dimensional array: ndim, flags, element type, length, lower bound
+
+
+def _plain_values(payload: memoryview) -> np.ndarray:
+    return np.frombuffer(payload, _FLOAT8_ELEMENTS, offset=_ARRAY_HEADER)["v"].astype(np.float64)
+
+
+def _plain_offsets(payload: memoryview) -> np.ndarray:
+    return np.frombuffer(payload, _INT4_ELEMENTS, offset=_ARRAY_HEADER)["v"].astype(np.int64)
+
 
 _COMPACT_CANDIDATES = """
 SELECT DISTINCT start_ms / %(window)s FROM chunks
 WHERE start_ms >= %(since)s AND start_ms < %(until)s
-GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1
+GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1 OR bool_or(codec = 0)
 """
 
-# Chunks that start and end inside one window, for series with more than one such chunk.
-# Only these exact rows are replaced, so chunks that ingest adds meanwhile are left alone.
-_COMPACT_VICTIMS = """
-CREATE TEMP TABLE victims ON COMMIT DROP AS
-SELECT series_id, start_ms FROM chunks
-WHERE start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s
-  AND series_id IN (
-      SELECT series_id FROM chunks
-      WHERE start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s
-      GROUP BY series_id HAVING count(*) > 1
-  )
+_INSIDE_WINDOW = "start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s"
+
+# Series with more than one chunk, or any plain one, that starts and ends inside the window.
+_COMPACT_SERIES = f"""
+SELECT series_id FROM chunks WHERE {_INSIDE_WINDOW}
+GROUP BY series_id HAVING count(*) > 1 OR bool_or(codec = 0) ORDER BY series_id
 """
 
-_COMPACT_MERGED = """
-CREATE TEMP TABLE merged ON COMMIT DROP AS
-WITH samples AS (
-    SELECT c.series_id, c.start_ms + COALESCE(c.offsets[u.i], (u.i - 1) * c.interval_ms) AS ts, u.v
-    FROM chunks c JOIN victims USING (series_id, start_ms), unnest(c.vals) WITH ORDINALITY AS u(v, i)
-    WHERE c.start_ms >= %(start)s AND c.start_ms < %(end)s
-),
-spaced AS (SELECT series_id, ts, v, ts - lag(ts) OVER (PARTITION BY series_id ORDER BY ts) AS gap FROM samples),
-runs AS (
-    SELECT series_id, min(ts) AS start_ms, max(ts) AS end_ms, count(*)::int AS n,
-           sum(v) AS sum, min(v) AS min, max(v) AS max, (array_agg(v ORDER BY ts DESC))[1] AS last,
-           min(gap) AS low_gap, max(gap) AS high_gap,
-           array_agg(ts ORDER BY ts) AS times, array_agg(v ORDER BY ts) AS vals
-    FROM spaced GROUP BY series_id
+# Only these exact rows are replaced, so chunks that ingest adds meanwhile are left alone; the
+# row locks make a second replica compacting the same window wait, then find nothing left to do.
+_COMPACT_VICTIMS = f"""
+SELECT {_PAYLOAD.replace("ch.", "")} FROM chunks
+WHERE series_id = ANY(%(ids)s) AND {_INSIDE_WINDOW}
+ORDER BY series_id, start_ms FOR UPDATE
+"""
+
+_COMPACT_DELETE = """
+DELETE FROM chunks c USING unnest(%(ids)s::int[], %(starts)s::bigint[]) AS v(series_id, start_ms)
+WHERE c.series_id = v.series_id AND c.start_ms = v.start_ms AND c.start_ms >= %(start)s AND c.start_ms < %(end)s
+"""
+
+_PACKED_INSERT = (
+    "INSERT INTO chunks (start_ms, end_ms, sum, min, max, last, series_id, n, interval_ms, codec, packed) VALUES %s"
 )
-SELECT start_ms, end_ms, sum, min, max, last, series_id, n,
-       CASE WHEN n = 1 THEN 0 WHEN low_gap = high_gap THEN low_gap::int ELSE 0 END AS interval_ms,
-       CASE WHEN n = 1 OR low_gap = high_gap THEN NULL
-            ELSE ARRAY(SELECT (t - start_ms)::int FROM unnest(times) AS t) END AS offsets,
-       vals
-FROM runs
-"""
+
+COMPACTION_SERIES_PER_TRANSACTION = 2000
+"""Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
 _NEWEST = """
 SELECT s.id, l.end_ms, l.last FROM unnest(%(ids)s::int[]) AS s(id)
@@ -274,14 +225,6 @@ class PostgresSampleStore:
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
         return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
 
-    def _raw_rows(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> list[tuple[Any, ...]]:
-        with self._cursor() as cursor:
-            cursor.execute(
-                _RAW,
-                {"ids": list(series_ids), "start": start_ms, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS},
-            )
-            return list(cursor.fetchall())
-
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
 
@@ -294,48 +237,54 @@ class PostgresSampleStore:
             )
             return int(cursor.fetchone()[0])
 
+    def _decoded(
+        self, cursor: Any, params: dict[str, Any], groups: dict[int, int] | None, skip_whole: bool
+    ) -> engine.Samples:
+        cursor.execute(_payload_sql(skip_whole), params)
+        _, series, times, values = decode_rows(cursor.fetchall(), _plain_values, _plain_offsets)
+        group = (
+            series
+            if groups is None
+            else np.array([groups[s] for s in params["ids"]], dtype=np.int64)[
+                np.searchsorted(np.array(params["ids"], dtype=np.int64), series)
+            ]
+        )
+        return engine.Samples(series, group, times, values)
+
     def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
-        result: dict[int, Points] = {}
-        for series_id, start, end, interval, offsets, values in self._raw_rows(series_ids, start_ms, end_ms):
-            times_out, values_out = result.setdefault(series_id, ([], []))
-            times = chunk_timestamps(start, end, interval, offsets)
-            if start >= start_ms and end <= end_ms:
-                times_out.extend(times)
-                values_out.extend(values)
-            else:
-                for t, v in zip(times, values, strict=True):
-                    if start_ms <= t <= end_ms:
-                        times_out.append(t)
-                        values_out.append(v)
-        return result
+        ids = sorted(set(series_ids))
+        params = {"ids": ids, "grps": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        with self._cursor() as cursor:
+            samples = self._decoded(cursor, params, None, skip_whole=False)
+        return engine.points_by_series(samples.within(start_ms, end_ms))
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
     ) -> dict[int, Points]:
-        params: dict[str, Any] = {"start": start_ms, "end": end_ms, "step": step_ms}
-        if aggregation is Aggregation.RATE:
-            lookbehind = rate_lookbehind_ms(step_ms)
-            params["from"] = start_ms - lookbehind
-            params["lo"] = start_ms - lookbehind - MAX_CHUNK_SPAN_MS
-            params["lookbehind"] = lookbehind
-            sql = _RATE
-        else:
-            params["from"] = start_ms
-            params["lo"] = start_ms - MAX_CHUNK_SPAN_MS
-            sql = _aggregate_sql(aggregation)
+        rate = aggregation is Aggregation.RATE
+        reach = start_ms - (engine.rate_lookbehind_ms(step_ms) if rate else 0)
+        params: dict[str, Any] = {
+            "start": start_ms, "end": end_ms, "step": step_ms, "from": reach, "lo": reach - MAX_CHUNK_SPAN_MS,
+        }  # fmt: skip
 
-        def partials(shard: list[tuple[int, int]]) -> list[tuple[int, int, float, float]]:
+        def shard_work(shard: list[int]) -> tuple[engine.Samples, list[tuple[int, int, float, float]]]:
+            shard_params = {**params, "ids": shard, "grps": [groups[s] for s in shard]}
             with self._cursor() as cursor:
-                cursor.execute(sql, {**params, "ids": [s for s, _ in shard], "grps": [g for _, g in shard]})
-                return [(grp, b, float(p0), float(p1)) for grp, b, p0, p1 in cursor.fetchall()]
+                summary_rows: list[tuple[int, int, float, float]] = []
+                if not rate:
+                    cursor.execute(_summary_sql(aggregation), shard_params)
+                    summary_rows = [(g, b, float(p0), float(p1)) for g, b, p0, p1 in cursor.fetchall()]
+                return self._decoded(cursor, shard_params, groups, skip_whole=not rate), summary_rows
 
         # A large selection is split over several connections that PostgreSQL serves on different
         # cores at once (the GIL is free while psycopg2 waits); the partials are then merged.
-        items = list(groups.items())
-        shards = self._parallelism if len(items) >= PARALLEL_MIN_SERIES else 1
-        parts = [items[i::shards] for i in range(shards)]
-        rows = partials(parts[0]) if shards == 1 else [r for p in self._pool.map(partials, parts) for r in p]
-        return combine_partials(rows, aggregation, start_ms, step_ms)
+        ids = sorted(groups)
+        shards = self._parallelism if len(ids) >= PARALLEL_MIN_SERIES else 1
+        parts = [ids[i::shards] for i in range(shards)]
+        done = [shard_work(parts[0])] if shards == 1 else list(self._pool.map(shard_work, parts))
+        samples = engine.Samples.concat([d[0] for d in done])
+        summaries = engine.Partials.from_rows([row for d in done for row in d[1]])
+        return engine.query_aggregate(None, samples, start_ms, end_ms, step_ms, aggregation, extra=summaries)
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         if not series_ids:
@@ -358,25 +307,42 @@ class PostgresSampleStore:
         return dropped
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Merge each series' chunks inside every window (aligned to window_ms) that lies in
-        [since_ms, until_ms) into one chunk; returns the number of chunks removed."""
-        removed = 0
+        """Rewrite each series' chunks inside every window (aligned to window_ms) that lies in
+        [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
+        series or any in the plain form; returns the number of chunks removed."""
         with self._cursor() as cursor:
             cursor.execute(_COMPACT_CANDIDATES, {"window": window_ms, "since": since_ms, "until": until_ms})
             windows = sorted(row[0] for row in cursor.fetchall())
+        removed = 0
         for window in windows:
             start, end = window * window_ms, (window + 1) * window_ms
-            if end > until_ms:
-                continue
+            if end <= until_ms:
+                removed += self._compact_window(start, end)
+        return removed
+
+    def _compact_window(self, start: int, end: int) -> int:
+        bounds = {"start": start, "end": end}
+        with self._cursor() as cursor:
+            cursor.execute(_COMPACT_SERIES, bounds)
+            series = [row[0] for row in cursor.fetchall()]
+        removed = 0
+        for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
+            ids = series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION]
             with self._cursor(commit=True) as cursor:
-                cursor.execute(_COMPACT_VICTIMS, {"start": start, "end": end})
-                cursor.execute(_COMPACT_MERGED, {"start": start, "end": end})
+                cursor.execute(_COMPACT_VICTIMS, {**bounds, "ids": ids})
+                victims = cursor.fetchall()
+                if not victims:
+                    continue
+                _, series_ids, times, values = decode_rows(victims, _plain_values, _plain_offsets)
+                merged = packed_chunks(series_ids, times, values)
                 cursor.execute(
-                    "DELETE FROM chunks c USING victims v WHERE c.series_id = v.series_id AND c.start_ms = v.start_ms "
-                    "AND c.start_ms >= %(start)s AND c.start_ms < %(end)s",
-                    {"start": start, "end": end},
+                    _COMPACT_DELETE, {**bounds, "ids": [v[0] for v in victims], "starts": [v[1] for v in victims]}
                 )
-                deleted = cursor.rowcount
-                cursor.execute(f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM merged")
-                removed += deleted - cursor.rowcount
+                rows = [
+                    (c.start_ms, c.end_ms, c.sum, c.min, c.max, c.last, c.series_id, c.count, c.interval_ms,
+                     codec.PACKED, psycopg2.Binary(c.blob))
+                    for c in merged
+                ]  # fmt: skip
+                psycopg2.extras.execute_values(cursor, _PACKED_INSERT, rows, page_size=1000)
+            removed += len(victims) - len(merged)
         return removed

@@ -21,7 +21,14 @@ from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
-from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, ChunkColumns, PackedChunk, StoredRow, decode_rows, packed_chunks
+from services.metrics.storage.chunks import (
+    MAX_CHUNK_SPAN_MS,
+    ChunkColumns,
+    PackedChunk,
+    StoredRow,
+    decode_rows,
+    packed_chunks,
+)
 from services.metrics.storage.ports import Points
 
 
@@ -117,7 +124,9 @@ class SqliteSampleStore:
                 found.extend(cursor.fetchall())
         return found
 
-    def _samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int, exclude_whole: dict[str, int] | None) -> tuple[list[StoredRow], list[tuple[Any, ...]]]:
+    def _samples(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, exclude_whole: dict[str, int] | None
+    ) -> tuple[list[StoredRow], list[tuple[Any, ...]]]:
         """Decodable rows of the chunks overlapping [start_ms, end_ms] and, when `exclude_whole`
         gives a bucketing, the summary rows of the chunks that lie inside one bucket instead."""
         params: dict[str, Any] = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
