@@ -3,7 +3,10 @@
 Starts the agents and metrics services as real processes on a fresh
 PostgreSQL schema (or SQLite with --backend sqlite), streams 1,000,000
 samples (100 hosts x 10 metrics x 1,000 samples at 10 s, as 100 batches of
-10,000 samples on one stream), runs the two reference queries 20 times each,
+10,000 samples on one stream) with values shaped like an exporter's (gauges
+rounded as node_exporter and the agent report them, byte counts in whole
+pages, integer counters), ending in the last compaction window that has
+closed, so "after compaction" means every window was compacted; runs the two reference queries 20 times each,
 measures a plain psycopg2 COPY baseline on the same PostgreSQL, and prints one
 JSON object (also written to bench.json).
 """
@@ -41,10 +44,38 @@ SAMPLES_PER_SERIES = 1000
 INTERVAL_MS = 10_000
 SCRAPES_PER_BATCH = 10
 QUERY_RUNS = 20
+COMPACTION_WINDOW_MS = 3_600_000
+COMPACTION_DELAY_MS = 600_000
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+PAGE = 4096
+
+
+def _first_value(name: str, rng: random.Random) -> float:
+    if name in ("mem_used_bytes", "fs_free_bytes"):
+        return float(rng.randrange(1 << 18, 1 << 21) * PAGE)
+    if name in COUNTERS:
+        return float(rng.randrange(1 << 20, 1 << 40))
+    return round(rng.uniform(0, 50), 1)
+
+
+def _next_value(name: str, value: float, rng: random.Random) -> float:
+    """One scrape later, rounded as exporters report each kind of value."""
+    if name == "cpu_usage_percent":
+        return round(min(100.0, max(0.0, value + rng.gauss(0, 3))), 1)
+    if name in ("load1", "load5"):
+        return round(max(0.0, value + rng.gauss(0, 0.2)), 2)
+    if name == "procs_running":
+        return float(rng.randint(0, 8))
+    if name in ("mem_used_bytes", "fs_free_bytes"):
+        return value + round(rng.gauss(0, 200)) * PAGE
+    if name.startswith("disk_"):
+        return value + rng.randint(0, 400) * PAGE  # block devices count whole pages
+    return value + rng.randint(0, 200_000)  # network bytes: any integer
 
 
 def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
@@ -52,7 +83,7 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
     rng = random.Random(seed)
     names = [*GAUGES, *COUNTERS]
     keys = [(host, name) for host in range(HOSTS) for name in names]
-    level = {key: rng.uniform(10, 90) for key in keys}
+    level = {key: _first_value(key[1], rng) for key in keys}
     batches = []
     for number in range(SAMPLES_PER_SERIES // SCRAPES_PER_BATCH):
         batch = pb.MetricBatch(sequence=number + 1)
@@ -67,10 +98,7 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
             host, name = key
             values = []
             for _ in times:
-                if name in COUNTERS:
-                    level[key] += rng.uniform(0, 1e6)
-                else:
-                    level[key] += rng.gauss(0, 1)
+                level[key] = _next_value(key[1], level[key], rng)
                 values.append(level[key])
             # Evenly spaced, so sent as the InfraWatch agent sends it: start and interval, no timestamp list.
             entry = batch.series.add(ref=ref, start_ms=times[0], interval_ms=INTERVAL_MS, values=values)
@@ -198,7 +226,10 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
     schema, workdir = platform.schema, platform.workdir
     server = psutil.Process(platform.metrics.process.pid)
     log(f"services up on {args.backend}; building the workload")
-    end_ms = (int(time.time() * 1000) // INTERVAL_MS) * INTERVAL_MS - INTERVAL_MS
+    # The data ends before the newest window that compaction may already rewrite (1 h windows,
+    # closed 10 min after their end), so the compacted figures cover every sample.
+    now_ms = int(time.time() * 1000)
+    end_ms = (now_ms - COMPACTION_DELAY_MS) // COMPACTION_WINDOW_MS * COMPACTION_WINDOW_MS - INTERVAL_MS
     start_ms = end_ms - (SAMPLES_PER_SERIES - 1) * INTERVAL_MS
     batches = build_batches(start_ms)
     total = sum(len(s.values) for b in batches for s in b.series)
@@ -322,7 +353,9 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
         "server_cpu_us_per_sample": round(server_cpu / total * 1e6, 3),
         "postgres_cpu_s": round(postgres_cpu, 3) if args.backend == "postgres" else None,
         "client_cpu_s": round(client_cpu, 3),
-        **{key: value for key, value in compacted.items() if key != "chunks"},
+        "bytes_per_sample_compacted": compacted["bytes_per_sample"],
+        "bytes_per_sample_fresh": fresh["bytes_per_sample"],
+        **{key: value for key, value in compacted.items() if key not in ("chunks", "bytes_per_sample")},
         "server_rss_mb_start": round(rss_start, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
         "server_rss_mb_end": round(rss_end, 1),

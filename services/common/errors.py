@@ -41,3 +41,7 @@ class FailedPrecondition(DomainError):
 
 class Unavailable(DomainError):
     """A dependency cannot be reached right now; retrying later may work."""
+
+
+class DataLoss(DomainError):
+    """Stored data cannot be read back (corruption); retrying will not help, an operator must look."""

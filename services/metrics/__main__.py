@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agent.logs import configure_logging, event
+from services.common.allocator import keep_large_arrays_on_the_heap
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         argv,
     )
     configure_logging(settings.log_level, "metrics")
+    if not keep_large_arrays_on_the_heap():
+        event(_log, "not glibc: query arrays use the default allocator (slower decoding)")
 
     stop = install_stop_signals()
     config = config_from(settings)

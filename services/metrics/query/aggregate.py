@@ -24,7 +24,7 @@ Series and groups without a point in the range are not returned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,12 +110,13 @@ class Summaries:
 class Partials:
     """What each source contributes to a (group, bucket): p0/p1 are (count, sum) for AVG, (-, sum)
     for SUM, (count, -) for COUNT, (-, min)/(-, max) for MIN/MAX, (newest time, its value) for LAST
-    and (-, increase per second) for RATE. Partials over disjoint sets of series or chunks merge
-    into the same answer, which is how PostgreSQL's SQL summaries and query shards join in."""
+    and (-, increase per second) for RATE; p0 None means 1 for each entry (a single sample).
+    Partials over disjoint sets of series or chunks merge into the same answer, which is how
+    PostgreSQL's SQL summaries and query shards join in."""
 
     group: np.ndarray
     bucket: np.ndarray
-    p0: np.ndarray
+    p0: np.ndarray | None
     p1: np.ndarray
 
     @classmethod
@@ -123,31 +124,28 @@ class Partials:
         table = np.array(list(rows), dtype=_FLOAT).reshape(-1, 4)
         return cls(table[:, 0].astype(_INT), table[:, 1].astype(_INT), table[:, 2], table[:, 3])
 
-    @classmethod
-    def concat(cls, parts: Sequence[Partials]) -> Partials:
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("group", "bucket", "p0", "p1")))
+    def counts(self) -> np.ndarray:
+        return np.ones(len(self.group), _FLOAT) if self.p0 is None else self.p0
 
 
 def sample_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation) -> Partials:
     """Each sample within [start, end] as its own partial (not for RATE)."""
     inside = samples.within(start_ms, end_ms)
     bucket = (inside.t - start_ms) // step_ms
-    ones = np.ones(len(inside.v), _FLOAT)
-    p0 = {Aggregation.AVG: ones, Aggregation.COUNT: ones, Aggregation.LAST: inside.t.astype(_FLOAT)}
-    return Partials(inside.group, bucket, p0.get(aggregation, np.zeros(len(inside.v), _FLOAT)), inside.v)
+    p0 = inside.t.astype(_FLOAT) if aggregation is Aggregation.LAST else None
+    return Partials(inside.group, bucket, p0, inside.v)
 
 
 def summary_partials(summaries: Summaries, start_ms: int, step_ms: int, aggregation: Aggregation) -> Partials:
     """Each whole-bucket chunk's stored summary as one partial (not for RATE)."""
     bucket = (summaries.start_ms - start_ms) // step_ms
     counts = summaries.count.astype(_FLOAT)
-    zeros = np.zeros(len(bucket), _FLOAT)
     p0, p1 = {
         Aggregation.AVG: (counts, summaries.sum),
-        Aggregation.SUM: (zeros, summaries.sum),
-        Aggregation.COUNT: (counts, zeros),
-        Aggregation.MIN: (zeros, summaries.min),
-        Aggregation.MAX: (zeros, summaries.max),
+        Aggregation.SUM: (counts, summaries.sum),
+        Aggregation.COUNT: (counts, counts),
+        Aggregation.MIN: (counts, summaries.min),
+        Aggregation.MAX: (counts, summaries.max),
         Aggregation.LAST: (summaries.end_ms.astype(_FLOAT), summaries.last),
     }[aggregation]
     return Partials(summaries.group, bucket, p0, p1)
@@ -166,12 +164,11 @@ def rate_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int) ->
         increase = np.where(current >= previous, current - previous, current)[valid]
     bucket = (t[1:][valid] - start_ms) // step_ms
     per_second = increase / covered_seconds(bucket, start_ms, end_ms, step_ms)
-    return Partials(group[1:][valid], bucket, np.zeros(len(bucket), _FLOAT), per_second)
+    return Partials(group[1:][valid], bucket, None, per_second)
 
 
 def _last_of_each(key: np.ndarray, time: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Index of the LAST winner per run of equal `key`s (key ascending after sorting): newest time,
-    then greatest value, NaN losing."""
+    """Index of the LAST winner per distinct `key`: newest time, then greatest value, NaN losing."""
     nan = np.isnan(value)
     order = np.lexsort((np.where(nan, -np.inf, value), ~nan, time, key))
     sorted_keys = key[order]
@@ -179,35 +176,45 @@ def _last_of_each(key: np.ndarray, time: np.ndarray, value: np.ndarray) -> np.nd
     return order[ends]
 
 
-def combine(partials: Partials, aggregation: Aggregation, start_ms: int, step_ms: int) -> dict[int, Points]:
-    """Merge partials into one value per (group, bucket); groups with no partial are absent."""
-    if not len(partials.group):
+def combine(sources: Sequence[Partials], aggregation: Aggregation, start_ms: int, step_ms: int) -> dict[int, Points]:
+    """Merge partials into one value per (group, bucket); groups with no partial are absent.
+
+    Group numbers are small and dense (the query numbers its groups 0, 1, ...) and the buckets
+    of a query are bounded, so every (group, bucket) gets a slot in flat arrays that numpy adds
+    into directly (bincount), with no sorting."""
+    sources = [p for p in sources if len(p.group)]
+    if not sources:
         return {}
-    buckets = int(partials.bucket.max()) + 1
-    keys, slot = np.unique(partials.group * buckets + partials.bucket, return_inverse=True)
-    size = len(keys)
+    buckets = max(int(p.bucket.max()) for p in sources) + 1
+    size = (max(int(p.group.max()) for p in sources) + 1) * buckets
+    slots = [p.group * buckets + p.bucket for p in sources]
+
+    def total(weights: Callable[[Partials], np.ndarray | None]) -> np.ndarray:
+        return sum((np.bincount(k, weights(p), size) for k, p in zip(slots, sources, strict=True)), np.zeros(size))
+
+    seen = total(lambda p: None)
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN and ±Inf follow IEEE, as in SQL
-        values = _combined(partials, slot, size, aggregation)
-    return _emit(keys // buckets, keys % buckets, values, start_ms, step_ms)
-
-
-def _combined(partials: Partials, slot: np.ndarray, size: int, aggregation: Aggregation) -> np.ndarray:
-    values: np.ndarray
-    if aggregation is Aggregation.AVG:
-        values = np.bincount(slot, partials.p1, size) / np.bincount(slot, partials.p0, size)
-    elif aggregation in (Aggregation.SUM, Aggregation.RATE):
-        values = np.bincount(slot, partials.p1, size)
-    elif aggregation is Aggregation.COUNT:
-        values = np.bincount(slot, partials.p0, size)
-    elif aggregation is Aggregation.MIN:
-        values = np.full(size, np.nan)
-        np.fmin.at(values, slot, partials.p1)  # NaN only when every value is NaN
-    elif aggregation is Aggregation.MAX:
-        values = np.full(size, -np.inf)
-        np.maximum.at(values, slot, partials.p1)  # NaN wins, as PostgreSQL orders it
-    else:
-        values = partials.p1[_last_of_each(slot, partials.p0, partials.p1)]
-    return values
+        if aggregation is Aggregation.AVG:
+            values = total(lambda p: p.p1) / total(lambda p: p.p0)
+        elif aggregation in (Aggregation.SUM, Aggregation.RATE):
+            values = total(lambda p: p.p1)
+        elif aggregation is Aggregation.COUNT:
+            values = total(lambda p: p.p0)
+        elif aggregation in (Aggregation.MIN, Aggregation.MAX):
+            # fmin: NaN only when every value is NaN; maximum: NaN wins, as PostgreSQL orders it
+            values = np.full(size, np.nan if aggregation is Aggregation.MIN else -np.inf)
+            pick = np.fmin if aggregation is Aggregation.MIN else np.maximum
+            for k, p in zip(slots, sources, strict=True):
+                pick.at(values, k, p.p1)
+        else:
+            key = np.concatenate(slots)
+            times = np.concatenate([p.counts() for p in sources])
+            latest = np.concatenate([p.p1 for p in sources])
+            winners = _last_of_each(key, times, latest)
+            values = np.full(size, np.nan)
+            values[key[winners]] = latest[winners]
+    present = np.flatnonzero(seen)
+    return _emit(present // buckets, present % buckets, values[present], start_ms, step_ms)
 
 
 def _emit(
@@ -254,7 +261,7 @@ def query_aggregate(
             parts.append(summary_partials(summaries, start_ms, step_ms, aggregation))
     if extra is not None:
         parts.append(extra)
-    return combine(Partials.concat(parts), aggregation, start_ms, step_ms)
+    return combine(parts, aggregation, start_ms, step_ms)
 
 
 # Row-form entry points over `Chunk`s: the in-memory fake store and unit tests use these.
@@ -313,4 +320,4 @@ def combine_partials(
     rows: Iterable[tuple[int, int, float, float]], aggregation: Aggregation, start_ms: int, step_ms: int
 ) -> dict[int, Points]:
     """Merge per-bucket partial rows (group, bucket, p0, p1) computed over disjoint sets of series."""
-    return combine(Partials.from_rows(rows), aggregation, start_ms, step_ms)
+    return combine([Partials.from_rows(rows)], aggregation, start_ms, step_ms)

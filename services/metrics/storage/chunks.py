@@ -289,26 +289,44 @@ def decode_rows(
     plain_offsets: Callable[[Any], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row index, series id, time, value) of every sample of `rows`, in row order. Both forms are
-    read: `plain_values`/`plain_offsets` turn a store's plain payloads into float64/int64 arrays."""
+    read: `plain_values`/`plain_offsets` turn a store's plain payloads into float64/int64 arrays;
+    packed blobs are decoded together (codec.decode_many)."""
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, np.zeros(0, dtype=np.float64)
-    times: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    counts = np.empty(len(rows), dtype=np.int64)
-    for i, (_, start, count, interval, form, offsets_payload, values_payload) in enumerate(rows):
-        if form == codec.PACKED:
-            decoded, offsets = codec.decode(values_payload, count)
-        elif form == codec.PLAIN:
-            decoded = plain_values(values_payload)
-            offsets = None if offsets_payload is None else plain_offsets(offsets_payload)
-        else:
-            raise codec.CorruptChunk(f"chunk form {form} is not known to this version")
-        if len(decoded) != count:
-            raise codec.CorruptChunk(f"chunk holds {len(decoded)} values, its row says {count}")
-        times.append(start + offsets if offsets is not None else start + np.arange(count, dtype=np.int64) * interval)
-        values.append(decoded)
-        counts[i] = count
+    header = np.array([row[:5] for row in rows], dtype=np.int64)
+    series_ids, starts, counts, intervals, forms = header.T
+    bounds = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
     index = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
-    series = np.array([row[0] for row in rows], dtype=np.int64)[index]
-    return index, series, np.concatenate(times).astype(np.int64, copy=False), np.concatenate(values)
+    position = np.arange(int(bounds[-1]), dtype=np.int64) - bounds[index]
+    times = starts[index] + position * intervals[index]  # evenly spaced; uneven chunks overwritten below
+    values = np.empty(len(times), dtype=np.float64)
+    packed = np.flatnonzero(forms == codec.PACKED).tolist()
+    if packed:
+        try:
+            decoded, offsets = codec.decode_many([rows[i][6] for i in packed], counts[packed].tolist())
+        except codec.CorruptChunk as error:
+            raise _unreadable(rows[packed[error.index]], error) from error
+        values[forms[index] == codec.PACKED] = decoded  # rows ascend, so their samples line up in order
+        for i, chunk_offsets in zip(packed, offsets, strict=True):
+            if chunk_offsets is not None:
+                times[bounds[i] : bounds[i + 1]] = starts[i] + chunk_offsets
+    for i in np.flatnonzero(forms != codec.PACKED).tolist():
+        _, start, count, _, form, offsets_payload, values_payload = rows[i]
+        try:
+            if form != codec.PLAIN:
+                raise codec.CorruptChunk(f"form {form} is not known to this version")
+            plain = plain_values(values_payload)
+            if len(plain) != count:
+                raise codec.CorruptChunk(f"it holds {len(plain)} values where its row says {count}")
+            values[bounds[i] : bounds[i + 1]] = plain
+            if offsets_payload is not None:
+                times[bounds[i] : bounds[i + 1]] = start + plain_offsets(offsets_payload)
+        except (codec.CorruptChunk, ValueError) as error:
+            raise _unreadable(rows[i], error) from error
+    return index, series_ids[index], times, values
+
+
+def _unreadable(row: StoredRow, error: Exception) -> codec.CorruptChunk:
+    return codec.CorruptChunk(f"the chunk of series {row[0]} at {row[1]} ms cannot be read: {error}")

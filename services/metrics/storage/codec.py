@@ -25,9 +25,13 @@ is read back is always exactly what was written (NaN payloads and -0.0 included)
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 import zstandard
+
+from services.common.errors import DataLoss
 
 PLAIN = 0
 """values float64 (little-endian BLOB on SQLite, float8[] on PostgreSQL), offsets int32 or none."""
@@ -42,12 +46,28 @@ _XOR, _DECIMAL, _DECIMAL_RISING = 0, 1, 2
 """Value kinds; a rising series (a counter between resets) needs no zigzag, which would cost a bit."""
 _HEADER = struct.Struct("<BBBBqq")
 """value kind, fraction digits, value width, offset width, first integer, common step factor"""
-_compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-_decompressor = zstandard.ZstdDecompressor()
+_HEADER_FIELDS = np.dtype(
+    [("kind", "u1"), ("digits", "u1"), ("width", "u1"), ("owidth", "u1"), ("first", "<i8"), ("factor", "<i8")]
+)
+_local = threading.local()
 
 
-class CorruptChunk(ValueError):
-    """A stored blob that this version cannot read."""
+def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    """This thread's (de)compressor: zstandard's are not safe to share between threads (queries
+    decode on several at once), and making one per call would cost more than the decoding."""
+    pair = getattr(_local, "pair", None)
+    if pair is None:
+        pair = _local.pair = (zstandard.ZstdCompressor(level=ZSTD_LEVEL), zstandard.ZstdDecompressor())
+    return pair
+
+
+class CorruptChunk(DataLoss):
+    """A stored chunk that this version cannot read: the query fails with DATA_LOSS, not INTERNAL.
+    `index` is the blob's position in a `decode_many` call."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def _zigzag(signed: np.ndarray) -> np.ndarray:
@@ -55,7 +75,8 @@ def _zigzag(signed: np.ndarray) -> np.ndarray:
 
 
 def _unzigzag(unsigned: np.ndarray) -> np.ndarray:
-    return (unsigned >> np.uint64(1)).view(np.int64) ^ -(unsigned & np.uint64(1)).view(np.int64)
+    bits = unsigned.view(np.int64)
+    return ((bits >> 1) & np.int64(0x7FFF_FFFF_FFFF_FFFF)) ^ -(bits & 1)
 
 
 def _width(unsigned: np.ndarray) -> int:
@@ -118,32 +139,85 @@ def encode(values: np.ndarray, offsets: np.ndarray | None) -> bytes:
         offset_width = _width(changes)
         body.append(_shuffled(changes, offset_width))
     header = _HEADER.pack(kind, digits, value_width, offset_width, first, factor)
-    return header + _compressor.compress(b"".join(body))
+    return header + _zstd()[0].compress(b"".join(body))
 
 
 def decode(blob: bytes | memoryview, count: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(values, offsets or None) of a packed blob holding `count` samples."""
-    try:
-        kind, digits, value_width, offset_width, first, factor = _HEADER.unpack_from(blob)
-        body = memoryview(_decompressor.decompress(memoryview(blob)[_HEADER.size :]))
-    except (struct.error, zstandard.ZstdError) as error:
-        raise CorruptChunk(f"unreadable chunk: {error}") from error
-    stored = count if kind == _XOR else count - 1
-    encoded = _unshuffled(body, stored, value_width)
-    if kind in (_DECIMAL, _DECIMAL_RISING):
-        integers = np.empty(count, dtype=np.int64)
-        integers[0] = first
-        steps = _unzigzag(encoded) if kind == _DECIMAL else encoded.view(np.int64)
-        np.cumsum(steps * factor if factor > 1 else steps, out=integers[1:])
-        integers[1:] += first
-        values = integers / 10.0**digits
-    elif kind == _XOR:
-        values = np.bitwise_xor.accumulate(encoded).view(np.float64)
-    else:
-        raise CorruptChunk(f"unknown value kind {kind}")
-    offsets = None
-    if offset_width:
-        changes = _unshuffled(body[stored * value_width :], count - 1, offset_width)
-        offsets = np.zeros(count, dtype=np.int64)
-        np.cumsum(np.cumsum(_unzigzag(changes)), out=offsets[1:])
+    values, offsets = decode_many([blob], [count])
+    return values, offsets[0]
+
+
+def decode_many(
+    blobs: Sequence[bytes | memoryview], counts: Sequence[int]
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """The values of many packed blobs, concatenated in order, and each one's offsets (None when
+    evenly spaced). Headers are read as one array and chunks of the same kind, width and length
+    are decoded together as the rows of one 2-D array, so a query over hundreds of compacted
+    chunks costs a few array operations, not a few per chunk. A blob that cannot be read raises
+    CorruptChunk naming its position."""
+    count = np.asarray(counts, dtype=np.int64)
+    bounds = np.zeros(len(count) + 1, dtype=np.int64)
+    np.cumsum(count, out=bounds[1:])
+    values = np.empty(int(bounds[-1]), dtype=np.float64)
+    offsets: list[np.ndarray | None] = [None] * len(blobs)
+    if not len(blobs):
+        return values, offsets
+    for index, blob in enumerate(blobs):
+        if len(blob) < _HEADER.size:
+            raise CorruptChunk(f"{len(blob)} bytes are too short for a packed chunk", index)
+    head = np.frombuffer(b"".join(bytes(blob[: _HEADER.size]) for blob in blobs), dtype=_HEADER_FIELDS)
+    kind, digits, width, offset_width = (head[name].astype(np.int64) for name in ("kind", "digits", "width", "owidth"))
+    decompress = _zstd()[1].decompress
+    bodies = []
+    for index, blob in enumerate(blobs):
+        try:
+            bodies.append(decompress(memoryview(blob)[_HEADER.size :]))
+        except zstandard.ZstdError as error:
+            raise CorruptChunk(str(error), index) from error
+    stored = np.where(kind == _XOR, count, count - 1)
+    known = np.isin(kind, (_XOR, _DECIMAL, _DECIMAL_RISING)) & np.isin(width, (1, 2, 4, 8))
+    sizes = np.array([len(body) for body in bodies], dtype=np.int64)
+    wrong = np.flatnonzero(~known | (sizes != stored * width + (count - 1) * offset_width))
+    if len(wrong):
+        raise CorruptChunk(f"kind {kind[wrong[0]]}, width {width[wrong[0]]}, {sizes[wrong[0]]} bytes", int(wrong[0]))
+    for index in np.flatnonzero(offset_width).tolist():
+        n, at = int(count[index]), int(stored[index] * width[index])
+        changes = _unshuffled(memoryview(bodies[index])[at:], n - 1, int(offset_width[index]))
+        chunk_offsets = np.zeros(n, dtype=np.int64)
+        np.cumsum(np.cumsum(_unzigzag(changes)), out=chunk_offsets[1:])
+        offsets[index] = chunk_offsets
+    # Chunks alike in kind, width and length decode together.
+    shape_key = (kind * 16 + width) * (1 << 40) + count
+    for key in np.unique(shape_key).tolist():
+        members = np.flatnonzero(shape_key == key)
+        first_member = int(members[0])
+        rows, n = len(members), int(count[first_member])
+        group_kind, group_width, group_stored = (
+            int(kind[first_member]),
+            int(width[first_member]),
+            int(stored[first_member]),
+        )
+        planes = np.frombuffer(
+            b"".join(bodies[i][: group_stored * group_width] for i in members.tolist()), dtype=np.uint8
+        )
+        grid = np.ascontiguousarray(planes.reshape(rows, group_width, group_stored).transpose(0, 2, 1))
+        encoded = grid.view(f"<u{group_width}").reshape(rows, group_stored).astype(np.uint64)
+        if group_kind == _XOR:
+            decoded = np.bitwise_xor.accumulate(encoded, axis=1).view(np.float64)
+        else:
+            first = head["first"][members]
+            steps = _unzigzag(encoded) if group_kind == _DECIMAL else encoded.view(np.int64)
+            factor = np.maximum(head["factor"][members], 1)
+            if (factor > 1).any():
+                steps = steps * factor[:, None]
+            integers = np.empty((rows, n), dtype=np.int64)
+            integers[:, 0] = first
+            np.cumsum(steps, axis=1, out=integers[:, 1:])
+            integers[:, 1:] += first[:, None]
+            decoded = integers / (10.0 ** digits[members].astype(np.float64))[:, None]
+        if rows == len(blobs):
+            values[:] = decoded.ravel()
+        else:
+            values[(bounds[members][:, None] + np.arange(n)).ravel()] = decoded.ravel()
     return values, offsets
