@@ -142,7 +142,11 @@ def test_a_raw_query_beyond_the_point_limit_is_refused_before_a_sample_is_read(
     def must_not_load(*args, **kwargs):
         raise AssertionError("samples were loaded for a query the chunk counts already refuse")
 
-    monkeypatch.setattr(metrics_harness.samples, "raw", must_not_load)
+    from services.metrics.storage.postgres import samples as postgres_store
+    from services.metrics.storage.sqlite import samples as sqlite_store
+
+    monkeypatch.setattr(postgres_store, "decode_rows", must_not_load)
+    monkeypatch.setattr(sqlite_store, "decode_rows", must_not_load)
     now = to_timestamp(metrics_harness.clock())
     request = pb.QueryRangeRequest(selector=pb.Selector(selector="dense_raw"), start=to_timestamp(start), end=now)
     code, details = code_of(lambda: metrics_stub.QueryRange(request, timeout=30))

@@ -10,6 +10,7 @@ from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolic
 from services.metrics.domain import LabelSet, MetricInfo, Series
 from services.metrics.query.aggregate import Points, points_in_range
 from services.metrics.storage.chunks import Chunk, ChunkColumns
+from services.metrics.storage.ports import TooManyPoints
 
 
 class FakeAgentRepository:
@@ -130,13 +131,15 @@ class FakeSampleStore:
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return {t for c in self._of(series_id) for t in c.timestamps() if start_ms <= t <= end_ms}
 
-    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
+    def raw(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> dict[int, Points]:
         wanted = set(series_ids)
-        return sum(
+        inside = sum(
             c.count for c in self.chunks if c.series_id in wanted and c.start_ms >= start_ms and c.end_ms <= end_ms
         )
-
-    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+        if refuse_above is not None and inside > refuse_above:
+            raise TooManyPoints(inside)
         self.raw_reads = getattr(self, "raw_reads", 0) + 1
         found = {i: points_in_range(self._of(i), start_ms, end_ms) for i in series_ids}
         return {i: points for i, points in found.items() if points[0]}

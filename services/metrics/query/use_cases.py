@@ -11,7 +11,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.selectors import Matcher, parse_selector
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
 from services.metrics.storage.catalog import SeriesCatalog
-from services.metrics.storage.ports import Querier
+from services.metrics.storage.ports import Querier, TooManyPoints
 
 DEFAULT_RANGE_MS = 3600 * 1000
 DEFAULT_STEP_MS = 60 * 1000
@@ -90,10 +90,11 @@ def query_range(
     if aggregation is Aggregation.NONE:
         # Refused before a sample is read when the chunks wholly inside the range already hold too
         # many: an 8-million-point request must not grow the server by gigabytes first.
-        _check_points(
-            ctx.store.points_within([s.series_id for s in selected], start, end), ctx.max_points, at_least=True
-        )
-        found = ctx.store.raw([s.series_id for s in selected], start, end)
+        try:
+            found = ctx.store.raw([s.series_id for s in selected], start, end, refuse_above=ctx.max_points)
+        except TooManyPoints as refused:
+            _check_points(refused.at_least, ctx.max_points, at_least=True)
+            raise
         _check_points(sum(len(t) for t, _ in found.values()), ctx.max_points)
         # A stored chunk may overlap the range without a sample inside it: such a series is not returned.
         series = [ResultSeries(s.labels, *found[s.series_id]) for s in selected if found.get(s.series_id, ((),))[0]]

@@ -16,6 +16,14 @@ from services.metrics.storage.chunks import ChunkColumns
 Points = tuple[list[int], list[float]]
 
 
+class TooManyPoints(Exception):
+    """A raw read refused from the chunks' sample counts alone, before any sample was read."""
+
+    def __init__(self, at_least: int) -> None:
+        super().__init__(f"at least {at_least} points")
+        self.at_least = at_least
+
+
 class SeriesStore(Protocol):
     def load_series(self, after_id: int) -> list[Series]:
         """Series with an id greater than `after_id`, in id order."""
@@ -53,13 +61,12 @@ class Appender(Protocol):
 class Querier(Protocol):
     """What the query use cases need."""
 
-    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
-        """Samples within [start_ms, end_ms] of each series, ascending."""
-        ...
-
-    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
-        """The samples of the chunks lying wholly inside [start_ms, end_ms], from the chunks'
-        counts alone (no sample is read): a lower bound of what `raw` would return."""
+    def raw(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> dict[int, Points]:
+        """Samples within [start_ms, end_ms] of each series, ascending. With `refuse_above`, raises
+        TooManyPoints before any sample is read when the chunks lying wholly inside the range
+        already hold more samples than that (their counts are a lower bound of the answer)."""
         ...
 
     def aggregate(

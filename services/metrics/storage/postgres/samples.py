@@ -33,7 +33,7 @@ from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, decode_rows, packed_chunks
-from services.metrics.storage.ports import Points
+from services.metrics.storage.ports import Points, TooManyPoints
 from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
 DAY_MS = 86_400_000
@@ -89,8 +89,8 @@ GROUP BY grp, b
 
 
 _PAYLOAD = (
-    "ch.series_id, ch.start_ms, ch.n, ch.interval_ms, ch.codec, array_send(ch.offsets), "
-    "CASE WHEN ch.codec = 0 THEN array_send(ch.vals) ELSE ch.packed END"
+    "ch.series_id, ch.start_ms, ch.n, ch.interval_ms, ch.codec, array_send(ch.offsets) AS offsets, "
+    "CASE WHEN ch.codec = 0 THEN array_send(ch.vals) ELSE ch.packed END AS payload"
 )
 """A chunk as `chunks.decode_rows` reads it (a StoredRow)."""
 
@@ -104,6 +104,20 @@ SELECT {_PAYLOAD} FROM {_chunks_of_selected(condition)}
 ORDER BY ch.series_id, ch.start_ms
 """
 
+
+# One round trip: the samples held by the chunks wholly inside the range, from their counts, and
+# the payloads only when that is within the limit (else one row carrying the count alone).
+_RAW = f"""
+WITH {_SELECTION},
+found AS MATERIALIZED (SELECT {_PAYLOAD}, ch.end_ms FROM {_chunks_of_selected("true")}),
+inside AS (
+    SELECT coalesce(sum(n), 0)::bigint AS points FROM found WHERE start_ms >= %(from)s AND end_ms <= %(end)s
+)
+SELECT inside.points, found.series_id, found.start_ms, found.n, found.interval_ms, found.codec, found.offsets,
+       found.payload
+FROM inside LEFT JOIN found ON inside.points <= %(limit)s
+ORDER BY found.series_id, found.start_ms
+"""
 
 _FLOAT8_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">f8")])
 _INT4_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">i4")])
@@ -228,15 +242,6 @@ class PostgresSampleStore:
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
 
-    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id = ANY(%(ids)s) "
-                "AND start_ms >= %(start)s AND end_ms <= %(end)s",
-                {"ids": list(series_ids), "start": start_ms, "end": end_ms},
-            )
-            return int(cursor.fetchone()[0])
-
     def _decoded(
         self, cursor: Any, params: dict[str, Any], groups: dict[int, int] | None, skip_whole: bool
     ) -> engine.Samples:
@@ -251,12 +256,24 @@ class PostgresSampleStore:
         )
         return engine.Samples(series, group, times, values)
 
-    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+    def raw(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> dict[int, Points]:
         ids = sorted(set(series_ids))
-        params = {"ids": ids, "grps": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        params = {
+            "ids": ids, "grps": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
+            "limit": refuse_above if refuse_above is not None else 2**62,
+        }  # fmt: skip
         with self._cursor() as cursor:
-            samples = self._decoded(cursor, params, None, skip_whole=False)
-        return engine.points_by_series(samples.within(start_ms, end_ms))
+            cursor.execute(_RAW, params)
+            rows = cursor.fetchall()
+        inside = rows[0][0] if rows else 0
+        if refuse_above is not None and inside > refuse_above:
+            raise TooManyPoints(inside)
+        _, series, times, values = decode_rows(
+            [row[1:] for row in rows if row[1] is not None], _plain_values, _plain_offsets
+        )
+        return engine.points_by_series(engine.Samples(series, series, times, values).within(start_ms, end_ms))
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation

@@ -29,7 +29,7 @@ from services.metrics.storage.chunks import (
     decode_rows,
     packed_chunks,
 )
-from services.metrics.storage.ports import Points
+from services.metrics.storage.ports import Points, TooManyPoints
 
 
 def _plain_values(blob: bytes) -> np.ndarray:
@@ -161,7 +161,7 @@ class SqliteSampleStore:
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
 
-    def points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
+    def _points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
         total = 0
         with self._cursor() as cursor:
             for offset in range(0, len(series_ids), 500):
@@ -174,7 +174,11 @@ class SqliteSampleStore:
                 total += int(cursor.fetchone()[0])
         return total
 
-    def raw(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, Points]:
+    def raw(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> dict[int, Points]:
+        if refuse_above is not None and (inside := self._points_within(series_ids, start_ms, end_ms)) > refuse_above:
+            raise TooManyPoints(inside)
         rows, _ = self._samples(series_ids, start_ms, end_ms, None)
         return engine.points_by_series(self._decoded(rows).within(start_ms, end_ms))
 
