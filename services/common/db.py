@@ -8,7 +8,9 @@ can see another's schema.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +64,9 @@ def create_db_engine(url: str, **options: Any) -> Engine:
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
+    # The most recently used connection first: it has the prepared statements (ReadCursor) and
+    # warm caches, and the ones left idle can be closed by the database or a proxy.
+    options.setdefault("pool_use_lifo", True)
     engine = create_engine(url, **options)
     event.listen(engine, "connect", _postgres_session)
     return engine
@@ -72,6 +77,10 @@ def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
     # half a second compiling plans that then run in tens of milliseconds.
     cursor = dbapi_connection.cursor()
     cursor.execute("SET jit = off")
+    # Only statements prepared by ReadCursor.execute_prepared are affected: their generic plans
+    # (index lookups per selected series, partitions pruned at run time) are as fast as custom
+    # ones, so the five custom plannings PostgreSQL would otherwise make first are skipped.
+    cursor.execute("SET plan_cache_mode = force_generic_plan")
     cursor.close()
     dbapi_connection.commit()
 
@@ -98,6 +107,82 @@ def pooled_cursor(engine: Engine, commit: bool = False) -> Iterator[Any]:
         raise
     except BaseException:
         connection.rollback()
+        raise
+    finally:
+        connection.close()
+
+
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+@functools.cache
+def _prepared_form(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with its %(name)s parameters numbered $1, $2, ... in order of first use, and the names."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _NAMED_PARAMETER.sub(number, sql), tuple(names)
+
+
+class ReadCursor:
+    """A DBAPI cursor plus `execute_prepared`, which on PostgreSQL plans a statement once per
+    connection (PREPARE) and afterwards only executes it: the fleet query's plan took 0.7 ms to
+    make, longer than running it on compacted chunks. Elsewhere it simply executes."""
+
+    def __init__(self, cursor: Any, prepared: set[str] | None) -> None:
+        self.cursor = cursor
+        self._prepared = prepared
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.cursor.execute(sql, params)
+
+    def fetchall(self) -> list[Any]:
+        return list(self.cursor.fetchall())
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def execute_prepared(self, name: str, sql: str, params: dict[str, Any]) -> None:
+        if self._prepared is None:
+            self.cursor.execute(sql, params)
+            return
+        body, names = _prepared_form(sql)
+        if name not in self._prepared:
+            self.cursor.execute(f"PREPARE {name} AS {body}")
+            self._prepared.add(name)
+        arguments = ", ".join(f"%({n})s" for n in names)
+        self.cursor.execute(f"EXECUTE {name} ({arguments})" if names else f"EXECUTE {name}", params)
+
+
+@contextmanager
+def pooled_read_cursor(engine: Engine) -> Iterator[ReadCursor]:
+    """A cursor for read-only statements. On PostgreSQL the connection runs in autocommit for
+    it, so no transaction is opened and none has to be rolled back afterwards: that rollback was a
+    network round trip per query (~0.1 ms of a 1 ms query)."""
+    if not is_postgres(engine):
+        with pooled_cursor(engine) as cursor:
+            yield ReadCursor(cursor, None)
+        return
+    connection = engine.raw_connection()
+    dbapi = engine.dialect.dbapi
+    broken = (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ()
+    driver: Any = connection.driver_connection
+    # Prepared statements live as long as the database connection, as does its pool record's info.
+    prepared = connection.info.setdefault("prepared_statements", set())
+    try:
+        driver.autocommit = True
+        yield ReadCursor(connection.cursor(), prepared)
+        driver.autocommit = False
+    except broken:
+        connection.invalidate()
+        raise
+    except BaseException:
+        driver.rollback()
+        driver.autocommit = False
         raise
     finally:
         connection.close()

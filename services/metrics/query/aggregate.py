@@ -192,14 +192,23 @@ def combine(sources: Sequence[Partials], aggregation: Aggregation, start_ms: int
     def total(weights: Callable[[Partials], np.ndarray | None]) -> np.ndarray:
         return sum((np.bincount(k, weights(p), size) for k, p in zip(slots, sources, strict=True)), np.zeros(size))
 
-    seen = total(lambda p: None)
+    tallies = [np.bincount(k, None, size) for k in slots]  # partials per slot, per source
+    seen = sum(tallies, np.zeros(size))
+
+    def counts() -> np.ndarray:
+        """Samples per slot: a source without p0 holds single samples, so its tally is its count."""
+        parts = (
+            t if p.p0 is None else np.bincount(k, p.p0, size) for t, k, p in zip(tallies, slots, sources, strict=True)
+        )
+        return sum(parts, np.zeros(size))
+
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN and ±Inf follow IEEE, as in SQL
         if aggregation is Aggregation.AVG:
-            values = total(lambda p: p.p1) / total(lambda p: p.p0)
+            values = total(lambda p: p.p1) / counts()
         elif aggregation in (Aggregation.SUM, Aggregation.RATE):
             values = total(lambda p: p.p1)
         elif aggregation is Aggregation.COUNT:
-            values = total(lambda p: p.p0)
+            values = counts()
         elif aggregation in (Aggregation.MIN, Aggregation.MAX):
             # fmin: NaN only when every value is NaN; maximum: NaN wins, as PostgreSQL orders it
             values = np.full(size, np.nan if aggregation is Aggregation.MIN else -np.inf)

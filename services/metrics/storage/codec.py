@@ -176,7 +176,7 @@ def decode_many(
         except zstandard.ZstdError as error:
             raise CorruptChunk(str(error), index) from error
     stored = np.where(kind == _XOR, count, count - 1)
-    known = np.isin(kind, (_XOR, _DECIMAL, _DECIMAL_RISING)) & np.isin(width, (1, 2, 4, 8))
+    known = (kind <= _DECIMAL_RISING) & ((width == 1) | (width == 2) | (width == 4) | (width == 8))
     sizes = np.array([len(body) for body in bodies], dtype=np.int64)
     wrong = np.flatnonzero(~known | (sizes != stored * width + (count - 1) * offset_width))
     if len(wrong):

@@ -28,7 +28,7 @@ import psycopg2.extras
 from sqlalchemy import Engine
 
 from agent.logs import event
-from services.common.db import pooled_cursor
+from services.common.db import pooled_cursor, pooled_read_cursor
 from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
@@ -111,18 +111,20 @@ ORDER BY 1, 3, 4
 """
 
 
-# One round trip: the samples held by the chunks wholly inside the range, from their counts, and
-# the payloads only when that is within the limit (else one row carrying the count alone).
+# The payloads, only when the chunks wholly inside the range hold no more samples than the limit
+# (a one-time filter PostgreSQL evaluates before reading any chunk). An empty answer is checked
+# against the count alone (`_RAW_INSIDE`), rare and cheap.
 _RAW = f"""
-WITH {_SELECTION},
-found AS MATERIALIZED (SELECT {_PAYLOAD}, ch.end_ms FROM {_chunks_of_selected("true")}),
-inside AS (
-    SELECT coalesce(sum(n), 0)::bigint AS points FROM found WHERE start_ms >= %(from)s AND end_ms <= %(end)s
-)
-SELECT inside.points, found.series_id, found.start_ms, found.n, found.interval_ms, found.codec, found.offsets,
-       found.payload
-FROM inside LEFT JOIN found ON inside.points <= %(limit)s
-ORDER BY found.series_id, found.start_ms
+SELECT {_PAYLOAD} FROM chunks ch
+WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}
+  AND (SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id = ANY(%(ids)s)
+       AND start_ms >= %(from)s AND end_ms <= %(end)s) <= %(limit)s
+ORDER BY 1, 2
+"""
+
+_RAW_INSIDE = """
+SELECT coalesce(sum(n), 0) FROM chunks
+WHERE series_id = ANY(%(ids)s) AND start_ms >= %(from)s AND end_ms <= %(end)s
 """
 
 _FLOAT8_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">f8")])
@@ -256,15 +258,14 @@ class PostgresSampleStore:
             "ids": ids, "grps": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
             "limit": refuse_above if refuse_above is not None else 2**62,
         }  # fmt: skip
-        with self._cursor() as cursor:
-            cursor.execute(_RAW, params)
+        with pooled_read_cursor(self._engine) as cursor:
+            cursor.execute_prepared("infrawatch_raw", _RAW, params)
             rows = cursor.fetchall()
-        inside = rows[0][0] if rows else 0
-        if refuse_above is not None and inside > refuse_above:
-            raise TooManyPoints(inside)
-        _, series, times, values = decode_rows(
-            [row[1:] for row in rows if row[1] is not None], _plain_values, _plain_offsets
-        )
+            if not rows and refuse_above is not None:
+                cursor.execute(_RAW_INSIDE, params)
+                if (inside := int(cursor.fetchone()[0])) > refuse_above:
+                    raise TooManyPoints(inside)
+        _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
         return engine.points_by_series(engine.Samples(series, series, times, values).within(start_ms, end_ms))
 
     def aggregate(
@@ -281,9 +282,13 @@ class PostgresSampleStore:
         sql = _aggregate_sql(aggregation)
 
         def fetch(shard: list[int]) -> list[tuple[Any, ...]]:
-            with self._cursor() as cursor:
-                cursor.execute(sql, {**params, "ids": shard, "grps": [groups[s] for s in shard]})
-                return list(cursor.fetchall())
+            with pooled_read_cursor(self._engine) as cursor:
+                cursor.execute_prepared(
+                    f"infrawatch_{aggregation.name.lower()}",
+                    sql,
+                    {**params, "ids": shard, "grps": [groups[s] for s in shard]},
+                )
+                return cursor.fetchall()
 
         # A large selection is split over several connections that PostgreSQL serves on different
         # cores at once (the GIL is free while psycopg2 waits). The rows are decoded together
