@@ -203,8 +203,8 @@ def check_database(engine: Engine) -> bool:
         return False
 
 
-def migrate(engine: Engine, migrations_dir: Path, version_table: str) -> None:
-    """Bring the schema to the newest version.
+def migrate(engine: Engine, migrations_dir: Path, version_table: str, revision: str = "head") -> None:
+    """Bring the schema to the newest version (or to `revision`, which tests of upgrades use).
 
     On PostgreSQL an advisory lock keyed by the version table serialises
     replicas that start at the same moment, so migrations run exactly once.
@@ -217,7 +217,7 @@ def migrate(engine: Engine, migrations_dir: Path, version_table: str) -> None:
             lock_key = zlib.crc32(version_table.encode())
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
     log_event(_log, "schema up to date", version_table=version_table)
 
 

@@ -172,7 +172,7 @@ def decode_many(
     bodies = []
     for index, blob in enumerate(blobs):
         try:
-            bodies.append(decompress(memoryview(blob)[_HEADER.size :]))
+            bodies.append(decompress(memoryview(blob)[_HEADER.size :], allow_extra_data=False))
         except zstandard.ZstdError as error:
             raise CorruptChunk(str(error), index) from error
     stored = np.where(kind == _XOR, count, count - 1)
