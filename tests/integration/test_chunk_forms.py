@@ -148,9 +148,15 @@ def test_a_chunk_that_cannot_be_decoded_is_data_loss_naming_it(
     metrics_harness, metrics_stub, metrics_engine, packed_hour
 ):
     column = "packed" if is_postgres(metrics_engine) else "vals"
+    mark = "%s" if is_postgres(metrics_engine) else "?"
     with pooled_cursor(metrics_engine, commit=True) as cursor:
-        cursor.execute(f"UPDATE chunks SET {column} = {column} || {column} WHERE codec = 1")  # a torn write
-        assert cursor.rowcount == 1
+        cursor.execute(f"SELECT series_id, start_ms, {column} FROM chunks WHERE codec = 1")
+        ((series_id, start_ms, blob),) = cursor.fetchall()
+        torn = bytes(blob) + bytes(blob)  # a torn write: the frame followed by garbage
+        cursor.execute(
+            f"UPDATE chunks SET {column} = {mark} WHERE series_id = {mark} AND start_ms = {mark}",
+            (torn, series_id, start_ms),
+        )
     request = pb.QueryRangeRequest(
         selector=pb.Selector(selector="fragile"),
         start=to_timestamp(packed_hour),
