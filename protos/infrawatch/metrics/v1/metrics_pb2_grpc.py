@@ -81,7 +81,10 @@ class MetricsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryRange(self, request, context):
-        """Range query with optional aggregation and grouping, computed in the store.
+        """Range query with optional aggregation and grouping. RESOURCE_EXHAUSTED
+        when the answer would exceed the point limit (raw queries are refused
+        before any sample is read); DATA_LOSS, naming the chunk, when a stored
+        chunk cannot be decoded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
