@@ -206,3 +206,29 @@ def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argpars
         epilog="\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def telemetry_port(raw: str) -> int | None:
+    """A TCP port, or None for `off` (no telemetry endpoint)."""
+    if raw.strip().lower() in ("off", "none", "disabled", "false"):
+        return None
+    rule = "must be a TCP port between 0 and 65535, or off"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(rule) from None
+    if not 0 <= value <= 65535:
+        raise ValueError(rule)
+    return value
+
+
+def telemetry_var(service: str, default_port: int) -> Var:
+    """INFRAWATCH_<SERVICE>_TELEMETRY_PORT: one name per service, so services sharing one
+    environment (`make run`, the tests) each keep their own port."""
+    return Var(
+        f"INFRAWATCH_{service.upper()}_TELEMETRY_PORT",
+        str(default_port),
+        "HTTP port of this process's own telemetry in the Prometheus text format (GET /metrics), "
+        "on INFRAWATCH_BIND_HOST; `off` serves none.",
+        telemetry_port,
+    )

@@ -3,7 +3,8 @@
 `CallInterceptor` wraps every handler of a server: it maps a raised
 `DomainError` to its status with the error's message, turns anything
 unexpected into INTERNAL with a generic message (the traceback goes to the
-log, never to the client), and logs one line per call with its latency.
+log, never to the client), and logs one line per call with its latency (and, given an
+`RpcTelemetry`, counts it by method and status code with a latency histogram).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import grpc
 
 from agent.logs import event
 from services.common import errors
+from services.common.telemetry import RpcTelemetry
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -56,12 +58,18 @@ class _CallLog:
     service's log shows what needs attention: refused credentials at WARNING, other failures at
     INFO (unexpected ones also at ERROR, with their traceback, where they are caught)."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, telemetry: RpcTelemetry | None = None) -> None:
         self.method = method
         self.started = time.perf_counter()
+        self._telemetry = telemetry
+        if telemetry is not None:
+            telemetry.start(method)
 
     def done(self, code: grpc.StatusCode, detail: str = "") -> None:
-        elapsed_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        elapsed = time.perf_counter() - self.started
+        if self._telemetry is not None:
+            self._telemetry.finish(self.method, code.name, elapsed)
+        elapsed_ms = round(elapsed * 1000, 2)
         fields: dict[str, Any] = {"method": self.method, "code": code.name, "duration_ms": elapsed_ms}
         if detail:
             fields["detail"] = detail
@@ -101,9 +109,11 @@ def _translated(exc: Exception, unreachable: Unreachable) -> Exception:
     return exc
 
 
-def _wrap_single(behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()) -> Callable[..., Any]:
+def _wrap_single(
+    behavior: Callable[..., Any], method: str, unreachable: Unreachable = (), telemetry: RpcTelemetry | None = None
+) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        call = _CallLog(method)
+        call = _CallLog(method, telemetry)
         try:
             response = behavior(request, context)
         except Exception as exc:
@@ -116,10 +126,13 @@ def _wrap_single(behavior: Callable[..., Any], method: str, unreachable: Unreach
 
 
 def _wrap_stream(
-    behavior: Callable[..., Iterator[Any]], method: str, unreachable: Unreachable = ()
+    behavior: Callable[..., Iterator[Any]],
+    method: str,
+    unreachable: Unreachable = (),
+    telemetry: RpcTelemetry | None = None,
 ) -> Callable[..., Iterator[Any]]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        call = _CallLog(method)
+        call = _CallLog(method, telemetry)
         try:
             yield from behavior(request, context)
         except GeneratorExit:
@@ -157,8 +170,9 @@ class CallInterceptor(grpc.ServerInterceptor):
     """Maps domain errors to status codes and logs every call; `unreachable` lists the exception
     types that mean the service's database cannot be reached (UNAVAILABLE)."""
 
-    def __init__(self, unreachable: Unreachable = ()) -> None:
+    def __init__(self, unreachable: Unreachable = (), telemetry: RpcTelemetry | None = None) -> None:
         self._unreachable = unreachable
+        self._telemetry = telemetry
 
     def intercept_service(
         self,
@@ -169,8 +183,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         single, stream = (
-            partial(_wrap_single, unreachable=self._unreachable),
-            partial(_wrap_stream, unreachable=self._unreachable),
+            partial(_wrap_single, unreachable=self._unreachable, telemetry=self._telemetry),
+            partial(_wrap_stream, unreachable=self._unreachable, telemetry=self._telemetry),
         )
         return _rewrapped(handler, handler_call_details.method, single, stream)
 
@@ -188,9 +202,11 @@ async def _fail_async(context: grpc.aio.ServicerContext, call: _CallLog, exc: Ex
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-def _wrap_single_async(behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()) -> Callable[..., Any]:
+def _wrap_single_async(
+    behavior: Callable[..., Any], method: str, unreachable: Unreachable = (), telemetry: RpcTelemetry | None = None
+) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _CallLog(method)
+        call = _CallLog(method, telemetry)
         try:
             response = await behavior(request, context)
         except asyncio.CancelledError:
@@ -206,10 +222,10 @@ def _wrap_single_async(behavior: Callable[..., Any], method: str, unreachable: U
 
 
 def _wrap_stream_async(
-    behavior: Callable[..., Any], method: str, unreachable: Unreachable = ()
+    behavior: Callable[..., Any], method: str, unreachable: Unreachable = (), telemetry: RpcTelemetry | None = None
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _CallLog(method)
+        call = _CallLog(method, telemetry)
         try:
             async for response in behavior(request, context):
                 yield response
@@ -227,8 +243,9 @@ def _wrap_stream_async(
 class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
     """The asyncio server's twin of `CallInterceptor`: the same error table, the same call log."""
 
-    def __init__(self, unreachable: Unreachable = ()) -> None:
+    def __init__(self, unreachable: Unreachable = (), telemetry: RpcTelemetry | None = None) -> None:
         self._unreachable = unreachable
+        self._telemetry = telemetry
 
     async def intercept_service(
         self,
@@ -238,6 +255,6 @@ class AsyncCallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        single = partial(_wrap_single_async, unreachable=self._unreachable)
-        stream = partial(_wrap_stream_async, unreachable=self._unreachable)
+        single = partial(_wrap_single_async, unreachable=self._unreachable, telemetry=self._telemetry)
+        stream = partial(_wrap_stream_async, unreachable=self._unreachable, telemetry=self._telemetry)
         return _rewrapped(handler, handler_call_details.method, single, stream)

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.logs import event
 from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
+from services.common.telemetry import RpcTelemetry
 from services.common.tls import ServerTLS, listen
 
 _log = logging.getLogger("infrawatch.server")
@@ -68,11 +69,12 @@ def build_server(
     max_workers: int = 64,
     unreachable: tuple[type[BaseException], ...] = (),
     tls: ServerTLS | None = None,
+    telemetry: RpcTelemetry | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create a server hosting `bindings`, health and reflection; every service starts NOT_SERVING."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[CallInterceptor(unreachable)],
+        interceptors=[CallInterceptor(unreachable, telemetry)],
         options=_options(max_message_bytes),
     )
     for binding in bindings:
@@ -148,10 +150,13 @@ def build_async_server(
     max_message_bytes: int,
     unreachable: tuple[type[BaseException], ...] = (),
     tls: ServerTLS | None = None,
+    telemetry: RpcTelemetry | None = None,
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
-    server = grpc.aio.server(interceptors=[AsyncCallInterceptor(unreachable)], options=_options(max_message_bytes))
+    server = grpc.aio.server(
+        interceptors=[AsyncCallInterceptor(unreachable, telemetry)], options=_options(max_message_bytes)
+    )
     for binding in bindings:
         binding.add_to_server(server)
     # Starts NOT_SERVING: `serve_async` (or the caller) sets it before the server starts.

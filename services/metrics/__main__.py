@@ -14,6 +14,7 @@ from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.server import build_async_server, install_stop_signals, serve_async
+from services.common.telemetry import RpcTelemetry, new_registry, serve_telemetry
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         **({"pool_size": workers, "max_overflow": 4} if settings.database_url else {}),
     )
     agents_channel = client_tls_from(settings).channel(settings.agents_address)
-    app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms)
+    registry = new_registry()
+    app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms, registry)
     maintenance = MaintenancePolicy(
         retention_ms=config.limits.retention_ms,
         compaction_window_ms=int(settings.compaction_window * 1000),
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
         app.catalog.refresh(force=True)
         enforce_retention(app.samples, config.limits.retention_ms, wall_clock_ms())
-        MaintenanceTask(app.samples, maintenance, wall_clock_ms, stop).start()
+        MaintenanceTask(app.samples, maintenance, wall_clock_ms, stop, app.telemetry.maintenance_pass).start()
 
     async def run() -> None:
         server, health, port = build_async_server(
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
             tls=server_tls_from(settings),
+            telemetry=RpcTelemetry(registry),
         )
         event(
             _log,
@@ -121,9 +124,12 @@ def main(argv: list[str] | None = None) -> None:
             blocking=blocking,
         )
 
+    endpoint = serve_telemetry(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
     try:
         asyncio.run(run())
     finally:
+        if endpoint is not None:
+            endpoint.close()
         app.close()
         blocking.shutdown(wait=False)
         agents_channel.close()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from agent.metric_kinds import KINDS
@@ -26,6 +27,7 @@ from services.metrics.storage.ports import SampleStore
 from services.metrics.storage.postgres.samples import PostgresSampleStore
 from services.metrics.storage.series_sql import SqlSeriesStore
 from services.metrics.storage.sqlite.samples import SqliteSampleStore
+from services.metrics.telemetry import MetricsTelemetry
 from services.metrics.watch import WatchHub
 
 
@@ -54,6 +56,7 @@ class MetricsApp:
     slots: StreamSlots
     committer: GroupCommitter
     pools: tuple[ThreadPoolExecutor, ...]
+    telemetry: MetricsTelemetry
 
     def binding(self) -> AsyncServiceBinding:
         return AsyncServiceBinding(SERVICE_NAME, lambda server: add_to_server(self.servicer, server))
@@ -70,7 +73,11 @@ def build_metrics_app(
     agents_channel: grpc.Channel,
     stop: threading.Event,
     now_ms: Callable[[], int],
+    registry: CollectorRegistry | None = None,
 ) -> MetricsApp:
+    """`registry` receives the service's telemetry (a private one when not given, as in tests that
+    do not look at it)."""
+    telemetry = MetricsTelemetry(registry if registry is not None else CollectorRegistry())
     samples: SampleStore = (
         PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
     )
@@ -79,7 +86,7 @@ def build_metrics_app(
     catalog = SeriesCatalog(
         SqlSeriesStore(engine), now_ms, refresh_every_s=config.catalog_refresh_s, protected=protected
     )
-    hub = WatchHub()
+    hub = WatchHub(on_dropped=telemetry.watch_dropped.inc)
     ingestor = Ingestor(catalog, samples, hub, config.limits, now_ms)
     authenticator = CachedAuthenticator(
         AgentsClient(agents_channel, config.credentials.service_token, config.downstream_timeout_s, stop).authenticate,
@@ -102,5 +109,15 @@ def build_metrics_app(
         slots=slots,
         committer=committer,
         credentials=config.credentials,
+        telemetry=telemetry,
     )
-    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool))
+    telemetry.gauge(
+        "infrawatch_ingest_open_streams", "StreamMetrics and WatchMetrics calls open now.", lambda: slots.open
+    )
+    telemetry.gauge("infrawatch_watch_subscribers", "WatchMetrics subscribers now.", hub.subscriber_count)
+    telemetry.gauge("infrawatch_series", "Series known to this process's catalog.", catalog.series_count)
+    telemetry.gauge(
+        "infrawatch_ingest_pending_commits", "Prepared batches waiting for the group committer.", committer.pending
+    )
+    telemetry.watch_pool(engine)
+    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry)

@@ -48,10 +48,21 @@ def compact_closed_windows(store: Maintenance, policy: MaintenancePolicy, now_ms
     return store.compact(policy.compaction_window_ms, since, now_ms - policy.compaction_delay_ms)
 
 
-def run_maintenance(store: Maintenance, policy: MaintenancePolicy, now_ms: int, everything: bool = False) -> None:
+PassObserver = Callable[[int, int, float], None]
+"""Told (retention units dropped, chunks removed, seconds) after every pass."""
+
+
+def run_maintenance(
+    store: Maintenance,
+    policy: MaintenancePolicy,
+    now_ms: int,
+    everything: bool = False,
+    observe: PassObserver = lambda dropped, removed, seconds: None,
+) -> None:
     began = time.perf_counter()
     dropped = enforce_retention(store, policy.retention_ms, now_ms)
     merged = compact_closed_windows(store, policy, now_ms, everything)
+    observe(dropped, merged, time.perf_counter() - began)
     if dropped or merged or everything:
         event(
             _log,
@@ -64,19 +75,25 @@ def run_maintenance(store: Maintenance, policy: MaintenancePolicy, now_ms: int, 
 
 class MaintenanceTask(threading.Thread):
     def __init__(
-        self, store: Maintenance, policy: MaintenancePolicy, now_ms: Callable[[], int], stop: threading.Event
+        self,
+        store: Maintenance,
+        policy: MaintenancePolicy,
+        now_ms: Callable[[], int],
+        stop: threading.Event,
+        observe: PassObserver = lambda dropped, removed, seconds: None,
     ) -> None:
         super().__init__(name="maintenance", daemon=True)
         self._store = store
         self._policy = policy
         self._now_ms = now_ms
         self._halt = stop
+        self._observe = observe
 
     def run(self) -> None:
         everything = True
         while not self._halt.wait(self._policy.every_s):
             try:
-                run_maintenance(self._store, self._policy, self._now_ms(), everything)
+                run_maintenance(self._store, self._policy, self._now_ms(), everything, self._observe)
                 everything = False
             except Exception:
                 _log.exception("maintenance pass failed; will retry")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import enum
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch
 from services.metrics.query import use_cases as query
 from services.metrics.query.use_cases import QueryContext
+from services.metrics.telemetry import MetricsTelemetry
 from services.metrics.watch import Update, WatchHub
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
@@ -134,6 +136,7 @@ class MetricsServicer:
         slots: StreamSlots,
         committer: GroupCommitter,
         credentials: Credentials,
+        telemetry: MetricsTelemetry,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
@@ -145,6 +148,7 @@ class MetricsServicer:
         self._slots = slots
         self._committer = committer
         self._credentials = credentials
+        self._telemetry = telemetry
 
     async def _on(self, pool: Executor, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
@@ -158,15 +162,20 @@ class MetricsServicer:
         self._auth.identify(token)  # a revoked token stops the stream within the cache TTL
         return stream.prepare(read_batch(data))
 
-    def _committed(self, prepared: PreparedBatch) -> asyncio.Future[pb.BatchAck]:
+    def _committed(self, prepared: PreparedBatch, arrived: float) -> asyncio.Future[pb.BatchAck]:
         """An asyncio future resolved, on this loop, when the committer has written the batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[pb.BatchAck] = loop.create_future()
         ack = _ack(prepared.result)
 
         def settle(error: BaseException | None) -> None:
-            if not future.done():
-                future.set_result(ack) if error is None else future.set_exception(error)
+            if future.done():
+                return
+            if error is None:
+                self._telemetry.acknowledged(prepared.result, time.perf_counter() - arrived)
+                future.set_result(ack)
+            else:
+                future.set_exception(error)
 
         def done(error: BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -188,8 +197,9 @@ class MetricsServicer:
             async def read() -> None:
                 try:
                     async for data in request_iterator:
+                        arrived = time.perf_counter()
                         prepared = await self._on(self._ingest_pool, self._prepare, stream, token, data)
-                        await in_flight.put(self._committed(prepared))
+                        await in_flight.put(self._committed(prepared, arrived))
                 finally:
                     await in_flight.put(None)
 
@@ -202,15 +212,19 @@ class MetricsServicer:
                 reader.cancel()
 
     def _query_range(self, request: pb.QueryRangeRequest) -> pb.QueryRangeResponse:
+        began = time.perf_counter()
+        aggregation = _enum(Aggregation, request.aggregation, "aggregation")
         result = query.query_range(
             self._queries,
             _matchers(request.selector),
             start_ms=to_epoch_ms(request.start, "start") if request.HasField("start") else None,
             end_ms=to_epoch_ms(request.end, "end") if request.HasField("end") else None,
             step_ms=to_milliseconds(request.step, "step") if request.HasField("step") else None,
-            aggregation=_enum(Aggregation, request.aggregation, "aggregation"),
+            aggregation=aggregation,
             group_by=list(request.group_by),
         )
+        kind = {Aggregation.NONE: "raw", Aggregation.RATE: "rate"}.get(aggregation, "aggregate")
+        self._telemetry.query_seconds.labels(kind).observe(time.perf_counter() - began)
         return pb.QueryRangeResponse(
             series=[
                 pb.SeriesPoints(labels=_labels(s.labels), timestamps_ms=s.timestamps, values=s.values)
@@ -223,7 +237,9 @@ class MetricsServicer:
         return await self._read(context, self._query_range, request)
 
     def _latest_values(self, request: pb.LatestValuesRequest) -> pb.LatestValuesResponse:
+        began = time.perf_counter()
         samples = query.latest_values(self._queries, _matchers(request.selector))
+        self._telemetry.query_seconds.labels("latest").observe(time.perf_counter() - began)
         return pb.LatestValuesResponse(
             samples=[pb.LatestSample(labels=_labels(labels), timestamp_ms=t, value=v) for labels, t, v in samples]
         )

@@ -20,12 +20,14 @@ from services.common.config import (
     port,
     positive_int,
     read_vars,
+    telemetry_var,
 )
 from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS
 
 METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_METRICS_PORT", "50052", "Port of the metrics service.", port),
+    telemetry_var("metrics", 9152),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
     Var("INFRAWATCH_RETENTION", "15d", "Samples older than this are dropped.", duration_seconds),
     Var(
@@ -113,6 +115,7 @@ class MetricsSettings(TlsSettings):
     shutdown_grace: float
     max_message_bytes: int
     metrics_port: int
+    metrics_telemetry_port: int | None
     agents_address: str
     retention: float
     maintenance_every: float

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from services.common.selectors import Matcher, label_set_matches
@@ -70,9 +70,10 @@ class WatchHub:
     """Subscribers receive the samples of matching series right after their batch commits;
     a slow subscriber loses its oldest updates rather than slowing ingest down."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_dropped: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
+        self._on_dropped = on_dropped
 
     def subscribe(self, matchers: Sequence[Matcher], loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
         subscription = Subscription(matchers, loop)
@@ -96,4 +97,7 @@ class WatchHub:
         for subscription in subscriptions:
             wanted = [u for u in updates if subscription.wants(u[0])]
             if wanted:
+                dropped = subscription.dropped
                 subscription.offer(wanted)
+                if subscription.dropped != dropped:
+                    self._on_dropped()

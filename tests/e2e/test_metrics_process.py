@@ -3,6 +3,7 @@
 import json
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.e2e.conftest import ENROLL_HEADER
@@ -121,3 +122,57 @@ def test_stream_without_a_valid_token_is_unauthenticated(metrics_process):
     )  # fmt: skip
     assert result.returncode != 0
     assert "Unauthenticated" in result.stderr
+
+
+def scrape(port: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics and parse it with prometheus_client's own parser: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_service_exposes_its_own_telemetry_in_the_prometheus_format(agents_process, metrics_process, platform_env):
+    agents, metrics = agents_process[1], metrics_process[1]
+    token = register(agents, "telemetry-host")
+    t0 = (int(time.time()) // 60) * 60_000 - 600_000
+    labels = [{"name": "__name__", "value": "load1"}]
+    bad = [{"name": "__name__", "value": "load1"}, {"name": "not a label name", "value": "x"}]
+    stream(
+        metrics,
+        token,
+        {"sequence": 1, "series": [
+            {"labels": labels, "timestamps_ms": [t0, t0 + 10_000], "values": [1, 2]},
+            {"labels": bad, "timestamps_ms": [t0, t0 + 10_000], "values": [1, 2]},  # rejected: INVALID_LABELS
+        ]},
+    )  # fmt: skip
+    call(metrics, "QueryRange", {"selector": {"selector": "load1"}, "start": rfc3339(t0), "end": rfc3339(t0 + 60_000)})
+    found = scrape(platform_env["INFRAWATCH_METRICS_TELEMETRY_PORT"])
+
+    def value(name: str, **labels: str) -> float:
+        return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    service = "infrawatch.metrics.v1.MetricsService"
+    assert (
+        value("infrawatch_grpc_server_handled_total", grpc_service=service, grpc_method="QueryRange", grpc_code="OK")
+        == 1
+    )
+    assert (
+        value("infrawatch_grpc_server_handled_total", grpc_service=service, grpc_method="StreamMetrics", grpc_code="OK")
+        == 1
+    )
+    assert value("infrawatch_grpc_server_handling_seconds_count", grpc_service=service, grpc_method="QueryRange") == 1
+    assert value("infrawatch_ingest_samples_total", outcome="accepted") == 2
+    assert value("infrawatch_ingest_samples_total", outcome="rejected") == 2
+    assert value("infrawatch_ingest_rejected_samples_total", reason="invalid_labels") == 2
+    assert value("infrawatch_ingest_batches_total") == 1
+    assert value("infrawatch_ingest_ack_seconds_count") == 1
+    assert value("infrawatch_query_seconds_count", kind="raw") == 1
+    assert value("infrawatch_series") >= 1
+    assert value("process_resident_memory_bytes") > 0

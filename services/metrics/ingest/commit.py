@@ -54,6 +54,10 @@ class GroupCommitter:
             self._queue.put(None)
             self._thread.join(timeout_s)
 
+    def pending(self) -> int:
+        """Batches submitted and not yet taken up for a commit (approximate: read for telemetry)."""
+        return self._queue.qsize()
+
     def submit(self, prepared: PreparedBatch, done: Done) -> None:
         """Queue a prepared batch; `done(None)` once it is committed (and published), or
         `done(error)` when it could not be. Called from any thread; `done` runs on the committer's."""

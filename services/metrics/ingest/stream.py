@@ -62,9 +62,11 @@ class BatchResult:
     rejected: int = 0
     duplicate: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    rejected_by_reason: dict[Reason, int] = field(default_factory=dict)
 
     def reject(self, index: int, reason: Reason, samples: int, message: str) -> None:
         self.rejected += samples
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + samples
         if len(self.rejections) < MAX_REJECTIONS_REPORTED:
             self.rejections.append(Rejection(index, reason, samples, message))
 
