@@ -19,6 +19,7 @@ from agent.config import AgentConfig, load
 from agent.identity import Heartbeats, Registrar, StateFile
 from agent.logs import configure_logging
 from agent.sender import Sender
+from agent.telemetry import AgentCollector, AgentReadings, new_registry, serve_telemetry
 from agent.values import ConfigError
 from infrawatch.agents.v1 import agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -97,6 +98,31 @@ def run(config: AgentConfig) -> int:
     )
     heartbeats.start()
     sender.start()
+    rounds = [0]
+    endpoint = None
+    if config.telemetry_address is not None:
+        registry = new_registry()
+        registry.register(
+            AgentCollector(
+                AgentReadings(
+                    buffered_batches=buffer.pending,
+                    oldest_unsent_age_s=buffer.oldest_age_s,
+                    dropped_batches=lambda: buffer.dropped,
+                    acknowledged_batches=lambda: sender.acknowledged,
+                    rejected_samples=lambda: dict(sender.rejected_by_reason),
+                    collection_rounds=lambda: rounds[0],
+                    streaming=lambda: sender.streaming,
+                )
+            )
+        )
+        try:
+            endpoint = serve_telemetry(registry, *config.telemetry_address, "agent")
+        except OSError as exc:  # the host's port is taken: the agent's job is the data, not its telemetry
+            host, port = config.telemetry_address
+            _log.error(
+                "cannot serve the agent's telemetry; collecting and sending go on without it",
+                extra={"fields": {"address": f"{host}:{port}", "error": exc.strerror or str(exc)}},
+            )
     _log.info(
         "agent started",
         extra={
@@ -113,6 +139,7 @@ def run(config: AgentConfig) -> int:
 
     def collect_round() -> None:
         round_ = collector.collect()
+        rounds[0] += 1
         buffer.append(portable_batch(round_))
         if config.journal is not None:
             with config.journal.open("a") as handle:
@@ -130,6 +157,8 @@ def run(config: AgentConfig) -> int:
     halt.set()
     left = buffer.pending()
     _log.info("agent stopped", extra={"fields": {"unsent_batches_kept_for_next_run": left}})
+    if endpoint is not None:
+        endpoint.close()
     buffer.close()
     agents_channel.close()
     metrics_channel.close()

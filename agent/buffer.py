@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 _log = logging.getLogger("infrawatch.agent.buffer")
@@ -28,14 +29,20 @@ class DiskBuffer:
         # FULL: an appended batch survives power loss, not only a crash of the agent.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL, "
+            "created_ms INTEGER)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(batches)")}
+        if "created_ms" not in columns:  # a buffer written by an agent before telemetry existed
+            self._db.execute("ALTER TABLE batches ADD COLUMN created_ms INTEGER")
         self.dropped = 0
 
     def append(self, payload: bytes) -> int:
         """Store a batch durably; returns its sequence number."""
         with self._changed:
-            cursor = self._db.execute("INSERT INTO batches (payload) VALUES (?)", (payload,))
+            cursor = self._db.execute(
+                "INSERT INTO batches (payload, created_ms) VALUES (?, ?)", (payload, int(time.time() * 1000))
+            )
             seq = int(cursor.lastrowid or 0)
             self._enforce_limit()
             self._changed.notify_all()
@@ -78,6 +85,13 @@ class DiskBuffer:
         with self._changed:
             self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._changed.notify_all()
+
+    def oldest_age_s(self) -> float:
+        """How long the oldest unacknowledged batch has waited (0 when none does; batches kept from
+        an agent version that did not record the time count from the oldest one that did)."""
+        with self._lock:
+            oldest = self._db.execute("SELECT min(created_ms) FROM batches").fetchone()[0]
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
     def pending(self) -> int:
         with self._lock:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.telemetry import telemetry_address
 from agent.tls import ClientTLS
 from agent.values import ConfigError, duration_seconds, log_level, positive_int, readable_file
 
@@ -67,6 +68,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("grace", "10s", "On SIGTERM, how long to keep sending what is buffered before exiting.", duration_seconds),
     Option("timeout", "5s", "Deadline of each registration and heartbeat call.", duration_seconds),
     Option("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", log_level),
+    Option(
+        "telemetry_address",
+        "127.0.0.1:9155",
+        "host:port where the agent serves its own telemetry in the Prometheus text format (GET /metrics): "
+        "buffer depth, oldest unsent batch, rejections; `:9155` for every interface, `off` for none.",
+        telemetry_address,
+    ),
 )
 
 
@@ -84,6 +92,7 @@ class AgentConfig:
     grace: float
     timeout: float
     log_level: str
+    telemetry_address: tuple[str, int] | None
     labels: dict[str, str]
     once: bool
     dry_run: bool
@@ -180,6 +189,7 @@ def load(argv: list[str] | None, environ: Mapping[str, str]) -> AgentConfig:
         grace=values["grace"],
         timeout=values["timeout"],
         log_level=values["log_level"],
+        telemetry_address=values["telemetry_address"],
         labels=labels,
         once=args.once,
         dry_run=args.dry_run,

@@ -43,6 +43,8 @@ class Sender(threading.Thread):
         self._progressed = False
         # Samples the server refused, by reason, since start (the agent's own telemetry of loss).
         self.rejected_by_reason: Counter[str] = Counter()
+        self.acknowledged = 0
+        self.streaming = False
         self._stub = stub
         self._buffer = buffer
         self._registrar = registrar
@@ -75,6 +77,7 @@ class Sender(threading.Thread):
                 if self._progressed:
                     backoff.reset()
             except grpc.RpcError as exc:
+                self.streaming = False
                 code = exc.code()
                 if code == grpc.StatusCode.CANCELLED and self._halt.is_set():
                     return
@@ -145,6 +148,8 @@ class Sender(threading.Thread):
                     "streaming metrics", extra={"fields": {"connected_after_s": round(time.monotonic() - started, 2)}}
                 )
             self._progressed = True
+            self.streaming = True
+            self.acknowledged += 1
             if ack.samples_rejected:
                 self._count_rejections(ack)
 

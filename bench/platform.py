@@ -58,6 +58,9 @@ def running_platform(
         "INFRAWATCH_DATA_DIR": str(workdir),
         "INFRAWATCH_AGENTS_PORT": str(agents_port),
         "INFRAWATCH_METRICS_PORT": str(metrics_port),
+        # Telemetry on, as deployed, on ports of this run's own.
+        "INFRAWATCH_AGENTS_TELEMETRY_PORT": str(free_port()),
+        "INFRAWATCH_METRICS_TELEMETRY_PORT": str(free_port()),
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_LOG_LEVEL": "WARNING",
         "INFRAWATCH_SERVICE_TOKEN": "bench-service-token",

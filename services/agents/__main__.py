@@ -17,6 +17,7 @@ from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.server import ServiceBinding, build_server, install_stop_signals, serve
+from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit, watch_pool
 from services.common.tls import server_tls_from, tls_summary
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,12 +54,15 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     servicer = AgentServicer(ctx)
+    registry = new_registry()
+    watch_pool(registry, engine)
     server, health, port = build_server(
         [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         address=f"{settings.bind_host}:{settings.agents_port}",
         max_message_bytes=settings.max_message_bytes,
         unreachable=unreachable_database_errors(),
         tls=server_tls_from(settings),
+        telemetry=RpcTelemetry(registry),
     )
     event(
         _log,
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         protect_reads=settings.protect_reads,
     )
     stop = install_stop_signals()
+    endpoint = serve_or_exit(registry, settings.bind_host, settings.agents_telemetry_port, "agents")
     try:
         serve(
             server,
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             grace_seconds=settings.shutdown_grace,
         )
     finally:
+        if endpoint is not None:
+            endpoint.close()
         engine.dispose()
 
 

@@ -19,11 +19,13 @@ from services.common.config import (
     port,
     positive_float,
     read_vars,
+    telemetry_var,
 )
 
 AGENTS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_AGENTS_PORT", "50051", "Port of the agents service.", port),
+    telemetry_var("agents", 9151),
     Var(
         "INFRAWATCH_HEARTBEAT_INTERVAL",
         "10s",
@@ -64,6 +66,7 @@ class AgentsSettings(ServerTlsSettings):
     shutdown_grace: float
     max_message_bytes: int
     agents_port: int
+    agents_telemetry_port: int | None
     heartbeat_interval: float
     stale_after_intervals: float
     offline_after_intervals: float

@@ -24,6 +24,7 @@ from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.errors import DomainError
 from services.common.server import build_async_server, install_stop_signals, serve_async
+from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit, watch_pool
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluation_workers=settings.evaluation_workers,
     )
     blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
+    registry = new_registry()
+    watch_pool(registry, engine)
 
     def reload_on_sighup() -> None:
         while not stop.is_set():
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
             tls=server_tls_from(settings),
+            telemetry=RpcTelemetry(registry),
         )
         event(
             _log,
@@ -144,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             blocking=blocking,
         )
 
+    endpoint = serve_or_exit(registry, settings.bind_host, settings.alerts_telemetry_port, "alerts")
     try:
         asyncio.run(run())
     finally:
+        if endpoint is not None:
+            endpoint.close()
         app.close()
         blocking.shutdown(wait=False)
         metrics_channel.close()

@@ -20,6 +20,7 @@ from services.common.config import (
     port,
     positive_int,
     read_vars,
+    telemetry_var,
 )
 
 DEFAULT_RULES = Path(__file__).parent / "default_rules.yaml"
@@ -27,6 +28,7 @@ DEFAULT_RULES = Path(__file__).parent / "default_rules.yaml"
 ALERTS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_ALERTS_PORT", "50053", "Port of the alerts service.", port),
+    telemetry_var("alerts", 9153),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (liveness rules)."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service (metric rules)."),
     Var(
@@ -54,6 +56,7 @@ class AlertsSettings(TlsSettings):
     shutdown_grace: float
     max_message_bytes: int
     alerts_port: int
+    alerts_telemetry_port: int | None
     agents_address: str
     metrics_address: str
     alert_rules: str

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agent.telemetry import telemetry_port
 from agent.values import (
     ConfigError,
     boolean,
@@ -206,20 +207,6 @@ def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argpars
         epilog="\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def telemetry_port(raw: str) -> int | None:
-    """A TCP port, or None for `off` (no telemetry endpoint)."""
-    if raw.strip().lower() in ("off", "none", "disabled", "false"):
-        return None
-    rule = "must be a TCP port between 0 and 65535, or off"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(rule) from None
-    if not 0 <= value <= 65535:
-        raise ValueError(rule)
-    return value
 
 
 def telemetry_var(service: str, default_port: int) -> Var:

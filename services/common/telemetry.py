@@ -2,8 +2,10 @@
 
 Every process builds one `CollectorRegistry` in its composition root and hands it to what
 records into it (never the library's global registry: the tests run several services in one
-process). `RpcTelemetry` is fed by the gRPC interceptor, so every RPC of every service is counted
-by method and status code with its latency, in one place. `serve_telemetry` exposes a registry at
+process). The registry, the standard process series and the HTTP endpoint come from
+agent/telemetry.py, shared with the host agent, which ships without this package.
+`RpcTelemetry` is fed by the gRPC interceptor, so every RPC of every service is counted by
+method and status code with its latency, in one place. `serve_telemetry` exposes a registry at
 `/metrics` (prometheus_client's own HTTP server, in a daemon thread), or nothing when the port
 setting is `off`.
 
@@ -13,36 +15,26 @@ Names follow Prometheus' conventions: the `infrawatch_` prefix, base units (seco
 
 from __future__ import annotations
 
-import logging
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import Engine
 
-from agent.logs import event
+from agent.telemetry import TelemetryEndpoint, new_registry, serve_telemetry
 
-_log = logging.getLogger("infrawatch.telemetry")
+__all__ = [
+    "LATENCY_BUCKETS",
+    "RpcTelemetry",
+    "TelemetryEndpoint",
+    "new_registry",
+    "serve_or_exit",
+    "serve_telemetry",
+    "watch_pool",
+]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 """Seconds: from a sub-millisecond read to a slow stream setup."""
-
-
-def new_registry() -> CollectorRegistry:
-    """A process's registry, with the standard process_* (CPU, memory, open files) and
-    python_info series every Prometheus user expects."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
 
 
 class RpcTelemetry:
@@ -90,24 +82,29 @@ def process_gauge(registry: CollectorRegistry, name: str, help_text: str, read: 
     return gauge
 
 
-@dataclass
-class TelemetryEndpoint:
-    """A running /metrics endpoint; `close` stops it."""
+def watch_pool(registry: CollectorRegistry, engine: Engine) -> None:
+    """infrawatch_db_pool_connections{state}: the engine's pooled connections in use and idle."""
+    pool = engine.pool
+    connections = Gauge(
+        "infrawatch_db_pool_connections",
+        "Database connections of this process's pool, checked out (in use) or idle.",
+        ["state"],
+        registry=registry,
+    )
+    if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):
+        connections.labels("checked_out").set_function(pool.checkedout)
+        connections.labels("idle").set_function(pool.checkedin)
 
-    port: int
-    server: WSGIServer
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def serve_telemetry(registry: CollectorRegistry, host: str, port: int | None, service: str) -> TelemetryEndpoint | None:
-    """Serve `registry` at http://host:port/metrics (port 0: any free port); None when off."""
-    if port is None:
-        event(_log, "telemetry endpoint off", service=service)
-        return None
-    server, _ = start_http_server(port, addr=host.strip("[]"), registry=registry)
-    bound = int(server.server_address[1])
-    event(_log, "telemetry endpoint listening", address=f"{host}:{bound}", path="/metrics")
-    return TelemetryEndpoint(bound, server)
+def serve_or_exit(registry: CollectorRegistry, host: str, port: int | None, service: str) -> TelemetryEndpoint | None:
+    """`serve_telemetry`, or exit 2 with one line naming the setting when the port cannot be had,
+    as for the service's own gRPC port."""
+    try:
+        return serve_telemetry(registry, host, port, service)
+    except OSError as exc:
+        print(
+            f"python -m services.{service}: cannot serve telemetry on {host}:{port}: {exc.strerror or exc}; "
+            f"set INFRAWATCH_{service.upper()}_TELEMETRY_PORT to a free port, or to off",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None

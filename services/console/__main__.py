@@ -14,11 +14,13 @@ import uvicorn
 from agent.logs import configure_logging, event
 from services.common.config import settings_from_command_line
 from services.common.server import install_stop_signals
+from services.common.telemetry import new_registry, serve_or_exit
 from services.common.tls import ClientTLS
 from services.console import vendor
 from services.console.app import Console, build_app
 from services.console.sessions import Sessions
 from services.console.settings import CONSOLE_VARS, ConsoleSettings
+from services.console.telemetry import HttpTelemetry
 
 _log = logging.getLogger("infrawatch.console")
 
@@ -79,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         gateway=settings.gateway_address,
         protect_reads=settings.protect_reads,
     )
-    server = _Server(
-        uvicorn.Config(build_app(console), log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
-    )
+    registry = new_registry()
+    app = HttpTelemetry(registry).middleware(build_app(console))
+    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off"))
+    endpoint = serve_or_exit(registry, settings.bind_host, settings.console_telemetry_port, "console")
     stop = install_stop_signals()
 
     def exit_on_stop() -> None:
@@ -89,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         server.should_exit = True
 
     threading.Thread(target=exit_on_stop, name="stop", daemon=True).start()
-    server.run(sockets=[listener])
+    try:
+        server.run(sockets=[listener])
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     event(_log, "stopped")
     return 0
 

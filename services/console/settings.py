@@ -13,11 +13,13 @@ from services.common.config import (
     duration_seconds,
     port,
     read_vars,
+    telemetry_var,
 )
 
 CONSOLE_VARS: tuple[Var, ...] = (
     *(var for var in COMMON_VARS if var.name in ("INFRAWATCH_BIND_HOST", "INFRAWATCH_LOG_LEVEL")),
     Var("INFRAWATCH_CONSOLE_PORT", "8080", "HTTP port of the web console.", port),
+    telemetry_var("console", 9154),
     Var("INFRAWATCH_GATEWAY_ADDRESS", "localhost:50050", "host:port of the gateway (the console's only backend)."),
     PROTECT_READS,
     Var("INFRAWATCH_SESSION_TTL", "12h", "How long a console login lasts.", duration_seconds),
@@ -31,6 +33,7 @@ class ConsoleSettings:
     bind_host: str
     log_level: str
     console_port: int
+    console_telemetry_port: int | None
     gateway_address: str
     protect_reads: bool
     session_ttl: float

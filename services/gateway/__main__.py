@@ -14,6 +14,7 @@ from infrawatch.gateway.v1 import gateway_pb2_grpc
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.server import AsyncServiceBinding, build_async_server, install_stop_signals, serve_async
+from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.gateway.clients import AgentsClient, AlertsClient, MetricsClient, channel_options
 from services.gateway.service import GatewayContext
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     servicer = OperatorServicer(ctx)
     lifecycle = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lifecycle")
+    registry = new_registry()
 
     async def run() -> None:
         server, health, port = build_async_server(
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             address=f"{settings.bind_host}:{settings.gateway_port}",
             max_message_bytes=settings.max_message_bytes,
             tls=server_tls_from(settings),
+            telemetry=RpcTelemetry(registry),
         )
         event(
             _log,
@@ -122,9 +125,12 @@ def main(argv: list[str] | None = None) -> None:
             check_every_seconds=2.0,
         )
 
+    endpoint = serve_or_exit(registry, settings.bind_host, settings.gateway_telemetry_port, "gateway")
     try:
         asyncio.run(run())
     finally:
+        if endpoint is not None:
+            endpoint.close()
         fan_out.shutdown(wait=False, cancel_futures=True)
         lifecycle.shutdown(wait=False)
         agents_channel.close()

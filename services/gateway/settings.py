@@ -18,6 +18,7 @@ from services.common.config import (
     duration_seconds,
     port,
     read_vars,
+    telemetry_var,
 )
 
 
@@ -32,6 +33,7 @@ def metric_names(raw: str) -> tuple[str, ...]:
 GATEWAY_VARS: tuple[Var, ...] = (
     *(var for var in COMMON_VARS if var.name not in ("INFRAWATCH_DATABASE_URL", "INFRAWATCH_DATA_DIR")),
     Var("INFRAWATCH_GATEWAY_PORT", "50050", "Port of the gateway.", port),
+    telemetry_var("gateway", 9150),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service."),
     Var(
@@ -67,6 +69,7 @@ class GatewaySettings(TlsSettings):
     shutdown_grace: float
     max_message_bytes: int
     gateway_port: int
+    gateway_telemetry_port: int | None
     agents_address: str
     metrics_address: str
     alerts_address: str

@@ -14,7 +14,7 @@ from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
 from services.common.server import build_async_server, install_stop_signals, serve_async
-from services.common.telemetry import RpcTelemetry, new_registry, serve_telemetry
+from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             blocking=blocking,
         )
 
-    endpoint = serve_telemetry(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
+    endpoint = serve_or_exit(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
     try:
         asyncio.run(run())
     finally:

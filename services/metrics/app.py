@@ -16,6 +16,7 @@ from agent.metric_kinds import KINDS
 from services.common.credentials import Credentials
 from services.common.db import is_postgres
 from services.common.server import AsyncServiceBinding
+from services.common.telemetry import watch_pool
 from services.metrics.auth import AgentsClient, CachedAuthenticator
 from services.metrics.domain import IngestLimits, MetricInfo, MetricType
 from services.metrics.ingest.commit import GroupCommitter
@@ -119,5 +120,5 @@ def build_metrics_app(
     telemetry.gauge(
         "infrawatch_ingest_pending_commits", "Prepared batches waiting for the group committer.", committer.pending
     )
-    telemetry.watch_pool(engine)
+    watch_pool(telemetry.registry, engine)
     return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry)

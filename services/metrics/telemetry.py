@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import Engine
 
 from services.common.telemetry import LATENCY_BUCKETS
 from services.metrics.ingest.stream import BatchResult
@@ -87,15 +86,3 @@ class MetricsTelemetry:
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         Gauge(name, help_text, registry=self.registry).set_function(read)
-
-    def watch_pool(self, engine: Engine) -> None:
-        pool = engine.pool
-        connections = Gauge(
-            "infrawatch_db_pool_connections",
-            "Database connections of this process's pool, checked out (in use) or idle.",
-            ["state"],
-            registry=self.registry,
-        )
-        if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):
-            connections.labels("checked_out").set_function(pool.checkedout)
-            connections.labels("idle").set_function(pool.checkedin)

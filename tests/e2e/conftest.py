@@ -14,7 +14,7 @@ GATEWAY_SERVICE = "infrawatch.gateway.v1.OperatorService"
 ALERTS_SERVICE_NAME = "infrawatch.alerts.v1.AlertService"
 ENROLLMENT_TOKEN = RECIPE_SECRETS["enrollment-token"]
 ENROLL_HEADER = f"authorization: Bearer {ENROLLMENT_TOKEN}"
-TELEMETRY_SERVICES = ("AGENTS", "METRICS", "GATEWAY", "ALERTS", "CONSOLE", "AGENT")
+TELEMETRY_SERVICES = ("AGENTS", "METRICS", "GATEWAY", "ALERTS", "CONSOLE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -40,6 +40,7 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         **{f"INFRAWATCH_{name}_TELEMETRY_PORT": str(free_port()) for name in TELEMETRY_SERVICES},
+        "INFRAWATCH_AGENT_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
         "INFRAWATCH_DATA_DIR": str(tmp_path / "data"),
         "INFRAWATCH_DATABASE_URL": e2e_database_url,
         "INFRAWATCH_OPERATOR_TOKEN": RECIPE_SECRETS["operator-token"],

@@ -160,3 +160,33 @@ def test_the_load_generator_simulates_a_fleet_that_the_platform_fully_acknowledg
             agents_pb2.ListAgentsRequest(label_selector={"loadgen": "true"}), timeout=10
         )
     assert len(listed.agents) == 5
+
+
+def test_the_agent_reports_its_stream_and_buffer_in_its_own_telemetry(
+    agents_process, metrics_process, platform_env, tmp_path: Path
+):
+    """Issue 15: buffer depth and the oldest unsent batch's age, read by Prometheus' own parser,
+    while the stream is up and after the metrics service went away."""
+    from tests.e2e.test_metrics_process import scrape
+
+    port = platform_env["INFRAWATCH_AGENT_TELEMETRY_ADDRESS"].rsplit(":", 1)[1]
+    agent = start_agent(platform_env, tmp_path, 1)
+    try:
+        wait_for_rounds(tmp_path, 3)
+        deadline = time.monotonic() + 30
+        while (up := scrape(port)).get(("infrawatch_agent_acknowledged_batches_total", ()), 0) < 2:
+            assert time.monotonic() < deadline, up
+            time.sleep(0.2)
+        assert up[("infrawatch_agent_streaming", ())] == 1
+        assert up[("infrawatch_agent_collection_rounds_total", ())] >= 3
+        assert up[("infrawatch_agent_buffer_oldest_unsent_age_seconds", ())] < 5
+        assert ("process_resident_memory_bytes", ()) in up
+
+        metrics_process[0].kill()
+        wait_for_rounds(tmp_path, rounds(tmp_path) + 8)
+        down = scrape(port)
+        assert down[("infrawatch_agent_streaming", ())] == 0
+        assert down[("infrawatch_agent_buffer_batches", ())] >= 5
+        assert down[("infrawatch_agent_buffer_oldest_unsent_age_seconds", ())] >= 1.0
+    finally:
+        agent.kill()

@@ -1,5 +1,6 @@
 """The agent ships without the server kit: its own wheel holds the agent and the contracts, asks
-for grpcio, protobuf and psutil only, and runs with the server's libraries out of reach."""
+for grpcio, prometheus_client, protobuf and psutil only, and runs with the server's libraries out
+of reach."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_the_agent_wheel_needs_and_imports_nothing_of_the_server(tmp_path: Path)
     assert {"agent/__main__.py", "infrawatch/metrics/v1/metrics_pb2_grpc.py"} <= set(names)
     requires = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0] for line in metadata.splitlines()
                       if line.startswith("Requires-Dist:"))  # fmt: skip
-    assert requires == ["grpcio", "protobuf", "psutil"]
+    assert requires == ["grpcio", "prometheus_client", "protobuf", "psutil"]
 
     target = tmp_path / "site"
     installed = subprocess.run(
