@@ -18,6 +18,7 @@ from agent.collector import HostCollector, Round
 from agent.config import AgentConfig, load
 from agent.identity import Heartbeats, Registrar, StateFile
 from agent.logs import configure_logging
+from agent.scrape import Scraper
 from agent.sender import Sender
 from agent.telemetry import AgentCollector, AgentReadings, new_registry, serve_telemetry
 from agent.values import ConfigError
@@ -146,7 +147,25 @@ def run(config: AgentConfig) -> int:
                 samples = [[s.name, dict(s.labels), s.value] for s in round_.samples]
                 handle.write(json.dumps({"t": round_.timestamp_ms, "samples": samples}) + "\n")
 
+    scraper = None
+    if config.scrape:
+        timeout_s = min(10.0, 0.8 * config.scrape_interval)
+        scraper = Scraper(config.scrape, timeout_s, lambda done: buffer.append(portable_batch(done.round, done.types)))
+        threading.Thread(
+            target=_collect_every,
+            args=(config.scrape_interval, stopping, scraper.scrape_all),
+            name="scrape-schedule",
+            daemon=True,
+        ).start()
+        _log.info(
+            "scraping Prometheus endpoints",
+            extra={"fields": {"targets": ",".join(f"{t.job}={t.url}" for t in config.scrape),
+                              "interval_s": config.scrape_interval}},
+        )  # fmt: skip
+
     _collect_every(config.interval, stopping, collect_round)
+    if scraper is not None:
+        scraper.close()
 
     _log.info("flushing buffered batches", extra={"fields": {"pending": buffer.pending(), "grace_s": config.grace}})
     sender.drain()

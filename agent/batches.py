@@ -15,9 +15,13 @@ from infrawatch.metrics.v1 import metrics_pb2 as pb
 Key = tuple[tuple[str, str], ...]
 
 
-def portable_batch(round_: Round) -> bytes:
-    """One collection round as a self-contained batch (serialized)."""
+def portable_batch(round_: Round, types: dict[str, int] | None = None) -> bytes:
+    """One collection round as a self-contained batch (serialized), declaring `types` (metric
+    name → MetricType) for names the agent does not know itself (scraped ones)."""
     batch = pb.MetricBatch()
+    for name, kind in sorted((types or {}).items()):
+        if name not in KINDS and kind:
+            batch.metadata.add(name=name, type=kind)
     for sample in round_.samples:
         labels = [pb.Label(name="__name__", value=sample.name)]
         labels += [pb.Label(name=name, value=value) for name, value in sample.labels]
@@ -35,6 +39,11 @@ class StreamEncoder:
     def encode(self, sequence: int, payload: bytes) -> pb.MetricBatch:
         batch = pb.MetricBatch.FromString(payload)
         batch.sequence = sequence
+        # A scraped batch declares its own names' types: each once per stream.
+        carried = [m for m in batch.metadata if m.name not in self._declared]
+        self._declared.update(m.name for m in carried)
+        del batch.metadata[:]
+        batch.metadata.extend(carried)
         for series in batch.series:
             key = tuple((label.name, label.value) for label in series.labels)
             ref = self._refs.get(key)

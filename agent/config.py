@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.scrape import ScrapeTarget, scrape_targets
 from agent.telemetry import telemetry_address
 from agent.tls import ClientTLS
 from agent.values import ConfigError, duration_seconds, log_level, positive_int, readable_file
@@ -69,6 +70,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "5s", "Deadline of each registration and heartbeat call.", duration_seconds),
     Option("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", log_level),
     Option(
+        "scrape",
+        "",
+        "Prometheus endpoints to scrape and send like host metrics, as job=url pairs separated by commas, "
+        "e.g. node=http://localhost:9100/metrics,app=http://localhost:8000/metrics.",
+        scrape_targets,
+    ),
+    Option(
+        "scrape_interval",
+        "",
+        "How often the --scrape targets are scraped; empty: the same as --interval.",
+        lambda raw: duration_seconds(raw) if raw.strip() else None,
+    ),
+    Option(
         "telemetry_address",
         "127.0.0.1:9155",
         "host:port where the agent serves its own telemetry in the Prometheus text format (GET /metrics): "
@@ -93,6 +107,8 @@ class AgentConfig:
     timeout: float
     log_level: str
     telemetry_address: tuple[str, int] | None
+    scrape: tuple[ScrapeTarget, ...]
+    scrape_interval: float
     labels: dict[str, str]
     once: bool
     dry_run: bool
@@ -190,6 +206,8 @@ def load(argv: list[str] | None, environ: Mapping[str, str]) -> AgentConfig:
         timeout=values["timeout"],
         log_level=values["log_level"],
         telemetry_address=values["telemetry_address"],
+        scrape=values["scrape"],
+        scrape_interval=values["scrape_interval"] or values["interval"],
         labels=labels,
         once=args.once,
         dry_run=args.dry_run,

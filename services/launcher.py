@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.tls import ClientTLS
+from services.common.config import TELEMETRY_PORTS
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,16 @@ SECRETS = {
     "INFRAWATCH_ENROLLMENT_TOKEN": "enrollment-token",
     "INFRAWATCH_SERVICE_TOKEN": "service-token",
 }
+
+
+def platform_scrape_targets(environ: dict[str, str]) -> str:
+    """job=url pairs for every service's /metrics endpoint that is not switched off."""
+    targets = []
+    for service, default in TELEMETRY_PORTS.items():
+        port = environ.get(f"INFRAWATCH_{service.upper()}_TELEMETRY_PORT", str(default)).strip()
+        if port.isdigit() and port != "0":
+            targets.append(f"infrawatch-{service}=http://127.0.0.1:{port}/metrics")
+    return ",".join(targets)
 
 
 def local_secret(environ: dict[str, str], var: str) -> str:
@@ -161,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         "INFRAWATCH_AGENT_METRICS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_METRICS_PORT', '50052')}"
     )
     environ.setdefault("INFRAWATCH_AGENT_STATE_DIR", str(Path(data_dir) / "agent"))
+    # ... and scrapes the platform's own telemetry, so InfraWatch's health is stored, queried,
+    # charted and alerted on through its own pipeline, like any host's.
+    environ.setdefault("INFRAWATCH_AGENT_SCRAPE", platform_scrape_targets(environ))
     processes: list[tuple[Component, subprocess.Popen[bytes]]] = []
     try:
         for component in COMPONENTS:

@@ -25,7 +25,7 @@ from services.common.config import (
 AGENTS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_AGENTS_PORT", "50051", "Port of the agents service.", port),
-    telemetry_var("agents", 9151),
+    telemetry_var("agents"),
     Var(
         "INFRAWATCH_HEARTBEAT_INTERVAL",
         "10s",

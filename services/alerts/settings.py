@@ -28,7 +28,7 @@ DEFAULT_RULES = Path(__file__).parent / "default_rules.yaml"
 ALERTS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_ALERTS_PORT", "50053", "Port of the alerts service.", port),
-    telemetry_var("alerts", 9153),
+    telemetry_var("alerts"),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (liveness rules)."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service (metric rules)."),
     Var(

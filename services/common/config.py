@@ -209,12 +209,16 @@ def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argpars
     )
 
 
-def telemetry_var(service: str, default_port: int) -> Var:
+TELEMETRY_PORTS = {"gateway": 9150, "agents": 9151, "metrics": 9152, "alerts": 9153, "console": 9154}
+"""Each service's default telemetry port (the host agent's is 9155, in agent/config.py)."""
+
+
+def telemetry_var(service: str) -> Var:
     """INFRAWATCH_<SERVICE>_TELEMETRY_PORT: one name per service, so services sharing one
     environment (`make run`, the tests) each keep their own port."""
     return Var(
         f"INFRAWATCH_{service.upper()}_TELEMETRY_PORT",
-        str(default_port),
+        str(TELEMETRY_PORTS[service]),
         "HTTP port of this process's own telemetry in the Prometheus text format (GET /metrics), "
         "on INFRAWATCH_BIND_HOST; `off` serves none.",
         telemetry_port,

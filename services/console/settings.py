@@ -19,7 +19,7 @@ from services.common.config import (
 CONSOLE_VARS: tuple[Var, ...] = (
     *(var for var in COMMON_VARS if var.name in ("INFRAWATCH_BIND_HOST", "INFRAWATCH_LOG_LEVEL")),
     Var("INFRAWATCH_CONSOLE_PORT", "8080", "HTTP port of the web console.", port),
-    telemetry_var("console", 9154),
+    telemetry_var("console"),
     Var("INFRAWATCH_GATEWAY_ADDRESS", "localhost:50050", "host:port of the gateway (the console's only backend)."),
     PROTECT_READS,
     Var("INFRAWATCH_SESSION_TTL", "12h", "How long a console login lasts.", duration_seconds),

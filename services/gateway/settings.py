@@ -33,7 +33,7 @@ def metric_names(raw: str) -> tuple[str, ...]:
 GATEWAY_VARS: tuple[Var, ...] = (
     *(var for var in COMMON_VARS if var.name not in ("INFRAWATCH_DATABASE_URL", "INFRAWATCH_DATA_DIR")),
     Var("INFRAWATCH_GATEWAY_PORT", "50050", "Port of the gateway.", port),
-    telemetry_var("gateway", 9150),
+    telemetry_var("gateway"),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service."),
     Var("INFRAWATCH_METRICS_ADDRESS", "localhost:50052", "host:port of the metrics service."),
     Var(

@@ -27,7 +27,7 @@ from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS
 METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_METRICS_PORT", "50052", "Port of the metrics service.", port),
-    telemetry_var("metrics", 9152),
+    telemetry_var("metrics"),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
     Var("INFRAWATCH_RETENTION", "15d", "Samples older than this are dropped.", duration_seconds),
     Var(

@@ -190,3 +190,41 @@ def test_the_agent_reports_its_stream_and_buffer_in_its_own_telemetry(
         assert down[("infrawatch_agent_buffer_oldest_unsent_age_seconds", ())] >= 1.0
     finally:
         agent.kill()
+
+
+def test_the_agent_scrapes_prometheus_endpoints_into_the_platform(
+    agents_process, metrics_process, platform_env, tmp_path: Path
+):
+    """Issue 15: the real agent scrapes the metrics service's own /metrics (prometheus_client's
+    exposition) and a target that is down; the series arrive through the stream with job, instance
+    and the agent's host, and `up` tells the two apart."""
+    from tests.e2e.processes import free_port
+
+    own = f"http://127.0.0.1:{platform_env['INFRAWATCH_METRICS_TELEMETRY_PORT']}/metrics"
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    env = {
+        **platform_env,
+        "INFRAWATCH_AGENT_SCRAPE": f"platform={own},gone={dead}",
+        "INFRAWATCH_AGENT_SCRAPE_INTERVAL": "500ms",
+    }
+    agent = start_agent(env, tmp_path, 1)
+    try:
+        metrics = metrics_process[1]
+        deadline = time.monotonic() + 30
+        while True:
+            now = int(time.time() * 1000)
+            up = stored(metrics, now - 60_000, now)
+            ups = {dict(labels).get("job"): points for (name, labels), points in up.items() if name == "up"}
+            if {"platform", "gone"} <= set(ups):
+                break
+            assert time.monotonic() < deadline, f"no `up` series arrived; the agent said:\n{agent.log()}"
+            time.sleep(0.5)
+        assert ups["platform"][-1][1] == 1.0 and ups["gone"][-1][1] == 0.0
+        handled = [labels for (name, labels), _ in up.items() if name == "infrawatch_grpc_server_handled_total"]
+        assert handled, sorted({name for name, _ in up})
+        labels = dict(handled[0])
+        assert labels["job"] == "platform" and labels["instance"] == own.split("/")[2]
+        assert "grpc_method" in labels  # HOST is the agent's own: stored() selects on it
+        assert "scrape target down" in agent.log() and "gone" in agent.log()
+    finally:
+        agent.kill()
