@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.collector import Round
+from agent.collector import Round, Sample
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 
 _log = logging.getLogger("infrawatch.agent.scrape")
@@ -100,7 +100,8 @@ def parse_exposition(text: str, target: ScrapeTarget, round_: Round, types: dict
             if sample.name.endswith("_created"):
                 continue  # prometheus_client's creation timestamps: not a measurement
             labels = _target_labels(dict(sample.labels), target)
-            round_.add(sample.name, float(sample.value), **labels)
+            # Appended directly: exporters use label names such as `name` and `value` freely.
+            round_.samples.append(Sample(sample.name, tuple(sorted(labels.items())), float(sample.value)))
             types.setdefault(sample.name, _declared_type(family.type, sample.name, family.name))
             count += 1
     return count
@@ -155,7 +156,15 @@ class Scraper:
             self._deliver(result)
 
     def _one(self, target: ScrapeTarget) -> Scraped:
-        return scrape(target, self._timeout_s)
+        try:
+            return scrape(target, self._timeout_s)
+        except Exception as exc:  # a parser surprise must not end the schedule: the target is down
+            _log.exception("scrape failed unexpectedly", extra={"fields": {"job": target.job, "url": target.url}})
+            failed = Scraped(Round(_wall_clock_ms()), error=f"{type(exc).__name__}: {exc}"[:300])
+            labels = {"job": target.job, "instance": target.instance}
+            failed.round.add("up", 0.0, **labels)
+            failed.types["up"] = pb.METRIC_TYPE_GAUGE
+            return failed
 
     def _report(self, target: ScrapeTarget, result: Scraped) -> None:
         fields = {"job": target.job, "url": target.url}

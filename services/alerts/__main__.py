@@ -18,6 +18,7 @@ from services.alerts.rules import RulesError, load_rules
 from services.alerts.service import read_rules
 from services.alerts.servicer import SERVICE_NAME
 from services.alerts.settings import ALERTS_VARS, AlertsSettings
+from services.alerts.telemetry import AlertsCollector
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
     registry = new_registry()
     watch_pool(registry, engine)
+    registry.register(AlertsCollector(app.engine))
 
     def reload_on_sighup() -> None:
         while not stop.is_set():

@@ -150,6 +150,9 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             "INFRAWATCH_PROTECT_READS": "true",
             "INFRAWATCH_GATEWAY_PORT": str(free_port()),
             "INFRAWATCH_CONSOLE_PORT": str(free_port()),
+            # A second gateway and console beside the first: telemetry ports of their own too.
+            "INFRAWATCH_GATEWAY_TELEMETRY_PORT": str(free_port()),
+            "INFRAWATCH_CONSOLE_TELEMETRY_PORT": str(free_port()),
         }
         protected["INFRAWATCH_GATEWAY_ADDRESS"] = f"127.0.0.1:{protected['INFRAWATCH_GATEWAY_PORT']}"
         processes.append(

@@ -122,3 +122,11 @@ def test_targets_are_read_from_job_url_pairs():
         ScrapeTarget("a", "http://h:1/metrics"),
         ScrapeTarget("b", "https://k:2/x"),
     )
+
+
+def test_label_names_that_are_python_keywords_or_parameters_are_kept():
+    """Found by the real node_exporter: labels called `name` (systemd units, network devices)."""
+    round_, types = Round(1000), {}
+    parse_exposition('node_network_info{name="eth0",value="x",self="y"} 1\n', TARGET, round_, types)
+    (sample,) = round_.samples
+    assert dict(sample.labels)["name"] == "eth0" and dict(sample.labels)["value"] == "x"

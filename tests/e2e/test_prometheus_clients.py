@@ -1,0 +1,95 @@
+"""Issue 15 with clients nobody here wrote: Prometheus' own `promtool check metrics` lints every
+process's /metrics, and the real agent scrapes Debian's real node_exporter into the platform.
+
+Debian's `prometheus` and `prometheus-node-exporter` packages provide the binaries (.ci/run
+installs them); without them these tests skip on a laptop and fail in CI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.e2e.processes import ServiceProcess, free_port
+from tests.e2e.test_agent_faults import HOST, start_agent, stored
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        message = f"no {name} on PATH (Debian packages prometheus and prometheus-node-exporter; .ci/run installs them)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    return found
+
+
+def exposition(port: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def test_promtool_finds_nothing_to_lint_in_the_services_own_metrics(agents_process, metrics_process, platform_env):
+    promtool = binary("promtool")
+    for service in ("AGENTS", "METRICS"):
+        text = exposition(platform_env[f"INFRAWATCH_{service}_TELEMETRY_PORT"])
+        assert "infrawatch_grpc_server_handled_total" in text or service == "AGENTS"
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert checked.returncode == 0, f"{service}: {checked.stdout}{checked.stderr}"
+
+
+@pytest.fixture
+def node_exporter(tmp_path: Path) -> Iterator[str]:
+    exporter = binary("prometheus-node-exporter")
+    port = free_port()
+    process = subprocess.Popen(
+        [exporter, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "node-exporter.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, (tmp_path / "node-exporter.log").read_text()
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def test_the_agent_scrapes_a_real_node_exporter_with_prometheus_labels(
+    agents_process, metrics_process, platform_env, node_exporter: str, tmp_path: Path
+):
+    env = {**platform_env, "INFRAWATCH_AGENT_SCRAPE": f"node={node_exporter}", "INFRAWATCH_AGENT_SCRAPE_INTERVAL": "1s"}
+    agent: ServiceProcess = start_agent(env, tmp_path, 1)
+    instance = node_exporter.split("/")[2]
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            now = int(time.time() * 1000)
+            found = stored(metrics_process[1], now - 120_000, now)
+            names = {name for (name, labels) in found if dict(labels).get("job") == "node"}
+            if {"up", "node_load1", "node_cpu_seconds_total"} <= names:
+                break
+            assert time.monotonic() < deadline, f"no node_exporter series: {sorted(names)[:20]}\n{agent.log()[-3000:]}"
+            time.sleep(0.5)
+        load = [labels for (name, labels) in found if name == "node_load1"]
+        assert dict(load[0]) == {"job": "node", "instance": instance, "host": HOST}
+        up = [points for (name, labels), points in found.items() if name == "up" and dict(labels)["job"] == "node"]
+        assert up[0][-1][1] == 1.0
+        cpu = [dict(labels) for (name, labels) in found if name == "node_cpu_seconds_total"]
+        assert {"cpu", "mode", "job", "instance", "host"} <= set(cpu[0])
+    finally:
+        agent.kill()
