@@ -166,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         server_name=environ.get("INFRAWATCH_TLS_SERVER_NAME", ""),
     )
     data_dir = environ.get("INFRAWATCH_DATA_DIR", "./data")
+    # The services find each other on the ports they were given here (INFRAWATCH_AGENTS_PORT=6000
+    # make run just works), unless an address is set explicitly.
+    for component in COMPONENTS:
+        if component.port_var and component.name != "console":
+            port = environ.get(component.port_var, str(component.default_port))
+            environ.setdefault(f"INFRAWATCH_{component.name.upper()}_ADDRESS", f"localhost:{port}")
     # The local agent monitors this machine and reports to the services started here.
     environ.setdefault("INFRAWATCH_AGENT_AGENTS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_AGENTS_PORT', '50051')}")
     environ.setdefault(

@@ -41,3 +41,60 @@ def test_a_service_that_cannot_start_is_named_at_once_and_everything_stops(tmp_p
     assert run.returncode == 1
     assert "launcher: metrics exited with code" in run.stderr
     assert f"localhost:{port} already in use" in run.stderr
+
+
+def test_make_runs_agent_monitors_the_platform_through_its_own_pipeline(tmp_path: Path):
+    """Issue 15: the launcher's agent scrapes every service's /metrics, so `up` and the services'
+    own series can be queried like any host's."""
+    import signal
+    import time
+
+    import grpc
+
+    from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
+
+    ports = {name: free_port() for name in ("AGENTS", "METRICS", "ALERTS", "GATEWAY", "CONSOLE")}
+    env = {
+        **os.environ,
+        "INFRAWATCH_DATA_DIR": str(tmp_path),
+        "INFRAWATCH_DATABASE_URL": "",
+        **{f"INFRAWATCH_{name}_PORT": str(port) for name, port in ports.items()},
+        **{f"INFRAWATCH_{name}_TELEMETRY_PORT": str(free_port()) for name in TELEMETRY_SERVICES},
+        "INFRAWATCH_AGENT_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
+        "INFRAWATCH_AGENT_INTERVAL": "1s",
+        "INFRAWATCH_LOG_LEVEL": "WARNING",
+    }
+    env.pop("INFRAWATCH_AGENT_SCRAPE", None)
+    output = (tmp_path / "launcher.log").open("w")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "services.launcher"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{ports['METRICS']}") as channel:
+            stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+            deadline, jobs = time.monotonic() + 90, set()
+            wanted = {f"infrawatch-{name}" for name in ("agents", "metrics", "alerts", "gateway", "console")}
+            while not wanted <= jobs:
+                assert time.monotonic() < deadline, (
+                    f"jobs up: {sorted(jobs)}\n{(tmp_path / 'launcher.log').read_text()}"
+                )
+                time.sleep(1)
+                try:
+                    reply = stub.LatestValues(
+                        metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector="up")), timeout=5
+                    )
+                except grpc.RpcError:
+                    continue  # not serving yet
+                up = {
+                    labels["job"]: sample.value
+                    for sample in reply.samples
+                    if (labels := {label.name: label.value for label in sample.labels})
+                }
+                jobs = {job for job, value in up.items() if value == 1.0}
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.wait(60)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+        output.close()
