@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     # make run just works), unless an address is set explicitly.
     for component in COMPONENTS:
         if component.port_var and component.name != "console":
-            port = environ.get(component.port_var, str(component.default_port))
-            environ.setdefault(f"INFRAWATCH_{component.name.upper()}_ADDRESS", f"localhost:{port}")
+            given = environ.get(component.port_var, str(component.default_port))
+            environ.setdefault(f"INFRAWATCH_{component.name.upper()}_ADDRESS", f"localhost:{given}")
     # The local agent monitors this machine and reports to the services started here.
     environ.setdefault("INFRAWATCH_AGENT_AGENTS_ADDRESS", f"localhost:{environ.get('INFRAWATCH_AGENTS_PORT', '50051')}")
     environ.setdefault(
