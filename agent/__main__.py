@@ -18,7 +18,7 @@ from agent.collector import HostCollector, Round
 from agent.config import AgentConfig, load
 from agent.identity import Heartbeats, Registrar, StateFile
 from agent.logs import configure_logging
-from agent.scrape import Scraper
+from agent.scrape import Scraper, scrape
 from agent.sender import Sender
 from agent.telemetry import AgentCollector, AgentReadings, new_registry, serve_telemetry
 from agent.values import ConfigError
@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         collector = HostCollector(config.hostname, config.labels, config.host_root)
         time.sleep(0.5)  # CPU usage is measured between two readings
         print(render(collector.collect()))
+        # Each scrape target once too, so a target can be checked before it is deployed.
+        for target in config.scrape:
+            scraped = scrape(target, min(10.0, config.scrape_interval))
+            if not scraped.up:
+                print(f"# scrape {target.job}={target.url} failed: {scraped.error}", file=sys.stderr)
+            print(render(scraped.round))
         return 0
     return run(config)
 

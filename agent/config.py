@@ -136,7 +136,9 @@ def parser() -> argparse.ArgumentParser:
         "--label", action="append", default=None, metavar="KEY=VALUE", help="Label for this host (repeatable)."
     )
     result.add_argument("--config", type=Path, help="TOML file with options and a [labels] table.")
-    result.add_argument("--once", action="store_true", help="Collect one round, print it, and exit.")
+    result.add_argument(
+        "--once", action="store_true", help="Collect one round (and scrape each --scrape target once), print it, exit."
+    )
     result.add_argument("--dry-run", action="store_true", help="Collect every interval and print; send nothing.")
     result.add_argument(
         "--journal",

@@ -93,3 +93,19 @@ def test_the_agent_scrapes_a_real_node_exporter_with_prometheus_labels(
         assert {"cpu", "mode", "job", "instance", "host"} <= set(cpu[0])
     finally:
         agent.kill()
+
+
+def test_agent_once_checks_a_scrape_target_before_it_is_deployed(node_exporter: str):
+    import sys
+
+    from tests.e2e.processes import REPO
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "agent", "--once", "--scrape", f"node={node_exporter}"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    instance = node_exporter.split("/")[2]
+    assert f'up{{instance="{instance}",job="node"}} 1.0' in ran.stdout
+    assert f'node_load1{{instance="{instance}",job="node"}}' in ran.stdout
+    assert "cpu_usage_percent{" in ran.stdout  # the host round is still printed first
