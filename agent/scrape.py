@@ -125,10 +125,13 @@ def scrape(target: ScrapeTarget, timeout_s: float, now_ms: Callable[[], int] = _
         scraped = parse_exposition(body.decode("utf-8"), target, result.round, result.types)
         result.up = True
     except (urllib.error.URLError, OSError, ValueError, UnicodeDecodeError) as exc:
+        result.error = str(getattr(exc, "reason", None) or exc)[:300]
+    except Exception as exc:  # a parser surprise must not end the schedule: the target is down
+        _log.exception("scrape failed unexpectedly", extra={"fields": {"job": target.job, "url": target.url}})
+        result.error = f"{type(exc).__name__}: {exc}"[:300]
+    if not result.up:  # nothing half-parsed is sent
         result.round.samples.clear()
         result.types.clear()
-        reason = getattr(exc, "reason", None) or exc
-        result.error = str(reason)[:300]
     labels = {"job": target.job, "instance": target.instance}
     result.round.add("up", 1.0 if result.up else 0.0, **labels)
     result.round.add("scrape_duration_seconds", time.monotonic() - began, **labels)
@@ -156,15 +159,7 @@ class Scraper:
             self._deliver(result)
 
     def _one(self, target: ScrapeTarget) -> Scraped:
-        try:
-            return scrape(target, self._timeout_s)
-        except Exception as exc:  # a parser surprise must not end the schedule: the target is down
-            _log.exception("scrape failed unexpectedly", extra={"fields": {"job": target.job, "url": target.url}})
-            failed = Scraped(Round(_wall_clock_ms()), error=f"{type(exc).__name__}: {exc}"[:300])
-            labels = {"job": target.job, "instance": target.instance}
-            failed.round.add("up", 0.0, **labels)
-            failed.types["up"] = pb.METRIC_TYPE_GAUGE
-            return failed
+        return scrape(target, self._timeout_s)
 
     def _report(self, target: ScrapeTarget, result: Scraped) -> None:
         fields = {"job": target.job, "url": target.url}

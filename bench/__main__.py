@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
-import os
 import random
 import signal
 import statistics
@@ -31,7 +29,7 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
-from bench.platform import ENROLL, Platform, postgres_cpu_s, running_platform
+from bench.platform import ENROLL, Platform, add_platform_options, postgres_cpu_s, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -206,12 +204,7 @@ def baseline_copy(postgres_url: str, schema: str, batches: list[pb.MetricBatch])
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    parser.add_argument("--output", default="bench.json")
+    add_platform_options(parser, "bench.json")
     parser.add_argument("--keep-schema", action="store_true", help="leave the benchmark schema for inspection")
     parser.add_argument(
         "--profile",
@@ -367,11 +360,8 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
         "ingest_vs_baseline": round(total / ingest_s / baseline, 2) if baseline else None,
         "chunks_after_compaction": compacted["chunks"],
         "before_compaction": fresh,
-        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.output).write_text(text + "\n")
+    report(result, args.output)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.platform import ENROLL, running_platform
+from bench.platform import ENROLL, add_platform_options, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -95,12 +94,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=8, help="the engine's evaluation pool (8, the default)")
-    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    parser.add_argument("--output", default="bench-alerts.json")
+    add_platform_options(parser, "bench-alerts.json")
     args = parser.parse_args()
     env = {"INFRAWATCH_MAINTENANCE_EVERY": "1h", "INFRAWATCH_MAX_SERIES_PER_AGENT": str(args.series + 100)}
     with running_platform(args.backend, args.postgres_url, env) as platform:
@@ -209,11 +203,8 @@ def main() -> int:
         "notification_delay_p99_s": round(percentile(delays, 0.99), 3),
         "notification_delay_max_s": round(max(delays), 3),
         "evaluation_interval_s": 1.0,
-        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.output).write_text(text + "\n")
+    report(result, args.output)
     return 0 if not errors else 1
 
 

@@ -19,11 +19,10 @@ import os
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 
-from bench.platform import ENROLL, running_platform
+from bench.platform import ENROLL, add_platform_options, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -107,12 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    parser.add_argument("--output", default="bench-console.json")
+    add_platform_options(parser, "bench-console.json")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -196,11 +190,8 @@ def main() -> int:
         "host_24h_points_per_series": points,
         "live_point_p50_ms": round(percentile(live, 0.5) * 1000),
         "live_point_p99_ms": round(percentile(live, 0.99) * 1000),
-        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.output).write_text(text + "\n")
+    report(result, args.output)
     return 0
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
-import os
 import random
 import sys
 import time
@@ -23,7 +21,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.platform import ENROLL, postgres_cpu_s, running_platform
+from bench.platform import ENROLL, add_platform_options, postgres_cpu_s, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -222,12 +220,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between an agent's batches (1)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of streaming (30)")
     parser.add_argument("--idle-streams", type=int, default=0, help="extra streams held open without data (0)")
-    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    parser.add_argument("--output", default="bench-fleet.json")
+    add_platform_options(parser, "bench-fleet.json")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the services (repeatable)"
     )
@@ -240,11 +233,8 @@ def main() -> int:
     with running_platform(args.backend, args.postgres_url, env) as platform:
         server = psutil.Process(platform.metrics.process.pid)
         result = asyncio.run(run(args, platform.agents_address, platform.metrics_address, server))
-    result = {"backend": args.backend, **result, "load_average_1m": round(os.getloadavg()[0], 2)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    with open(args.output, "w") as output:
-        output.write(text + "\n")
+    result = {"backend": args.backend, **result}
+    report(result, args.output)
     return 0 if result["errors"] == 0 and result["samples_lost"] == 0 else 1
 
 

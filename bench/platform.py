@@ -3,6 +3,9 @@ PostgreSQL schema or a fresh SQLite directory, torn down afterwards."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -97,3 +100,20 @@ def postgres_cpu_s() -> float:
         if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
             total += process.info["cpu_times"].user + process.info["cpu_times"].system
     return total
+
+
+def add_platform_options(parser: argparse.ArgumentParser, output: str) -> None:
+    """The options every benchmark takes: the store, the PostgreSQL to use, where the JSON goes."""
+    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("INFRAWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--output", default=output)
+
+
+def report(result: dict[str, object], output: str) -> None:
+    """Print the result as JSON, with the machine's load at the end, and write it to `output`."""
+    text = json.dumps({**result, "load_average_1m": round(os.getloadavg()[0], 2)}, indent=2)
+    print(text)
+    Path(output).write_text(text + "\n")

@@ -85,31 +85,43 @@ def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
+def _connection_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    dbapi = engine.dialect.dbapi
+    return (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ()
+
+
+@contextmanager
+def _checked_out(engine: Engine) -> Iterator[Any]:
+    """A pooled DBAPI connection, given back afterwards. One that fails with a connection-level
+    error is invalidated so the pool never hands it out again, which is what lets hot-path
+    engines skip the ping on every checkout."""
+    connection = engine.raw_connection()
+    try:
+        yield connection
+    except _connection_errors(engine):
+        connection.invalidate()
+        raise
+    finally:
+        connection.close()
+
+
 @contextmanager
 def pooled_cursor(engine: Engine, commit: bool = False) -> Iterator[Any]:
     """A DBAPI cursor on a pooled connection, for hot paths that bypass SQLAlchemy's statement layer.
 
-    Commits when `commit` and the block succeeds, rolls back otherwise. A connection that fails
-    with a connection-level error is invalidated so the pool never hands it out again, which is
-    what lets hot-path engines skip the ping on every checkout."""
-    connection = engine.raw_connection()
-    dbapi = engine.dialect.dbapi
-    broken = (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ()
-    try:
-        cursor = connection.cursor()
-        yield cursor
-        if commit:
-            connection.commit()
-        else:
+    Commits when `commit` and the block succeeds, rolls back otherwise."""
+    with _checked_out(engine) as connection:
+        try:
+            yield connection.cursor()
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        except _connection_errors(engine):
+            raise  # the connection is invalidated: a rollback on it would only fail again
+        except BaseException:
             connection.rollback()
-    except broken:
-        connection.invalidate()
-        raise
-    except BaseException:
-        connection.rollback()
-        raise
-    finally:
-        connection.close()
+            raise
 
 
 _NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
@@ -167,25 +179,20 @@ def pooled_read_cursor(engine: Engine) -> Iterator[ReadCursor]:
         with pooled_cursor(engine) as cursor:
             yield ReadCursor(cursor, None)
         return
-    connection = engine.raw_connection()
-    dbapi = engine.dialect.dbapi
-    broken = (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ()
-    driver: Any = connection.driver_connection
-    # Prepared statements live as long as the database connection, as does its pool record's info.
-    prepared = connection.info.setdefault("prepared_statements", set())
-    try:
-        driver.autocommit = True
-        yield ReadCursor(connection.cursor(), prepared)
-        driver.autocommit = False
-    except broken:
-        connection.invalidate()
-        raise
-    except BaseException:
-        driver.rollback()
-        driver.autocommit = False
-        raise
-    finally:
-        connection.close()
+    with _checked_out(engine) as connection:
+        driver: Any = connection.driver_connection
+        # Prepared statements live as long as the database connection, as does its pool record's info.
+        prepared = connection.info.setdefault("prepared_statements", set())
+        try:
+            driver.autocommit = True
+            yield ReadCursor(connection.cursor(), prepared)
+            driver.autocommit = False
+        except _connection_errors(engine):
+            raise  # invalidated by _checked_out
+        except BaseException:
+            driver.rollback()
+            driver.autocommit = False
+            raise
 
 
 def is_postgres(engine: Engine) -> bool:

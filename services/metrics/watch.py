@@ -37,14 +37,17 @@ class Subscription:
             known = self._matches[series.series_id] = label_set_matches(series.labels, self.matchers)
         return known
 
-    def offer(self, updates: list[Update]) -> None:
-        """Queue updates (any thread); the oldest go when the subscriber is too far behind."""
-        if len(self.pending) == MAX_PENDING_BATCHES:
+    def offer(self, updates: list[Update]) -> bool:
+        """Queue updates (any thread); the oldest go when the subscriber is too far behind.
+        Returns whether a queued batch was dropped to make room."""
+        dropping = len(self.pending) == MAX_PENDING_BATCHES
+        if dropping:
             self.dropped += 1
         self.pending.append(updates)
         if self.loop is not None and not self._ready.is_set():
             with contextlib.suppress(RuntimeError):  # the loop has closed: the subscriber is gone
                 self.loop.call_soon_threadsafe(self._ready.set)
+        return dropping
 
     def drain(self) -> list[Update]:
         """Everything queued so far, oldest first, without waiting."""
@@ -96,8 +99,5 @@ class WatchHub:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
             wanted = [u for u in updates if subscription.wants(u[0])]
-            if wanted:
-                dropped = subscription.dropped
-                subscription.offer(wanted)
-                if subscription.dropped != dropped:
-                    self._on_dropped()
+            if wanted and subscription.offer(wanted):
+                self._on_dropped()

@@ -255,7 +255,7 @@ class PostgresSampleStore:
     ) -> dict[int, Points]:
         ids = sorted(set(series_ids))
         params = {
-            "ids": ids, "grps": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
+            "ids": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
             "limit": refuse_above if refuse_above is not None else 2**62,
         }  # fmt: skip
         with pooled_read_cursor(self._engine) as cursor:
