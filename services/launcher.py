@@ -220,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"launcher: {component.name:<8} started (monitoring this host)", flush=True)
         store = "PostgreSQL" if environ.get("INFRAWATCH_DATABASE_URL") else f"SQLite files in {data_dir}"
         print(f"launcher: store: {store}", flush=True)
+        prom_port = environ.get("INFRAWATCH_PROM_PORT", "9201").strip()
+        if prom_port.isdigit():
+            print(
+                f"launcher: Prometheus side on http://localhost:{prom_port}/ (remote-write: /api/v1/write; "
+                "Grafana's Prometheus data source and promtool use this URL)",
+                flush=True,
+            )
         for var, filename in SECRETS.items():
             if not os.environ.get(var):
                 print(

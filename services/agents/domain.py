@@ -30,6 +30,9 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TOKEN_PREFIX = "iwa_"
+REMOTE_WRITE_TOKEN_PREFIX = "iwr_"
+MAX_CREDENTIAL_NAME = 100
+_CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class AgentStatus(enum.Enum):
@@ -154,9 +157,32 @@ class AgentQuery:
     after_hostname: str = ""
 
 
-def new_token() -> str:
-    """A fresh agent token: 256 random bits, prefixed so leaked tokens are recognisable."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+def new_token(prefix: str = TOKEN_PREFIX) -> str:
+    """A fresh token: 256 random bits, prefixed so leaked tokens are recognisable (and which kind)."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class RemoteWriteCredential:
+    """A Prometheus remote-write sender's credential: it may write series of many hosts."""
+
+    credential_id: str
+    name: str
+    token_hash: str
+    created_at_ms: int
+    revoked_at_ms: int | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at_ms is not None
+
+
+def validate_credential_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("name is required: say what the sender is, e.g. prometheus-eu-1")
+    _check_length("name", name, MAX_CREDENTIAL_NAME)
+    if not _CREDENTIAL_NAME.match(name):
+        raise InvalidArgument(f"name {name[:80]!r} is invalid; use letters, digits, '.', '-' and '_'")
 
 
 def hash_token(token: str) -> str:

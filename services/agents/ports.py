@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
-from services.agents.domain import Agent, AgentQuery, LivenessPolicy
+from services.agents.domain import Agent, AgentQuery, LivenessPolicy, RemoteWriteCredential
 
 
 class AgentRepository(Protocol):
@@ -28,11 +28,28 @@ class AgentRepository(Protocol):
         ...
 
 
+class RemoteWriteCredentialRepository(Protocol):
+    def add(self, credential: RemoteWriteCredential) -> None: ...
+
+    def find(self, id_or_name: str) -> RemoteWriteCredential | None: ...
+
+    def get_by_token_hash(self, token_hash: str) -> RemoteWriteCredential | None: ...
+
+    def list(self) -> list[RemoteWriteCredential]:
+        """All credentials, revoked ones included, by name."""
+        ...
+
+    def revoke(self, credential_id: str, revoked_at_ms: int) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction: nothing is stored unless `commit` is called before the block ends."""
 
     @property
     def agents(self) -> AgentRepository: ...
+
+    @property
+    def remote_writers(self) -> RemoteWriteCredentialRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

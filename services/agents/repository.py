@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from services.agents.domain import Agent, AgentQuery, AgentStatus, Inventory, LivenessPolicy
-from services.agents.tables import agent_labels, agents
+from services.agents.domain import Agent, AgentQuery, AgentStatus, Inventory, LivenessPolicy, RemoteWriteCredential
+from services.agents.tables import agent_labels, agents, remote_write_credentials
 
 
 def _agent_row(agent: Agent) -> dict[str, Any]:
@@ -139,10 +139,41 @@ class SqlAgentRepository:
         return [_agent_from(row, labels[row.agent_id]) for row in rows]
 
 
+class SqlRemoteWriteCredentialRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def _one(self, condition: ColumnElement[bool]) -> RemoteWriteCredential | None:
+        row = self._connection.execute(select(remote_write_credentials).where(condition)).first()
+        return RemoteWriteCredential(**row._mapping) if row is not None else None
+
+    def add(self, credential: RemoteWriteCredential) -> None:
+        self._connection.execute(insert(remote_write_credentials).values(**credential.__dict__))
+
+    def find(self, id_or_name: str) -> RemoteWriteCredential | None:
+        table = remote_write_credentials.c
+        return self._one(or_(table.credential_id == id_or_name, table.name == id_or_name))
+
+    def get_by_token_hash(self, token_hash: str) -> RemoteWriteCredential | None:
+        return self._one(remote_write_credentials.c.token_hash == token_hash)
+
+    def list(self) -> list[RemoteWriteCredential]:
+        rows = self._connection.execute(select(remote_write_credentials).order_by(remote_write_credentials.c.name))
+        return [RemoteWriteCredential(**row._mapping) for row in rows]
+
+    def revoke(self, credential_id: str, revoked_at_ms: int) -> None:
+        self._connection.execute(
+            update(remote_write_credentials)
+            .where(remote_write_credentials.c.credential_id == credential_id)
+            .values(revoked_at_ms=revoked_at_ms)
+        )
+
+
 class SqlUnitOfWork:
     """A connection and a transaction; rolled back unless committed."""
 
     agents: SqlAgentRepository
+    remote_writers: SqlRemoteWriteCredentialRepository
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -151,6 +182,7 @@ class SqlUnitOfWork:
         self._connection = self._engine.connect()
         self._transaction = self._connection.begin()
         self.agents = SqlAgentRepository(self._connection)
+        self.remote_writers = SqlRemoteWriteCredentialRepository(self._connection)
         return self
 
     def __exit__(

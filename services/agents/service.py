@@ -9,15 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from services.agents.domain import (
+    REMOTE_WRITE_TOKEN_PREFIX,
     Agent,
     AgentQuery,
     AgentStatus,
     Inventory,
     LivenessPolicy,
     Registration,
+    RemoteWriteCredential,
     hash_token,
     new_token,
     validate_agent_id,
+    validate_credential_name,
     validate_hostname,
     validate_inventory,
     validate_labels,
@@ -229,14 +232,62 @@ def list_agents(
     return AgentPage(agents, "")
 
 
-def authenticate_agent(ctx: AgentsContext, service_token: str, token: str) -> Agent:
-    """The live agent a token belongs to; UNAUTHENTICATED for anything else. Only InfraWatch
-    services may ask: otherwise this would be an oracle for guessing or testing stolen tokens."""
+def authenticate_agent(ctx: AgentsContext, service_token: str, token: str) -> Agent | RemoteWriteCredential:
+    """The live agent, or the unrevoked remote-write credential, a token belongs to;
+    UNAUTHENTICATED for anything else. Only InfraWatch services may ask: otherwise this would be
+    an oracle for guessing or testing stolen tokens."""
     ctx.credentials.require_service(service_token, "AuthenticateAgent")
     if not token:
         raise Unauthenticated("agent_token is required")
+    token_hash = hash_token(token)
     with ctx.uow() as uow:
-        agent = uow.agents.get_by_token_hash(hash_token(token))
+        if token.startswith(REMOTE_WRITE_TOKEN_PREFIX):
+            writer = uow.remote_writers.get_by_token_hash(token_hash)
+            if writer is None or writer.revoked:
+                raise Unauthenticated("remote-write token is not valid (unknown or revoked)")
+            return writer
+        agent = uow.agents.get_by_token_hash(token_hash)
     if agent is None or agent.deregistered_at_ms is not None:
         raise Unauthenticated("agent token is not valid")
     return agent
+
+
+def create_remote_write_credential(ctx: AgentsContext, token: str, name: str) -> tuple[RemoteWriteCredential, str]:
+    """A new remote-write credential and its token (returned only here)."""
+    ctx.credentials.require_operator(token)
+    validate_credential_name(name)
+    secret = new_token(REMOTE_WRITE_TOKEN_PREFIX)
+    credential = RemoteWriteCredential(str(uuid.uuid4()), name, hash_token(secret), ctx.now_ms())
+    with ctx.uow() as uow:
+        if uow.remote_writers.find(name) is not None:
+            raise AlreadyExists(f"a remote-write credential named {name!r} exists; revoke it or choose another name")
+        uow.remote_writers.add(credential)
+        uow.commit()
+    return credential, secret
+
+
+def list_remote_write_credentials(ctx: AgentsContext, token: str) -> list[RemoteWriteCredential]:
+    ctx.credentials.require_operator(token)
+    with ctx.uow() as uow:
+        return uow.remote_writers.list()
+
+
+def revoke_remote_write_credential(ctx: AgentsContext, token: str, id_or_name: str) -> RemoteWriteCredential:
+    """Revoked at once in the store; the metrics service stops accepting it within its cache TTL.
+    Revoking twice keeps the first revocation time."""
+    ctx.credentials.require_operator(token)
+    if not id_or_name:
+        raise InvalidArgument("credential is required: the credential's id or name")
+    with ctx.uow() as uow:
+        credential = uow.remote_writers.find(id_or_name[:MAX_LOOKUP])
+        if credential is None:
+            raise NotFound(f"no remote-write credential has the id or name {id_or_name[:80]!r}")
+        if not credential.revoked:
+            credential = replace(credential, revoked_at_ms=ctx.now_ms())
+            uow.remote_writers.revoke(credential.credential_id, credential.revoked_at_ms or 0)
+            uow.commit()
+    return credential
+
+
+MAX_LOOKUP = 100
+"""Longest id or name worth looking up (names are at most 100 characters, ids 36)."""

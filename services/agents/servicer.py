@@ -7,7 +7,7 @@ import grpc
 from infrawatch.agents.v1 import agents_pb2 as pb
 from infrawatch.agents.v1 import agents_pb2_grpc
 from services.agents import service
-from services.agents.domain import Agent, AgentStatus, Inventory, Registration
+from services.agents.domain import Agent, AgentStatus, Inventory, Registration, RemoteWriteCredential
 from services.agents.service import AgentsContext
 from services.common.errors import InvalidArgument
 from services.common.metadata import bearer_token
@@ -40,6 +40,15 @@ def _statuses_from(values: list[int]) -> frozenset[AgentStatus]:
             raise InvalidArgument(f"statuses: {value} is not a valid AgentStatus")
         statuses.add(_STATUS_FROM_PROTO[value])
     return frozenset(statuses)
+
+
+def _credential_proto(credential: RemoteWriteCredential) -> pb.RemoteWriteCredential:
+    message = pb.RemoteWriteCredential(
+        credential_id=credential.credential_id, name=credential.name, created_at=to_timestamp(credential.created_at_ms)
+    )
+    if credential.revoked_at_ms is not None:
+        message.revoked_at.CopyFrom(to_timestamp(credential.revoked_at_ms))
+    return message
 
 
 class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
@@ -128,8 +137,30 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
     def AuthenticateAgent(
         self, request: pb.AuthenticateAgentRequest, context: grpc.ServicerContext
     ) -> pb.AuthenticateAgentResponse:
-        agent = service.authenticate_agent(self._ctx, bearer_token(context), request.agent_token)
-        return pb.AuthenticateAgentResponse(agent_id=agent.agent_id, hostname=agent.hostname, labels=agent.labels)
+        found = service.authenticate_agent(self._ctx, bearer_token(context), request.agent_token)
+        if isinstance(found, RemoteWriteCredential):
+            return pb.AuthenticateAgentResponse(
+                agent_id=found.credential_id, may_write_any_host=True, credential_name=found.name
+            )
+        return pb.AuthenticateAgentResponse(agent_id=found.agent_id, hostname=found.hostname, labels=found.labels)
+
+    def CreateRemoteWriteCredential(
+        self, request: pb.CreateRemoteWriteCredentialRequest, context: grpc.ServicerContext
+    ) -> pb.CreateRemoteWriteCredentialResponse:
+        credential, token = service.create_remote_write_credential(self._ctx, bearer_token(context), request.name)
+        return pb.CreateRemoteWriteCredentialResponse(credential=_credential_proto(credential), token=token)
+
+    def ListRemoteWriteCredentials(
+        self, request: pb.ListRemoteWriteCredentialsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRemoteWriteCredentialsResponse:
+        credentials = service.list_remote_write_credentials(self._ctx, bearer_token(context))
+        return pb.ListRemoteWriteCredentialsResponse(credentials=[_credential_proto(c) for c in credentials])
+
+    def RevokeRemoteWriteCredential(
+        self, request: pb.RevokeRemoteWriteCredentialRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeRemoteWriteCredentialResponse:
+        credential = service.revoke_remote_write_credential(self._ctx, bearer_token(context), request.credential)
+        return pb.RevokeRemoteWriteCredentialResponse(credential=_credential_proto(credential))
 
     def ApproveAgent(self, request: pb.ApproveAgentRequest, context: grpc.ServicerContext) -> pb.ApproveAgentResponse:
         agent = service.approve_agent(self._ctx, request.hostname, bearer_token(context))

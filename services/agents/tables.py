@@ -37,3 +37,13 @@ agent_labels = Table(
     Column("value", String(256), nullable=False),
     Index("ix_agent_labels_name_value", "name", "value"),
 )
+
+remote_write_credentials = Table(
+    "remote_write_credentials",
+    metadata,
+    Column("credential_id", String(36), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("revoked_at_ms", BigInteger),
+)

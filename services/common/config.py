@@ -27,6 +27,9 @@ from agent.values import (
     required_secret,
 )
 
+optional_port = telemetry_port
+"""A port number, or `off` (None): for HTTP sides a deployment may switch off."""
+
 __all__ = [
     "ConfigError",
     "Var",

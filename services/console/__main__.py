@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import sys
 import threading
-from collections.abc import Iterator
 
 import uvicorn
 
 from agent.logs import configure_logging, event
 from services.common.config import settings_from_command_line
+from services.common.http_server import QuietServer, listen_socket
 from services.common.server import install_stop_signals
 from services.common.telemetry import new_registry, serve_or_exit
 from services.common.tls import ClientTLS
@@ -23,28 +21,6 @@ from services.console.settings import CONSOLE_VARS, ConsoleSettings
 from services.console.telemetry import HttpTelemetry
 
 _log = logging.getLogger("infrawatch.console")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, with SIGTERM handled like every other InfraWatch process: drain, then exit 0
-    (uvicorn's own handling re-raises the signal after draining, so the exit code would be -15)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """The listening socket: `::` means every address, IPv4 included (asyncio alone would make
-    an IPv6-only socket of it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    listener.bind((host, port))
-    listener.listen(128)
-    return listener
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     registry = new_registry()
     app = HttpTelemetry(registry).middleware(build_app(console))
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off"))
+    server = QuietServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off"))
     endpoint = serve_or_exit(registry, settings.bind_host, settings.console_telemetry_port, "console")
     stop = install_stop_signals()
 

@@ -164,6 +164,12 @@ class AgentsClient(_Downstream):
         reply = self.write(lambda timeout: self._stub.ApproveAgent(request, timeout=timeout, metadata=metadata), budget)
         return reply.agent
 
+    def remote_write_credentials(self, method: str, request: Any, operator_token: str, budget: Budget) -> Any:
+        """Create, List or Revoke a remote-write credential (`method` names the agents RPC), as the operator."""
+        rpc = getattr(self._stub, method)
+        metadata = bearer(operator_token)
+        return self.write(lambda timeout: rpc(request, timeout=timeout, metadata=metadata), budget)
+
 
 class MetricsClient(_Downstream):
     def __init__(

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -52,6 +52,8 @@ class AgentsPort(Protocol):
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent: ...
 
     def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent: ...
+
+    def remote_write_credentials(self, method: str, request: Any, operator_token: str, budget: Budget) -> Any: ...
 
 
 class MetricsPort(Protocol):
@@ -307,6 +309,22 @@ def approve_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget
     approved = ctx.agents.approve(agent.hostname, token, budget)
     event(_log, "agent registration approved by operator", agent_id=approved.agent_id, hostname=approved.hostname)
     return approved
+
+
+REMOTE_WRITE_CREDENTIAL_METHODS = frozenset(
+    {"CreateRemoteWriteCredential", "ListRemoteWriteCredentials", "RevokeRemoteWriteCredential"}
+)
+
+
+def remote_write_credentials(ctx: GatewayContext, token: str, method: str, request: Any, budget: Budget) -> Any:
+    """Relay one of the remote-write credential RPCs to the agents service, as the operator."""
+    ctx.credentials.require_operator(token)
+    if method not in REMOTE_WRITE_CREDENTIAL_METHODS:
+        raise ValueError(method)
+    reply = ctx.agents.remote_write_credentials(method, request, token, budget)
+    if method != "ListRemoteWriteCredentials":
+        event(_log, "remote-write credential changed by operator", action=method, name=reply.credential.name)
+    return reply
 
 
 def _status_event(status: int) -> pb.WatchAgentResponse:

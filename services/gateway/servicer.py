@@ -105,6 +105,26 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
         )
         return pb.ApproveAgentResponse(agent=agent)
 
+    async def CreateRemoteWriteCredential(
+        self, request: agents_pb2.CreateRemoteWriteCredentialRequest, context: Any
+    ) -> agents_pb2.CreateRemoteWriteCredentialResponse:
+        return await self._relay_credentials("CreateRemoteWriteCredential", request, context)
+
+    async def ListRemoteWriteCredentials(
+        self, request: agents_pb2.ListRemoteWriteCredentialsRequest, context: Any
+    ) -> agents_pb2.ListRemoteWriteCredentialsResponse:
+        return await self._relay_credentials("ListRemoteWriteCredentials", request, context)
+
+    async def RevokeRemoteWriteCredential(
+        self, request: agents_pb2.RevokeRemoteWriteCredentialRequest, context: Any
+    ) -> agents_pb2.RevokeRemoteWriteCredentialResponse:
+        return await self._relay_credentials("RevokeRemoteWriteCredential", request, context)
+
+    async def _relay_credentials(self, method: str, request: Any, context: Any) -> Any:
+        return await self._run(
+            service.remote_write_credentials, self._ctx, bearer_token(context), method, request, _budget(context)
+        )
+
     async def ListAlerts(self, request: alerts_pb2.ListAlertsRequest, context: Any) -> alerts_pb2.ListAlertsResponse:
         return await self._run(service.list_alerts, self._ctx, bearer_token(context), request, _budget(context))
 

@@ -7,18 +7,22 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import uvicorn
+
 from agent.logs import configure_logging, event
 from services.common.allocator import keep_large_arrays_on_the_heap
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
+from services.common.http_server import QuietServer, listen_socket
 from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
 from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
+from services.metrics.prom.http import build_prom_app
 from services.metrics.servicer import SERVICE_NAME
 from services.metrics.settings import METRICS_VARS, MetricsSettings
 
@@ -50,6 +54,9 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
             service_token=settings.service_token,
             protect_reads=settings.protect_reads,
         ),
+        max_series_per_writer=settings.max_series_per_writer,
+        lookback_ms=int(settings.lookback_delta * 1000),
+        max_remote_write_bytes=settings.max_remote_write_bytes,
     )
 
 
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         compaction_delay_ms=int(settings.compaction_delay * 1000),
         every_s=settings.maintenance_every,
     )
-    blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
+    blocking = ThreadPoolExecutor(3, thread_name_prefix="lifecycle")
 
     def prepare() -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
@@ -93,7 +100,38 @@ def main(argv: list[str] | None = None) -> None:
         enforce_retention(app.samples, config.limits.retention_ms, wall_clock_ms())
         MaintenanceTask(app.samples, maintenance, wall_clock_ms, stop, app.telemetry.maintenance_pass).start()
 
+    prom_listener = None
+    if settings.prom_port is not None:
+        try:
+            prom_listener = listen_socket(settings.bind_host.strip("[]") or "::", settings.prom_port)
+        except OSError as exc:
+            event(_log, "cannot listen on INFRAWATCH_PROM_PORT", logging.ERROR, port=settings.prom_port, error=str(exc))
+            raise SystemExit(2) from None
+
+    async def serve_prom() -> None:
+        """The Prometheus side (remote-write, query API) on this loop, until `stop`."""
+        if prom_listener is None:
+            return
+        server = QuietServer(
+            uvicorn.Config(build_prom_app(app.prom), log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+        )
+
+        def exit_on_stop() -> None:
+            stop.wait()
+            server.should_exit = True
+
+        asyncio.get_running_loop().run_in_executor(blocking, exit_on_stop)
+        event(
+            _log,
+            "Prometheus side listening",
+            port=settings.prom_port,
+            remote_write="/api/v1/write",
+            query="/api/v1/query",
+        )
+        await server.serve(sockets=[prom_listener])
+
     async def run() -> None:
+        prom_task = asyncio.create_task(serve_prom())
         server, health, port = build_async_server(
             [app.binding()],
             address=f"{settings.bind_host}:{settings.metrics_port}",
@@ -123,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             grace_seconds=settings.shutdown_grace,
             blocking=blocking,
         )
+        stop.set()
+        await prom_task
 
     endpoint = serve_or_exit(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
     try:

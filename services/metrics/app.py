@@ -14,13 +14,15 @@ from sqlalchemy import Engine
 
 from agent.metric_kinds import KINDS
 from services.common.credentials import Credentials
-from services.common.db import is_postgres
+from services.common.db import is_postgres, unreachable_database_errors
 from services.common.server import AsyncServiceBinding
 from services.common.telemetry import watch_pool
 from services.metrics.auth import AgentsClient, CachedAuthenticator
 from services.metrics.domain import IngestLimits, MetricInfo, MetricType
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
+from services.metrics.prom.http import PromSide
+from services.metrics.prom.remote_write import RemoteWriteReceiver
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
 from services.metrics.storage.catalog import SeriesCatalog
@@ -45,6 +47,9 @@ class MetricsConfig:
     query_workers: int = 4
     catalog_refresh_s: float = 1.0
     credentials: Credentials = field(default_factory=Credentials)
+    max_series_per_writer: int = 1_000_000
+    lookback_ms: int = 300_000
+    max_remote_write_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
@@ -58,6 +63,7 @@ class MetricsApp:
     committer: GroupCommitter
     pools: tuple[ThreadPoolExecutor, ...]
     telemetry: MetricsTelemetry
+    prom: PromSide
 
     def binding(self) -> AsyncServiceBinding:
         return AsyncServiceBinding(SERVICE_NAME, lambda server: add_to_server(self.servicer, server))
@@ -99,9 +105,10 @@ def build_metrics_app(
     slots = StreamSlots(config.max_streams)
     committer = GroupCommitter(samples)
     committer.start()
+    queries = QueryContext(catalog, samples, now_ms, config.max_query_points)
     servicer = MetricsServicer(
         ingestor,
-        QueryContext(catalog, samples, now_ms, config.max_query_points),
+        queries,
         hub,
         authenticator,
         stop,
@@ -121,4 +128,19 @@ def build_metrics_app(
         "infrawatch_ingest_pending_commits", "Prepared batches waiting for the group committer.", committer.pending
     )
     watch_pool(telemetry.registry, engine)
-    return MetricsApp(servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry)
+    prom = PromSide(
+        receiver=RemoteWriteReceiver(ingestor, config.max_series_per_writer),
+        authenticator=authenticator,
+        committer=committer,
+        ingest_pool=ingest_pool,
+        query_pool=query_pool,
+        queries=queries,
+        credentials=config.credentials,
+        telemetry=telemetry,
+        max_request_bytes=config.max_remote_write_bytes,
+        lookback_ms=config.lookback_ms,
+        unreachable=unreachable_database_errors(),
+    )
+    return MetricsApp(
+        servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry, prom
+    )

@@ -27,8 +27,12 @@ _log = logging.getLogger("infrawatch.metrics.auth")
 
 @dataclass(frozen=True)
 class AgentIdentity:
+    """Who a token belongs to: an agent (writes only its own host's series: `hostname`), or a
+    remote-write sender (`hostname` empty: labels are kept as sent)."""
+
     agent_id: str
     hostname: str
+    remote_writer: str = ""
 
 
 class AgentsClient:
@@ -61,8 +65,10 @@ class AgentsClient:
                     "INFRAWATCH_SERVICE_TOKEN (it must be the same on every service)"
                 ) from None
             if code == grpc.StatusCode.UNAUTHENTICATED:
-                raise Unauthenticated("agent token is not valid") from None
+                raise Unauthenticated(exc.details() if isinstance(exc, grpc.Call) else "token is not valid") from None
             raise Unavailable(f"agents service unavailable, cannot verify the agent token ({code})") from None
+        if reply.may_write_any_host:
+            return AgentIdentity(reply.agent_id, "", reply.credential_name or reply.agent_id)
         return AgentIdentity(reply.agent_id, reply.hostname)
 
 

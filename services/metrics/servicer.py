@@ -11,7 +11,6 @@ agent's backlog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import threading
 import time
@@ -164,25 +163,21 @@ class MetricsServicer:
 
     def _committed(self, prepared: PreparedBatch, arrived: float) -> asyncio.Future[pb.BatchAck]:
         """An asyncio future resolved, on this loop, when the committer has written the batch."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[pb.BatchAck] = loop.create_future()
+        acknowledged: asyncio.Future[pb.BatchAck] = asyncio.get_running_loop().create_future()
         ack = _ack(prepared.result)
 
-        def settle(error: BaseException | None) -> None:
-            if future.done():
+        def settle(committed: asyncio.Future[None]) -> None:
+            if acknowledged.done():
                 return
+            error = committed.exception()
             if error is None:
                 self._telemetry.acknowledged(prepared.result, time.perf_counter() - arrived)
-                future.set_result(ack)
+                acknowledged.set_result(ack)
             else:
-                future.set_exception(error)
+                acknowledged.set_exception(error)
 
-        def done(error: BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                loop.call_soon_threadsafe(settle, error)
-
-        self._committer.submit(prepared, done)
-        return future
+        self._committer.future(prepared).add_done_callback(settle)
+        return acknowledged
 
     async def StreamMetrics(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[pb.BatchAck]:
         """Batches are checked on the ingest pool and written by the group committer. While one

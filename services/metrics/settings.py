@@ -17,6 +17,7 @@ from services.common.config import (
     Var,
     check_server_tls,
     duration_seconds,
+    optional_port,
     port,
     positive_int,
     read_vars,
@@ -28,6 +29,25 @@ METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
     Var("INFRAWATCH_METRICS_PORT", "50052", "Port of the metrics service.", port),
     telemetry_var("metrics"),
+    Var(
+        "INFRAWATCH_PROM_PORT",
+        "9201",
+        "HTTP port of the Prometheus side on INFRAWATCH_BIND_HOST: remote-write in (POST /api/v1/write) "
+        "and the PromQL query API (/api/v1/query, query_range, series, labels, ...); `off` serves none.",
+        optional_port,
+    ),
+    Var(
+        "INFRAWATCH_LOOKBACK_DELTA",
+        "5m",
+        "PromQL: how far back an instant vector looks for a series' latest sample (Prometheus' default).",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_MAX_REMOTE_WRITE_BYTES",
+        "67108864",
+        "Largest remote-write request once decompressed (Prometheus sends well under 1 MiB).",
+        positive_int,
+    ),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
     Var("INFRAWATCH_RETENTION", "15d", "Samples older than this are dropped.", duration_seconds),
     Var(
@@ -52,6 +72,12 @@ METRICS_VARS: tuple[Var, ...] = (
         "INFRAWATCH_MAX_SERIES_PER_BATCH", "20000", "Series considered per batch; the rest are rejected.", positive_int
     ),
     Var("INFRAWATCH_MAX_SERIES_PER_AGENT", "50000", "Cardinality limit: series one agent may create.", positive_int),
+    Var(
+        "INFRAWATCH_MAX_SERIES_PER_WRITER",
+        "1000000",
+        "Cardinality limit: series one remote-write credential may create.",
+        positive_int,
+    ),
     Var(
         "INFRAWATCH_MAX_SERIES",
         "1000000",
@@ -116,6 +142,9 @@ class MetricsSettings(TlsSettings):
     max_message_bytes: int
     metrics_port: int
     metrics_telemetry_port: int | None
+    prom_port: int | None
+    lookback_delta: float
+    max_remote_write_bytes: int
     agents_address: str
     retention: float
     maintenance_every: float
@@ -123,6 +152,7 @@ class MetricsSettings(TlsSettings):
     compaction_delay: float
     max_series_per_batch: int
     max_series_per_agent: int
+    max_series_per_writer: int
     max_series: int
     max_future_skew: float
     max_query_points: int

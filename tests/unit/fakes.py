@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
 
-from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy
+from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy, RemoteWriteCredential
 from services.metrics.domain import LabelSet, MetricInfo, Series
 from services.metrics.query.aggregate import Points, points_in_range
 from services.metrics.storage.chunks import Chunk, ChunkColumns
@@ -47,16 +47,39 @@ class FakeAgentRepository:
         return matching[: query.page_size + 1]
 
 
+class FakeRemoteWriteCredentials:
+    def __init__(self) -> None:
+        self.rows: dict[str, RemoteWriteCredential] = {}
+
+    def add(self, credential: RemoteWriteCredential) -> None:
+        self.rows[credential.credential_id] = credential
+
+    def find(self, id_or_name: str) -> RemoteWriteCredential | None:
+        return next((c for c in self.rows.values() if id_or_name in (c.credential_id, c.name)), None)
+
+    def get_by_token_hash(self, token_hash: str) -> RemoteWriteCredential | None:
+        return next((c for c in self.rows.values() if c.token_hash == token_hash), None)
+
+    def list(self) -> list[RemoteWriteCredential]:
+        return sorted(self.rows.values(), key=lambda c: c.name)
+
+    def revoke(self, credential_id: str, revoked_at_ms: int) -> None:
+        self.rows[credential_id] = replace(self.rows[credential_id], revoked_at_ms=revoked_at_ms)
+
+
 class FakeUnitOfWork:
     """Applies writes to the shared repository only on commit, like a real transaction."""
 
-    def __init__(self, store: FakeAgentRepository) -> None:
+    def __init__(self, store: FakeAgentRepository, writers: FakeRemoteWriteCredentials | None = None) -> None:
         self._store = store
+        self._writers = writers if writers is not None else FakeRemoteWriteCredentials()
         self.commits = 0
 
     def __enter__(self) -> FakeUnitOfWork:
         self.agents = FakeAgentRepository()
         self.agents.rows = dict(self._store.rows)
+        self.remote_writers = FakeRemoteWriteCredentials()
+        self.remote_writers.rows = dict(self._writers.rows)
         return self
 
     def __exit__(
@@ -69,6 +92,7 @@ class FakeUnitOfWork:
 
     def commit(self) -> None:
         self._store.rows = dict(self.agents.rows)
+        self._writers.rows = dict(self.remote_writers.rows)
         self.commits += 1
 
 

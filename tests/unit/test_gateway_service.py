@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import pytest
@@ -44,6 +45,7 @@ class FakeAgents:
         self.budgets: list[Budget] = []
         self.deregistered: list[tuple[str, str]] = []
         self.approved: list[tuple[str, str]] = []
+        self.credential_calls: list[tuple[str, str]] = []
         self.before_list = lambda: None
 
     def get(self, budget: Budget, agent_id: str = "", hostname: str = "") -> agents_pb2.Agent:
@@ -65,6 +67,10 @@ class FakeAgents:
     def approve(self, hostname: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         self.approved.append((hostname, operator_token))
         return next(a for a in self.agents.values() if a.hostname == hostname)
+
+    def remote_write_credentials(self, method: str, request: Any, operator_token: str, budget: Budget) -> Any:
+        self.credential_calls.append((method, operator_token))
+        return agents_pb2.ListRemoteWriteCredentialsResponse()
 
 
 class FakeMetrics:

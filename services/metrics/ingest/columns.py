@@ -153,7 +153,7 @@ class _SeriesFields:
     has_labels: np.ndarray
 
 
-def _varints_at(buffer: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def varints_at(buffer: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The varint starting at each position (as int64) and its length in bytes (0: malformed)."""
     first = buffer[positions]
     if not np.any(first & 0x80):  # tags, refs, short lengths: one byte each
@@ -195,9 +195,9 @@ def _scan(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _SeriesFi
         4: (found.value_at, found.value_bytes, seen_values),
     }
     while len(active):
-        tags, tag_lengths = _varints_at(buffer, position[active])
+        tags, tag_lengths = varints_at(buffer, position[active])
         at = position[active] + tag_lengths
-        payload, payload_lengths = _varints_at(buffer, at)
+        payload, payload_lengths = varints_at(buffer, at)
         step = _Step(active, at, payload, payload_lengths, at + payload_lengths)
         if np.any(tag_lengths == 0):
             return None

@@ -13,6 +13,8 @@ streams are refused rather than written past the gap.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -62,6 +64,27 @@ class GroupCommitter:
         """Queue a prepared batch; `done(None)` once it is committed (and published), or
         `done(error)` when it could not be. Called from any thread; `done` runs on the committer's."""
         self._queue.put(_Pending(prepared, done))
+
+    def future(self, prepared: PreparedBatch) -> asyncio.Future[None]:
+        """Queue a prepared batch; the future (of the calling event loop) completes once the batch is
+        committed, or fails with the commit's error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        def done(error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(settle, error)
+
+        self.submit(prepared, done)
+        return future
 
     def _group(self, first: _Pending) -> tuple[list[_Pending], bool]:
         group, samples = [first], first.prepared.chunks.samples

@@ -146,10 +146,12 @@ class Ingestor:
         with self._locks_guard:
             return self._agent_locks[agent_id]
 
-    def open_stream(self, agent_id: str, hostname: str = "") -> IngestStream:
+    def open_stream(self, agent_id: str, hostname: str = "", max_series: int | None = None) -> IngestStream:
         """A stream of the authenticated agent; with `hostname`, every series it writes is that
-        host's (`host` is set from the credential, whatever the payload says)."""
-        return IngestStream(self, agent_id, hostname)
+        host's (`host` is set from the credential, whatever the payload says). Without one (a
+        remote-write sender) labels are kept as sent. `max_series`: the sender's cardinality
+        limit, the per-agent limit unless given."""
+        return IngestStream(self, agent_id, hostname, max_series)
 
 
 @dataclass(slots=True)
@@ -172,10 +174,14 @@ class PreparedBatch:
 class IngestStream:
     """The state of one StreamMetrics call: who is sending, its label-set refs and what it resolved."""
 
-    def __init__(self, ingestor: Ingestor, agent_id: str, hostname: str = "") -> None:
+    def __init__(self, ingestor: Ingestor, agent_id: str, hostname: str = "", max_series: int | None = None) -> None:
         self._ingestor = ingestor
         self.agent_id = agent_id
         self.hostname = hostname
+        self.max_series = ingestor.limits.max_series_per_agent if max_series is None else max_series
+        self._limit_setting = (
+            "INFRAWATCH_MAX_SERIES_PER_AGENT" if max_series is None else "INFRAWATCH_MAX_SERIES_PER_WRITER"
+        )
         self.broken = False
         self._uncommitted = 0
         self._settled = threading.Condition()
@@ -385,7 +391,7 @@ class IngestStream:
         catalog = ingestor.catalog
         missing = [labels for labels in unknown if catalog.series_id(labels) is None]
         refusals = (
-            catalog.create(self.agent_id, missing, limits.max_series_per_agent, limits.max_series_total)
+            catalog.create(self.agent_id, missing, self.max_series, limits.max_series_total, self._limit_setting)
             if missing
             else {}
         )

@@ -155,7 +155,12 @@ class SeriesCatalog:
             return sorted(self._conflicts.values(), key=lambda conflict: conflict.kept.name)
 
     def create(
-        self, agent_id: str, wanted: Sequence[LabelSet], limit: int, total_limit: int | None = None
+        self,
+        agent_id: str,
+        wanted: Sequence[LabelSet],
+        limit: int,
+        total_limit: int | None = None,
+        limit_setting: str = "INFRAWATCH_MAX_SERIES_PER_AGENT",
     ) -> dict[LabelSet, int | str]:
         """Ids for label sets new to the catalog, created on behalf of `agent_id`; a string
         explains a label set refused by the per-agent cardinality limit (`limit`) or by the limit
@@ -181,8 +186,7 @@ class SeriesCatalog:
             room = min(agent_room, total_room)
             accepted, refused = missing[:room], missing[room:]
             reason = (
-                f"the agent already has {self._per_agent[agent_id]} series; the limit is {limit} "
-                "(INFRAWATCH_MAX_SERIES_PER_AGENT)"
+                f"the sender already has {self._per_agent[agent_id]} series; the limit is {limit} ({limit_setting})"
                 if agent_room <= total_room
                 else f"the store already holds {len(self._by_id)} series; the limit is {total_limit} "
                 "(INFRAWATCH_MAX_SERIES)"
@@ -202,6 +206,15 @@ class SeriesCatalog:
                 self._index(Series(series_id, labels, agent_id))
                 result[labels] = series_id
         return result
+
+    def label_values(self, name: str) -> list[str]:
+        """Every value `name` has on some series, sorted."""
+        with self._lock:
+            return sorted({value for (label, value), ids in self._postings.items() if label == name and ids})
+
+    def label_names(self) -> list[str]:
+        with self._lock:
+            return sorted({label for (label, _), ids in self._postings.items() if ids})
 
     def select(self, matchers: Sequence[Matcher]) -> list[Series]:
         """Series matching every matcher, ordered by label set."""

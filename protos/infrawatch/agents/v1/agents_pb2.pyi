@@ -189,7 +189,7 @@ class AuthenticateAgentRequest(_message.Message):
     def __init__(self, agent_token: _Optional[str] = ...) -> None: ...
 
 class AuthenticateAgentResponse(_message.Message):
-    __slots__ = ("agent_id", "hostname", "labels")
+    __slots__ = ("agent_id", "hostname", "labels", "may_write_any_host", "credential_name")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -200,10 +200,62 @@ class AuthenticateAgentResponse(_message.Message):
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAY_WRITE_ANY_HOST_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_NAME_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    may_write_any_host: bool
+    credential_name: str
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., may_write_any_host: _Optional[bool] = ..., credential_name: _Optional[str] = ...) -> None: ...
+
+class RemoteWriteCredential(_message.Message):
+    __slots__ = ("credential_id", "name", "created_at", "revoked_at")
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    credential_id: str
+    name: str
+    created_at: _timestamp_pb2.Timestamp
+    revoked_at: _timestamp_pb2.Timestamp
+    def __init__(self, credential_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateRemoteWriteCredentialRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CreateRemoteWriteCredentialResponse(_message.Message):
+    __slots__ = ("credential", "token")
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    credential: RemoteWriteCredential
+    token: str
+    def __init__(self, credential: _Optional[_Union[RemoteWriteCredential, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListRemoteWriteCredentialsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRemoteWriteCredentialsResponse(_message.Message):
+    __slots__ = ("credentials",)
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    credentials: _containers.RepeatedCompositeFieldContainer[RemoteWriteCredential]
+    def __init__(self, credentials: _Optional[_Iterable[_Union[RemoteWriteCredential, _Mapping]]] = ...) -> None: ...
+
+class RevokeRemoteWriteCredentialRequest(_message.Message):
+    __slots__ = ("credential",)
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    credential: str
+    def __init__(self, credential: _Optional[str] = ...) -> None: ...
+
+class RevokeRemoteWriteCredentialResponse(_message.Message):
+    __slots__ = ("credential",)
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    credential: RemoteWriteCredential
+    def __init__(self, credential: _Optional[_Union[RemoteWriteCredential, _Mapping]] = ...) -> None: ...
 
 class ApproveAgentRequest(_message.Message):
     __slots__ = ("hostname",)

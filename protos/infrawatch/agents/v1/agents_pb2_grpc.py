@@ -72,6 +72,21 @@ class AgentServiceStub:
                 request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.FromString,
                 _registered_method=True)
+        self.CreateRemoteWriteCredential = channel.unary_unary(
+                '/infrawatch.agents.v1.AgentService/CreateRemoteWriteCredential',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.FromString,
+                _registered_method=True)
+        self.ListRemoteWriteCredentials = channel.unary_unary(
+                '/infrawatch.agents.v1.AgentService/ListRemoteWriteCredentials',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RevokeRemoteWriteCredential = channel.unary_unary(
+                '/infrawatch.agents.v1.AgentService/RevokeRemoteWriteCredential',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -145,6 +160,33 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRemoteWriteCredential(self, request, context):
+        """Issues a credential for a Prometheus remote-write sender (a Prometheus
+        server, vmagent, an OpenTelemetry collector). Unlike an agent token, which
+        writes only its own host's series, it may write series of many hosts: the
+        labels it sends are kept as sent. The token is returned once, here.
+        Requires the operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRemoteWriteCredentials(self, request, context):
+        """Lists remote-write credentials (never their tokens), revoked ones included.
+        Requires the operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeRemoteWriteCredential(self, request, context):
+        """Revokes a remote-write credential: writes with it are refused within the
+        metrics service's token cache TTL (5 s). Requires the operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +224,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ApproveAgent,
                     request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.FromString,
                     response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.SerializeToString,
+            ),
+            'CreateRemoteWriteCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRemoteWriteCredential,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.SerializeToString,
+            ),
+            'ListRemoteWriteCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRemoteWriteCredentials,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.SerializeToString,
+            ),
+            'RevokeRemoteWriteCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeRemoteWriteCredential,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -376,6 +433,87 @@ class AgentService:
             '/infrawatch.agents.v1.AgentService/ApproveAgent',
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentRequest.SerializeToString,
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.ApproveAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRemoteWriteCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.agents.v1.AgentService/CreateRemoteWriteCredential',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRemoteWriteCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.agents.v1.AgentService/ListRemoteWriteCredentials',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeRemoteWriteCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.agents.v1.AgentService/RevokeRemoteWriteCredential',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

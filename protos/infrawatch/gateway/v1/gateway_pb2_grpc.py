@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from infrawatch.agents.v1 import agents_pb2 as infrawatch_dot_agents_dot_v1_dot_agents__pb2
 from infrawatch.alerts.v1 import alerts_pb2 as infrawatch_dot_alerts_dot_v1_dot_alerts__pb2
 from infrawatch.gateway.v1 import gateway_pb2 as infrawatch_dot_gateway_dot_v1_dot_gateway__pb2
 
@@ -76,6 +77,21 @@ class OperatorServiceStub:
                 '/infrawatch.gateway.v1.OperatorService/ApproveAgent',
                 request_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
+                _registered_method=True)
+        self.CreateRemoteWriteCredential = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/CreateRemoteWriteCredential',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.FromString,
+                _registered_method=True)
+        self.ListRemoteWriteCredentials = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ListRemoteWriteCredentials',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RevokeRemoteWriteCredential = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/RevokeRemoteWriteCredential',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.FromString,
                 _registered_method=True)
         self.ListAlerts = channel.unary_unary(
                 '/infrawatch.gateway.v1.OperatorService/ListAlerts',
@@ -179,6 +195,30 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRemoteWriteCredential(self, request, context):
+        """Credentials for Prometheus remote-write senders (POST /api/v1/write on
+        INFRAWATCH_PROM_PORT), relayed to the agents service. Operator token.
+        The token is in the response once; put it in prometheus.yml's
+        remote_write authorization.credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRemoteWriteCredentials(self, request, context):
+        """Operator token. Tokens are never listed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeRemoteWriteCredential(self, request, context):
+        """Operator token. Writes with the credential stop within seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlerts(self, request, context):
         """The alerting side, relayed to the alerts service (INFRAWATCH_ALERTS_ADDRESS).
         Pending and firing alerts (or the states asked for), by label matchers.
@@ -270,6 +310,21 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.ApproveAgent,
                     request_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.FromString,
                     response_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.SerializeToString,
+            ),
+            'CreateRemoteWriteCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRemoteWriteCredential,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.SerializeToString,
+            ),
+            'ListRemoteWriteCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRemoteWriteCredentials,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.SerializeToString,
+            ),
+            'RevokeRemoteWriteCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeRemoteWriteCredential,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.SerializeToString,
             ),
             'ListAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlerts,
@@ -525,6 +580,87 @@ class OperatorService:
             '/infrawatch.gateway.v1.OperatorService/ApproveAgent',
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentRequest.SerializeToString,
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.ApproveAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRemoteWriteCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/CreateRemoteWriteCredential',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CreateRemoteWriteCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRemoteWriteCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ListRemoteWriteCredentials',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListRemoteWriteCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeRemoteWriteCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/RevokeRemoteWriteCredential',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.RevokeRemoteWriteCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

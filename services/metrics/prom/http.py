@@ -1,0 +1,318 @@
+"""The Prometheus side of the metrics service, over HTTP (INFRAWATCH_PROM_PORT, 9201).
+
+- `POST /api/v1/write`: remote-write 1.0 in, through the same ingest checks and group commit
+  as the agents' streams (`remote_write.py`). 204 when everything is stored (duplicates of
+  samples already stored count as stored: a re-send is harmless); 400 when some samples could
+  not be stored — the rest are — with the reasons (re-sending would not help, so Prometheus must
+  not retry); 401 without a valid credential; 413 past the size limit; 503 when the database or
+  the agents service cannot be reached (Prometheus retries, and nothing it was not told is
+  stored is lost).
+- The query API Grafana's Prometheus data source and promtool use: `/api/v1/query`,
+  `query_range`, `series`, `labels`, `label/<name>/values`, `metadata`, `status/buildinfo`, with
+  Prometheus' JSON envelope and error types (`promql.py` evaluates).
+
+Runs on the metrics process's event loop (uvicorn), next to the gRPC server: the work of a
+request goes to the same ingest and query thread pools, so neither side can starve the other's
+loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from prometheus_client import Counter, Histogram
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from agent.logs import event
+from services.common import errors
+from services.common.credentials import Credentials
+from services.common.telemetry import LATENCY_BUCKETS
+from services.metrics.auth import AgentIdentity, CachedAuthenticator
+from services.metrics.ingest.commit import GroupCommitter
+from services.metrics.ingest.stream import PreparedBatch
+from services.metrics.prom import promql
+from services.metrics.prom.remote_write import (
+    PayloadTooLarge,
+    RemoteWriteReceiver,
+    decode,
+    decompress,
+    rejections_summary,
+)
+from services.metrics.query.use_cases import QueryContext
+from services.metrics.telemetry import MetricsTelemetry
+
+_log = logging.getLogger("infrawatch.metrics.prom")
+T = TypeVar("T")
+VERSION = "0.15.0"
+
+_HTTP_STATUS: tuple[tuple[type[errors.DomainError], int, str], ...] = (
+    (PayloadTooLarge, 413, "bad_data"),
+    (errors.InvalidArgument, 400, "bad_data"),
+    (errors.Unauthenticated, 401, "unauthorized"),
+    (errors.PermissionDenied, 403, "forbidden"),
+    (errors.NotFound, 404, "not_found"),
+    (errors.ResourceExhausted, 422, "execution"),
+    (errors.FailedPrecondition, 422, "execution"),
+    (errors.Unavailable, 503, "unavailable"),
+    (errors.DataLoss, 500, "internal"),
+)
+"""Domain errors as HTTP: status and Prometheus' errorType. The one table of this edge."""
+
+
+def http_status(error: errors.DomainError) -> tuple[int, str]:
+    for kind, status, error_type in _HTTP_STATUS:
+        if isinstance(error, kind):
+            return status, error_type
+    return 500, "internal"
+
+
+def bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@dataclass
+class PromSide:
+    receiver: RemoteWriteReceiver
+    authenticator: CachedAuthenticator
+    committer: GroupCommitter
+    ingest_pool: Executor
+    query_pool: Executor
+    queries: QueryContext
+    credentials: Credentials
+    telemetry: MetricsTelemetry
+    max_request_bytes: int
+    lookback_ms: int
+    unreachable: tuple[type[BaseException], ...] = ()
+
+
+class PromTelemetry:
+    def __init__(self, telemetry: MetricsTelemetry) -> None:
+        registry = telemetry.registry
+        self.requests = Counter(
+            "infrawatch_prom_http_requests",
+            "Requests to the Prometheus side (remote-write and query API), by handler and HTTP status code.",
+            ["handler", "code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "infrawatch_prom_http_request_seconds",
+            "Time to answer a request on the Prometheus side, by handler.",
+            ["handler"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "infrawatch_remote_write_skipped",
+            "Remote-write parts not stored: exemplars and native histograms (only float samples are kept).",
+            ["kind"],
+            registry=registry,
+        )
+
+
+def build_prom_app(side: PromSide) -> Starlette:
+    telemetry = PromTelemetry(side.telemetry)
+
+    async def on(pool: Executor, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+
+    def handler(name: str, work: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            began = time.perf_counter()
+            try:
+                response = await work(request)
+            except errors.DomainError as exc:
+                status, error_type = http_status(exc)
+                response = _error(name, status, error_type, str(exc))
+            except side.unreachable:
+                response = _error(name, 503, "unavailable", "the metrics database is unavailable; retry shortly")
+            except Exception:
+                _log.exception("unexpected error on the Prometheus side")
+                response = _error(name, 500, "internal", "internal error (logged by the metrics service)")
+            telemetry.requests.labels(name, str(response.status_code)).inc()
+            telemetry.seconds.labels(name).observe(time.perf_counter() - began)
+            return response
+
+        return endpoint
+
+    def prepare(identity: AgentIdentity, body: bytes) -> PreparedBatch:
+        columns = decode(decompress(body, side.max_request_bytes))
+        if columns.exemplars:
+            telemetry.skipped.labels("exemplar").inc(columns.exemplars)
+        if columns.histograms:
+            telemetry.skipped.labels("histogram").inc(columns.histograms)
+        return side.receiver.prepare(identity.agent_id, identity.hostname, columns)
+
+    async def write(request: Request) -> Response:
+        arrived = time.perf_counter()
+        token = bearer(request)
+        if not token:
+            raise errors.Unauthenticated(
+                "missing credential: send `Authorization: Bearer <remote-write token>` "
+                "(prometheus.yml: remote_write.authorization.credentials)"
+            )
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > side.max_request_bytes:
+            raise PayloadTooLarge(f"the request is {declared} bytes; the limit is {side.max_request_bytes}")
+        identity = await on(side.ingest_pool, side.authenticator.identify, token)
+        body = await request.body()
+        prepared = await on(side.ingest_pool, prepare, identity, body)
+        await side.committer.future(prepared)
+        side.telemetry.acknowledged(prepared.result, time.perf_counter() - arrived)
+        if prepared.result.rejected:
+            return PlainTextResponse(rejections_summary(prepared) + "\n", status_code=400)
+        return Response(status_code=204)
+
+    async def read(request: Request, work: Callable[..., Any], *args: Any) -> Response:
+        side.credentials.require_reader(bearer(request))
+        data = await on(side.query_pool, work, *args)
+        return JSONResponse({"status": "success", "data": data})
+
+    async def params(request: Request) -> dict[str, list[str]]:
+        """GET query parameters and POSTed form fields together (clients use both)."""
+        found: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items():
+            found.setdefault(key, []).append(value)
+        if request.method == "POST":
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind not in ("", "application/x-www-form-urlencoded"):
+                raise errors.InvalidArgument(
+                    f"POST bodies are form-encoded (application/x-www-form-urlencoded), not {kind}"
+                )
+            body = (await request.body()).decode("utf-8", "replace")
+            for key, field_value in parse_qsl(body, keep_blank_values=True):
+                found.setdefault(key, []).append(field_value)
+        return found
+
+    def engine() -> promql.Engine:
+        return promql.Engine(side.queries, side.lookback_ms)
+
+    async def query(request: Request) -> Response:
+        given = await params(request)
+        expr = _one(given, "query")
+        at = _time(given, "time", default=time.time())
+        return await read(request, engine().instant, expr, at)
+
+    async def query_range(request: Request) -> Response:
+        given = await params(request)
+        expr = _one(given, "query")
+        start, end = _time(given, "start"), _time(given, "end")
+        step = _duration(_one(given, "step"), "step")
+        return await read(request, engine().range, expr, start, end, step)
+
+    async def series(request: Request) -> Response:
+        given = await params(request)
+        matches = given.get("match[]") or []
+        if not matches:
+            raise errors.InvalidArgument("no match[] parameter provided")
+        return await read(request, engine().series, matches)
+
+    async def labels(request: Request) -> Response:
+        given = await params(request)
+        return await read(request, engine().label_names, given.get("match[]") or [])
+
+    async def label_values(request: Request) -> Response:
+        given = await params(request)
+        name = request.path_params["name"]
+        return await read(request, engine().label_values, name, given.get("match[]") or [])
+
+    async def metadata(request: Request) -> Response:
+        given = await params(request)
+        metric = (given.get("metric") or [""])[0]
+        return await read(request, engine().metadata, metric)
+
+    async def buildinfo(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "success",
+                "data": {
+                    "version": VERSION,
+                    "revision": "infrawatch",
+                    "branch": "main",
+                    "buildUser": "infrawatch",
+                    "buildDate": "",
+                    "goVersion": "none (InfraWatch, Python)",
+                },
+            }
+        )
+
+    async def ready(request: Request) -> Response:
+        return PlainTextResponse("InfraWatch metrics (Prometheus side) is ready.\n")
+
+    both = ["GET", "POST"]
+    routes = [
+        Route("/api/v1/write", handler("write", write), methods=["POST"]),
+        Route("/api/v1/query", handler("query", query), methods=both),
+        Route("/api/v1/query_range", handler("query_range", query_range), methods=both),
+        Route("/api/v1/series", handler("series", series), methods=both),
+        Route("/api/v1/labels", handler("labels", labels), methods=both),
+        Route("/api/v1/label/{name}/values", handler("label_values", label_values), methods=["GET"]),
+        Route("/api/v1/metadata", handler("metadata", metadata), methods=["GET"]),
+        Route("/api/v1/status/buildinfo", handler("buildinfo", buildinfo), methods=["GET"]),
+        Route("/-/ready", ready, methods=["GET"]),
+        Route("/-/healthy", ready, methods=["GET"]),
+    ]
+    event(_log, "Prometheus side ready", handlers=len(routes))
+    return Starlette(routes=routes)
+
+
+def _error(handler: str, status: int, error_type: str, message: str) -> Response:
+    if handler == "write":
+        # Remote-write senders log the body; plain text reads best there.
+        return PlainTextResponse(message + "\n", status_code=status)
+    return JSONResponse({"status": "error", "errorType": error_type, "error": message}, status_code=status)
+
+
+def _one(given: dict[str, list[str]], name: str) -> str:
+    values = given.get(name)
+    if not values or not values[-1]:
+        raise errors.InvalidArgument(f"the {name} parameter is required")
+    return values[-1]
+
+
+def _time(given: dict[str, list[str]], name: str, default: float | None = None) -> float:
+    """A time parameter as Prometheus takes it: Unix seconds (fractions allowed) or RFC 3339."""
+    values = given.get(name)
+    if not values or not values[-1]:
+        if default is None:
+            raise errors.InvalidArgument(f"the {name} parameter is required")
+        return default
+    raw = values[-1]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            seconds = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise errors.InvalidArgument(
+                f"invalid parameter {name!r}: cannot parse {raw[:80]!r} to a valid timestamp"
+            ) from None
+    if not math.isfinite(seconds):
+        raise errors.InvalidArgument(f"invalid parameter {name!r}: {raw[:80]!r} is not a finite time")
+    return seconds
+
+
+def _duration(raw: str, name: str) -> float:
+    """A duration parameter: seconds (fractions allowed) or a Prometheus duration (`15s`, `1m30s`)."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = promql.parse_duration(raw, name)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.InvalidArgument(
+            f"invalid parameter {name!r}: zero or negative query resolution step widths are not accepted. "
+            "Try a positive integer"
+        )
+    return seconds

@@ -1,0 +1,308 @@
+"""Prometheus remote-write 1.0 in: a snappy-compressed WriteRequest → one ingest batch.
+
+The request is decompressed with cramjam (snappy block format, as the protocol
+specifies), split into its time series' bytes by protobuf, and then every time
+series' fields are found by one scan that steps through all of them at once
+with numpy (as `ingest/columns.py` does for MetricBatch): the labels are the
+leading bytes of a series up to its first sample, and those bytes are the key
+under which the sender's session remembers the label set, so a label set is
+parsed only the first time a sender sends it. Samples are decoded as columns.
+A request the scan cannot take as is (fields out of the usual order, a
+malformed series) is parsed again with the standard message, so every valid
+encoding is accepted.
+
+Each sender (one credential) has one `RemoteWriteSession`: a long-lived
+`IngestStream` whose refs stand for label sets, so remote-write goes through
+exactly the checks, idempotency rules and group commit the agents' streams use.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import cramjam
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from infrawatch.metrics.v1 import remote_write_pb2 as wire
+from services.common.errors import InvalidArgument
+from services.metrics.domain import InvalidMetadata, MetricInfo, MetricType
+from services.metrics.ingest.columns import BatchColumns, varints_at
+from services.metrics.ingest.stream import Ingestor, IngestStream, PreparedBatch
+
+_PADDING = 11
+_EIGHT = np.arange(8)
+_LENGTH_DELIMITED = 2
+_LABELS, _SAMPLES, _EXEMPLARS, _HISTOGRAMS = 1, 2, 3, 4
+_VALUE_TAG, _TIMESTAMP_TAG = 0x09, 0x10
+
+
+class PayloadTooLarge(InvalidArgument):
+    """The request, once decompressed, would exceed the receiver's limit."""
+
+
+@dataclass(slots=True)
+class WriteColumns:
+    """A decoded WriteRequest: per time series its label bytes and sample count; all samples in
+    series order."""
+
+    keys: list[bytes]
+    sample_counts: np.ndarray  # int64 per series
+    timestamps: np.ndarray  # int64
+    values: np.ndarray  # float64
+    metadata: list[MetricInfo | InvalidMetadata] = field(default_factory=list)
+    exemplars: int = 0
+    histograms: int = 0
+
+    @property
+    def samples(self) -> int:
+        return len(self.values)
+
+
+def decompress(body: bytes, limit: int) -> bytes:
+    """The snappy block's contents; InvalidArgument when it is not one, PayloadTooLarge past `limit`.
+
+    The block starts with its uncompressed length as a varint, checked before anything is
+    allocated, so a small body cannot make the receiver allocate gigabytes."""
+    length, shift = 0, 0
+    for byte in body[:10]:
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    else:
+        raise InvalidArgument("the body is not snappy-compressed (remote-write bodies are snappy block format)")
+    if length > limit:
+        raise PayloadTooLarge(f"the request decompresses to {length} bytes; the limit is {limit}")
+    try:
+        return bytes(cramjam.snappy.decompress_raw(body))
+    except cramjam.DecompressionError as exc:
+        raise InvalidArgument(f"the body is not valid snappy block data ({exc})") from None
+
+
+def decode(data: bytes) -> WriteColumns:
+    """A serialized WriteRequest as columns; InvalidArgument when it is not one."""
+    try:
+        message = wire.PromWriteRequestSeriesBytes.FromString(data)
+    except DecodeError:
+        raise InvalidArgument("the body is not a remote-write WriteRequest (protobuf could not parse it)") from None
+    metadata = _metadata(message.metadata)
+    pieces: list[bytes] = list(message.timeseries)
+    if not pieces:
+        nothing = np.zeros(0, dtype=np.int64)
+        return WriteColumns([], nothing, nothing, np.zeros(0, dtype=np.float64), metadata)
+    scanned = _scan(pieces)
+    if scanned is None:
+        scanned = _standard(data)
+    scanned.metadata = metadata
+    return scanned
+
+
+def _scan(pieces: list[bytes]) -> WriteColumns | None:
+    """Every time series' fields, found by stepping through all series at once; None when a series
+    is malformed or its labels do not come first (then the standard parser decides)."""
+    count = len(pieces)
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=count)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    joined = b"".join(pieces)
+    buffer = np.frombuffer(joined + bytes(_PADDING), dtype=np.uint8)
+    label_start = starts.copy()
+    label_end = starts.copy()
+    in_samples = np.zeros(count, dtype=bool)
+    sample_rows: list[np.ndarray] = []
+    sample_at: list[np.ndarray] = []
+    sample_size: list[np.ndarray] = []
+    exemplars = histograms = 0
+    position = starts.copy()
+    active = np.flatnonzero(position < ends)
+    while len(active):
+        tags, tag_lengths = varints_at(buffer, position[active])
+        at = position[active] + tag_lengths
+        sizes, size_lengths = varints_at(buffer, at)
+        if np.any(tag_lengths == 0) or np.any(size_lengths == 0) or np.any(tags & 7 != _LENGTH_DELIMITED):
+            return None
+        data_at = at + size_lengths
+        following = data_at + sizes
+        if np.any(sizes < 0) or np.any(following > ends[active]):
+            return None
+        fields = tags >> 3
+        labels = fields == _LABELS
+        if np.any(labels & in_samples[active]):
+            return None  # a label after a sample: not the layout senders use
+        label_end[active[labels]] = following[labels]
+        samples = fields == _SAMPLES
+        if samples.any():
+            rows = active[samples]
+            in_samples[rows] = True
+            sample_rows.append(rows)
+            sample_at.append(data_at[samples])
+            sample_size.append(sizes[samples])
+        exemplars += int(np.count_nonzero(fields == _EXEMPLARS))
+        histograms += int(np.count_nonzero(fields == _HISTOGRAMS))
+        position[active] = following
+        active = active[following < ends[active]]
+    keys = [joined[a:b] for a, b in zip(label_start.tolist(), label_end.tolist(), strict=True)]
+    if not sample_rows:
+        nothing = np.zeros(0, dtype=np.int64)
+        return WriteColumns(keys, np.zeros(count, dtype=np.int64), nothing, np.zeros(0), [], exemplars, histograms)
+    rows = np.concatenate(sample_rows)
+    order = np.argsort(rows, kind="stable")  # series order; a series' samples keep theirs
+    decoded = _samples(buffer, np.concatenate(sample_at)[order], np.concatenate(sample_size)[order])
+    if decoded is None:
+        return None
+    timestamps, values = decoded
+    counts = np.bincount(rows, minlength=count).astype(np.int64)
+    return WriteColumns(keys, counts, timestamps, values, [], exemplars, histograms)
+
+
+def _samples(buffer: np.ndarray, at: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sample messages as (timestamps, values). A field equal to zero is left out by senders (proto3),
+    so a sample is: value then timestamp, either alone, or nothing at all."""
+    end = at + size
+    has_value = (size > 0) & (buffer[at] == _VALUE_TAG)
+    timestamp_tag = np.where(has_value, at + 9, at)
+    has_timestamp = (timestamp_tag < end) & (buffer[timestamp_tag] == _TIMESTAMP_TAG)
+    timestamps, widths = varints_at(buffer, timestamp_tag + 1)
+    parsed_to = np.where(has_timestamp, timestamp_tag + 1 + widths, timestamp_tag)
+    if np.any(parsed_to != end) or np.any(has_timestamp & (widths == 0)):
+        return None
+    values = np.zeros(len(at), dtype=np.float64)
+    if has_value.any():
+        value_bytes = buffer[(at[has_value] + 1)[:, None] + _EIGHT]
+        values[has_value] = value_bytes.reshape(-1).view("<f8")
+    return np.where(has_timestamp, timestamps, 0), values
+
+
+def _standard(data: bytes) -> WriteColumns:
+    try:
+        message = wire.PromWriteRequest.FromString(data)
+    except DecodeError:
+        raise InvalidArgument("the body is not a remote-write WriteRequest (protobuf could not parse it)") from None
+    keys: list[bytes] = []
+    counts: list[int] = []
+    times: list[int] = []
+    values: list[float] = []
+    exemplars = histograms = 0
+    for series in message.timeseries:
+        keys.append(wire.PromLabelsOnly(labels=series.labels).SerializeToString())
+        counts.append(len(series.samples))
+        times.extend(sample.timestamp for sample in series.samples)
+        values.extend(sample.value for sample in series.samples)
+        exemplars += len(series.exemplars)
+        histograms += len(series.histograms)
+    return WriteColumns(
+        keys,
+        np.array(counts, dtype=np.int64),
+        np.array(times, dtype=np.int64),
+        np.array(values, dtype=np.float64),
+        [],
+        exemplars,
+        histograms,
+    )
+
+
+_FAMILY_SERIES = {
+    wire.PromMetricMetadata.COUNTER: (("", MetricType.COUNTER),),
+    wire.PromMetricMetadata.GAUGE: (("", MetricType.GAUGE),),
+    wire.PromMetricMetadata.HISTOGRAM: (
+        ("_bucket", MetricType.COUNTER),
+        ("_sum", MetricType.COUNTER),
+        ("_count", MetricType.COUNTER),
+    ),
+    wire.PromMetricMetadata.SUMMARY: (("_sum", MetricType.COUNTER), ("_count", MetricType.COUNTER)),
+}
+"""A metric family's type as the types of the series names it stands for (histograms and summaries
+are stored as their counter series; a summary's quantiles keep no type)."""
+
+
+def _metadata(items: list[wire.PromMetricMetadata]) -> list[MetricInfo | InvalidMetadata]:
+    declared: list[MetricInfo | InvalidMetadata] = []
+    for item in items:
+        for suffix, kind in _FAMILY_SERIES.get(item.type, ()):
+            declared.append(MetricInfo(item.metric_family_name + suffix, kind, item.unit, item.help))
+    return declared
+
+
+class RemoteWriteSession:
+    """One sender's ingest stream and the refs standing for the label sets it has sent.
+
+    Requests of one sender may arrive concurrently (Prometheus sends on several shards); refs are
+    handed out under a lock, and the stream's own per-sender lock orders the checks and marks."""
+
+    def __init__(self, stream: IngestStream) -> None:
+        self.stream = stream
+        self._refs: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+    def batch(self, columns: WriteColumns) -> BatchColumns:
+        refs = self._refs
+        with self._lock:
+            found = [refs.get(key, 0) for key in columns.keys]
+            labels: list[tuple[tuple[str, str], ...]] = [()] * len(found)
+            for index, ref in enumerate(found):
+                if ref:
+                    continue
+                key = columns.keys[index]
+                ref = refs.get(key, 0)  # the same label set twice in one request
+                if not ref:
+                    ref = refs[key] = len(refs) + 1
+                    labels[index] = _label_set(key)
+                found[index] = ref
+        return BatchColumns(
+            sequence=0,
+            metadata=columns.metadata,
+            labels=labels,
+            refs=found,
+            timestamp_counts=columns.sample_counts,
+            value_counts=columns.sample_counts,
+            timestamps=columns.timestamps,
+            values=columns.values,
+        )
+
+
+def _label_set(key: bytes) -> tuple[tuple[str, str], ...]:
+    try:
+        parsed = wire.PromLabelsOnly.FromString(key)
+    except DecodeError:
+        raise InvalidArgument("a time series' labels are not valid protobuf") from None
+    return tuple((label.name, label.value) for label in parsed.labels)
+
+
+class RemoteWriteReceiver:
+    """Remote-write requests in, prepared ingest batches out: one session per sender."""
+
+    def __init__(self, ingestor: Ingestor, max_series_per_writer: int) -> None:
+        self._ingestor = ingestor
+        self._max_series = max_series_per_writer
+        self._sessions: dict[str, RemoteWriteSession] = {}
+        self._lock = threading.Lock()
+
+    def _session(self, writer_id: str, hostname: str) -> RemoteWriteSession:
+        """The sender's session; a new one after a failed commit broke the old stream (the sender
+        retries on the 5xx it got, and the new stream re-reads the marks from the store)."""
+        with self._lock:
+            session = self._sessions.get(writer_id)
+            if session is None or session.stream.broken:
+                limit = None if hostname else self._max_series
+                session = self._sessions[writer_id] = RemoteWriteSession(
+                    self._ingestor.open_stream(writer_id, hostname, max_series=limit)
+                )
+            return session
+
+    def prepare(self, writer_id: str, hostname: str, columns: WriteColumns) -> PreparedBatch:
+        """Check the request and build its chunks (on an ingest thread); the commit comes next."""
+        session = self._session(writer_id, hostname)
+        return session.stream.prepare(session.batch(columns))
+
+
+def rejections_summary(prepared: PreparedBatch) -> str:
+    """The batch's rejections for a person: counts by reason, then the first few messages."""
+    result = prepared.result
+    by_reason = ", ".join(f"{reason.name.lower()}: {count}" for reason, count in result.rejected_by_reason.items())
+    examples = "; ".join(r.message for r in result.rejections[:3])
+    return (
+        f"{result.rejected} of {result.accepted + result.rejected + result.duplicate} samples were not stored "
+        f"({by_reason}); {result.accepted} stored. First reasons: {examples}"
+    )
