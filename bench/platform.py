@@ -64,6 +64,7 @@ def running_platform(
         # Telemetry on, as deployed, on ports of this run's own.
         "INFRAWATCH_AGENTS_TELEMETRY_PORT": str(free_port()),
         "INFRAWATCH_METRICS_TELEMETRY_PORT": str(free_port()),
+        "INFRAWATCH_PROM_PORT": str(free_port()),
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_LOG_LEVEL": "WARNING",
         "INFRAWATCH_SERVICE_TOKEN": "bench-service-token",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,8 +113,19 @@ def main(argv: list[str] | None = None) -> None:
         """The Prometheus side (remote-write, query API) on this loop, until `stop`."""
         if prom_listener is None:
             return
+        tls = server_tls_from(settings)
         server = QuietServer(
-            uvicorn.Config(build_prom_app(app.prom), log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+            uvicorn.Config(
+                build_prom_app(app.prom),
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+                lifespan="off",
+                # The service's own certificate (and client CA for mutual TLS) serve HTTPS here too.
+                ssl_certfile=tls.cert_file or None,
+                ssl_keyfile=tls.key_file or None,
+                ssl_ca_certs=tls.client_ca_file or None,
+                ssl_cert_reqs=ssl.CERT_REQUIRED if tls.client_ca_file else ssl.CERT_NONE,
+            )
         )
 
         def exit_on_stop() -> None:

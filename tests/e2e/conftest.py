@@ -40,6 +40,7 @@ def platform_env(tmp_path: Path, e2e_database_url: str) -> dict[str, str]:
         "INFRAWATCH_AGENTS_ADDRESS": f"127.0.0.1:{agents_port}",
         "INFRAWATCH_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         **{f"INFRAWATCH_{name}_TELEMETRY_PORT": str(free_port()) for name in TELEMETRY_SERVICES},
+        "INFRAWATCH_PROM_PORT": str(free_port()),
         "INFRAWATCH_AGENT_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
         "INFRAWATCH_DATA_DIR": str(tmp_path / "data"),
         "INFRAWATCH_DATABASE_URL": e2e_database_url,

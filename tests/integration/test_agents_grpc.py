@@ -143,3 +143,66 @@ def test_health_reports_serving_for_the_agent_service(agents_address):
         health = health_pb2_grpc.HealthStub(channel)
         response = health.Check(health_pb2.HealthCheckRequest(service="infrawatch.agents.v1.AgentService"))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_remote_write_credentials_are_issued_listed_authenticated_and_revoked_by_operators(agents_stub):
+    as_operator = bearer(OPERATOR_TOKEN)
+    created = agents_stub.CreateRemoteWriteCredential(
+        pb.CreateRemoteWriteCredentialRequest(name="prometheus-eu-1"), metadata=as_operator
+    )
+    assert created.token.startswith("iwr_") and created.credential.name == "prometheus-eu-1"
+    who = agents_stub.AuthenticateAgent(pb.AuthenticateAgentRequest(agent_token=created.token), metadata=AS_SERVICE)
+    assert (who.agent_id, who.hostname, who.may_write_any_host, who.credential_name) == (
+        created.credential.credential_id,
+        "",
+        True,
+        "prometheus-eu-1",
+    )
+    listed = agents_stub.ListRemoteWriteCredentials(pb.ListRemoteWriteCredentialsRequest(), metadata=as_operator)
+    assert [c.name for c in listed.credentials] == ["prometheus-eu-1"]
+    assert created.token not in str(listed)  # tokens are shown once, never listed
+
+    code, details = code_and_details(
+        lambda: agents_stub.CreateRemoteWriteCredential(
+            pb.CreateRemoteWriteCredentialRequest(name="prometheus-eu-1"), metadata=as_operator
+        )
+    )
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "prometheus-eu-1" in details
+
+    revoked = agents_stub.RevokeRemoteWriteCredential(
+        pb.RevokeRemoteWriteCredentialRequest(credential="prometheus-eu-1"), metadata=as_operator
+    )
+    assert revoked.credential.HasField("revoked_at")
+    code, details = code_and_details(
+        lambda: agents_stub.AuthenticateAgent(
+            pb.AuthenticateAgentRequest(agent_token=created.token), metadata=AS_SERVICE
+        )
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "revoked" in details
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda stub, md: stub.CreateRemoteWriteCredential(pb.CreateRemoteWriteCredentialRequest(name="x"), metadata=md),
+        lambda stub, md: stub.ListRemoteWriteCredentials(pb.ListRemoteWriteCredentialsRequest(), metadata=md),
+        lambda stub, md: stub.RevokeRemoteWriteCredential(
+            pb.RevokeRemoteWriteCredentialRequest(credential="x"), metadata=md
+        ),
+    ],
+)
+def test_only_operators_manage_remote_write_credentials(agents_stub, call):
+    agent = register(agents_stub)
+    for metadata in ((), AS_SERVICE, bearer(agent.agent_token)):
+        code, _ = code_and_details(lambda metadata=metadata: call(agents_stub, metadata))
+        assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_a_remote_write_credential_name_is_checked(agents_stub):
+    for name, problem in (("", "name is required"), ("a b", "invalid"), ("x" * 101, "limit is 100")):
+        code, details = code_and_details(
+            lambda name=name: agents_stub.CreateRemoteWriteCredential(
+                pb.CreateRemoteWriteCredentialRequest(name=name), metadata=bearer(OPERATOR_TOKEN)
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and problem in details

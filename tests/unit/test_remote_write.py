@@ -1,0 +1,193 @@
+"""Remote-write decoding and the receiver on fake stores: every valid encoding gives the same
+columns, hostile bodies are refused with a reason, and a sender's samples go through the agents'
+ingest rules (idempotent re-sends, rejections by reason, labels kept as sent)."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import cramjam
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infrawatch.metrics.v1 import remote_write_pb2 as wire
+from services.common.errors import InvalidArgument
+from services.common.selectors import Matcher, MatchType
+from services.metrics.domain import IngestLimits, MetricType
+from services.metrics.ingest.stream import Ingestor
+from services.metrics.prom.remote_write import PayloadTooLarge, RemoteWriteReceiver, decode, decompress
+from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.watch import WatchHub
+from tests.unit.fakes import FakeClock, FakeSampleStore, FakeSeriesStore
+
+NOW = FakeClock().now
+
+
+def request(*series: tuple[dict[str, str], list[tuple[int, float]]], metadata=()) -> bytes:
+    return wire.PromWriteRequest(
+        timeseries=[
+            wire.PromTimeSeries(
+                labels=[wire.PromLabel(name=k, value=v) for k, v in sorted(labels.items())],
+                samples=[wire.PromSample(timestamp=t, value=v) for t, v in samples],
+            )
+            for labels, samples in series
+        ],
+        metadata=list(metadata),
+    ).SerializeToString()
+
+
+def standard_reading(data: bytes):
+    """What the columns must say, read with the plain protobuf message."""
+    message = wire.PromWriteRequest.FromString(data)
+    return (
+        [wire.PromLabelsOnly(labels=s.labels).SerializeToString() for s in message.timeseries],
+        [len(s.samples) for s in message.timeseries],
+        [sample.timestamp for s in message.timeseries for sample in s.samples],
+        [sample.value for s in message.timeseries for sample in s.samples],
+    )
+
+
+def same_bits(left: list[float], right: list[float]) -> bool:
+    return [struct.pack("<d", v) for v in left] == [struct.pack("<d", v) for v in right]
+
+
+values = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1.0, 0.5])
+times = st.integers(min_value=-(2**62), max_value=2**62) | st.just(0)
+series_strategy = st.tuples(
+    st.dictionaries(st.sampled_from(["__name__", "job", "instance", "a"]), st.text(max_size=8), min_size=0, max_size=4),
+    st.lists(st.tuples(times, values), max_size=4),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(series_strategy, max_size=12))
+def test_the_columns_say_what_protobuf_says_for_any_request(series):
+    data = request(*series)
+    keys, counts, stamps, found = standard_reading(data)
+    columns = decode(data)
+    assert columns.keys == keys
+    assert columns.sample_counts.tolist() == counts
+    assert columns.timestamps.tolist() == stamps
+    assert same_bits(columns.values.tolist(), found)  # bit for bit: -0.0 and every NaN payload too
+
+
+def test_a_series_whose_labels_follow_its_samples_is_read_by_the_standard_parser():
+    labels = wire.PromLabelsOnly(labels=[wire.PromLabel(name="__name__", value="up")]).SerializeToString()
+    sample = wire.PromTimeSeries(samples=[wire.PromSample(timestamp=5, value=1.0)]).SerializeToString()
+    series = sample + labels  # samples first: valid protobuf, not what senders do
+    data = wire.PromWriteRequestSeriesBytes(timeseries=[series]).SerializeToString()
+    columns = decode(data)
+    assert columns.keys == [labels]
+    assert columns.timestamps.tolist() == [5] and columns.values.tolist() == [1.0]
+
+
+def test_exemplars_and_histograms_are_counted_not_stored():
+    series = wire.PromTimeSeries(
+        labels=[wire.PromLabel(name="__name__", value="x")],
+        samples=[wire.PromSample(timestamp=1, value=2.0)],
+        exemplars=[b"\x08\x01"],
+        histograms=[b"", b""],
+    )
+    columns = decode(wire.PromWriteRequest(timeseries=[series]).SerializeToString())
+    assert (columns.exemplars, columns.histograms, columns.samples) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "not snappy"),
+        (b"\xff" * 12, "not snappy"),
+        (b"\x05abc", "not valid snappy"),
+        (bytes(cramjam.snappy.compress_raw(b"\x0a\x05\x0a\x03\x0a\x01")), "not a remote-write WriteRequest"),
+    ],
+)
+def test_a_body_that_is_not_a_write_request_is_refused_with_a_reason(body, message):
+    with pytest.raises(InvalidArgument, match=message):
+        decode(decompress(body, 1 << 20))
+
+
+def test_a_body_claiming_to_decompress_past_the_limit_is_refused_before_decompressing():
+    small = bytes(cramjam.snappy.compress_raw(b"\x00" * 5000))
+    with pytest.raises(PayloadTooLarge, match="decompresses to 5000 bytes; the limit is 4096"):
+        decompress(small, 4096)
+
+
+@pytest.fixture
+def receiver():
+    clock = FakeClock()
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    limits = IngestLimits(max_series_per_agent=2, future_skew_ms=60_000, retention_ms=86_400_000)
+    store = FakeSampleStore()
+    ingestor = Ingestor(catalog, store, WatchHub(), limits, clock)
+    return RemoteWriteReceiver(ingestor, max_series_per_writer=100), store, catalog
+
+
+def write(receiver: RemoteWriteReceiver, data: bytes, hostname: str = ""):
+    prepared = receiver.prepare("writer-1", hostname, decode(data))
+    receiver._ingestor.store.append(prepared.chunks)  # the committer's job, done here directly
+    prepared.stream.committed(prepared)
+    return prepared.result
+
+
+def test_a_sender_writes_many_hosts_and_a_resend_is_stored_once(receiver):
+    receiver, store, catalog = receiver
+    data = request(
+        ({"__name__": "up", "host": "web-1", "job": "node"}, [(NOW - 2000, 1.0), (NOW - 1000, 1.0)]),
+        ({"__name__": "up", "host": "web-2", "job": "node"}, [(NOW - 1000, 0.0)]),
+        ({"__name__": "up", "host": "web-3", "job": "node"}, [(NOW - 1000, math.nan)]),
+    )
+    first = write(receiver, data)
+    assert (first.accepted, first.duplicate, first.rejected) == (4, 0, 0)
+    again = write(receiver, data)
+    assert (again.accepted, again.duplicate, again.rejected) == (0, 4, 0)
+    hosts = {dict(s.labels)["host"] for s in catalog.select([Matcher("__name__", MatchType.EQUAL, "up")])}
+    assert hosts == {"web-1", "web-2", "web-3"}  # labels kept as sent: more than the per-agent limit of 2
+    assert sum(len(points[0]) for points in store.raw(list(range(1, 4)), 0, NOW).values()) == 4
+
+
+def test_an_agent_token_on_remote_write_still_writes_only_its_own_host(receiver):
+    receiver, _, catalog = receiver
+    write(receiver, request(({"__name__": "up", "host": "someone-else"}, [(NOW - 1000, 1.0)])), hostname="web-9")
+    assert [dict(s.labels)["host"] for s in catalog.select([Matcher("__name__", MatchType.EQUAL, "up")])] == ["web-9"]
+
+
+def test_bad_series_are_rejected_by_reason_and_the_rest_stored(receiver):
+    receiver, _, _ = receiver
+    result = write(
+        receiver,
+        request(
+            ({"__name__": "ok"}, [(NOW - 1000, 1.0)]),
+            ({"job": "no-name"}, [(NOW - 1000, 1.0)]),
+            ({"__name__": "ancient"}, [(NOW - 10 * 86_400_000, 1.0)]),
+        ),
+    )
+    assert result.accepted == 1 and result.rejected == 2
+    assert {reason.name for reason in result.rejected_by_reason} == {"EMPTY_METRIC_NAME", "TOO_OLD"}
+
+
+def test_metadata_declares_counter_and_gauge_families(receiver):
+    receiver, _, catalog = receiver
+    meta = [
+        wire.PromMetricMetadata(type=wire.PromMetricMetadata.COUNTER, metric_family_name="reqs_total", help="h"),
+        wire.PromMetricMetadata(type=wire.PromMetricMetadata.HISTOGRAM, metric_family_name="lat_seconds"),
+    ]
+    write(receiver, request(metadata=meta))
+    assert catalog.metric_info("reqs_total").type is MetricType.COUNTER
+    assert catalog.metric_info("lat_seconds_bucket").type is MetricType.COUNTER
+
+
+def test_new_label_sets_are_parsed_once_per_sender():
+    clock = FakeClock()
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(), clock)
+    receiver = RemoteWriteReceiver(ingestor, 100)
+    data = request(({"__name__": "a"}, [(NOW - 1000, 1.0)]), ({"__name__": "b"}, [(NOW - 1000, 1.0)]))
+    session = receiver._session("w", "")
+    first = session.batch(decode(data))
+    second = session.batch(decode(data))
+    assert [bool(labels) for labels in first.labels] == [True, True]
+    assert second.labels == [(), ()] and second.refs == first.refs
+    assert np.array_equal(second.values, first.values)
