@@ -170,13 +170,23 @@ def test_the_readme_prometheus_recipe_works_against_the_platform(gateway_process
     """The README's commands as written: issue a remote-write credential, push through
     remote-write, read back with promtool (instant, range, series, labels)."""
     binary("promtool")
+    api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
+    now = int(time.time())
+    remote_write(api, create_credential(gateway_process[1], "seed"), {UP: [(now - 20, 1.0), (now - 10, 1.0)]})
     done = run_readme_recipe(
         "prometheus",
         {"localhost:50050": gateway_process[1], "localhost:9201": f"localhost:{platform_env['INFRAWATCH_PROM_PORT']}"},
         tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "infrawatch-" in done.stdout
+    assert 'up{instance="127.0.0.1:9152", job="infrawatch-metrics"} => 1' in done.stdout, done.stdout
+    assert '{job="infrawatch-metrics"} =>' in done.stdout  # the range query's series
+    assert (tmp_path / "infrawatch-token").read_text().startswith("iwr_")
+    assert done.stdout.count("prometheus-eu-1") == 2  # listed, then revoked
+    assert "revoked_at" in done.stdout
+
+
+UP = (("__name__", "up"), ("instance", "127.0.0.1:9152"), ("job", "infrawatch-metrics"))
 
 
 # --- the same data in Prometheus and in InfraWatch, the same answers ------------------------------
