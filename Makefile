@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console up down logs clean agent-dist
+.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console bench-remote-write up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ SERIES ?= 1000
 QUERIES ?= 10
 bench-alerts: install
 	$(PY) -m bench.alerts --rules $(RULES) --series $(SERIES) --queries $(QUERIES) --backend $(BACKEND)
+
+## Prometheus remote-write into the metrics service: SERIES_RW series per round, requests of BATCH
+## samples on SHARDS connections (SERIES_RW=100000 ROUNDS=10 BATCH=2000 SHARDS=4 BACKEND=postgres).
+SERIES_RW ?= 100000
+ROUNDS ?= 10
+BATCH ?= 2000
+SHARDS ?= 4
+bench-remote-write: install
+	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) --backend $(BACKEND)
 
 ## The console benchmark in Debian's Chromium: fleet page render, a host's 24 h chart data, live point delay.
 CONSOLE_AGENTS ?= 1000

@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> None:
         await server.serve(sockets=[prom_listener])
 
     async def run() -> None:
-        prom_task = asyncio.create_task(serve_prom())
         server, health, port = build_async_server(
             [app.binding()],
             address=f"{settings.bind_host}:{settings.metrics_port}",
@@ -163,23 +162,27 @@ def main(argv: list[str] | None = None) -> None:
             tls=tls_summary(settings),
             protect_reads=settings.protect_reads,
         )
-        await serve_async(
-            server,
-            health,
-            service_names=[SERVICE_NAME],
-            prepare=prepare,
-            is_healthy=lambda: check_database(engine),
-            stop=stop,
-            grace_seconds=settings.shutdown_grace,
-            blocking=blocking,
-        )
-        stop.set()
-        await prom_task
+        prom_task = asyncio.create_task(serve_prom())
+        try:
+            await serve_async(
+                server,
+                health,
+                service_names=[SERVICE_NAME],
+                prepare=prepare,
+                is_healthy=lambda: check_database(engine),
+                stop=stop,
+                grace_seconds=settings.shutdown_grace,
+                blocking=blocking,
+            )
+        finally:
+            stop.set()  # also ends the Prometheus side and its stop watcher
+            await prom_task
 
     endpoint = serve_or_exit(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
     try:
         asyncio.run(run())
     finally:
+        stop.set()  # releases the lifecycle threads waiting for it, whatever ended the run
         if endpoint is not None:
             endpoint.close()
         app.close()

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.tls import ClientTLS
+from tests.conftest import IN_CI
 from tests.e2e.processes import RECIPE_SECRETS, ServiceProcess, free_port, wait_serving
 
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
@@ -99,3 +104,36 @@ def gateway_process(
     )
     yield process, address
     process.kill()
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        message = f"no {name} on PATH (Debian packages prometheus and prometheus-node-exporter; .ci/run installs them)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def node_exporter(tmp_path: Path) -> Iterator[str]:
+    exporter = binary("prometheus-node-exporter")
+    port = free_port()
+    process = subprocess.Popen(
+        [exporter, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "node-exporter.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, (tmp_path / "node-exporter.log").read_text()
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)

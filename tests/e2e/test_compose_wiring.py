@@ -158,13 +158,14 @@ def test_services_are_wired_by_name_and_port_to_each_other():
     assert agent["INFRAWATCH_AGENT_METRICS_ADDRESS"] == f"localhost:{port_of('metrics')}"
 
 
-def test_only_the_gateway_and_agent_facing_ports_are_published():
+def test_only_the_gateway_agent_facing_and_prometheus_ports_are_published():
     published = {name: service.get("ports", []) for name, service in SERVICES.items()}
     assert published["postgres"] == []
     assert {name for name, ports in published.items() if ports} == {"agents", "metrics", "gateway", "console"}
     for name in ("agents", "metrics", "gateway", "console"):
         port = compose_env(name)[f"INFRAWATCH_{name.upper()}_PORT"]
-        assert published[name] == [f"{port}:{port}"]
+        prometheus = compose_env(name).get("INFRAWATCH_PROM_PORT")  # remote-write in, PromQL out
+        assert published[name] == [f"{port}:{port}"] + ([f"{prometheus}:{prometheus}"] if prometheus else [])
 
 
 def test_startup_order_waits_for_health_and_stops_take_longer_than_the_services_grace():

@@ -26,7 +26,7 @@ def test_a_service_that_cannot_start_is_named_at_once_and_everything_stops(tmp_p
             "INFRAWATCH_METRICS_PORT": str(port),
             "INFRAWATCH_LOG_LEVEL": "WARNING",
             **{f"INFRAWATCH_{name}_TELEMETRY_PORT": str(free_port()) for name in TELEMETRY_SERVICES},
-        "INFRAWATCH_PROM_PORT": str(free_port()),
+            "INFRAWATCH_PROM_PORT": str(free_port()),
             "INFRAWATCH_AGENT_TELEMETRY_ADDRESS": f"127.0.0.1:{free_port()}",
         }
         # A ready timeout far beyond this test's own: only noticing the exit can end the run in time.

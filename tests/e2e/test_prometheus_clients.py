@@ -6,28 +6,14 @@ installs them); without them these tests skip on a laptop and fail in CI."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import IN_CI
-from tests.e2e.processes import ServiceProcess, free_port
+from tests.e2e.conftest import binary
+from tests.e2e.processes import ServiceProcess
 from tests.e2e.test_agent_faults import HOST, start_agent, stored
-
-
-def binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        message = f"no {name} on PATH (Debian packages prometheus and prometheus-node-exporter; .ci/run installs them)"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it")
-        pytest.skip(message)
-    return found
 
 
 def exposition(port: str) -> str:
@@ -44,29 +30,6 @@ def test_promtool_finds_nothing_to_lint_in_the_services_own_metrics(agents_proce
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
         )
         assert checked.returncode == 0, f"{service}: {checked.stdout}{checked.stderr}"
-
-
-@pytest.fixture
-def node_exporter(tmp_path: Path) -> Iterator[str]:
-    exporter = binary("prometheus-node-exporter")
-    port = free_port()
-    process = subprocess.Popen(
-        [exporter, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "node-exporter.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, (tmp_path / "node-exporter.log").read_text()
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(10)
 
 
 def test_the_agent_scrapes_a_real_node_exporter_with_prometheus_labels(

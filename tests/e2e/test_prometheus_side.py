@@ -24,8 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
+from tests.e2e.conftest import binary
 from tests.e2e.processes import free_port, grpcurl, run_readme_recipe, wait_for
-from tests.e2e.test_prometheus_clients import binary, node_exporter  # noqa: F401  (fixture)
 
 OPERATOR = "e2e-operator"
 
@@ -110,7 +110,10 @@ def keyed(result: list[dict]) -> dict[tuple, list]:
 
 
 def test_a_real_prometheus_remote_writes_every_sample_exactly_once_and_a_revoked_credential_stops_it(
-    gateway_process, platform_env, node_exporter: str, tmp_path: Path  # noqa: F811
+    gateway_process,
+    platform_env,
+    node_exporter: str,
+    tmp_path: Path,
 ):
     api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
     token_file = tmp_path / "remote-write-token"
@@ -349,8 +352,10 @@ def same(expected: str, actual: str) -> bool:
 def differences(expected: dict, actual: dict) -> list[str]:
     problems = []
     if expected.keys() != actual.keys():
-        problems.append(f"series differ: only in Prometheus {sorted(expected.keys() - actual.keys())[:3]}, "
-                        f"only in InfraWatch {sorted(actual.keys() - expected.keys())[:3]}")
+        problems.append(
+            f"series differ: only in Prometheus {sorted(expected.keys() - actual.keys())[:3]}, "
+            f"only in InfraWatch {sorted(actual.keys() - expected.keys())[:3]}"
+        )
     for labels in expected.keys() & actual.keys():
         want, got = expected[labels], actual[labels]
         if [t for t, _ in want] != [t for t, _ in got]:
@@ -430,3 +435,75 @@ def test_what_is_outside_the_subset_is_refused_as_bad_data_naming_it(metrics_pro
         body = json.loads(refused.value.read())
         assert refused.value.code == 400 and body["errorType"] == "bad_data", body
         assert named in body["error"], body
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    sent = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(sent, timeout=30) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def test_hostile_remote_write_and_query_requests_get_a_clear_status_never_a_500(
+    gateway_process, platform_env, tmp_path: Path
+):
+    api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
+    token = create_credential(gateway_process[1], "hostile")
+    write = f"{api}/api/v1/write"
+    auth = {"Authorization": f"Bearer {token}"}
+    good = bytes(cramjam.snappy.compress_raw(wire.PromWriteRequest().SerializeToString()))
+    cases = [
+        (write, good, {}, 401, "missing credential"),
+        (write, good, {"Authorization": "Bearer iwr_forged"}, 401, "not valid"),
+        (write, good, {"Authorization": "Bearer iwa_forged"}, 401, "not valid"),
+        (write, b"not snappy at all", auth, 400, "snappy"),
+        (write, bytes(cramjam.snappy.compress_raw(b"\xff\xff\xff")), auth, 400, "WriteRequest"),
+        (write, b"\xff\xff\xff\xff\x0f" + b"\x00" * 10, auth, 413, "limit"),
+        (write, good, auth, 204, ""),
+        (f"{api}/api/v1/query", b"query=sum(", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "bad_data"),
+        (f"{api}/api/v1/query", b"", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "query parameter"),
+        (
+            f"{api}/api/v1/query",
+            b"query=up&time=yesterday",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            400,
+            "time",
+        ),
+        (
+            f"{api}/api/v1/query_range",
+            b"query=up&start=0&end=1000000&step=1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            400,
+            "11,000",
+        ),
+        (
+            f"{api}/api/v1/query_range",
+            b"query=up&start=0&end=10&step=0",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            400,
+            "step",
+        ),
+        (
+            f"{api}/api/v1/query",
+            b'query=x{a=~"(((("}',
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            400,
+            "bad_data",
+        ),
+        (
+            f"{api}/api/v1/query",
+            b'query={a=""}',
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            400,
+            "non-empty",
+        ),
+        (f"{api}/api/v1/series", b"", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "match[]"),
+    ]
+    for url, body, headers, status, says in cases:
+        got, text = post(url, body, headers)
+        assert got == status and says in text, (url, body[:40], got, text)
+    # Still healthy and still storing after all of it.
+    assert post(write, good, auth)[0] == 204
+    assert query(api, "query", query="vector(1)")["status"] == "success"
