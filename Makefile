@@ -60,11 +60,11 @@ bench-alerts: install
 	$(PY) -m bench.alerts --rules $(RULES) --series $(SERIES) --queries $(QUERIES) --backend $(BACKEND)
 
 ## Prometheus remote-write into the metrics service: SERIES_RW series per round, requests of BATCH
-## samples on SHARDS connections (SERIES_RW=100000 ROUNDS=10 BATCH=2000 SHARDS=4 BACKEND=postgres).
+## samples on SHARDS connections (SERIES_RW=100000 ROUNDS=10 BATCH=2000 SHARDS=16 BACKEND=postgres).
 SERIES_RW ?= 100000
 ROUNDS ?= 10
 BATCH ?= 2000
-SHARDS ?= 4
+SHARDS ?= 16
 bench-remote-write: install
 	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) --backend $(BACKEND)
 

@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--series", type=int, default=100_000, help="series per scrape round")
     parser.add_argument("--rounds", type=int, default=10, help="steady scrape rounds timed after the first")
     parser.add_argument("--batch", type=int, default=2000, help="time series (samples) per request")
-    parser.add_argument("--shards", type=int, default=4, help="concurrent connections")
+    parser.add_argument(
+        "--shards", type=int, default=16, help="concurrent connections (Prometheus scales shards up to 200 under load)"
+    )
     add_platform_options(parser, "bench-remote-write.json")
     args = parser.parse_args(argv)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import cast
 
 import cramjam
 import numpy as np
@@ -143,7 +144,7 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
         histograms += int(np.count_nonzero(fields == _HISTOGRAMS))
         position[active] = following
         active = active[following < ends[active]]
-    keys = [joined[a:b] for a, b in zip(label_start.tolist(), label_end.tolist(), strict=True)]
+    keys = list(map(joined.__getitem__, map(slice, label_start.tolist(), label_end.tolist())))
     if not sample_rows:
         nothing = np.zeros(0, dtype=np.int64)
         return WriteColumns(keys, np.zeros(count, dtype=np.int64), nothing, np.zeros(0), [], exemplars, histograms)
@@ -238,23 +239,24 @@ class RemoteWriteSession:
 
     def batch(self, columns: WriteColumns) -> BatchColumns:
         refs = self._refs
+        labels: list[tuple[tuple[str, str], ...]] = [()] * len(columns.keys)
         with self._lock:
-            found = [refs.get(key, 0) for key in columns.keys]
-            labels: list[tuple[tuple[str, str], ...]] = [()] * len(found)
-            for index, ref in enumerate(found):
-                if ref:
-                    continue
-                key = columns.keys[index]
-                ref = refs.get(key, 0)  # the same label set twice in one request
-                if not ref:
-                    ref = refs[key] = len(refs) + 1
-                    labels[index] = _label_set(key)
-                found[index] = ref
+            found = list(map(refs.get, columns.keys))
+            if None in found:  # label sets this sender has not sent before
+                for index, ref in enumerate(found):
+                    if ref is not None:
+                        continue
+                    key = columns.keys[index]
+                    ref = refs.get(key)  # the same label set twice in one request
+                    if ref is None:
+                        ref = refs[key] = len(refs) + 1
+                        labels[index] = _label_set(key)
+                    found[index] = ref
         return BatchColumns(
             sequence=0,
             metadata=columns.metadata,
             labels=labels,
-            refs=found,
+            refs=cast(list[int], found),  # every None was replaced above
             timestamp_counts=columns.sample_counts,
             value_counts=columns.sample_counts,
             timestamps=columns.timestamps,
