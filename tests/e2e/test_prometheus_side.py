@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
-from tests.e2e.conftest import binary
+from tests.e2e.conftest import METRICS_SERVICE, binary, start
 from tests.e2e.processes import free_port, grpcurl, run_readme_recipe, wait_for
 
 OPERATOR = "e2e-operator"
@@ -507,3 +507,19 @@ def test_hostile_remote_write_and_query_requests_get_a_clear_status_never_a_500(
     # Still healthy and still storing after all of it.
     assert post(write, good, auth)[0] == 204
     assert query(api, "query", query="vector(1)")["status"] == "success"
+
+
+def test_with_protected_reads_the_query_api_wants_the_operator_token(agents_process, platform_env, tmp_path: Path):
+    env = {**platform_env, "INFRAWATCH_PROTECT_READS": "true"}
+    metrics, _ = start("services.metrics", env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / "m.log")
+    try:
+        url = f"http://127.0.0.1:{env['INFRAWATCH_PROM_PORT']}/api/v1/query?query=vector(1)"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 401
+        assert json.loads(refused.value.read())["errorType"] == "unauthorized"
+        allowed = urllib.request.Request(url, headers={"Authorization": f"Bearer {OPERATOR}"})
+        with urllib.request.urlopen(allowed, timeout=10) as reply:
+            assert json.load(reply)["data"]["result"][0]["value"][1] == "1"
+    finally:
+        metrics.kill()
