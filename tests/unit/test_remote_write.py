@@ -191,3 +191,15 @@ def test_new_label_sets_are_parsed_once_per_sender():
     assert [bool(labels) for labels in first.labels] == [True, True]
     assert second.labels == [(), ()] and second.refs == first.refs
     assert np.array_equal(second.values, first.values)
+
+
+def test_a_sender_with_churning_series_gets_a_fresh_session_instead_of_growing_forever():
+    clock = FakeClock()
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(), clock)
+    receiver = RemoteWriteReceiver(ingestor, max_series_per_writer=2)
+    first = receiver._session("w", "")
+    for pod in range(5):
+        receiver.prepare("w", "", decode(request(({"__name__": "up", "pod": str(pod)}, [(NOW - 1000, 1.0)]))))
+    assert receiver._session("w", "") is not first
+    assert receiver._session("w", "").label_sets <= 4

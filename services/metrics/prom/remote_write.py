@@ -237,6 +237,10 @@ class RemoteWriteSession:
         self._refs: dict[bytes, int] = {}
         self._lock = threading.Lock()
 
+    @property
+    def label_sets(self) -> int:
+        return len(self._refs)
+
     def batch(self, columns: WriteColumns) -> BatchColumns:
         refs = self._refs
         labels: list[tuple[tuple[str, str], ...]] = [()] * len(columns.keys)
@@ -286,7 +290,9 @@ class RemoteWriteReceiver:
         retries on the 5xx it got, and the new stream re-reads the marks from the store)."""
         with self._lock:
             session = self._sessions.get(writer_id)
-            if session is None or session.stream.broken:
+            # A sender whose series churn (pods come and go) would grow its refs without end: past
+            # twice its series limit the session starts afresh (label sets are resolved again once).
+            if session is None or session.stream.broken or session.label_sets > 2 * self._max_series:
                 limit = None if hostname else self._max_series
                 session = self._sessions[writer_id] = RemoteWriteSession(
                     self._ingestor.open_stream(writer_id, hostname, max_series=limit)
