@@ -56,6 +56,8 @@ from services.metrics.telemetry import MetricsTelemetry
 _log = logging.getLogger("infrawatch.metrics.prom")
 T = TypeVar("T")
 VERSION = "0.15.0"
+MAX_FORM_BYTES = 1 << 20
+"""Largest form-encoded query request (a PromQL query of Grafana's is a few kilobytes)."""
 
 _HTTP_STATUS: tuple[tuple[type[errors.DomainError], int, str], ...] = (
     (PayloadTooLarge, 413, "bad_data"),
@@ -167,7 +169,7 @@ def build_prom_app(side: PromSide) -> Starlette:
         if declared > side.max_request_bytes:
             raise PayloadTooLarge(f"the request is {declared} bytes; the limit is {side.max_request_bytes}")
         identity = await on(side.ingest_pool, side.authenticator.identify, token)
-        body = await request.body()
+        body = await _bounded_body(request, side.max_request_bytes)
         prepared = await on(side.ingest_pool, prepare, identity, body)
         await side.committer.future(prepared)
         side.telemetry.acknowledged(prepared.result, time.perf_counter() - arrived)
@@ -191,7 +193,7 @@ def build_prom_app(side: PromSide) -> Starlette:
                 raise errors.InvalidArgument(
                     f"POST bodies are form-encoded (application/x-www-form-urlencoded), not {kind}"
                 )
-            body = (await request.body()).decode("utf-8", "replace")
+            body = (await _bounded_body(request, MAX_FORM_BYTES)).decode("utf-8", "replace")
             for key, field_value in parse_qsl(body, keep_blank_values=True):
                 found.setdefault(key, []).append(field_value)
         return found
@@ -273,6 +275,17 @@ def _error(handler: str, status: int, error_type: str, message: str) -> Response
         # Remote-write senders log the body; plain text reads best there.
         return PlainTextResponse(message + "\n", status_code=status)
     return JSONResponse({"status": "error", "errorType": error_type, "error": message}, status_code=status)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes while it arrives (a chunked upload declares no length)."""
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"the request is more than {limit} bytes; the limit is {limit}")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _one(given: dict[str, list[str]], name: str) -> str:

@@ -37,6 +37,7 @@ _EIGHT = np.arange(8)
 _LENGTH_DELIMITED = 2
 _LABELS, _SAMPLES, _EXEMPLARS, _HISTOGRAMS = 1, 2, 3, 4
 _VALUE_TAG, _TIMESTAMP_TAG = 0x09, 0x10
+_LABEL_TAG = 0x0A  # field 1, length-delimited
 
 
 class PayloadTooLarge(InvalidArgument):
@@ -116,7 +117,10 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
     sample_at: list[np.ndarray] = []
     sample_size: list[np.ndarray] = []
     exemplars = histograms = 0
-    position = starts.copy()
+    position = _skip_short_labels(buffer, starts.copy(), ends)
+    if position is None:
+        return None
+    label_end[:] = position
     active = np.flatnonzero(position < ends)
     while len(active):
         tags, tag_lengths = varints_at(buffer, position[active])
@@ -156,6 +160,24 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
     timestamps, values = decoded
     counts = np.bincount(rows, minlength=count).astype(np.int64)
     return WriteColumns(keys, counts, timestamps, values, [], exemplars, histograms)
+
+
+def _skip_short_labels(buffer: np.ndarray, position: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Past each series' leading labels of under 128 bytes (nearly all of them) in a few whole-array
+    operations per label; what follows (a longer label, the samples) is left to the general step.
+    None when a label runs past its series' end."""
+    active = np.flatnonzero(position < ends)
+    while len(active):
+        at = position[active]
+        short_label = (buffer[at] == _LABEL_TAG) & (buffer[at + 1] < 0x80)
+        if not short_label.all():
+            active, at = active[short_label], at[short_label]
+        following = at + 2 + buffer[at + 1]
+        if np.any(following > ends[active]):
+            return None
+        position[active] = following
+        active = active[following < ends[active]]
+    return position
 
 
 def _samples(buffer: np.ndarray, at: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
