@@ -34,7 +34,7 @@ OPERATOR = "e2e-operator"
 def platform_env(platform_env: dict[str, str]) -> dict[str, str]:
     """The shared test platform, with the metrics service re-checking tokens every second (so a
     revocation shows quickly)."""
-    return {**platform_env, "INFRAWATCH_AUTH_CACHE_TTL": "1s"}
+    return {**platform_env, "INFRAWATCH_AUTH_CACHE_TTL": "1s", "INFRAWATCH_MAX_REMOTE_WRITE_BYTES": str(4 << 20)}
 
 
 def get_json(url: str) -> dict:
@@ -504,6 +504,13 @@ def test_hostile_remote_write_and_query_requests_get_a_clear_status_never_a_500(
     for url, body, headers, status, says in cases:
         got, text = post(url, body, headers)
         assert got == status and says in text, (url, body[:40], got, text)
+    # Past the size limit (4 MiB here), declared or not: refused while it arrives.
+    big = b"\x00" * (5 << 20)
+    assert post(write, big, auth)[0] == 413
+    chunked = urllib.request.Request(write, data=iter([big[: 1 << 20]] * 5), method="POST", headers=auth)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(chunked, timeout=30)
+    assert refused.value.code == 413
     # Still healthy and still storing after all of it.
     assert post(write, good, auth)[0] == 204
     assert query(api, "query", query="vector(1)")["status"] == "success"
