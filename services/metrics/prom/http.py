@@ -166,7 +166,7 @@ def build_prom_app(side: PromSide) -> Starlette:
                 "(prometheus.yml: remote_write.authorization.credentials)"
             )
         declared = int(request.headers.get("content-length") or 0)
-        if declared > side.max_request_bytes:
+        if declared > 2 * side.max_request_bytes:  # hopeless: not even read (see _bounded_body)
             raise PayloadTooLarge(f"the request is {declared} bytes; the limit is {side.max_request_bytes}")
         identity = await on(side.ingest_pool, side.authenticator.identify, token)
         body = await _bounded_body(request, side.max_request_bytes)
@@ -278,13 +278,18 @@ def _error(handler: str, status: int, error_type: str, message: str) -> Response
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes while it arrives (a chunked upload declares no length)."""
+    """The body, refused past `limit` bytes while it arrives (a chunked upload declares no length).
+    Up to twice the limit is read and dropped first, so the sender gets to read the 413 rather
+    than a connection reset (which it would retry)."""
     parts, size = [], 0
     async for part in request.stream():
         size += len(part)
-        if size > limit:
-            raise PayloadTooLarge(f"the request is more than {limit} bytes; the limit is {limit}")
-        parts.append(part)
+        if size <= limit:
+            parts.append(part)
+        elif size > 2 * limit:
+            break
+    if size > limit:
+        raise PayloadTooLarge(f"the request is more than {limit} bytes; the limit is {limit}")
     return b"".join(parts)
 
 
