@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import random
 import signal
 import statistics
@@ -29,7 +28,7 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
-from bench.platform import ENROLL, Platform, add_platform_options, postgres_cpu_s, report, running_platform
+from bench.platform import ENROLL, Platform, add_platform_options, percentile, postgres_cpu_s, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -163,11 +162,6 @@ def analyze(args: argparse.Namespace, schema: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     connection.close()
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def timed_queries(stub: metrics_pb2_grpc.MetricsServiceStub, request: pb.QueryRangeRequest, check) -> list[float]:

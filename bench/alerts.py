@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.platform import ENROLL, add_platform_options, report, running_platform
+from bench.platform import ENROLL, add_platform_options, percentile, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -41,11 +40,6 @@ SERVICE_TOKEN = "bench-service-token"
 
 def log(message: str) -> None:
     print(f"bench-alerts: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))] if ordered else math.nan
 
 
 def evaluation_rules(count: int, queries: int) -> str:

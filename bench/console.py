@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ import urllib.request
 
 import grpc
 
-from bench.platform import ENROLL, add_platform_options, report, running_platform
+from bench.platform import ENROLL, add_platform_options, percentile, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -34,11 +33,6 @@ DAY_SAMPLES = 8640
 
 def log(message: str) -> None:
     print(f"bench-console: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))] if ordered else math.nan
 
 
 def label(name: str, value: str) -> pb.Label:

@@ -21,7 +21,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.platform import ENROLL, add_platform_options, postgres_cpu_s, report, running_platform
+from bench.platform import ENROLL, add_platform_options, percentile, postgres_cpu_s, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
@@ -29,13 +29,6 @@ from infrawatch.metrics.v1 import metrics_pb2_grpc
 
 def log(message: str) -> None:
     print(f"bench-fleet: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    if not samples:
-        return math.nan
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 class Tally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import uuid
@@ -118,3 +119,11 @@ def report(result: dict[str, object], output: str) -> None:
     text = json.dumps({**result, "load_average_1m": round(os.getloadavg()[0], 2)}, indent=2)
     print(text)
     Path(output).write_text(text + "\n")
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (NaN for no samples)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]

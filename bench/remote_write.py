@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import math
 import random
 import sys
 import threading
@@ -29,7 +28,7 @@ import cramjam
 import grpc
 import psutil
 
-from bench.platform import add_platform_options, postgres_cpu_s, report, running_platform
+from bench.platform import add_platform_options, percentile, postgres_cpu_s, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
 
@@ -39,13 +38,6 @@ SCRAPE_INTERVAL_MS = 15_000
 
 def log(message: str) -> None:
     print(f"bench-remote-write: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    if not samples:
-        return math.nan
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def label_sets(count: int) -> list[list[wire.PromLabel]]:
