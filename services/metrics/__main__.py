@@ -57,6 +57,7 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         ),
         max_series_per_writer=settings.max_series_per_writer,
         lookback_ms=int(settings.lookback_delta * 1000),
+        promql_max_samples=settings.promql_max_samples,
         max_remote_write_bytes=settings.max_remote_write_bytes,
     )
 

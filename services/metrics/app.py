@@ -49,6 +49,7 @@ class MetricsConfig:
     credentials: Credentials = field(default_factory=Credentials)
     max_series_per_writer: int = 1_000_000
     lookback_ms: int = 300_000
+    promql_max_samples: int = 20_000_000
     max_remote_write_bytes: int = 64 * 1024 * 1024
 
 
@@ -139,6 +140,7 @@ def build_metrics_app(
         telemetry=telemetry,
         max_request_bytes=config.max_remote_write_bytes,
         lookback_ms=config.lookback_ms,
+        promql_max_samples=config.promql_max_samples,
         unreachable=unreachable_database_errors(),
     )
     return MetricsApp(

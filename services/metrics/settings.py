@@ -43,6 +43,12 @@ METRICS_VARS: tuple[Var, ...] = (
         duration_seconds,
     ),
     Var(
+        "INFRAWATCH_PROMQL_MAX_SAMPLES",
+        "20000000",
+        "PromQL: most samples one query may read (16 bytes each in memory while it runs).",
+        positive_int,
+    ),
+    Var(
         "INFRAWATCH_MAX_REMOTE_WRITE_BYTES",
         "67108864",
         "Largest remote-write request once decompressed (Prometheus sends well under 1 MiB).",
@@ -144,6 +150,7 @@ class MetricsSettings(TlsSettings):
     metrics_telemetry_port: int | None
     prom_port: int | None
     lookback_delta: float
+    promql_max_samples: int
     max_remote_write_bytes: int
     agents_address: str
     retention: float

@@ -530,3 +530,33 @@ def test_with_protected_reads_the_query_api_wants_the_operator_token(agents_proc
             assert json.load(reply)["data"]["result"][0]["value"][1] == "1"
     finally:
         metrics.kill()
+
+
+def test_a_promql_query_reading_more_than_its_sample_budget_is_refused_as_an_execution_error(
+    agents_process, platform_env, tmp_path: Path
+):
+    env = {**platform_env, "INFRAWATCH_PROMQL_MAX_SAMPLES": "10"}
+    metrics, _ = start("services.metrics", env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / "m.log")
+    try:
+        created = grpcurl(
+            "-plaintext",
+            "-H",
+            f"authorization: Bearer {OPERATOR}",
+            "-d",
+            '{"name": "budget"}',
+            agents_process[1],
+            "infrawatch.agents.v1.AgentService/CreateRemoteWriteCredential",
+        )
+        assert created.returncode == 0, created.stderr
+        api = f"http://127.0.0.1:{env['INFRAWATCH_PROM_PORT']}"
+        now = int(time.time())
+        remote_write(api, json.loads(created.stdout)["token"], {UP: [(now - 300 + 10 * k, 1.0) for k in range(25)]})
+        at = str(now - 60)  # the newest sample
+        assert query(api, "query", query="count_over_time(up[55s])", time=at)["data"]["result"][0]["value"][1] == "6"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            query(api, "query", query="count_over_time(up[5m])", time=at)
+        body = json.loads(refused.value.read())
+        assert refused.value.code == 422 and body["errorType"] == "execution"
+        assert "INFRAWATCH_PROMQL_MAX_SAMPLES" in body["error"]
+    finally:
+        metrics.kill()

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
 
+import numpy as np
+
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy, RemoteWriteCredential
 from services.metrics.domain import LabelSet, MetricInfo, Series
-from services.metrics.query.aggregate import Points, points_in_range
+from services.metrics.query.aggregate import Points, Samples, points_in_range
 from services.metrics.storage.chunks import Chunk, ChunkColumns
 from services.metrics.storage.ports import TooManyPoints
 
@@ -167,6 +169,18 @@ class FakeSampleStore:
         self.raw_reads = getattr(self, "raw_reads", 0) + 1
         found = {i: points_in_range(self._of(i), start_ms, end_ms) for i in series_ids}
         return {i: points for i, points in found.items() if points[0]}
+
+    def raw_samples(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> Samples:
+        found = self.raw(series_ids, start_ms, end_ms, refuse_above)
+        ids = [i for i in series_ids if i in found for _ in found[i][0]]
+        return Samples(
+            np.array(ids, dtype=np.int64),
+            np.array(ids, dtype=np.int64),
+            np.array([t for i in series_ids if i in found for t in found[i][0]], dtype=np.int64),
+            np.array([v for i in series_ids if i in found for v in found[i][1]], dtype=np.float64),
+        )
 
     def samples_of(self, series_id: int) -> Points:
         return points_in_range(self._of(series_id), -(2**62), 2**62)

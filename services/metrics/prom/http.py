@@ -97,6 +97,7 @@ class PromSide:
     telemetry: MetricsTelemetry
     max_request_bytes: int
     lookback_ms: int
+    promql_max_samples: int = 20_000_000
     unreachable: tuple[type[BaseException], ...] = ()
 
 
@@ -199,7 +200,7 @@ def build_prom_app(side: PromSide) -> Starlette:
         return found
 
     def engine() -> promql.Engine:
-        return promql.Engine(side.queries, side.lookback_ms)
+        return promql.Engine(side.queries, side.lookback_ms, side.promql_max_samples)
 
     async def query(request: Request) -> Response:
         given = await params(request)

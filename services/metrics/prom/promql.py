@@ -33,15 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import promql_parser as ast
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.selectors import METRIC_NAME, Matcher, MatchType
 from services.metrics.domain import LabelSet, MetricType
 from services.metrics.query.use_cases import QueryContext
+from services.metrics.storage.ports import TooManyPoints
 
 MAX_STEPS = 11_000
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -134,11 +136,12 @@ def format_value(value: float) -> str:
 class Engine:
     """Evaluates one query; built per request (it holds the query's steps)."""
 
-    def __init__(self, ctx: QueryContext, lookback_ms: int) -> None:
+    def __init__(self, ctx: QueryContext, lookback_ms: int, max_samples: int = 20_000_000) -> None:
         self._ctx = ctx
         self._lookback_ms = lookback_ms
+        self._max_samples = max_samples
         self._steps = np.zeros(1, dtype=np.int64)
-        self._points = 0
+        self._read = 0
 
     # --- the API's operations -------------------------------------------------------------
 
@@ -256,22 +259,29 @@ class Engine:
         chosen = self._select(selector)
         lowest = int(self._steps[0]) - offset - window_ms + 1
         highest = int(self._steps[-1]) - offset
-        budget = self._ctx.max_points - self._points
-        raw = self._ctx.store.raw([s.series_id for s in chosen], lowest, highest, refuse_above=budget)
-        labels, times, values = [], [], []
-        for series in chosen:
-            found = raw.get(series.series_id)
-            if not found or not found[0]:
-                continue
-            labels.append(series.labels)
-            times.append(np.asarray(found[0], dtype=np.int64))
-            values.append(np.asarray(found[1], dtype=np.float64))
-            self._points += len(found[0])
-        if self._points > self._ctx.max_points:
-            raise InvalidArgument(
-                f"the query reads more than {self._ctx.max_points} samples (INFRAWATCH_MAX_QUERY_POINTS); "
+        budget = self._max_samples - self._read
+        try:
+            found = self._ctx.store.raw_samples([s.series_id for s in chosen], lowest, highest, refuse_above=budget)
+        except TooManyPoints:
+            found = None
+        if found is None or self._read + len(found.t) > self._max_samples:
+            raise ResourceExhausted(
+                f"the query would read more than {self._max_samples} samples (INFRAWATCH_PROMQL_MAX_SAMPLES); "
                 "narrow the range or the selector"
             )
+        self._read += len(found.t)
+        # Samples come series after series: cut them into one array pair per series.
+        cuts = np.flatnonzero(found.series[1:] != found.series[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(found.t)]
+        by_id = {int(found.series[lo]): (lo, hi) for lo, hi in pairwise(bounds) if hi > lo}
+        labels, times, values = [], [], []
+        for series in chosen:
+            span = by_id.get(series.series_id)
+            if span is None:
+                continue
+            labels.append(series.labels)
+            times.append(found.t[span[0] : span[1]])
+            values.append(found.v[span[0] : span[1]])
         return labels, times, values
 
     def _instant_selector(self, selector: Any) -> Vector:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
+from services.metrics.query.aggregate import Samples
 from services.metrics.storage.chunks import ChunkColumns
 
 Points = tuple[list[int], list[float]]
@@ -67,6 +68,13 @@ class Querier(Protocol):
         """Samples within [start_ms, end_ms] of each series, ascending. With `refuse_above`, raises
         TooManyPoints before any sample is read when the chunks lying wholly inside the range
         already hold more samples than that (their counts are a lower bound of the answer)."""
+        ...
+
+    def raw_samples(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> Samples:
+        """What `raw` reads, as numpy columns (series id, time, value; ascending per series), for
+        callers that compute on them (PromQL) rather than send them."""
         ...
 
     def aggregate(

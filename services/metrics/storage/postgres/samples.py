@@ -257,6 +257,11 @@ class PostgresSampleStore:
     def raw(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
     ) -> dict[int, Points]:
+        return engine.points_by_series(self.raw_samples(series_ids, start_ms, end_ms, refuse_above))
+
+    def raw_samples(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> engine.Samples:
         ids = sorted(set(series_ids))
         params = {
             "ids": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
@@ -270,7 +275,7 @@ class PostgresSampleStore:
                 if (inside := int(cursor.fetchone()[0])) > refuse_above:
                     raise TooManyPoints(inside)
         _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
-        return engine.points_by_series(engine.Samples(series, series, times, values).within(start_ms, end_ms))
+        return engine.Samples(series, series, times, values).within(start_ms, end_ms)
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
@@ -280,8 +285,6 @@ class PostgresSampleStore:
         params: dict[str, Any] = {
             "start": start_ms, "end": end_ms, "step": step_ms, "from": reach, "lo": reach - MAX_CHUNK_SPAN_MS,
         }  # fmt: skip
-
-        sql = _aggregate_sql(aggregation)
 
         sql = _aggregate_sql(aggregation)
 

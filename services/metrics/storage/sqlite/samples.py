@@ -177,10 +177,15 @@ class SqliteSampleStore:
     def raw(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
     ) -> dict[int, Points]:
+        return engine.points_by_series(self.raw_samples(series_ids, start_ms, end_ms, refuse_above))
+
+    def raw_samples(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
+    ) -> engine.Samples:
         if refuse_above is not None and (inside := self._points_within(series_ids, start_ms, end_ms)) > refuse_above:
             raise TooManyPoints(inside)
         rows, _ = self._samples(series_ids, start_ms, end_ms, None)
-        return engine.points_by_series(self._decoded(rows).within(start_ms, end_ms))
+        return self._decoded(rows).within(start_ms, end_ms)
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
