@@ -20,7 +20,7 @@ class MetricsTelemetry:
         self.registry = registry
         self.samples = Counter(
             "infrawatch_ingest_samples",
-            "Samples received on StreamMetrics, by outcome (accepted, duplicate, rejected).",
+            "Samples received on StreamMetrics and remote-write, by outcome (accepted, duplicate, rejected).",
             ["outcome"],
             registry=registry,
         )
