@@ -429,6 +429,7 @@ def test_what_is_outside_the_subset_is_refused_as_bad_data_naming_it(metrics_pro
         ("x / on (a) group_left y", "group_left"),
         ("stddev(x)", "stddev"),
         ("sum(", "unclosed"),
+        ("(" * 3000 + "up" + ")" * 3000, "nests too deeply"),
     ):
         with pytest.raises(urllib.error.HTTPError) as refused:
             query(api, "query", query=expr)

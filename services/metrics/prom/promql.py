@@ -148,7 +148,7 @@ class Engine:
     def instant(self, expr: str, at_s: float) -> dict[str, Any]:
         tree = parse(expr)
         self._steps = np.array([round(at_s * 1000)], dtype=np.int64)
-        result = self._eval(tree)
+        result = self._evaluate(tree)
         at = self._steps[0] / 1000
         if isinstance(result, Scalar):
             return {"resultType": "scalar", "result": [at, format_value(float(result.values[0]))]}
@@ -180,7 +180,7 @@ class Engine:
                 "resolution (?step=XX)"
             )
         self._steps = np.arange(start, end + 1, step, dtype=np.int64)
-        result = self._eval(tree)
+        result = self._evaluate(tree)
         if isinstance(result, RangeVector | Text):
             raise InvalidArgument(
                 f"invalid expression type {'range vector' if isinstance(result, RangeVector) else 'string'} "
@@ -311,6 +311,12 @@ class Engine:
         return RangeVector(labels, kept_times, kept_values, range_ms, _ms(selector.offset))
 
     # --- evaluation ----------------------------------------------------------------------------
+
+    def _evaluate(self, tree: Any) -> Value:
+        try:
+            return self._eval(tree)
+        except RecursionError:
+            raise InvalidArgument("invalid parameter 'query': the expression nests too deeply") from None
 
     def _eval(self, node: Any) -> Value:
         if isinstance(node, ast.NumberLiteral):
