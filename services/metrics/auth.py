@@ -32,7 +32,6 @@ class AgentIdentity:
 
     agent_id: str
     hostname: str
-    remote_writer: str = ""
 
 
 class AgentsClient:
@@ -68,7 +67,7 @@ class AgentsClient:
                 raise Unauthenticated(exc.details() if isinstance(exc, grpc.Call) else "token is not valid") from None
             raise Unavailable(f"agents service unavailable, cannot verify the agent token ({code})") from None
         if reply.may_write_any_host:
-            return AgentIdentity(reply.agent_id, "", reply.credential_name or reply.agent_id)
+            return AgentIdentity(reply.agent_id, "")
         return AgentIdentity(reply.agent_id, reply.hostname)
 
 

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from agent.logs import event
 from services.common import errors
 from services.common.credentials import Credentials
+from services.common.metadata import token_of
 from services.common.telemetry import LATENCY_BUCKETS
 from services.metrics.auth import AgentIdentity, CachedAuthenticator
 from services.metrics.ingest.commit import GroupCommitter
@@ -81,8 +82,7 @@ def http_status(error: errors.DomainError) -> tuple[int, str]:
 
 
 def bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return token_of(request.headers.get("authorization", ""))
 
 
 @dataclass

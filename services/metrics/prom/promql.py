@@ -41,8 +41,8 @@ import promql_parser as ast
 
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.selectors import METRIC_NAME, Matcher, MatchType
-from services.metrics.domain import LabelSet, MetricType
-from services.metrics.query.use_cases import QueryContext
+from services.metrics.domain import LabelSet, MetricType, Series
+from services.metrics.query.use_cases import QueryContext, select_series
 from services.metrics.storage.ports import TooManyPoints
 
 MAX_STEPS = 11_000
@@ -247,9 +247,8 @@ class Engine:
             raise InvalidArgument("vector selector must contain at least one non-empty matcher")
         return matchers
 
-    def _select(self, selector: Any) -> list[Any]:
-        self._ctx.catalog.refresh()
-        return self._ctx.catalog.select(self._matchers(selector))
+    def _select(self, selector: Any) -> list[Series]:
+        return select_series(self._ctx, self._matchers(selector))
 
     def _samples(self, selector: Any, window_ms: int) -> tuple[list[LabelSet], list[np.ndarray], list[np.ndarray]]:
         """The selector's series with their samples in (first step - offset - window, last step - offset]."""

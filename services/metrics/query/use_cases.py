@@ -51,7 +51,7 @@ def matchers_from(selector: str, matchers: Sequence[Matcher], required: bool = T
     return combined
 
 
-def _selected(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[Series]:
+def select_series(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[Series]:
     """The matching series, after picking up any that other replicas created."""
     ctx.catalog.refresh()
     return ctx.catalog.select(matchers)
@@ -83,7 +83,7 @@ def query_range(
     step = step_ms if step_ms is not None else DEFAULT_STEP_MS
     if step < 1:
         raise InvalidArgument("step must be at least 1ms")
-    selected = _selected(ctx, matchers)
+    selected = select_series(ctx, matchers)
     if not selected:
         return RangeResult([], 0)
 
@@ -122,7 +122,7 @@ def query_range(
 
 
 def latest_values(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[tuple[LabelSet, int, float]]:
-    selected = _selected(ctx, matchers)
+    selected = select_series(ctx, matchers)
     latest = ctx.store.latest([s.series_id for s in selected])
     return [(s.labels, *latest[s.series_id]) for s in selected if s.series_id in latest]
 
@@ -140,7 +140,7 @@ def list_series(
             offset = int(base64.b64decode(page_token, altchars=b"-_", validate=True).decode())
         except (binascii.Error, ValueError, UnicodeDecodeError):
             raise InvalidArgument("page_token is not a token returned by ListSeries") from None
-    selected = _selected(ctx, matchers)
+    selected = select_series(ctx, matchers)
     page = [s.labels for s in selected[offset : offset + size]]
     more = offset + size < len(selected)
     token = base64.b64encode(str(offset + size).encode(), altchars=b"-_").decode() if more else ""
