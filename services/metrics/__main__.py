@@ -38,6 +38,7 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         limits=IngestLimits(
             max_series_per_batch=settings.max_series_per_batch,
             max_series_per_agent=settings.max_series_per_agent,
+            max_series_per_writer=settings.max_series_per_writer,
             max_series_total=settings.max_series,
             future_skew_ms=int(settings.max_future_skew * 1000),
             retention_ms=int(settings.retention * 1000),
@@ -55,7 +56,6 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
             service_token=settings.service_token,
             protect_reads=settings.protect_reads,
         ),
-        max_series_per_writer=settings.max_series_per_writer,
         lookback_ms=int(settings.lookback_delta * 1000),
         promql_max_samples=settings.promql_max_samples,
         max_remote_write_bytes=settings.max_remote_write_bytes,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         compaction_delay_ms=int(settings.compaction_delay * 1000),
         every_s=settings.maintenance_every,
     )
-    blocking = ThreadPoolExecutor(3, thread_name_prefix="lifecycle")
+    blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
 
     def prepare() -> None:
         migrate(engine, MIGRATIONS, VERSION_TABLE)
@@ -110,12 +110,20 @@ def main(argv: list[str] | None = None) -> None:
             event(_log, "cannot listen on INFRAWATCH_PROM_PORT", logging.ERROR, port=settings.prom_port, error=str(exc))
             raise SystemExit(2) from None
 
-    async def serve_prom() -> None:
-        """The Prometheus side (remote-write, query API) on this loop, until `stop`."""
+    def prom_server() -> QuietServer | None:
+        """The Prometheus side (remote-write, query API), served on the gRPC server's loop."""
         if prom_listener is None:
-            return
+            return None
         tls = server_tls_from(settings)
-        server = QuietServer(
+        event(
+            _log,
+            "Prometheus side listening",
+            port=settings.prom_port,
+            scheme="https" if tls.enabled else "http",
+            remote_write="/api/v1/write",
+            query="/api/v1/query",
+        )
+        return QuietServer(
             uvicorn.Config(
                 build_prom_app(app.prom),
                 log_level="warning",
@@ -128,20 +136,6 @@ def main(argv: list[str] | None = None) -> None:
                 ssl_cert_reqs=ssl.CERT_REQUIRED if tls.client_ca_file else ssl.CERT_NONE,
             )
         )
-
-        def exit_on_stop() -> None:
-            stop.wait()
-            server.should_exit = True
-
-        asyncio.get_running_loop().run_in_executor(blocking, exit_on_stop)
-        event(
-            _log,
-            "Prometheus side listening",
-            port=settings.prom_port,
-            remote_write="/api/v1/write",
-            query="/api/v1/query",
-        )
-        await server.serve(sockets=[prom_listener])
 
     async def run() -> None:
         server, health, port = build_async_server(
@@ -163,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             tls=tls_summary(settings),
             protect_reads=settings.protect_reads,
         )
-        prom_task = asyncio.create_task(serve_prom())
+        prom = prom_server()
+        serving = [asyncio.create_task(prom.serve(sockets=[prom_listener]))] if prom and prom_listener else []
         try:
             await serve_async(
                 server,
@@ -176,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
                 blocking=blocking,
             )
         finally:
-            stop.set()  # also ends the Prometheus side and its stop watcher
-            await prom_task
+            if prom is not None:
+                prom.should_exit = True  # after gRPC has drained: HTTP requests finish the same way
+            await asyncio.gather(*serving)
 
     endpoint = serve_or_exit(registry, settings.bind_host, settings.metrics_telemetry_port, "metrics")
     try:
