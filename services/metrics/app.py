@@ -47,7 +47,6 @@ class MetricsConfig:
     query_workers: int = 4
     catalog_refresh_s: float = 1.0
     credentials: Credentials = field(default_factory=Credentials)
-    max_series_per_writer: int = 1_000_000
     lookback_ms: int = 300_000
     promql_max_samples: int = 20_000_000
     max_remote_write_bytes: int = 64 * 1024 * 1024
@@ -130,7 +129,7 @@ def build_metrics_app(
     )
     watch_pool(telemetry.registry, engine)
     prom = PromSide(
-        receiver=RemoteWriteReceiver(ingestor, config.max_series_per_writer),
+        receiver=RemoteWriteReceiver(ingestor),
         authenticator=authenticator,
         committer=committer,
         ingest_pool=ingest_pool,

@@ -62,10 +62,11 @@ class Aggregation(enum.IntEnum):
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """Per-batch, per-agent and per-sample limits of ingest."""
+    """Per-batch, per-sender and per-sample limits of ingest."""
 
     max_series_per_batch: int = 20_000
     max_series_per_agent: int = 50_000
+    max_series_per_writer: int = 1_000_000
     max_series_total: int = 1_000_000
     future_skew_ms: int = 10 * 60 * 1000
     retention_ms: int = 15 * 86_400 * 1000

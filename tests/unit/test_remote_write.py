@@ -119,10 +119,12 @@ def test_a_body_claiming_to_decompress_past_the_limit_is_refused_before_decompre
 def receiver():
     clock = FakeClock()
     catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
-    limits = IngestLimits(max_series_per_agent=2, future_skew_ms=60_000, retention_ms=86_400_000)
+    limits = IngestLimits(
+        max_series_per_agent=2, max_series_per_writer=100, future_skew_ms=60_000, retention_ms=86_400_000
+    )
     store = FakeSampleStore()
     ingestor = Ingestor(catalog, store, WatchHub(), limits, clock)
-    return RemoteWriteReceiver(ingestor, max_series_per_writer=100), store, catalog
+    return RemoteWriteReceiver(ingestor), store, catalog
 
 
 def write(receiver: RemoteWriteReceiver, data: bytes, hostname: str = ""):
@@ -182,8 +184,8 @@ def test_metadata_declares_counter_and_gauge_families(receiver):
 def test_new_label_sets_are_parsed_once_per_sender():
     clock = FakeClock()
     catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
-    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(), clock)
-    receiver = RemoteWriteReceiver(ingestor, 100)
+    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(max_series_per_writer=100), clock)
+    receiver = RemoteWriteReceiver(ingestor)
     data = request(({"__name__": "a"}, [(NOW - 1000, 1.0)]), ({"__name__": "b"}, [(NOW - 1000, 1.0)]))
     session = receiver._session("w", "")
     first = session.batch(decode(data))
@@ -196,8 +198,8 @@ def test_new_label_sets_are_parsed_once_per_sender():
 def test_a_sender_with_churning_series_gets_a_fresh_session_instead_of_growing_forever():
     clock = FakeClock()
     catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
-    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(), clock)
-    receiver = RemoteWriteReceiver(ingestor, max_series_per_writer=2)
+    ingestor = Ingestor(catalog, FakeSampleStore(), WatchHub(), IngestLimits(max_series_per_writer=2), clock)
+    receiver = RemoteWriteReceiver(ingestor)
     first = receiver._session("w", "")
     for pod in range(5):
         receiver.prepare("w", "", decode(request(({"__name__": "up", "pod": str(pod)}, [(NOW - 1000, 1.0)]))))

@@ -146,12 +146,12 @@ class Ingestor:
         with self._locks_guard:
             return self._agent_locks[agent_id]
 
-    def open_stream(self, agent_id: str, hostname: str = "", max_series: int | None = None) -> IngestStream:
+    def open_stream(self, agent_id: str, hostname: str = "", remote_writer: bool = False) -> IngestStream:
         """A stream of the authenticated agent; with `hostname`, every series it writes is that
         host's (`host` is set from the credential, whatever the payload says). Without one (a
-        remote-write sender) labels are kept as sent. `max_series`: the sender's cardinality
-        limit, the per-agent limit unless given."""
-        return IngestStream(self, agent_id, hostname, max_series)
+        remote-write sender) labels are kept as sent. A `remote_writer` creates series up to the
+        per-writer limit rather than the per-agent one."""
+        return IngestStream(self, agent_id, hostname, remote_writer)
 
 
 @dataclass(slots=True)
@@ -174,14 +174,11 @@ class PreparedBatch:
 class IngestStream:
     """The state of one StreamMetrics call: who is sending, its label-set refs and what it resolved."""
 
-    def __init__(self, ingestor: Ingestor, agent_id: str, hostname: str = "", max_series: int | None = None) -> None:
+    def __init__(self, ingestor: Ingestor, agent_id: str, hostname: str = "", remote_writer: bool = False) -> None:
         self._ingestor = ingestor
         self.agent_id = agent_id
         self.hostname = hostname
-        self.max_series = ingestor.limits.max_series_per_agent if max_series is None else max_series
-        self._limit_setting = (
-            "INFRAWATCH_MAX_SERIES_PER_AGENT" if max_series is None else "INFRAWATCH_MAX_SERIES_PER_WRITER"
-        )
+        self.remote_writer = remote_writer
         self.broken = False
         self._uncommitted = 0
         self._settled = threading.Condition()
@@ -191,6 +188,16 @@ class IngestStream:
         self._ids_by_ref: dict[int, int] = {}
         self._ids_by_labels: dict[LabelSet, int] = {}
         self._verified: set[int] = set()
+
+    @property
+    def max_series(self) -> int:
+        """The series this sender may create."""
+        limits = self._ingestor.limits
+        return limits.max_series_per_writer if self.remote_writer else limits.max_series_per_agent
+
+    @property
+    def _limit_setting(self) -> str:
+        return "INFRAWATCH_MAX_SERIES_PER_WRITER" if self.remote_writer else "INFRAWATCH_MAX_SERIES_PER_AGENT"
 
     def _owned(self, labels: LabelSet) -> LabelSet:
         """The label set with `host` set to the authenticated agent's hostname: identity comes from

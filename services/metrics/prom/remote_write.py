@@ -110,7 +110,6 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
     starts = ends - lengths
     joined = b"".join(pieces)
     buffer = np.frombuffer(joined + bytes(_PADDING), dtype=np.uint8)
-    label_start = starts.copy()
     label_end = starts.copy()
     in_samples = np.zeros(count, dtype=bool)
     sample_rows: list[np.ndarray] = []
@@ -148,7 +147,7 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
         histograms += int(np.count_nonzero(fields == _HISTOGRAMS))
         position[active] = following
         active = active[following < ends[active]]
-    keys = list(map(joined.__getitem__, map(slice, label_start.tolist(), label_end.tolist())))
+    keys = list(map(joined.__getitem__, map(slice, starts.tolist(), label_end.tolist())))
     if not sample_rows:
         nothing = np.zeros(0, dtype=np.int64)
         return WriteColumns(keys, np.zeros(count, dtype=np.int64), nothing, np.zeros(0), [], exemplars, histograms)
@@ -301,9 +300,8 @@ def _label_set(key: bytes) -> tuple[tuple[str, str], ...]:
 class RemoteWriteReceiver:
     """Remote-write requests in, prepared ingest batches out: one session per sender."""
 
-    def __init__(self, ingestor: Ingestor, max_series_per_writer: int) -> None:
+    def __init__(self, ingestor: Ingestor) -> None:
         self._ingestor = ingestor
-        self._max_series = max_series_per_writer
         self._sessions: dict[str, RemoteWriteSession] = {}
         self._lock = threading.Lock()
 
@@ -314,10 +312,9 @@ class RemoteWriteReceiver:
             session = self._sessions.get(writer_id)
             # A sender whose series churn (pods come and go) would grow its refs without end: past
             # twice its series limit the session starts afresh (label sets are resolved again once).
-            if session is None or session.stream.broken or session.label_sets > 2 * self._max_series:
-                limit = None if hostname else self._max_series
+            if session is None or session.stream.broken or session.label_sets > 2 * session.stream.max_series:
                 session = self._sessions[writer_id] = RemoteWriteSession(
-                    self._ingestor.open_stream(writer_id, hostname, max_series=limit)
+                    self._ingestor.open_stream(writer_id, hostname, remote_writer=not hostname)
                 )
             return session
 
