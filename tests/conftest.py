@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trustme
@@ -25,6 +26,14 @@ settings.register_profile("explore", print_blob=True)
 settings.load_profile("ci" if IN_CI else "explore")
 
 
+def unavailable(message: str) -> NoReturn:
+    """A dependency the tests need is missing: skip on a laptop, fail in CI (CI=true), where
+    .ci/run provides everything."""
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it")
+    pytest.skip(message)
+
+
 def _postgres_reachable() -> str | None:
     try:
         probe = create_engine(with_driver(POSTGRES_URL), connect_args={"connect_timeout": 3})
@@ -41,10 +50,7 @@ def postgres_url() -> str:
     """The PostgreSQL URL for tests; skips without a server, but fails in CI (CI=true)."""
     problem = _postgres_reachable()
     if problem is not None:
-        message = f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true requires it)")
-        pytest.skip(message)
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
     return POSTGRES_URL
 
 

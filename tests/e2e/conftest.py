@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.tls import ClientTLS
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 from tests.e2e.processes import RECIPE_SECRETS, ServiceProcess, free_port, wait_serving
 
 AGENTS_SERVICE = "infrawatch.agents.v1.AgentService"
@@ -109,10 +109,9 @@ def gateway_process(
 def binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        message = f"no {name} on PATH (Debian packages prometheus and prometheus-node-exporter; .ci/run installs them)"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it")
-        pytest.skip(message)
+        unavailable(
+            f"no {name} on PATH (Debian packages prometheus and prometheus-node-exporter; .ci/run installs them)"
+        )
     return found
 
 
