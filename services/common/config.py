@@ -109,6 +109,13 @@ PROTECT_READS = Var(
     "Require the operator token (or the service token) on read calls too.",
     boolean,
 )
+HTTP_KEEPALIVE = Var(
+    "INFRAWATCH_HTTP_KEEPALIVE",
+    "2m",
+    "How long an HTTP server keeps an idle kept-alive connection open. Longer than the clients': Go's "
+    "(Prometheus, Grafana) keep idle connections 90 s, and a server closing first makes them retry on a reset.",
+    duration_seconds,
+)
 SERVER_TLS_VARS: tuple[Var, ...] = (
     Var(
         "INFRAWATCH_TLS_CERT",

@@ -6,11 +6,9 @@ import logging
 import sys
 import threading
 
-import uvicorn
-
 from agent.logs import configure_logging, event
 from services.common.config import settings_from_command_line
-from services.common.http_server import QuietServer, listen_socket
+from services.common.http_server import QuietServer, http_config, listen_socket
 from services.common.server import install_stop_signals
 from services.common.telemetry import new_registry, serve_or_exit
 from services.common.tls import ClientTLS
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     registry = new_registry()
     app = HttpTelemetry(registry).middleware(build_app(console))
-    server = QuietServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off"))
+    server = QuietServer(http_config(app, settings.http_keepalive))
     endpoint = serve_or_exit(registry, settings.bind_host, settings.console_telemetry_port, "console")
     stop = install_stop_signals()
 

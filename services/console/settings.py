@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.common.config import (
     CLIENT_TLS_VARS,
     COMMON_VARS,
+    HTTP_KEEPALIVE,
     PROTECT_READS,
     Var,
     duration_seconds,
@@ -19,6 +20,7 @@ from services.common.config import (
 CONSOLE_VARS: tuple[Var, ...] = (
     *(var for var in COMMON_VARS if var.name in ("INFRAWATCH_BIND_HOST", "INFRAWATCH_LOG_LEVEL")),
     Var("INFRAWATCH_CONSOLE_PORT", "8080", "HTTP port of the web console.", port),
+    HTTP_KEEPALIVE,
     telemetry_var("console"),
     Var("INFRAWATCH_GATEWAY_ADDRESS", "localhost:50050", "host:port of the gateway (the console's only backend)."),
     PROTECT_READS,
@@ -34,6 +36,7 @@ class ConsoleSettings:
     log_level: str
     console_port: int
     console_telemetry_port: int | None
+    http_keepalive: float
     gateway_address: str
     protect_reads: bool
     session_ttl: float

@@ -8,15 +8,13 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import uvicorn
-
 from agent.logs import configure_logging, event
 from services.common.allocator import keep_large_arrays_on_the_heap
 from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
-from services.common.http_server import QuietServer, listen_socket
+from services.common.http_server import QuietServer, http_config, listen_socket
 from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
 from services.common.tls import client_tls_from, server_tls_from, tls_summary
@@ -40,6 +38,7 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
             max_series_per_agent=settings.max_series_per_agent,
             max_series_per_writer=settings.max_series_per_writer,
             max_series_total=settings.max_series,
+            max_samples_per_write=settings.max_samples_per_write,
             future_skew_ms=int(settings.max_future_skew * 1000),
             retention_ms=int(settings.retention * 1000),
         ),
@@ -124,11 +123,9 @@ def main(argv: list[str] | None = None) -> None:
             query="/api/v1/query",
         )
         return QuietServer(
-            uvicorn.Config(
+            http_config(
                 build_prom_app(app.prom),
-                log_level="warning",
-                timeout_graceful_shutdown=5,
-                lifespan="off",
+                settings.http_keepalive,
                 # The service's own certificate (and client CA for mutual TLS) serve HTTPS here too.
                 ssl_certfile=tls.cert_file or None,
                 ssl_keyfile=tls.key_file or None,

@@ -22,7 +22,7 @@ from services.metrics.domain import IngestLimits, MetricInfo, MetricType
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.prom.http import PromSide
-from services.metrics.prom.remote_write import RemoteWriteReceiver
+from services.metrics.prom.remote_write import DecodeLimits, RemoteWriteReceiver
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
 from services.metrics.storage.catalog import SeriesCatalog
@@ -127,6 +127,12 @@ def build_metrics_app(
     telemetry.gauge(
         "infrawatch_ingest_pending_commits", "Prepared batches waiting for the group committer.", committer.pending
     )
+    telemetry.gauge(
+        "infrawatch_metadata_refused_declarations",
+        "Metric metadata declarations that disagreed with what is kept (listed by ListMetricNames' conflicts); "
+        "a remote writer's samples are stored all the same.",
+        catalog.refused_declarations,
+    )
     watch_pool(telemetry.registry, engine)
     prom = PromSide(
         receiver=RemoteWriteReceiver(ingestor),
@@ -141,6 +147,7 @@ def build_metrics_app(
         lookback_ms=config.lookback_ms,
         promql_max_samples=config.promql_max_samples,
         unreachable=unreachable_database_errors(),
+        decode_limits=DecodeLimits(config.limits.max_series_per_batch, config.limits.max_samples_per_write),
     )
     return MetricsApp(
         servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry, prom

@@ -21,6 +21,9 @@ HOST_LABEL = "host"
 MAX_LABEL_NAME = 128
 MAX_LABEL_VALUE = 1024
 MAX_LABELS = 32
+MAX_LABEL_SET_BYTES = MAX_LABELS * (MAX_LABEL_NAME + 4 * MAX_LABEL_VALUE + 8)
+"""The longest encoded label set that could pass the limits above (UTF-8: up to 4 bytes a character,
+a few bytes of framing per label): anything longer is refused without being parsed."""
 MAX_UNIT = 64
 MAX_HELP = 1024
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -47,6 +50,7 @@ class Reason(enum.IntEnum):
     TOO_OLD = 9
     OUT_OF_ORDER = 10
     INVALID_METADATA = 11
+    FOREIGN_SERIES = 12
 
 
 class Aggregation(enum.IntEnum):
@@ -66,8 +70,9 @@ class IngestLimits:
 
     max_series_per_batch: int = 20_000
     max_series_per_agent: int = 50_000
-    max_series_per_writer: int = 1_000_000
+    max_series_per_writer: int = 250_000
     max_series_total: int = 1_000_000
+    max_samples_per_write: int = 500_000
     future_skew_ms: int = 10 * 60 * 1000
     retention_ms: int = 15 * 86_400 * 1000
 
@@ -76,6 +81,21 @@ class IngestLimits:
 class MetricInfo:
     name: str
     type: MetricType
+    unit: str = ""
+    help: str = ""
+
+
+PROM_FAMILY_TYPES = ("unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset")
+"""Prometheus' metric family types, in the order of remote-write's MetricMetadata.Type."""
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A metric family's metadata as a Prometheus sender declares it: descriptive only (samples
+    are stored whatever it says). `type` is one of PROM_FAMILY_TYPES."""
+
+    name: str
+    type: str
     unit: str = ""
     help: str = ""
 
@@ -90,11 +110,13 @@ class InvalidMetadata:
 
 @dataclass(frozen=True)
 class Series:
-    """A stored series: its id, canonical label set and owning agent."""
+    """A stored series: its id, canonical label set and owner: the agent (or remote-write
+    credential, `by_writer`) that created it. Only senders of the owner's kind write into it."""
 
     series_id: int
     labels: LabelSet
     agent_id: str
+    by_writer: bool = False
 
 
 def canonical(labels: Iterable[tuple[str, str]]) -> LabelSet:

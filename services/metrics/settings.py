@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.common.config import (
     CLIENT_TLS_VARS,
     COMMON_VARS,
+    HTTP_KEEPALIVE,
     OPERATOR_TOKEN,
     PROTECT_READS,
     SERVER_TLS_VARS,
@@ -36,6 +37,7 @@ METRICS_VARS: tuple[Var, ...] = (
         "and the PromQL query API (/api/v1/query, query_range, series, labels, ...); `off` serves none.",
         optional_port,
     ),
+    HTTP_KEEPALIVE,
     Var(
         "INFRAWATCH_LOOKBACK_DELTA",
         "5m",
@@ -52,6 +54,12 @@ METRICS_VARS: tuple[Var, ...] = (
         "INFRAWATCH_MAX_REMOTE_WRITE_BYTES",
         "67108864",
         "Largest remote-write request once decompressed (Prometheus sends well under 1 MiB).",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_MAX_SAMPLES_PER_WRITE",
+        "500000",
+        "Most samples one remote-write request may hold, counted while it is decoded (Prometheus sends 2,000).",
         positive_int,
     ),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
@@ -80,8 +88,9 @@ METRICS_VARS: tuple[Var, ...] = (
     Var("INFRAWATCH_MAX_SERIES_PER_AGENT", "50000", "Cardinality limit: series one agent may create.", positive_int),
     Var(
         "INFRAWATCH_MAX_SERIES_PER_WRITER",
-        "1000000",
-        "Cardinality limit: series one remote-write credential may create.",
+        "250000",
+        "Cardinality limit: series one remote-write credential may create (well below INFRAWATCH_MAX_SERIES, "
+        "so one Prometheus cannot fill the store for every agent).",
         positive_int,
     ),
     Var(
@@ -149,9 +158,11 @@ class MetricsSettings(TlsSettings):
     metrics_port: int
     metrics_telemetry_port: int | None
     prom_port: int | None
+    http_keepalive: float
     lookback_delta: float
     promql_max_samples: int
     max_remote_write_bytes: int
+    max_samples_per_write: int
     agents_address: str
     retention: float
     maintenance_every: float

@@ -19,15 +19,28 @@ from services.common.clock import wall_clock_ms
 from services.common.db import is_postgres, migrate, pooled_cursor
 from services.common.timestamps import to_timestamp
 from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
-from services.metrics.domain import Aggregation
+from services.metrics.domain import Aggregation, labels_json
 from services.metrics.maintenance import MaintenancePolicy, run_maintenance
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import summarise
 from services.metrics.storage.postgres.samples import DAY_MS, PostgresSampleStore
-from services.metrics.storage.series_sql import SqlSeriesStore
+from services.metrics.storage.series_sql import labels_hash
 from services.metrics.storage.sqlite.samples import SqliteSampleStore
 
 HOUR = 3_600_000
+
+
+def _series_as_version_0001(engine, labels, now_ms: int) -> int:
+    """A series row exactly as schema 0001 stored it (no owner kind yet)."""
+    text = labels_json(labels)
+    mark = "%s" if is_postgres(engine) else "?"
+    with pooled_cursor(engine, commit=True) as cursor:
+        cursor.execute(
+            "INSERT INTO series (labels_hash, metric_name, labels, agent_id, created_ms) "
+            f"VALUES ({', '.join([mark] * 5)}) RETURNING series_id",
+            (labels_hash(labels), "legacy", text, "agent-1", now_ms),
+        )
+        return int(cursor.fetchone()[0])
 
 
 def _write_as_version_0001(engine, series_id: int, times: list[int], values: list[float]) -> None:
@@ -82,10 +95,7 @@ def test_data_stored_by_schema_0001_is_read_after_the_upgrade_and_packed_by_main
     migrate(engine, MIGRATIONS, VERSION_TABLE, revision="0001")
     now = wall_clock_ms()
     t0 = (now // HOUR - 5) * HOUR
-    ids = SqlSeriesStore(engine).create_series(
-        [((("__name__", "legacy"), ("node", node)), "agent-1") for node in ("a", "b")], now
-    )
-    series_a, series_b = ids[(("__name__", "legacy"), ("node", "a"))], ids[(("__name__", "legacy"), ("node", "b"))]
+    series_a, series_b = (_series_as_version_0001(engine, (("__name__", "legacy"), ("node", n)), now) for n in "ab")
     rng = random.Random(7)
     for batch in range(12):  # two closed hours of 10-sample chunks, evenly spaced and jittered
         times = [t0 + (batch * 10 + i) * 60_000 for i in range(10)]

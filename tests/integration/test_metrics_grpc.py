@@ -290,7 +290,7 @@ def test_latest_values_series_listing_and_metric_names(metrics_harness, metrics_
     hosts = [labels_of(s)["node"] for page in (first, second) for s in page.series]
     assert hosts == ["a", "b"] and second.next_page_token == ""
     names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
-    assert [(m.name, m.type) for m in names.metrics] == [("load", pb.METRIC_TYPE_GAUGE)]
+    assert [(m.name, m.type) for m in names.metrics] == [("load", pb.METRIC_TYPE_UNSPECIFIED)]
 
 
 def test_queries_reject_bad_selectors_and_ranges(metrics_stub):

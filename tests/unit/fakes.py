@@ -9,7 +9,7 @@ from types import TracebackType
 import numpy as np
 
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy, RemoteWriteCredential
-from services.metrics.domain import LabelSet, MetricInfo, Series
+from services.metrics.domain import FamilyInfo, LabelSet, MetricInfo, Series
 from services.metrics.query.aggregate import Points, Samples, points_in_range
 from services.metrics.storage.chunks import Chunk, ChunkColumns
 from services.metrics.storage.ports import TooManyPoints
@@ -115,15 +115,18 @@ class FakeSeriesStore:
     def __init__(self) -> None:
         self.series: dict[LabelSet, Series] = {}
         self.infos: dict[str, MetricInfo] = {}
+        self.families: dict[str, FamilyInfo] = {}
 
     def load_series(self, after_id: int) -> list[Series]:
         return sorted((s for s in self.series.values() if s.series_id > after_id), key=lambda s: s.series_id)
 
-    def create_series(self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int) -> dict[LabelSet, int]:
+    def create_series(
+        self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int, by_writer: bool = False
+    ) -> dict[LabelSet, Series]:
         for labels, agent_id in wanted:
             if labels not in self.series:
-                self.series[labels] = Series(len(self.series) + 1, labels, agent_id)
-        return {labels: self.series[labels].series_id for labels, _ in wanted}
+                self.series[labels] = Series(len(self.series) + 1, labels, agent_id, by_writer)
+        return {labels: self.series[labels] for labels, _ in wanted}
 
     def watermark(self) -> tuple[int, int, int]:
         highest = max((s.series_id for s in self.series.values()), default=0)
@@ -134,7 +137,14 @@ class FakeSeriesStore:
 
     def save_metric_info(self, info: MetricInfo) -> None:
         known = self.infos.get(info.name)
-        self.infos[info.name] = MetricInfo(info.name, known.type if known else info.type, info.unit, info.help)
+        kept = known.type if known and known.type else info.type
+        self.infos[info.name] = MetricInfo(info.name, kept, info.unit, info.help)
+
+    def load_families(self) -> list[FamilyInfo]:
+        return list(self.families.values())
+
+    def save_families(self, families: Sequence[FamilyInfo]) -> None:
+        self.families.update((family.name, family) for family in families)
 
 
 class FakeSampleStore:

@@ -207,27 +207,38 @@ class IngestStream:
         return canonical([*(pair for pair in labels if pair[0] != HOST_LABEL), (HOST_LABEL, self.hostname)])
 
     def _declare(self, metadata: Sequence[MetricInfo | InvalidMetadata]) -> None:
-        """Record the stream's metadata. An invalid entry does not end the stream: the series of
-        that name are rejected (INVALID_METADATA) until the stream sends valid metadata for it."""
+        """Record the stream's metadata.
+
+        From an InfraWatch agent, metadata is a contract: an invalid entry does not end the stream,
+        but the series of that name are rejected (INVALID_METADATA) until the stream sends valid
+        metadata for it, and a type other than the stored one is a TYPE_CONFLICT. From a remote
+        writer it is what Prometheus treats it as, a description: it is recorded (and a conflicting
+        declaration listed for operators), and never a reason to refuse a sample."""
+        catalog = self._ingestor.catalog
         for info in metadata:
             if isinstance(info, MetricInfo):
                 try:
                     validate_metric_info(info)
                 except InvalidArgument as exc:
                     info = InvalidMetadata(info.name, str(exc))
+            if self.remote_writer:
+                if isinstance(info, MetricInfo):
+                    catalog.declare(info, self.agent_id)
+                continue
             if isinstance(info, InvalidMetadata):
                 self._invalid_metadata[info.name] = info.problem
                 continue
             self._invalid_metadata.pop(info.name, None)
-            stored = self._ingestor.catalog.declare(info, self.agent_id)
+            stored = catalog.declare(info, self.agent_id)
             self._declared[info.name] = info.type or stored.type
-        # A declaration can make a label set conflict (or stop conflicting): resolve again.
-        self._ids_by_ref.clear()
-        self._ids_by_labels.clear()
+        if not self.remote_writer:
+            # A declaration can make a label set conflict (or stop conflicting): resolve again.
+            self._ids_by_ref.clear()
+            self._ids_by_labels.clear()
 
     def _problem(self, labels: LabelSet) -> tuple[Reason, str] | None:
         problem = label_set_problem(labels)
-        if problem is None:
+        if problem is None and not self.remote_writer:
             name = dict(labels)[METRIC_NAME]
             if name in self._invalid_metadata:
                 return (
@@ -237,13 +248,32 @@ class IngestStream:
                 )
             declared = self._declared.get(name)
             known = self._ingestor.catalog.metric_info(name)
-            if declared and known and declared != known.type:
+            if declared and known and known.type and declared != known.type:
                 problem = (
                     Reason.TYPE_CONFLICT,
                     f"metric {name} is stored as a {known.type.name.lower()}; "
                     f"this stream declared it a {declared.name.lower()}",
                 )
         return problem
+
+    def _foreign(self, series_id: int) -> str | None:
+        """Why this sender may not write into the series, or None when it may: a series belongs to
+        the kind of sender that created it (an agent's series carry its host label, so agents are
+        already kept apart from each other; remote-write credentials share their series, so a
+        rotated credential keeps writing what the old one wrote)."""
+        owner = self._ingestor.catalog.get(series_id)
+        if owner.by_writer == self.remote_writer:
+            return None
+        if owner.by_writer:
+            return (
+                "the series was created by a remote-write credential; an InfraWatch agent cannot write into it "
+                "(drop or relabel it on the Prometheus side)"
+            )
+        host = dict(owner.labels).get(HOST_LABEL, "?")
+        return (
+            f"the series belongs to the InfraWatch agent {owner.agent_id} (host {host}); "
+            "a remote-write credential cannot write into an agent's series (relabel it, e.g. drop the host label)"
+        )
 
     def ingest(self, batch: BatchColumns) -> BatchResult:
         """Store what is valid in the batch and say what was not; returns after the commit.
@@ -398,7 +428,14 @@ class IngestStream:
         catalog = ingestor.catalog
         missing = [labels for labels in unknown if catalog.series_id(labels) is None]
         refusals = (
-            catalog.create(self.agent_id, missing, self.max_series, limits.max_series_total, self._limit_setting)
+            catalog.create(
+                self.agent_id,
+                missing,
+                self.max_series,
+                limits.max_series_total,
+                self._limit_setting,
+                by_writer=self.remote_writer,
+            )
             if missing
             else {}
         )
@@ -407,6 +444,12 @@ class IngestStream:
             if series_id is None:
                 for index in positions:
                     result.reject(index, Reason.CARDINALITY_LIMIT, int(samples[index]), str(refusals.get(labels)))
+                    usable[index] = False
+                continue
+            foreign = self._foreign(series_id)
+            if foreign is not None:
+                for index in positions:
+                    result.reject(index, Reason.FOREIGN_SERIES, int(samples[index]), foreign)
                     usable[index] = False
                 continue
             self._ids_by_labels[labels] = series_id

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from agent.logs import event
 from services.common import errors
+from services.common.allocator import MemoryReleaser
 from services.common.credentials import Credentials
 from services.common.metadata import token_of
 from services.common.telemetry import LATENCY_BUCKETS
@@ -45,6 +46,7 @@ from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import PreparedBatch
 from services.metrics.prom import promql
 from services.metrics.prom.remote_write import (
+    DecodeLimits,
     PayloadTooLarge,
     RemoteWriteReceiver,
     decode,
@@ -55,6 +57,8 @@ from services.metrics.query.use_cases import QueryContext
 from services.metrics.telemetry import MetricsTelemetry
 
 _log = logging.getLogger("infrawatch.metrics.prom")
+LARGE_REQUEST_BYTES = 8 << 20
+"""A remote-write request this large (decompressed) is followed by giving freed memory back."""
 T = TypeVar("T")
 VERSION = "0.15.0"
 MAX_FORM_BYTES = 1 << 20
@@ -99,6 +103,7 @@ class PromSide:
     lookback_ms: int
     promql_max_samples: int = 20_000_000
     unreachable: tuple[type[BaseException], ...] = ()
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
 
 
 class PromTelemetry:
@@ -150,8 +155,23 @@ def build_prom_app(side: PromSide) -> Starlette:
 
         return endpoint
 
+    releaser = MemoryReleaser()
+
     def prepare(identity: AgentIdentity, body: bytes) -> PreparedBatch:
-        columns = decode(decompress(body, side.max_request_bytes))
+        data = decompress(body, side.max_request_bytes)
+        large = len(data) > LARGE_REQUEST_BYTES
+        refusal: errors.DomainError | None = None
+        try:
+            columns = decode(data, side.decode_limits)
+        except errors.DomainError as exc:
+            # Without its traceback, the refusal no longer holds the decoder's frames (and the
+            # request's pieces in them), so the memory below is really free.
+            refusal = exc.with_traceback(None)
+        del data
+        if large:
+            releaser.after_large_work()
+        if refusal is not None:
+            raise refusal
         if columns.exemplars:
             telemetry.skipped.labels("exemplar").inc(columns.exemplars)
         if columns.histograms:

@@ -28,7 +28,20 @@ from google.protobuf.message import DecodeError
 
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
 from services.common.errors import InvalidArgument
-from services.metrics.domain import InvalidMetadata, MetricInfo, MetricType
+from services.metrics.domain import (
+    MAX_HELP,
+    MAX_LABEL_NAME,
+    MAX_LABEL_SET_BYTES,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_UNIT,
+    PROM_FAMILY_TYPES,
+    FamilyInfo,
+    InvalidMetadata,
+    MetricInfo,
+    MetricType,
+    Reason,
+)
 from services.metrics.ingest.columns import BatchColumns, varints_at
 from services.metrics.ingest.stream import Ingestor, IngestStream, PreparedBatch
 
@@ -44,6 +57,28 @@ class PayloadTooLarge(InvalidArgument):
     """The request, once decompressed, would exceed the receiver's limit."""
 
 
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one request may hold, checked while it is decoded (before the work each one bounds):
+    the time series are counted before any is looked at, a series' labels are measured before
+    they are parsed, and the samples are counted as the scan finds them."""
+
+    max_series: int = 20_000
+    max_samples: int = 500_000
+    max_standard_parse_bytes: int = 4 << 20
+    """The fallback parser (fields in an unusual order) builds a Python object per sample: only
+    requests up to this size take it."""
+
+
+@dataclass(frozen=True)
+class OversizedLabels:
+    """A time series whose encoded labels are longer than any storable label set: not parsed."""
+
+    index: int
+    samples: int
+    label_bytes: int
+
+
 @dataclass(slots=True)
 class WriteColumns:
     """A decoded WriteRequest: per time series its label bytes and sample count; all samples in
@@ -56,6 +91,8 @@ class WriteColumns:
     metadata: list[MetricInfo | InvalidMetadata] = field(default_factory=list)
     exemplars: int = 0
     histograms: int = 0
+    families: list[FamilyInfo] = field(default_factory=list)
+    oversized: list[OversizedLabels] = field(default_factory=list)
 
     @property
     def samples(self) -> int:
@@ -83,27 +120,72 @@ def decompress(body: bytes, limit: int) -> bytes:
         raise InvalidArgument(f"the body is not valid snappy block data ({exc})") from None
 
 
-def decode(data: bytes) -> WriteColumns:
-    """A serialized WriteRequest as columns; InvalidArgument when it is not one."""
+def decode(data: bytes, limits: DecodeLimits | None = None) -> WriteColumns:
+    """A serialized WriteRequest as columns; InvalidArgument when it is not one or holds more than
+    `limits` allow (a request's memory is then bounded by a small multiple of its size)."""
+    limits = limits or DecodeLimits()
     try:
+        # Each time series stays one bytes field inside the parser's arena until it is counted.
         message = wire.PromWriteRequestSeriesBytes.FromString(data)
     except DecodeError:
         raise InvalidArgument("the body is not a remote-write WriteRequest (protobuf could not parse it)") from None
-    metadata = _metadata(message.metadata)
-    pieces: list[bytes] = list(message.timeseries)
-    if not pieces:
+    metadata, families = _metadata(message.metadata)
+    count = len(message.timeseries)
+    if count > limits.max_series:
+        raise PayloadTooLarge(
+            f"the request holds {count} time series; the limit is {limits.max_series} per request "
+            "(INFRAWATCH_MAX_SERIES_PER_BATCH; lower queue_config.max_samples_per_send in prometheus.yml)"
+        )
+    if not count:
         nothing = np.zeros(0, dtype=np.int64)
-        return WriteColumns([], nothing, nothing, np.zeros(0, dtype=np.float64), metadata)
-    scanned = _scan(pieces)
+        return WriteColumns([], nothing, nothing, np.zeros(0, dtype=np.float64), metadata, families=families)
+    pieces: list[bytes] = list(message.timeseries)
+    del message
+    scanned = _scan(pieces, limits.max_samples)
     if scanned is None:
+        if len(data) > limits.max_standard_parse_bytes:
+            raise InvalidArgument(
+                "the request's time series are not laid out as Prometheus writes them (labels, then samples) "
+                f"and it is over {limits.max_standard_parse_bytes} bytes; send smaller requests"
+            )
         scanned = _standard(data)
+    if scanned.samples > limits.max_samples:
+        raise PayloadTooLarge(
+            f"the request holds more than {limits.max_samples} samples; the limit is {limits.max_samples} "
+            "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
+        )
     scanned.metadata = metadata
-    return scanned
+    scanned.families = families
+    return _without_oversized_labels(scanned)
 
 
-def _scan(pieces: list[bytes]) -> WriteColumns | None:
+def _without_oversized_labels(columns: WriteColumns) -> WriteColumns:
+    """The columns without the series whose labels could never be stored (each is reported as
+    rejected); their labels are never parsed."""
+    lengths = np.fromiter(map(len, columns.keys), dtype=np.int64, count=len(columns.keys))
+    too_long = lengths > MAX_LABEL_SET_BYTES
+    if not too_long.any():
+        return columns
+    counts = columns.sample_counts
+    keep = np.repeat(~too_long, counts)
+    rows = np.flatnonzero(~too_long).tolist()
+    return WriteColumns(
+        [columns.keys[i] for i in rows],
+        counts[~too_long],
+        columns.timestamps[keep],
+        columns.values[keep],
+        columns.metadata,
+        columns.exemplars,
+        columns.histograms,
+        columns.families,
+        [OversizedLabels(int(i), int(counts[i]), int(lengths[i])) for i in np.flatnonzero(too_long)],
+    )
+
+
+def _scan(pieces: list[bytes], max_samples: int) -> WriteColumns | None:
     """Every time series' fields, found by stepping through all series at once; None when a series
-    is malformed or its labels do not come first (then the standard parser decides)."""
+    is malformed or its labels do not come first (then the standard parser decides). Past
+    `max_samples` sample fields it stops with PayloadTooLarge, before decoding any of them."""
     count = len(pieces)
     lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=count)
     ends = np.cumsum(lengths)
@@ -115,7 +197,7 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
     sample_rows: list[np.ndarray] = []
     sample_at: list[np.ndarray] = []
     sample_size: list[np.ndarray] = []
-    exemplars = histograms = 0
+    exemplars = histograms = found_samples = 0
     position = _skip_short_labels(buffer, starts.copy(), ends)
     if position is None:
         return None
@@ -139,6 +221,12 @@ def _scan(pieces: list[bytes]) -> WriteColumns | None:
         samples = fields == _SAMPLES
         if samples.any():
             rows = active[samples]
+            found_samples += len(rows)
+            if found_samples > max_samples:
+                raise PayloadTooLarge(
+                    f"the request holds more than {max_samples} samples; the limit is {max_samples} "
+                    "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
+                )
             in_samples[rows] = True
             sample_rows.append(rows)
             sample_at.append(data_at[samples])
@@ -233,18 +321,31 @@ _FAMILY_SERIES = {
         ("_sum", MetricType.COUNTER),
         ("_count", MetricType.COUNTER),
     ),
+    wire.PromMetricMetadata.GAUGEHISTOGRAM: (
+        ("_bucket", MetricType.GAUGE),
+        ("_gsum", MetricType.GAUGE),
+        ("_gcount", MetricType.GAUGE),
+    ),
     wire.PromMetricMetadata.SUMMARY: (("_sum", MetricType.COUNTER), ("_count", MetricType.COUNTER)),
 }
 """A metric family's type as the types of the series names it stands for (histograms and summaries
 are stored as their counter series; a summary's quantiles keep no type)."""
 
 
-def _metadata(items: list[wire.PromMetricMetadata]) -> list[MetricInfo | InvalidMetadata]:
+def _metadata(items: list[wire.PromMetricMetadata]) -> tuple[list[MetricInfo | InvalidMetadata], list[FamilyInfo]]:
+    """The per-name types the families imply, and the families as declared (the last declaration
+    of a family in the request wins)."""
     declared: list[MetricInfo | InvalidMetadata] = []
+    families: dict[str, FamilyInfo] = {}
     for item in items:
-        for suffix, kind in _FAMILY_SERIES.get(item.type, ()):
-            declared.append(MetricInfo(item.metric_family_name + suffix, kind, item.unit, item.help))
-    return declared
+        name = item.metric_family_name
+        if not name or len(name) > MAX_LABEL_NAME or len(item.help) > MAX_HELP or len(item.unit) > MAX_UNIT:
+            continue  # descriptive only: what cannot be kept is left out, no sample depends on it
+        kind = PROM_FAMILY_TYPES[item.type] if 0 <= item.type < len(PROM_FAMILY_TYPES) else "unknown"
+        families[name] = FamilyInfo(name, kind, item.unit, item.help)
+        for suffix, series_type in _FAMILY_SERIES.get(item.type, ()):
+            declared.append(MetricInfo(name + suffix, series_type, item.unit, item.help))
+    return declared, list(families.values())
 
 
 class RemoteWriteSession:
@@ -320,8 +421,19 @@ class RemoteWriteReceiver:
 
     def prepare(self, writer_id: str, hostname: str, columns: WriteColumns) -> PreparedBatch:
         """Check the request and build its chunks (on an ingest thread); the commit comes next."""
+        if columns.families:
+            self._ingestor.catalog.describe_families(columns.families)
         session = self._session(writer_id, hostname)
-        return session.stream.prepare(session.batch(columns))
+        prepared = session.stream.prepare(session.batch(columns))
+        for series in columns.oversized:
+            prepared.result.reject(
+                series.index,
+                Reason.INVALID_LABELS,
+                series.samples,
+                f"a time series' labels are {series.label_bytes} bytes; no storable label set is over "
+                f"{MAX_LABEL_SET_BYTES} bytes ({MAX_LABELS} labels, values of {MAX_LABEL_VALUE} characters)",
+            )
+        return prepared
 
 
 def rejections_summary(prepared: PreparedBatch) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from agent.logs import event
 from services.common.selectors import Matcher, MatchType, label_set_matches
-from services.metrics.domain import METRIC_NAME, LabelSet, MetricInfo, MetricType, Series
+from services.metrics.domain import METRIC_NAME, FamilyInfo, LabelSet, MetricInfo, MetricType, Series
 from services.metrics.storage.ports import SeriesStore
 
 _log = logging.getLogger("infrawatch.metrics.catalog")
@@ -58,6 +58,8 @@ class SeriesCatalog:
         self._postings: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._per_agent: Counter[str] = Counter()
         self._infos: dict[str, MetricInfo] = {}
+        self._families: dict[str, FamilyInfo] = {}
+        self._refused_declarations = 0
         self._max_id = 0
         self._refreshed_at = 0.0
 
@@ -82,11 +84,14 @@ class SeriesCatalog:
             return
         loaded = self._store.load_series(max(0, self._max_id - REFRESH_OVERLAP_IDS))
         infos = self._store.load_metric_infos()
+        families = self._store.load_families()
         with self._lock:
             for series in loaded:
                 self._index(series)
             for info in infos:
                 self._infos[info.name] = info
+            for family in families:
+                self._families[family.name] = family
 
     def series_id(self, labels: LabelSet) -> int | None:
         return self._by_labels.get(labels)
@@ -111,14 +116,20 @@ class SeriesCatalog:
         """Record metadata for a name; returns what is kept.
 
         The first type a name gets wins, and the types of protected names (the InfraWatch agent's
-        own metrics) cannot be taken over at all. Unit and help, once set, are not rewritten by a
-        later sender either: a missing unit or help may be filled in, a different one is refused.
-        Every refusal is logged and kept in `conflicts` for operators (ListMetricNames)."""
+        own metrics) cannot be taken over at all. A name first seen without metadata has no type
+        yet (UNSPECIFIED): the first real declaration sets it, so samples that arrive before their
+        metadata (Prometheus sends metadata once a minute) cannot lock the real type out. Unit and
+        help, once set, are not rewritten by a later sender either: a missing unit or help may be
+        filled in, a different one is refused. Every refusal is logged and kept in `conflicts` for
+        operators (ListMetricNames); whether the sender's samples are refused too is ingest's rule,
+        not this one's."""
         with self._lock:
             protected = self._protected.get(info.name)
             known = protected or self._infos.get(info.name)
+            if known is not None and known.type is MetricType.UNSPECIFIED and protected is None:
+                known = MetricInfo(info.name, MetricType(info.type), known.unit, known.help)
             if known is None:
-                stored = MetricInfo(info.name, MetricType(info.type or MetricType.GAUGE), info.unit, info.help)
+                stored = MetricInfo(info.name, MetricType(info.type), info.unit, info.help)
             elif not (
                 info.type in (MetricType.UNSPECIFIED, known.type)
                 and info.unit in ("", known.unit, *([info.unit] if not known.unit else []))
@@ -135,7 +146,41 @@ class SeriesCatalog:
                 self._infos[info.name] = stored
             return stored
 
+    def describe_families(self, families: Sequence[FamilyInfo]) -> None:
+        """Record families' metadata as a Prometheus sender declares it. Descriptive, as in
+        Prometheus: the latest declaration of a family is what `families` shows; only changes are
+        written."""
+        with self._lock:
+            changed = [family for family in families if self._families.get(family.name) != family]
+        if not changed:
+            return
+        self._store.save_families(changed)
+        with self._lock:
+            for family in changed:
+                self._families[family.name] = family
+
+    def families(self) -> list[FamilyInfo]:
+        """Every family's metadata: what remote writers declared, and the other names' types
+        (InfraWatch agents' metrics, names declared over gRPC) as families of their own."""
+        with self._lock:
+            found = dict(self._families)
+            covered = {
+                family.name + suffix
+                for family in found.values()
+                for suffix in ("", "_bucket", "_sum", "_count", "_total", "_created", "_info")
+            }
+            for name, info in self._infos.items():
+                kept = self._protected.get(name, info)
+                if name not in covered and kept.type is not MetricType.UNSPECIFIED:
+                    found[name] = FamilyInfo(name, kept.type.name.lower(), kept.unit, kept.help)
+            return sorted(found.values(), key=lambda family: family.name)
+
+    def refused_declarations(self) -> int:
+        """Declarations refused since start (telemetry: infrawatch_metadata_refused_declarations)."""
+        return self._refused_declarations
+
     def _record_conflict(self, kept: MetricInfo, refused: MetricInfo, agent_id: str) -> None:
+        self._refused_declarations += 1
         previous = self._conflicts.get(refused.name)
         times = previous.times + 1 if previous is not None else 1
         self._conflicts[refused.name] = MetadataConflict(kept, refused, agent_id, times)
@@ -161,6 +206,7 @@ class SeriesCatalog:
         limit: int,
         total_limit: int | None = None,
         limit_setting: str = "INFRAWATCH_MAX_SERIES_PER_AGENT",
+        by_writer: bool = False,
     ) -> dict[LabelSet, int | str]:
         """Ids for label sets new to the catalog, created on behalf of `agent_id`; a string
         explains a label set refused by the per-agent cardinality limit (`limit`) or by the limit
@@ -198,13 +244,13 @@ class SeriesCatalog:
             return result
         for name in new_names:
             # Never overwrites: a name declared meanwhile keeps its metadata; a protected name
-            # enters with its own; a new one is a gauge until declared otherwise.
+            # enters with its own; a new one has no type until it is declared.
             self.declare(MetricInfo(name, MetricType.UNSPECIFIED), agent_id)
-        created = self._store.create_series([(labels, agent_id) for labels in accepted], self._now_ms())
+        created = self._store.create_series([(labels, agent_id) for labels in accepted], self._now_ms(), by_writer)
         with self._lock:
-            for labels, series_id in created.items():
-                self._index(Series(series_id, labels, agent_id))
-                result[labels] = series_id
+            for labels, made in created.items():
+                self._index(made)
+                result[labels] = made.series_id
         return result
 
     def label_values(self, name: str) -> list[str]:

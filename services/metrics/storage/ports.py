@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
+from services.metrics.domain import Aggregation, FamilyInfo, LabelSet, MetricInfo, Series
 from services.metrics.query.aggregate import Samples
 from services.metrics.storage.chunks import ChunkColumns
 
@@ -30,8 +30,12 @@ class SeriesStore(Protocol):
         """Series with an id greater than `after_id`, in id order."""
         ...
 
-    def create_series(self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int) -> dict[LabelSet, int]:
-        """Ids of the label sets, creating the missing ones; safe to call concurrently."""
+    def create_series(
+        self, wanted: Sequence[tuple[LabelSet, str]], now_ms: int, by_writer: bool = False
+    ) -> dict[LabelSet, Series]:
+        """The series of the label sets, creating the missing ones (owned by the agent or, `by_writer`,
+        the remote-write credential named beside each); one another process created first comes back
+        with its own owner. Safe to call concurrently."""
         ...
 
     def watermark(self) -> tuple[int, int, int]:
@@ -41,7 +45,14 @@ class SeriesStore(Protocol):
     def load_metric_infos(self) -> list[MetricInfo]: ...
 
     def save_metric_info(self, info: MetricInfo) -> None:
-        """Insert, or update unit and help; the first type a name gets is kept."""
+        """Insert, or update unit and help; the first type a name gets is kept (UNSPECIFIED, a name
+        seen before any metadata, is not a type: a later declaration replaces it)."""
+        ...
+
+    def load_families(self) -> list[FamilyInfo]: ...
+
+    def save_families(self, families: Sequence[FamilyInfo]) -> None:
+        """Insert or replace each family's metadata: the latest declaration is what is shown."""
         ...
 
 

@@ -21,6 +21,15 @@ metric_names = Table(
     Column("help", String(1024), nullable=False),
 )
 
+metric_families = Table(
+    "metric_families",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("help", String(1024), nullable=False),
+)
+
 series = Table(
     "series",
     metadata,
@@ -30,4 +39,5 @@ series = Table(
     Column("labels", Text, nullable=False),
     Column("agent_id", String(36), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    Column("written_by", SmallInteger, nullable=False, server_default="0"),
 )

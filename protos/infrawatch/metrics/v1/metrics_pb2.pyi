@@ -31,6 +31,7 @@ class RejectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECTION_REASON_TOO_OLD: _ClassVar[RejectionReason]
     REJECTION_REASON_OUT_OF_ORDER: _ClassVar[RejectionReason]
     REJECTION_REASON_INVALID_METADATA: _ClassVar[RejectionReason]
+    REJECTION_REASON_FOREIGN_SERIES: _ClassVar[RejectionReason]
 
 class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +58,7 @@ REJECTION_REASON_TOO_FAR_IN_FUTURE: RejectionReason
 REJECTION_REASON_TOO_OLD: RejectionReason
 REJECTION_REASON_OUT_OF_ORDER: RejectionReason
 REJECTION_REASON_INVALID_METADATA: RejectionReason
+REJECTION_REASON_FOREIGN_SERIES: RejectionReason
 AGGREGATION_NONE: Aggregation
 AGGREGATION_AVG: Aggregation
 AGGREGATION_MIN: Aggregation
