@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
 from services.common.errors import InvalidArgument
 from services.common.selectors import Matcher, MatchType
-from services.metrics.domain import IngestLimits, MetricType
+from services.metrics.domain import MAX_LABEL_SET_BYTES, IngestLimits, MetricType
 from services.metrics.ingest.stream import Ingestor
-from services.metrics.prom.remote_write import PayloadTooLarge, RemoteWriteReceiver, decode, decompress
+from services.metrics.prom.remote_write import DecodeLimits, PayloadTooLarge, RemoteWriteReceiver, decode, decompress
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.watch import WatchHub
 from tests.unit.fakes import FakeClock, FakeSampleStore, FakeSeriesStore
@@ -205,3 +205,139 @@ def test_a_sender_with_churning_series_gets_a_fresh_session_instead_of_growing_f
         receiver.prepare("w", "", decode(request(({"__name__": "up", "pod": str(pod)}, [(NOW - 1000, 1.0)]))))
     assert receiver._session("w", "") is not first
     assert receiver._session("w", "").label_sets <= 4
+
+
+COUNTER = wire.PromMetricMetadata.COUNTER
+GAUGE = wire.PromMetricMetadata.GAUGE
+
+
+def family(name: str, kind: int, help_text: str = "") -> wire.PromMetricMetadata:
+    return wire.PromMetricMetadata(type=kind, metric_family_name=name, help=help_text)
+
+
+def test_a_counter_sent_before_its_metadata_takes_the_declared_type_and_no_sample_is_refused(receiver):
+    receiver, _, catalog = receiver
+    cpu = {"__name__": "node_cpu_seconds_total", "cpu": "0", "mode": "idle"}
+    before = write(receiver, request((cpu, [(NOW - 3000, 1.0)])))  # Prometheus' first sends: no metadata yet
+    write(receiver, request(metadata=[family("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent.")]))
+    after = write(receiver, request((cpu, [(NOW - 2000, 2.0)])))
+    assert (before.accepted, after.accepted, after.rejected) == (1, 1, 0)
+    assert catalog.metric_info("node_cpu_seconds_total").type is MetricType.COUNTER
+    assert [(f.name, f.type, f.help) for f in catalog.families()] == [
+        ("node_cpu_seconds_total", "counter", "Seconds the CPUs spent.")
+    ]
+
+
+def test_writers_that_disagree_about_a_type_are_recorded_and_all_their_samples_stored(receiver):
+    receiver, _, catalog = receiver
+    first = write(
+        receiver, request(({"__name__": "jobs", "a": "1"}, [(NOW - 1000, 1.0)]), metadata=[family("jobs", GAUGE)])
+    )
+    other = receiver.prepare(
+        "writer-2",
+        "",
+        decode(request(({"__name__": "jobs", "a": "2"}, [(NOW - 1000, 1.0)]), metadata=[family("jobs", COUNTER)])),
+    )
+    assert (first.accepted, other.result.accepted, other.result.rejected) == (1, 1, 0)
+    (conflict,) = catalog.conflicts()
+    assert (conflict.kept.type, conflict.refused.type, conflict.agent_id) == (
+        MetricType.GAUGE,
+        MetricType.COUNTER,
+        "writer-2",
+    )
+    assert catalog.refused_declarations() == 1
+    assert [(f.name, f.type) for f in catalog.families()] == [("jobs", "counter")]  # descriptive: the latest
+
+
+def test_a_histogram_is_one_family_of_type_histogram(receiver):
+    receiver, _, catalog = receiver
+    buckets = [({"__name__": "lat_seconds_bucket", "le": le}, [(NOW - 1000, 1.0)]) for le in ("0.1", "+Inf")]
+    result = write(
+        receiver, request(*buckets, metadata=[family("lat_seconds", wire.PromMetricMetadata.HISTOGRAM, "Latency.")])
+    )
+    assert result.accepted == 2
+    assert [(f.name, f.type) for f in catalog.families()] == [("lat_seconds", "histogram")]
+    assert catalog.metric_info("lat_seconds_count").type is MetricType.COUNTER
+
+
+def test_metadata_that_cannot_be_kept_is_left_out_and_the_samples_stored(receiver):
+    receiver, _, catalog = receiver
+    too_long = family("big", GAUGE, "h" * 5000)
+    result = write(
+        receiver, request(({"__name__": "big"}, [(NOW - 1000, 1.0)]), metadata=[too_long, family("", COUNTER)])
+    )
+    assert (result.accepted, result.rejected) == (1, 0)
+    assert catalog.families() == []
+
+
+@pytest.fixture
+def shared():
+    """An ingestor with an agent's stream and two remote-write credentials' receivers on one catalog."""
+    clock = FakeClock()
+    catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
+    store = FakeSampleStore()
+    ingestor = Ingestor(catalog, store, WatchHub(), IngestLimits(), clock)
+    return ingestor, RemoteWriteReceiver(ingestor)
+
+
+def test_a_remote_writer_cannot_write_into_an_agents_series(shared):
+    ingestor, receiver = shared
+    agent = ingestor.open_stream("agent-web-1", "web-1")
+    cpu = (("__name__", "cpu_usage_percent"), ("host", "web-1"))
+    assert agent.ingest(_agent_batch(cpu, NOW - 2000, 10.0)).accepted == 1
+    forged = receiver.prepare("writer-1", "", decode(request((dict(cpu), [(NOW + 540_000, 99.0)]))))
+    assert forged.result.accepted == 0
+    (rejection,) = forged.result.rejections
+    assert rejection.reason.name == "FOREIGN_SERIES" and "agent-web-1" in rejection.message
+    assert agent.ingest(_agent_batch(cpu, NOW - 1000, 11.0)).accepted == 1  # not blacked out
+
+
+def test_an_agent_cannot_write_into_a_series_a_remote_writer_created_but_writers_share_theirs(shared):
+    ingestor, receiver = shared
+    up = {"__name__": "up", "host": "web-2"}
+    assert receiver.prepare("writer-1", "", decode(request((up, [(NOW - 3000, 1.0)])))).result.accepted == 1
+    rotated = receiver.prepare("writer-2", "", decode(request((up, [(NOW - 2000, 1.0)]))))
+    assert rotated.result.accepted == 1  # a rotated credential keeps writing what the old one wrote
+    refused = ingestor.open_stream("agent-web-2", "web-2").ingest(_agent_batch(tuple(sorted(up.items())), NOW, 1.0))
+    assert refused.rejections[0].reason.name == "FOREIGN_SERIES"
+    assert "remote-write credential" in refused.rejections[0].message
+
+
+def _agent_batch(labels, t: int, value: float):
+    from infrawatch.metrics.v1 import metrics_pb2 as pb
+    from services.metrics.ingest.columns import read_batch
+
+    message = pb.MetricBatch(
+        sequence=1,
+        series=[
+            pb.SeriesSamples(labels=[pb.Label(name=n, value=v) for n, v in labels], timestamps_ms=[t], values=[value])
+        ],
+    )
+    return read_batch(message.SerializeToString())
+
+
+def test_a_request_with_more_series_than_the_limit_is_refused_before_any_is_looked_at():
+    many = request(*(({"__name__": f"s{i}"}, [(NOW, 1.0)]) for i in range(11)))
+    with pytest.raises(PayloadTooLarge, match="holds 11 time series; the limit is 10"):
+        decode(many, DecodeLimits(max_series=10))
+
+
+def test_a_request_with_more_samples_than_the_limit_is_refused_by_the_scan():
+    dense = request(({"__name__": "a"}, [(NOW - i, 1.0) for i in range(6)]), ({"__name__": "b"}, [(NOW, 1.0)]))
+    with pytest.raises(PayloadTooLarge, match="more than 5 samples"):
+        decode(dense, DecodeLimits(max_samples=5))
+
+
+def test_a_series_with_labels_longer_than_any_storable_set_is_rejected_unparsed_and_the_rest_stored(receiver):
+    receiver, _, catalog = receiver
+    huge = {"__name__": "huge", "blob": "x" * (MAX_LABEL_SET_BYTES + 1)}
+    columns = decode(
+        request((huge, [(NOW - 1000, 1.0), (NOW - 500, 2.0)]), ({"__name__": "fine"}, [(NOW - 1000, 1.0)]))
+    )
+    assert [s.samples for s in columns.oversized] == [2] and len(columns.keys) == 1
+    result = receiver.prepare("writer-1", "", columns).result
+    assert (result.accepted, result.rejected) == (1, 2)
+    assert result.rejections[0].reason.name == "INVALID_LABELS" and "bytes" in result.rejections[0].message
+    assert [dict(s.labels)["__name__"] for s in catalog.select([Matcher("__name__", MatchType.NOT_EQUAL, "")])] == [
+        "fine"
+    ]
