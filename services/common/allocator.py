@@ -53,22 +53,27 @@ class MemoryReleaser:
     """Gives freed heap memory back to the system after work that used a lot of it (a large
     remote-write request): with the thresholds above, glibc would keep up to the trim threshold at
     the heap's top and every free page below it, so a burst of large requests left the process
-    hundreds of megabytes above its baseline. At most once per `every_s`; a no-op on another libc."""
+    hundreds of megabytes above its baseline. Large work marks a release as due; it is done at most
+    once per `every_s`, by the next caller of `release_if_due` after that. A no-op on another libc."""
 
     def __init__(self, every_s: float = 1.0, clock: Any = time.monotonic) -> None:
         self._every_s = every_s
         self._clock = clock
         self._last = -every_s
+        self._due = False
         self._lock = threading.Lock()
 
-    def after_large_work(self) -> bool:
-        libc = _libc()
-        if libc is None:
+    def note_large_work(self) -> None:
+        self._due = True
+
+    def release_if_due(self) -> bool:
+        if not self._due:
             return False
+        libc = _libc()
         with self._lock:
             now = self._clock()
-            if now - self._last < self._every_s:
+            if libc is None or now - self._last < self._every_s:
                 return False
-            self._last = now
+            self._last, self._due = now, False
         libc.malloc_trim(0)
         return True

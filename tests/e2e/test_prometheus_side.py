@@ -66,7 +66,7 @@ class Prometheus:
     def __init__(self, workdir: Path, config: str, data: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        (workdir / "prometheus.yml").write_text(config)
+        (workdir / "prometheus.yml").write_text(config.replace("PROMETHEUS_PORT", str(self.port)))
         self.log = workdir / "prometheus.log"
         self.process = subprocess.Popen(
             [

@@ -341,3 +341,19 @@ def test_a_series_with_labels_longer_than_any_storable_set_is_rejected_unparsed_
     assert [dict(s.labels)["__name__"] for s in catalog.select([Matcher("__name__", MatchType.NOT_EQUAL, "")])] == [
         "fine"
     ]
+
+
+def test_a_series_of_many_samples_is_read_whole_by_the_standard_parser():
+    backfill = request(
+        ({"__name__": "a"}, [(NOW - i, float(i)) for i in range(300, 0, -1)]), ({"__name__": "b"}, [(NOW, 1.0)])
+    )
+    columns = decode(backfill)
+    assert columns.sample_counts.tolist() == [300, 1]
+    assert columns.timestamps.tolist() == [NOW - i for i in range(300, 0, -1)] + [NOW]
+
+
+def test_a_large_request_of_series_with_many_samples_is_refused_instead_of_stepped_through():
+    empty_samples = b"\x0a\x06\x0a\x04\x0a\x01a\x00" + b"\x12\x00" * 200  # labels first, 200 empty samples
+    data = b"\x0a" + bytes([0x80 | (len(empty_samples) & 0x7F), len(empty_samples) >> 7]) + empty_samples
+    with pytest.raises(PayloadTooLarge, match="not laid out as Prometheus writes them"):
+        decode(data, DecodeLimits(max_standard_parse_bytes=100))

@@ -169,7 +169,8 @@ def build_prom_app(side: PromSide) -> Starlette:
             refusal = exc.with_traceback(None)
         del data
         if large:
-            releaser.after_large_work()
+            releaser.note_large_work()
+        releaser.release_if_due()
         if refusal is not None:
             raise refusal
         if columns.exemplars:

@@ -53,6 +53,12 @@ _VALUE_TAG, _TIMESTAMP_TAG = 0x09, 0x10
 _LABEL_TAG = 0x0A  # field 1, length-delimited
 
 
+MAX_SCAN_STEPS = 128
+"""The scan steps through all series at once, one field per step: past this many steps (a series
+with more than ~128 samples, which Prometheus does not send) the request goes to the standard
+parser instead, which is bounded by size."""
+
+
 class PayloadTooLarge(InvalidArgument):
     """The request, once decompressed, would exceed the receiver's limit."""
 
@@ -144,11 +150,12 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> WriteColumns:
     scanned = _scan(pieces, limits.max_samples)
     if scanned is None:
         if len(data) > limits.max_standard_parse_bytes:
-            raise InvalidArgument(
-                "the request's time series are not laid out as Prometheus writes them (labels, then samples) "
-                f"and it is over {limits.max_standard_parse_bytes} bytes; send smaller requests"
+            raise PayloadTooLarge(
+                f"the request is {len(data)} bytes and its time series are not laid out as Prometheus writes "
+                f"them (labels first, at most {MAX_SCAN_STEPS} samples each); such requests are taken up to "
+                f"{limits.max_standard_parse_bytes} bytes: send smaller ones"
             )
-        scanned = _standard(data)
+        scanned = _standard(data, limits.max_samples)
     if scanned.samples > limits.max_samples:
         raise PayloadTooLarge(
             f"the request holds more than {limits.max_samples} samples; the limit is {limits.max_samples} "
@@ -197,7 +204,7 @@ def _scan(pieces: list[bytes], max_samples: int) -> WriteColumns | None:
     sample_rows: list[np.ndarray] = []
     sample_at: list[np.ndarray] = []
     sample_size: list[np.ndarray] = []
-    exemplars = histograms = found_samples = 0
+    exemplars = histograms = found_samples = steps = 0
     position = _skip_short_labels(buffer, starts.copy(), ends)
     if position is None:
         return None
@@ -235,6 +242,9 @@ def _scan(pieces: list[bytes], max_samples: int) -> WriteColumns | None:
         histograms += int(np.count_nonzero(fields == _HISTOGRAMS))
         position[active] = following
         active = active[following < ends[active]]
+        steps += 1
+        if steps > MAX_SCAN_STEPS and len(active):
+            return None  # a series of many samples: the scan would step through them one by one
     keys = list(map(joined.__getitem__, map(slice, starts.tolist(), label_end.tolist())))
     if not sample_rows:
         nothing = np.zeros(0, dtype=np.int64)
@@ -285,11 +295,16 @@ def _samples(buffer: np.ndarray, at: np.ndarray, size: np.ndarray) -> tuple[np.n
     return np.where(has_timestamp, timestamps, 0), values
 
 
-def _standard(data: bytes) -> WriteColumns:
+def _standard(data: bytes, max_samples: int) -> WriteColumns:
     try:
         message = wire.PromWriteRequest.FromString(data)
     except DecodeError:
         raise InvalidArgument("the body is not a remote-write WriteRequest (protobuf could not parse it)") from None
+    if sum(len(series.samples) for series in message.timeseries) > max_samples:
+        raise PayloadTooLarge(
+            f"the request holds more than {max_samples} samples; the limit is {max_samples} "
+            "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
+        )
     keys: list[bytes] = []
     counts: list[int] = []
     times: list[int] = []
