@@ -21,7 +21,7 @@ from services.metrics.auth import AgentsClient, CachedAuthenticator
 from services.metrics.domain import IngestLimits, MetricInfo, MetricType
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
-from services.metrics.prom.http import PromSide
+from services.metrics.prom.http import PromSide, ServerStatus
 from services.metrics.prom.remote_write import DecodeLimits, RemoteWriteReceiver
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
@@ -148,6 +148,15 @@ def build_metrics_app(
         promql_max_samples=config.promql_max_samples,
         unreachable=unreachable_database_errors(),
         decode_limits=DecodeLimits(config.limits.max_series_per_batch, config.limits.max_samples_per_write),
+        status=ServerStatus(
+            {
+                # Prometheus' flag names, for the settings that mean the same here.
+                "query.lookback-delta": f"{config.lookback_ms // 1000}s",
+                "query.max-samples": str(config.promql_max_samples),
+                "storage.tsdb.retention.time": f"{config.limits.retention_ms // 1000}s",
+                "web.enable-remote-write-receiver": "true",
+            }
+        ),
     )
     return MetricsApp(
         servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry, prom

@@ -47,6 +47,7 @@ def platform_env(platform_env: dict[str, str]) -> dict[str, str]:
     return {**platform_env, "INFRAWATCH_AUTH_CACHE_TTL": "1s"}
 
 
+@pytest.mark.timeout(480)
 def test_a_default_prometheus_loses_nothing_over_minutes_of_metadata_sends_and_a_metrics_restart(
     gateway_process, metrics_process, platform_env, node_exporter: str, tmp_path: Path
 ):

@@ -164,6 +164,16 @@ class FakeSampleStore:
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
         return {i: self._of(i)[-1].end_ms for i in series_ids if self._of(i)}
 
+    def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
+        found = {}
+        for i in series_ids:
+            if chunks := self._of(i):
+                found[i] = (chunks[-1].end_ms, chunks[-1].last)
+        return found
+
+    def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
+        return {i for i in series_ids if any(c.start_ms <= end_ms and c.end_ms >= start_ms for c in self._of(i))}
+
     def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
         return {t for c in self._of(series_id) for t in c.timestamps() if start_ms <= t <= end_ms}
 

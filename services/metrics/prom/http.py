@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -89,6 +91,41 @@ def bearer(request: Request) -> str:
     return token_of(request.headers.get("authorization", ""))
 
 
+@dataclass(frozen=True)
+class ServerStatus:
+    """What the status endpoints say about this server: Prometheus' flag names for the settings
+    that mean the same, and when it started."""
+
+    flags: dict[str, str]
+    started_at: float = field(default_factory=time.time)
+
+    def config_yaml(self) -> str:
+        """There is no prometheus.yml: the equivalent settings, as YAML Grafana can show."""
+        return (
+            "# InfraWatch metrics service: configured by INFRAWATCH_* environment variables "
+            "(python -m services.metrics --help)\n"
+            "global:\n"
+            f"  query_lookback_delta: {self.flags.get('query.lookback-delta', '5m')}\n"
+            "remote_write_receiver: /api/v1/write\n"
+            f"storage_retention: {self.flags.get('storage.tsdb.retention.time', '')}\n"
+        )
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "startTime": datetime.fromtimestamp(self.started_at, tz=UTC).isoformat().replace("+00:00", "Z"),
+            "CWD": os.getcwd(),
+            "reloadConfigSuccess": True,
+            "lastConfigTime": datetime.fromtimestamp(self.started_at, tz=UTC).isoformat().replace("+00:00", "Z"),
+            "corruptionCount": 0,
+            "goroutineCount": threading.active_count(),
+            "GOMAXPROCS": os.cpu_count() or 1,
+            "GOMEMLIMIT": 0,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": self.flags.get("storage.tsdb.retention.time", ""),
+        }
+
+
 @dataclass
 class PromSide:
     receiver: RemoteWriteReceiver
@@ -104,6 +141,7 @@ class PromSide:
     promql_max_samples: int = 20_000_000
     unreachable: tuple[type[BaseException], ...] = ()
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
+    status: ServerStatus = field(default_factory=lambda: ServerStatus({}))
 
 
 class PromTelemetry:
@@ -199,10 +237,12 @@ def build_prom_app(side: PromSide) -> Starlette:
             return PlainTextResponse(rejections_summary(prepared) + "\n", status_code=400)
         return Response(status_code=204)
 
-    async def read(request: Request, work: Callable[..., Any], *args: Any) -> Response:
+    async def read_data(request: Request, work: Callable[..., T], *args: Any) -> T:
         side.credentials.require_reader(bearer(request))
-        data = await on(side.query_pool, work, *args)
-        return JSONResponse({"status": "success", "data": data})
+        return await on(side.query_pool, work, *args)
+
+    async def read(request: Request, work: Callable[..., Any], *args: Any) -> Response:
+        return JSONResponse({"status": "success", "data": await read_data(request, work, *args)})
 
     async def params(request: Request) -> dict[str, list[str]]:
         """GET query parameters and POSTed form fields together (clients use both)."""
@@ -241,21 +281,55 @@ def build_prom_app(side: PromSide) -> Starlette:
         matches = given.get("match[]") or []
         if not matches:
             raise errors.InvalidArgument("no match[] parameter provided")
-        return await read(request, engine().series, matches)
+        limit = _limit(given)
+        found = await read_data(request, engine().series, matches, _window(given))
+        return _listing([dict(labels) for labels in found], limit)
 
     async def labels(request: Request) -> Response:
         given = await params(request)
-        return await read(request, engine().label_names, given.get("match[]") or [])
+        limit = _limit(given)
+        found = await read_data(request, engine().label_names, given.get("match[]") or [], _window(given))
+        return _listing(found, limit)
 
     async def label_values(request: Request) -> Response:
         given = await params(request)
         name = request.path_params["name"]
-        return await read(request, engine().label_values, name, given.get("match[]") or [])
+        limit = _limit(given)
+        found = await read_data(request, engine().label_values, name, given.get("match[]") or [], _window(given))
+        return _listing(found, limit)
 
     async def metadata(request: Request) -> Response:
         given = await params(request)
-        metric = (given.get("metric") or [""])[0]
-        return await read(request, engine().metadata, metric)
+        metric = (given.get("metric") or [""])[-1]
+        per_metric = _limit(given, "limit_per_metric")
+        return await read(request, engine().metadata, metric, _limit(given), per_metric)
+
+    async def tsdb(request: Request) -> Response:
+        given = await params(request)
+        return await read(request, engine().tsdb_status, _limit(given) or 10)
+
+    async def targets(request: Request) -> Response:
+        return await read(request, engine().targets)
+
+    async def exemplars(request: Request) -> Response:
+        side.credentials.require_reader(bearer(request))
+        return JSONResponse({"status": "success", "data": []})  # exemplars are not stored
+
+    async def format_query(request: Request) -> Response:
+        given = await params(request)
+        return JSONResponse({"status": "success", "data": promql.format_query(_one(given, "query"))})
+
+    async def config(request: Request) -> Response:
+        side.credentials.require_reader(bearer(request))
+        return JSONResponse({"status": "success", "data": {"yaml": side.status.config_yaml()}})
+
+    async def flags(request: Request) -> Response:
+        side.credentials.require_reader(bearer(request))
+        return JSONResponse({"status": "success", "data": side.status.flags})
+
+    async def runtimeinfo(request: Request) -> Response:
+        side.credentials.require_reader(bearer(request))
+        return JSONResponse({"status": "success", "data": side.status.runtime_info()})
 
     async def buildinfo(request: Request) -> Response:
         return JSONResponse(
@@ -284,7 +358,14 @@ def build_prom_app(side: PromSide) -> Starlette:
         Route("/api/v1/labels", handler("labels", labels), methods=both),
         Route("/api/v1/label/{name}/values", handler("label_values", label_values), methods=["GET"]),
         Route("/api/v1/metadata", handler("metadata", metadata), methods=["GET"]),
+        Route("/api/v1/query_exemplars", handler("query_exemplars", exemplars), methods=both),
+        Route("/api/v1/format_query", handler("format_query", format_query), methods=both),
+        Route("/api/v1/targets", handler("targets", targets), methods=["GET"]),
         Route("/api/v1/status/buildinfo", handler("buildinfo", buildinfo), methods=["GET"]),
+        Route("/api/v1/status/config", handler("config", config), methods=["GET"]),
+        Route("/api/v1/status/flags", handler("flags", flags), methods=["GET"]),
+        Route("/api/v1/status/runtimeinfo", handler("runtimeinfo", runtimeinfo), methods=["GET"]),
+        Route("/api/v1/status/tsdb", handler("tsdb", tsdb), methods=["GET"]),
         Route("/-/ready", ready, methods=["GET"]),
         Route("/-/healthy", ready, methods=["GET"]),
     ]
@@ -313,6 +394,39 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     if size > limit:
         raise PayloadTooLarge(f"the request is more than {limit} bytes; the limit is {limit}")
     return b"".join(parts)
+
+
+def _listing(items: list[Any], limit: int) -> Response:
+    """A listing's answer; past `limit` cut short with Prometheus' warning."""
+    body: dict[str, Any] = {"status": "success", "data": items[:limit] if limit else items}
+    if limit and len(items) > limit:
+        body["warnings"] = [f"results truncated due to limit ({limit} of {len(items)})"]
+    return JSONResponse(body)
+
+
+def _limit(given: dict[str, list[str]], name: str = "limit") -> int:
+    """A `limit` parameter: 0 (or absent) means no limit, as in Prometheus."""
+    values = given.get(name)
+    if not values or not values[-1]:
+        return 0
+    try:
+        limit = int(values[-1])
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid parameter {name!r}: {values[-1][:40]!r} is not a number") from None
+    if limit < 0:
+        raise errors.InvalidArgument(f"invalid parameter {name!r}: limit must be non-negative")
+    return limit
+
+
+def _window(given: dict[str, list[str]]) -> promql.Window | None:
+    """The start/end of a listing, or None when neither is given (the whole index, as before)."""
+    if not given.get("start") and not given.get("end"):
+        return None
+    start = _time(given, "start", default=promql.ALL_TIME.start_ms / 1000)
+    end = _time(given, "end", default=promql.ALL_TIME.end_ms / 1000)
+    if end < start:
+        raise errors.InvalidArgument("invalid parameter 'end': end timestamp must not be before start time")
+    return promql.Window(round(start * 1000), round(end * 1000))
 
 
 def _one(given: dict[str, list[str]], name: str) -> str:

@@ -30,6 +30,17 @@ allocated earlier but committed later are not missed."""
 
 
 @dataclass(frozen=True)
+class Cardinality:
+    """Series counts by metric name and by label pair, distinct values and bytes by label name."""
+
+    series: int
+    series_by_metric: dict[str, int]
+    series_by_pair: dict[tuple[str, str], int]
+    values_by_label: dict[str, int]
+    bytes_by_label: dict[str, int]
+
+
+@dataclass(frozen=True)
 class MetadataConflict:
     """The newest refused declaration of a name, next to what was kept, and how often."""
 
@@ -257,6 +268,18 @@ class SeriesCatalog:
         """Every value `name` has on some series, sorted."""
         with self._lock:
             return sorted({value for (label, value), ids in self._postings.items() if label == name and ids})
+
+    def cardinality(self) -> Cardinality:
+        """Counted from the postings, one pass over the label pairs (not over the series)."""
+        with self._lock:
+            by_pair = {pair: len(ids) for pair, ids in self._postings.items() if ids}
+        by_metric = {value: count for (name, value), count in by_pair.items() if name == METRIC_NAME}
+        values: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for (name, value), count in by_pair.items():
+            values[name] += 1
+            sizes[name] += len(value.encode()) * count
+        return Cardinality(len(self._by_id), by_metric, by_pair, dict(values), dict(sizes))
 
     def label_names(self) -> list[str]:
         with self._lock:

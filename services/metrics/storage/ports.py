@@ -96,6 +96,12 @@ class Querier(Protocol):
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]: ...
 
+    def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
+        """The ids among these with a chunk overlapping [start_ms, end_ms]: which series have data in
+        a window, at chunk granularity (as Prometheus' index answers /api/v1/series), without
+        reading a sample."""
+        ...
+
 
 class Maintenance(Protocol):
     """What the background upkeep needs."""

@@ -122,6 +122,8 @@ WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}
 ORDER BY 1, 2
 """
 
+_WITH_SAMPLES = f"SELECT DISTINCT ch.series_id FROM chunks ch WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}"
+
 _RAW_INSIDE = """
 SELECT coalesce(sum(n), 0) FROM chunks
 WHERE series_id = ANY(%(ids)s) AND start_ms >= %(from)s AND end_ms <= %(end)s
@@ -276,6 +278,14 @@ class PostgresSampleStore:
                     raise TooManyPoints(inside)
         _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
         return engine.Samples(series, series, times, values).within(start_ms, end_ms)
+
+    def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
+        if not series_ids:
+            return set()
+        params = {"ids": sorted(set(series_ids)), "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        with pooled_read_cursor(self._engine) as cursor:
+            cursor.execute(_WITH_SAMPLES, params)
+            return {int(row[0]) for row in cursor.fetchall()}
 
     def aggregate(
         self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation

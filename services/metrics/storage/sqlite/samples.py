@@ -199,6 +199,11 @@ class SqliteSampleStore:
         )
         return engine.query_aggregate(summaries, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
 
+    def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
+        params = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        sql = f"SELECT DISTINCT series_id FROM chunks WHERE series_id IN (ids) AND {_IN_RANGE}"
+        return {int(row[0]) for row in self._select(sorted(set(series_ids)), sql, params)}
+
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         latest: dict[int, tuple[int, float]] = {}
         with self._cursor() as cursor:
