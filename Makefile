@@ -60,13 +60,17 @@ bench-alerts: install
 	$(PY) -m bench.alerts --rules $(RULES) --series $(SERIES) --queries $(QUERIES) --backend $(BACKEND)
 
 ## Prometheus remote-write into the metrics service: SERIES_RW series per round, requests of BATCH
-## samples on SHARDS connections (SERIES_RW=100000 ROUNDS=10 BATCH=2000 SHARDS=16 BACKEND=postgres).
+## samples on SHARDS connections, PER_SERIES samples of each series per request
+## (SERIES_RW=100000 ROUNDS=10 BATCH=2000 SHARDS=16 PER_SERIES=1 BACKEND=postgres; PER_SERIES=10 is
+## the batched shape).
 SERIES_RW ?= 100000
 ROUNDS ?= 10
 BATCH ?= 2000
 SHARDS ?= 16
+PER_SERIES ?= 1
 bench-remote-write: install
-	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) --backend $(BACKEND)
+	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) \
+		--samples-per-series $(PER_SERIES) --backend $(BACKEND)
 
 ## The console benchmark in Debian's Chromium: fleet page render, a host's 24 h chart data, live point delay.
 CONSOLE_AGENTS ?= 1000

@@ -59,16 +59,25 @@ def label_sets(count: int) -> list[list[wire.PromLabel]]:
     return sets
 
 
-def bodies(sets: list[list[wire.PromLabel]], round_ms: int, batch: int, rng: random.Random) -> list[bytes]:
-    """One scrape round as compressed WriteRequests of `batch` time series each."""
+def bodies(
+    sets: list[list[wire.PromLabel]], round_ms: int, batch: int, rng: random.Random, per_series: int = 1
+) -> list[bytes]:
+    """One round as compressed WriteRequests of `batch` samples each: `per_series` consecutive
+    scrapes of every series (1 is what Prometheus sends while it keeps up; more when it catches up
+    or batches, as vmagent does)."""
     out = []
-    for start in range(0, len(sets), batch):
+    series_per_request = max(1, batch // per_series)
+    for start in range(0, len(sets), series_per_request):
         request = wire.PromWriteRequest(
             timeseries=[
                 wire.PromTimeSeries(
-                    labels=labels, samples=[wire.PromSample(value=float(rng.randint(0, 10**6)), timestamp=round_ms)]
+                    labels=labels,
+                    samples=[
+                        wire.PromSample(value=float(rng.randint(0, 10**6)), timestamp=round_ms + i * SCRAPE_INTERVAL_MS)
+                        for i in range(per_series)
+                    ],
                 )
-                for labels in sets[start : start + batch]
+                for labels in sets[start : start + series_per_request]
             ]
         )
         out.append(bytes(cramjam.snappy.compress_raw(request.SerializeToString())))
@@ -130,7 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.remote_write", description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=100_000, help="series per scrape round")
     parser.add_argument("--rounds", type=int, default=10, help="steady scrape rounds timed after the first")
-    parser.add_argument("--batch", type=int, default=2000, help="time series (samples) per request")
+    parser.add_argument("--batch", type=int, default=2000, help="samples per request")
+    parser.add_argument(
+        "--samples-per-series",
+        type=int,
+        default=1,
+        help="consecutive samples of each series in a request (1: Prometheus keeping up; 10: the batched shape)",
+    )
     parser.add_argument(
         "--shards", type=int, default=16, help="concurrent connections (Prometheus scales shards up to 200 under load)"
     )
@@ -147,9 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         rng = random.Random(1)
         sets = label_sets(args.series)
-        first_ms = int(time.time() * 1000) - (args.rounds + 2) * SCRAPE_INTERVAL_MS
-        log(f"building {args.rounds + 1} rounds of {args.series} samples in requests of {args.batch}")
-        rounds = [bodies(sets, first_ms + r * SCRAPE_INTERVAL_MS, args.batch, rng) for r in range(args.rounds + 1)]
+        per = args.samples_per_series
+        round_span = per * SCRAPE_INTERVAL_MS
+        first_ms = int(time.time() * 1000) - (args.rounds + 2) * round_span
+        log(f"building {args.rounds + 1} rounds of {args.series} x {per} samples in requests of {args.batch}")
+        rounds = [bodies(sets, first_ms + r * round_span, args.batch, rng, per) for r in range(args.rounds + 1)]
         sender = Sender(f"127.0.0.1:{platform.env['INFRAWATCH_PROM_PORT']}", created.token, args.shards)
         server = psutil.Process(platform.metrics.process.pid)
 
@@ -161,24 +178,25 @@ def main(argv: list[str] | None = None) -> None:
         log(f"{args.rounds} steady rounds")
         steady_s = sum(sender.send(round_bodies) for round_bodies in rounds[1:])
         cpu_after, pg_after = server.cpu_times(), postgres_cpu_s()
-        steady_samples = args.rounds * args.series
+        steady_samples = args.rounds * args.series * per
         server_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         report(
             {
                 "backend": args.backend,
                 "series": args.series,
                 "samples_per_request": args.batch,
+                "samples_per_series": per,
                 "shards": args.shards,
                 "steady_samples": steady_samples,
                 "steady_samples_per_second": round(steady_samples / steady_s),
-                "first_round_samples_per_second": round(args.series / first_s),
+                "first_round_samples_per_second": round(args.series * per / first_s),
                 "request_p50_ms": round(percentile(sender.latencies, 0.5) * 1000, 2),
                 "request_p99_ms": round(percentile(sender.latencies, 0.99) * 1000, 2),
                 "first_round_request_p99_ms": round(percentile(first_latencies, 0.99) * 1000, 2),
                 "errors": len(sender.errors),
                 "first_errors": sender.errors[:3],
                 "service_accepted_samples": accepted_samples(platform.env["INFRAWATCH_METRICS_TELEMETRY_PORT"]),
-                "samples_sent": (args.rounds + 1) * args.series,
+                "samples_sent": (args.rounds + 1) * args.series * per,
                 "server_cpu_us_per_sample": round(server_cpu / steady_samples * 1e6, 2),
                 "postgres_cpu_us_per_sample": round((pg_after - pg_before) / steady_samples * 1e6, 2),
             },
