@@ -74,6 +74,25 @@ def test_the_columns_say_what_protobuf_says_for_any_request(series):
     assert same_bits(columns.values.tolist(), found)  # bit for bit: -0.0 and every NaN payload too
 
 
+current_times = st.integers(min_value=2**41, max_value=2**42 - 1)  # one varint width: the fast path
+uniform_series = st.tuples(
+    st.dictionaries(st.sampled_from(["__name__", "job"]), st.text(max_size=300), min_size=1, max_size=2),
+    st.lists(st.tuples(current_times, values), max_size=40),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(uniform_series, max_size=8))
+def test_series_of_same_sized_samples_say_what_protobuf_says_too(series):
+    data = request(*series)
+    keys, counts, stamps, found = standard_reading(data)
+    columns = decode(data)
+    assert columns.keys == keys
+    assert columns.sample_counts.tolist() == counts
+    assert columns.timestamps.tolist() == stamps
+    assert same_bits(columns.values.tolist(), found)
+
+
 def test_a_series_whose_labels_follow_its_samples_is_read_by_the_standard_parser():
     labels = wire.PromLabelsOnly(labels=[wire.PromLabel(name="__name__", value="up")]).SerializeToString()
     sample = wire.PromTimeSeries(samples=[wire.PromSample(timestamp=5, value=1.0)]).SerializeToString()
@@ -343,7 +362,7 @@ def test_a_series_with_labels_longer_than_any_storable_set_is_rejected_unparsed_
     ]
 
 
-def test_a_series_of_many_samples_is_read_whole_by_the_standard_parser():
+def test_series_of_many_samples_of_one_size_are_read_without_stepping_and_others_by_the_standard_parser():
     backfill = request(
         ({"__name__": "a"}, [(NOW - i, float(i)) for i in range(300, 0, -1)]), ({"__name__": "b"}, [(NOW, 1.0)])
     )
@@ -353,7 +372,8 @@ def test_a_series_of_many_samples_is_read_whole_by_the_standard_parser():
 
 
 def test_a_large_request_of_series_with_many_samples_is_refused_instead_of_stepped_through():
-    empty_samples = b"\x0a\x06\x0a\x04\x0a\x01a\x00" + b"\x12\x00" * 200  # labels first, 200 empty samples
-    data = b"\x0a" + bytes([0x80 | (len(empty_samples) & 0x7F), len(empty_samples) >> 7]) + empty_samples
+    # Labels first, then 200 samples of two sizes (an empty one, one with only a timestamp).
+    mixed = b"\x0a\x06\x0a\x04\x0a\x01a\x00" + b"\x12\x00\x12\x02\x10\x05" * 100
+    data = b"\x0a" + bytes([0x80 | (len(mixed) & 0x7F), len(mixed) >> 7]) + mixed
     with pytest.raises(PayloadTooLarge, match="not laid out as Prometheus writes them"):
         decode(data, DecodeLimits(max_standard_parse_bytes=100))
