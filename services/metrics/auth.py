@@ -93,6 +93,18 @@ class CachedAuthenticator:
         self._lookups: dict[str, threading.Lock] = {}
         self.agents_unreachable_since: float | None = None
 
+    def cached(self, token: str) -> AgentIdentity | None:
+        """The identity of `token` when it was verified within the TTL, else None; never blocks
+        (an event loop can call it and go to a thread only for the call to the agents service)."""
+        if not token:
+            return None
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached.fresh_until > self._clock():
+                return cached.identity
+        return None
+
     def identify(self, token: str) -> AgentIdentity:
         """The agent owning `token`; raises Unauthenticated (or Unavailable) otherwise.
 

@@ -72,6 +72,23 @@ def test_a_revoked_token_stops_working_once_its_ttl_has_passed():
         cache.identify("iwa_token")
 
 
+def test_a_cached_identity_is_answered_without_a_call_only_within_the_ttl():
+    calls = []
+
+    def authenticate(token: str) -> AgentIdentity:
+        calls.append(token)
+        return AgentIdentity("writer-1", "")
+
+    clock = FakeClock()
+    cache = CachedAuthenticator(authenticate, ttl_s=5, clock=clock)
+    assert cache.cached("iwr_token") is None and calls == []  # never verified: no answer, no call
+    cache.identify("iwr_token")
+    clock.now += 4
+    assert cache.cached("iwr_token") == AgentIdentity("writer-1", "") and calls == ["iwr_token"]
+    clock.now += 2
+    assert cache.cached("iwr_token") is None and cache.cached("") is None
+
+
 def test_while_the_agents_service_is_down_recently_verified_agents_keep_streaming_and_new_ones_wait():
     from services.common.errors import Unavailable
 

@@ -315,3 +315,16 @@ def test_one_senders_unit_and_help_are_not_rewritten_by_another(ingestor, clock)
     )
     assert ingestor.catalog.metric_info("queue_depth") == first
     assert ingestor.catalog.conflicts()[0].agent_id == "b"
+
+
+def test_ref_ids_answer_the_same_for_dense_and_sparse_refs_after_any_changes():
+    from services.metrics.ingest.stream import RefIds
+
+    ids = RefIds()
+    for ref in (1, 2, 3, 2**40, -5):
+        ids[ref] = ref * 10
+    ids.pop(2)
+    assert ids.many([1, 2, 3]).tolist() == [10, -1, 30]  # dense: the array
+    assert ids.many([3, 2**40, -5, 7]).tolist() == [30, 2**40 * 10, -50, -1]  # sparse: the dict
+    ids.clear()
+    assert ids.many([1, 3]).tolist() == [-1, -1] and ids.get(2**40) == -1

@@ -121,6 +121,46 @@ class HighWaterMarks:
         np.maximum.at(self._marks, series_ids, newest)
 
 
+class RefIds:
+    """Series ids by the refs a stream defined: a dict, mirrored in an array for refs numbered
+    densely from 1 (as agents and remote-write sessions number them), so a steady batch's ids are
+    one array lookup instead of a dict lookup per series."""
+
+    DENSE_LIMIT = 1 << 22
+
+    def __init__(self) -> None:
+        self._by_ref: dict[int, int] = {}
+        self._table = np.full(0, -1, dtype=np.int64)
+
+    def get(self, ref: int, default: int = -1) -> int:
+        return self._by_ref.get(ref, default)
+
+    def __setitem__(self, ref: int, series_id: int) -> None:
+        self._by_ref[ref] = series_id
+        if 0 <= ref < self.DENSE_LIMIT:
+            if ref >= len(self._table):
+                grown = np.full(min(self.DENSE_LIMIT, max(ref + 1, 2 * len(self._table), 1024)), -1, dtype=np.int64)
+                grown[: len(self._table)] = self._table
+                self._table = grown
+            self._table[ref] = series_id
+
+    def pop(self, ref: int) -> None:
+        self._by_ref.pop(ref, None)
+        if 0 <= ref < len(self._table):
+            self._table[ref] = -1
+
+    def clear(self) -> None:
+        self._by_ref.clear()
+        self._table[:] = -1
+
+    def many(self, refs: Sequence[int]) -> np.ndarray:
+        """The ids of `refs`, -1 where a ref has none."""
+        wanted = np.asarray(refs, dtype=np.int64)
+        if len(wanted) and wanted.min() >= 0 and wanted.max() < len(self._table):
+            return self._table[wanted]
+        return np.fromiter((self._by_ref.get(ref, -1) for ref in refs), dtype=np.int64, count=len(refs))
+
+
 class Ingestor:
     """Process-wide ingest state shared by all streams."""
 
@@ -185,7 +225,7 @@ class IngestStream:
         self._refs: dict[int, LabelSet] = {}
         self._declared: dict[str, MetricType] = {}
         self._invalid_metadata: dict[str, str] = {}
-        self._ids_by_ref: dict[int, int] = {}
+        self._ids_by_ref = RefIds()
         self._ids_by_labels: dict[LabelSet, int] = {}
         self._verified: set[int] = set()
 
@@ -344,8 +384,7 @@ class IngestStream:
         canonicals: dict[int, LabelSet] = {}
         if not any(batch.labels):
             # Steady state: refs only, each resolved earlier on this stream.
-            lookup = self._ids_by_ref.get
-            ids[:] = np.fromiter((lookup(ref, -1) for ref in batch.refs), dtype=np.int64, count=count)
+            ids[:] = self._ids_by_ref.many(batch.refs)
         else:
             for index, (labels, ref) in enumerate(zip(batch.labels, batch.refs, strict=True)):
                 if labels:
@@ -353,7 +392,7 @@ class IngestStream:
                     found = self._ids_by_labels.get(canon, -1)
                     if ref:
                         self._refs[ref] = canon
-                        self._ids_by_ref.pop(ref, None)
+                        self._ids_by_ref.pop(ref)
                         if found >= 0:
                             self._ids_by_ref[ref] = found
                     ids[index] = found

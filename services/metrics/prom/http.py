@@ -228,7 +228,7 @@ def build_prom_app(side: PromSide) -> Starlette:
         declared = int(request.headers.get("content-length") or 0)
         if declared > 2 * side.max_request_bytes:  # hopeless: not even read (see _bounded_body)
             raise PayloadTooLarge(f"the request is {declared} bytes; the limit is {side.max_request_bytes}")
-        identity = await on(side.ingest_pool, side.authenticator.identify, token)
+        identity = side.authenticator.cached(token) or await on(side.ingest_pool, side.authenticator.identify, token)
         body = await _bounded_body(request, side.max_request_bytes)
         prepared = await on(side.ingest_pool, prepare, identity, body)
         await side.committer.future(prepared)

@@ -100,6 +100,7 @@ class WriteColumns:
     histograms: int = 0
     families: list[FamilyInfo] = field(default_factory=list)
     oversized: list[OversizedLabels] = field(default_factory=list)
+    key_lengths: np.ndarray | None = None  # int64 per series, when the decoder knows them
 
     @property
     def samples(self) -> int:
@@ -170,7 +171,9 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> WriteColumns:
 def _without_oversized_labels(columns: WriteColumns) -> WriteColumns:
     """The columns without the series whose labels could never be stored (each is reported as
     rejected); their labels are never parsed."""
-    lengths = np.fromiter(map(len, columns.keys), dtype=np.int64, count=len(columns.keys))
+    lengths = columns.key_lengths
+    if lengths is None:
+        lengths = np.fromiter(map(len, columns.keys), dtype=np.int64, count=len(columns.keys))
     too_long = lengths > MAX_LABEL_SET_BYTES
     if not too_long.any():
         return columns
@@ -263,7 +266,9 @@ def _scan(pieces: list[bytes], max_samples: int) -> WriteColumns | None:
         return None
     timestamps, values = decoded
     counts = np.bincount(rows, minlength=count).astype(np.int64)
-    return WriteColumns(keys, counts, timestamps, values, [], exemplars, histograms)
+    columns = WriteColumns(keys, counts, timestamps, values, [], exemplars, histograms)
+    columns.key_lengths = label_end - starts
+    return columns
 
 
 def _uniform_samples(
