@@ -159,13 +159,17 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> WriteColumns:
             )
         scanned = _standard(data, limits.max_samples)
     if scanned.samples > limits.max_samples:
-        raise PayloadTooLarge(
-            f"the request holds more than {limits.max_samples} samples; the limit is {limits.max_samples} "
-            "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
-        )
+        raise _too_many_samples(limits.max_samples)
     scanned.metadata = metadata
     scanned.families = families
     return _without_oversized_labels(scanned)
+
+
+def _too_many_samples(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request holds more than {limit} samples; the limit is {limit} per request "
+        "(INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
+    )
 
 
 def _without_oversized_labels(columns: WriteColumns) -> WriteColumns:
@@ -240,10 +244,7 @@ def _scan(pieces: list[bytes], max_samples: int) -> WriteColumns | None:
             rows = active[samples]
             found_samples += len(rows)
             if found_samples > max_samples:
-                raise PayloadTooLarge(
-                    f"the request holds more than {max_samples} samples; the limit is {max_samples} "
-                    "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
-                )
+                raise _too_many_samples(max_samples)
             in_samples[rows] = True
             sample_rows.append(rows)
             sample_at.append(data_at[samples])
@@ -291,10 +292,7 @@ def _uniform_samples(
     counts = region[chosen] // element[chosen]
     total = int(counts.sum())
     if total > max_samples:
-        raise PayloadTooLarge(
-            f"the request holds more than {max_samples} samples; the limit is {max_samples} "
-            "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
-        )
+        raise _too_many_samples(max_samples)
     sizes = np.repeat(size[chosen], counts)
     firsts = index_ranges(np.zeros(len(chosen), dtype=np.int64), counts) * (sizes + 2) + np.repeat(
         position[chosen], counts
@@ -352,10 +350,7 @@ def _standard(data: bytes, max_samples: int) -> WriteColumns:
     except DecodeError:
         raise InvalidArgument("the body is not a remote-write WriteRequest (protobuf could not parse it)") from None
     if sum(len(series.samples) for series in message.timeseries) > max_samples:
-        raise PayloadTooLarge(
-            f"the request holds more than {max_samples} samples; the limit is {max_samples} "
-            "per request (INFRAWATCH_MAX_SAMPLES_PER_WRITE)"
-        )
+        raise _too_many_samples(max_samples)
     keys: list[bytes] = []
     counts: list[int] = []
     times: list[int] = []
