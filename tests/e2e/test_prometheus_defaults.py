@@ -31,6 +31,7 @@ from tests.e2e.test_prometheus_side import (
     keyed,
     post,
     query,
+    remote_write,
 )
 
 SCRAPE_S = 15  # Prometheus' default scrape_interval, written out so the test says what it relies on
@@ -241,3 +242,37 @@ def test_hostile_remote_write_bodies_are_refused_within_a_memory_bound_and_the_m
     assert status == 204
     after = rss_bytes(pid)
     assert after - baseline < RSS_AFTER_BOUND, f"{after >> 20} MiB after, baseline {baseline >> 20} MiB"
+
+
+def test_the_endpoints_grafana_calls_answer_as_prometheus_does(gateway_process, metrics_process, platform_env):
+    api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
+    token = create_credential(gateway_process[1], "grafana-endpoints")
+    now = int(time.time())
+    old = (("__name__", "node_load1"), ("instance", "old:9100"), ("job", "node"))
+    new = (("__name__", "node_load1"), ("instance", "new:9100"), ("job", "node"))
+    remote_write(api, token, {old: [(now - 7200, 1.0)], new: [(now - 60, 2.0)]})
+
+    def data(path: str, **params: str):
+        answer = query(api, path, **params)
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    recent = {"start": str(now - 600), "end": str(now)}
+    assert [s["instance"] for s in data("series", **{"match[]": "node_load1"}, **recent)] == ["new:9100"]
+    assert data("series", **{"match[]": "node_load1", "start": str(now - 86400), "end": str(now - 80000)}) == []
+    assert data("label/instance/values", **recent) == ["new:9100"]
+    assert len(data("label/instance/values")) >= 2  # no window: the whole index
+    assert "instance" in data("labels", **recent)
+    limited = query(api, "series", **{"match[]": "node_load1", "limit": "1"})
+    assert len(limited["data"]) == 1 and "truncated" in limited["warnings"][0]
+    assert data("query_exemplars", query="node_load1", start=str(now - 600), end=str(now)) == []
+    assert data("format_query", query="sum(rate(x[5m]))by(job)") == "sum by (job) (rate(x[5m]))"
+    assert "yaml" in data("status/config")
+    assert data("status/flags")["query.lookback-delta"] == "300s"
+    assert data("status/runtimeinfo")["storageRetention"]
+    tsdb = data("status/tsdb")
+    assert tsdb["headStats"]["numSeries"] >= 2
+    assert {"name": "node_load1", "value": 2} in tsdb["seriesCountByMetricName"]
+    assert data("targets")["activeTargets"] == []  # no agent scrapes anything here
+    bad = post(f"{api}/api/v1/series?match[]=up&limit=-1", b"", {})
+    assert bad[0] == 400 and "limit" in bad[1]
