@@ -221,6 +221,8 @@ def main() -> int:
     env = {
         "INFRAWATCH_MAINTENANCE_EVERY": "1h",
         "INFRAWATCH_MAX_SERIES_PER_AGENT": str(max(args.series, 1000)),
+        # The idle streams are held by one token (bench/idle.py), where a fleet has one per agent.
+        "INFRAWATCH_MAX_STREAMS_PER_AGENT": str(max(args.idle_streams + 16, 16)),
         **dict(item.split("=", 1) for item in args.env),
     }
     with running_platform(args.backend, args.postgres_url, env) as platform:

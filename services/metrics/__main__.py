@@ -48,6 +48,9 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         auth_grace_s=settings.auth_grace,
         downstream_timeout_s=settings.downstream_timeout,
         max_streams=settings.max_streams,
+        max_streams_per_agent=settings.max_streams_per_agent,
+        max_watch_streams=settings.max_watch_streams,
+        max_watch_streams_per_caller=settings.max_watch_streams_per_caller,
         ingest_workers=settings.ingest_workers,
         query_workers=settings.query_workers,
         credentials=Credentials(

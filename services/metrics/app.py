@@ -43,6 +43,9 @@ class MetricsConfig:
     auth_grace_s: float = 900.0
     downstream_timeout_s: float = 5.0
     max_streams: int = 10_000
+    max_streams_per_agent: int = 16
+    max_watch_streams: int = 1_000
+    max_watch_streams_per_caller: int = 50
     ingest_workers: int = 4
     query_workers: int = 4
     catalog_refresh_s: float = 1.0
@@ -102,7 +105,15 @@ def build_metrics_app(
     )
     ingest_pool = ThreadPoolExecutor(config.ingest_workers, thread_name_prefix="ingest")
     query_pool = ThreadPoolExecutor(config.query_workers, thread_name_prefix="query")
-    slots = StreamSlots(config.max_streams)
+    slots = StreamSlots(
+        config.max_streams, config.max_streams_per_agent, "INFRAWATCH_MAX_STREAMS", "INFRAWATCH_MAX_STREAMS_PER_AGENT"
+    )
+    watch_slots = StreamSlots(
+        config.max_watch_streams,
+        config.max_watch_streams_per_caller,
+        "INFRAWATCH_MAX_WATCH_STREAMS",
+        "INFRAWATCH_MAX_WATCH_STREAMS_PER_CALLER",
+    )
     committer = GroupCommitter(samples)
     committer.start()
     queries = QueryContext(catalog, samples, now_ms, config.max_query_points)
@@ -115,13 +126,13 @@ def build_metrics_app(
         ingest_pool=ingest_pool,
         query_pool=query_pool,
         slots=slots,
+        watch_slots=watch_slots,
         committer=committer,
         credentials=config.credentials,
         telemetry=telemetry,
     )
-    telemetry.gauge(
-        "infrawatch_ingest_open_streams", "StreamMetrics and WatchMetrics calls open now.", lambda: slots.open
-    )
+    telemetry.gauge("infrawatch_ingest_open_streams", "StreamMetrics calls open now.", lambda: slots.open)
+    telemetry.gauge("infrawatch_watch_open_streams", "WatchMetrics calls open now.", lambda: watch_slots.open)
     telemetry.gauge("infrawatch_watch_subscribers", "WatchMetrics subscribers now.", hub.subscriber_count)
     telemetry.gauge("infrawatch_series", "Series known to this process's catalog.", catalog.series_count)
     telemetry.gauge(

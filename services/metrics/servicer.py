@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -93,12 +94,25 @@ def _points(updates: Sequence[Update]) -> list[pb.SeriesPoints]:
 
 
 class StreamSlots:
-    """A cap on concurrently open streams: past it a new stream is refused at once with
-    RESOURCE_EXHAUSTED, rather than queued where nobody can see it."""
+    """A cap on concurrently open streams of one kind, in total and per caller: past either a new
+    stream is refused at once with RESOURCE_EXHAUSTED naming the setting, rather than queued where
+    nobody can see it. Ingest and watch streams have caps of their own, so watchers (reads may be
+    anonymous) can never take the slots agents need, and a per-caller cap keeps one credential (or
+    one anonymous address) from taking every slot of its kind."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        per_caller: int | None = None,
+        setting: str = "INFRAWATCH_MAX_STREAMS",
+        per_caller_setting: str = "",
+    ) -> None:
         self.limit = limit
+        self.per_caller = per_caller if per_caller is not None else limit
+        self._setting = setting
+        self._per_caller_setting = per_caller_setting
         self._open = 0
+        self._by_caller: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -106,19 +120,42 @@ class StreamSlots:
         return self._open
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, caller: str | None = "") -> Iterator[None]:
+        """A slot for the stream's life; `caller` None is counted in the total only (the gateway,
+        which relays every operator's watch under the service token)."""
+        key = caller if caller is not None else ""
         with self._lock:
             if self._open >= self.limit:
                 raise ResourceExhausted(
-                    f"this metrics service already holds {self.limit} open streams (INFRAWATCH_MAX_STREAMS); "
+                    f"this metrics service already holds {self.limit} open streams of this kind ({self._setting}); "
                     "retry with backoff, or add a metrics replica"
                 )
+            held = self._by_caller.get(key, 0)
+            if caller is not None and held >= self.per_caller:
+                raise ResourceExhausted(
+                    f"this caller already holds {held} open streams of this kind; the limit is {self.per_caller} "
+                    f"per caller ({self._per_caller_setting})"
+                )
             self._open += 1
+            self._by_caller[key] = held + 1
         try:
             yield
         finally:
             with self._lock:
                 self._open -= 1
+                left = self._by_caller[key] - 1
+                if left:
+                    self._by_caller[key] = left
+                else:
+                    del self._by_caller[key]
+
+
+def watch_caller(token: str, peer: str) -> str:
+    """Who a watcher is, for its per-caller cap: its credential, or (anonymous) its address."""
+    if token:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    host = peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+    return "anonymous:" + host
 
 
 class MetricsServicer:
@@ -133,6 +170,7 @@ class MetricsServicer:
         ingest_pool: Executor,
         query_pool: Executor,
         slots: StreamSlots,
+        watch_slots: StreamSlots | None = None,
         committer: GroupCommitter,
         credentials: Credentials,
         telemetry: MetricsTelemetry,
@@ -145,6 +183,7 @@ class MetricsServicer:
         self._ingest_pool = ingest_pool
         self._query_pool = query_pool
         self._slots = slots
+        self._watch_slots = watch_slots or slots
         self._committer = committer
         self._credentials = credentials
         self._telemetry = telemetry
@@ -184,8 +223,8 @@ class MetricsServicer:
         batch commits the next is already read and checked (at most PIPELINE_DEPTH in flight per
         stream); acks go out in order, each as soon as its batch has committed."""
         token = bearer_token(context)
-        with self._slots.hold():
-            identity = await self._on(self._ingest_pool, self._auth.identify, token)
+        identity = await self._on(self._ingest_pool, self._auth.identify, token)
+        with self._slots.hold(identity.agent_id):
             stream = self._ingestor.open_stream(identity.agent_id, identity.hostname)
             in_flight: asyncio.Queue[asyncio.Future[pb.BatchAck] | None] = asyncio.Queue(PIPELINE_DEPTH - 1)
 
@@ -270,9 +309,11 @@ class MetricsServicer:
     async def WatchMetrics(
         self, request: pb.WatchMetricsRequest, context: Any
     ) -> AsyncIterator[pb.WatchMetricsResponse]:
-        self._credentials.require_reader(bearer_token(context))
+        token = bearer_token(context)
+        self._credentials.require_reader(token)
         matchers = _matchers(request.selector)
-        with self._slots.hold():
+        caller = None if self._credentials.is_service(token) else watch_caller(token, context.peer() or "")
+        with self._watch_slots.hold(caller):
             subscription = self._hub.subscribe(matchers, asyncio.get_running_loop())
             try:
                 await context.send_initial_metadata(())

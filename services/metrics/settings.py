@@ -115,7 +115,26 @@ METRICS_VARS: tuple[Var, ...] = (
     Var(
         "INFRAWATCH_MAX_STREAMS",
         "10000",
-        "Open StreamMetrics and WatchMetrics calls one process holds; more are refused (RESOURCE_EXHAUSTED).",
+        "Open StreamMetrics calls one process holds; more are refused (RESOURCE_EXHAUSTED).",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_MAX_STREAMS_PER_AGENT",
+        "16",
+        "Open StreamMetrics calls one agent credential may hold (an agent needs one; a few while it reconnects).",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_MAX_WATCH_STREAMS",
+        "1000",
+        "Open WatchMetrics calls one process holds, apart from the ingest streams so watchers never take an "
+        "agent's slot.",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_MAX_WATCH_STREAMS_PER_CALLER",
+        "50",
+        "Open WatchMetrics calls one credential, or one address without a credential, may hold.",
         positive_int,
     ),
     Var(
@@ -176,6 +195,9 @@ class MetricsSettings(TlsSettings):
     max_query_points: int
     query_parallelism: int
     max_streams: int
+    max_streams_per_agent: int
+    max_watch_streams: int
+    max_watch_streams_per_caller: int
     ingest_workers: int
     query_workers: int
     auth_cache_ttl: float

@@ -15,13 +15,17 @@ from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.clock import wall_clock_ms
 from services.metrics.app import MetricsConfig
 from services.metrics.domain import IngestLimits
-from tests.integration.conftest import CREDENTIALS, ENROLL, running_metrics
+from tests.integration.conftest import AS_SERVICE, CREDENTIALS, ENROLL, running_metrics
 
 STREAMS = 100
 """More than the 64 worker threads the synchronous server had: each of those held a thread."""
 
 FLEET_CONFIG = MetricsConfig(
-    credentials=CREDENTIALS, limits=IngestLimits(max_series_per_agent=10_000), catalog_refresh_s=0
+    credentials=CREDENTIALS,
+    limits=IngestLimits(max_series_per_agent=10_000),
+    catalog_refresh_s=0,
+    max_streams_per_agent=STREAMS + 1,  # one token stands for the fleet here
+    max_watch_streams_per_caller=STREAMS + 1,
 )
 
 
@@ -98,28 +102,52 @@ def test_idle_watchers_do_not_block_health_queries_or_ingest(metrics_engine, age
         asyncio.run(scenario(harness.address))
 
 
-def test_streams_beyond_the_cap_are_refused_with_resource_exhausted(metrics_engine, agents_address, agent_token):
-    metadata = (("authorization", f"Bearer {agent_token}"),)
-    config = MetricsConfig(credentials=CREDENTIALS, max_streams=2, catalog_refresh_s=0)
+def test_watchers_cannot_take_the_slots_agents_need_and_each_kind_of_stream_is_capped_per_caller(
+    metrics_engine, agents_address, agent_token
+):
+    agent = (("authorization", f"Bearer {agent_token}"),)
+    config = MetricsConfig(
+        credentials=CREDENTIALS,
+        max_streams=2,
+        max_streams_per_agent=1,
+        max_watch_streams=3,
+        max_watch_streams_per_caller=2,
+        catalog_refresh_s=0,
+    )
+
+    async def refused(call) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await asyncio.wait_for(call.read(), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return raised.value.details()
 
     async def scenario(address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = metrics_pb2_grpc.MetricsServiceStub(channel)
             request = pb.WatchMetricsRequest(selector=pb.Selector(selector="anything"))
-            held = [stub.WatchMetrics(request) for _ in range(2)]
-            await asyncio.gather(*(w.initial_metadata() for w in held))
-            refused = stub.StreamMetrics(metadata=metadata)
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await asyncio.wait_for(refused.read(), timeout=5)
-            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "INFRAWATCH_MAX_STREAMS" in raised.value.details()
-            held[0].cancel()
-            await asyncio.sleep(0.2)
-            again = stub.StreamMetrics(metadata=metadata)
-            await again.write(pb.MetricBatch(sequence=1, series=[labelled("capped", "c", [wall_clock_ms()], [1.0])]))
+            anonymous = [stub.WatchMetrics(request) for _ in range(2)]
+            await asyncio.gather(*(w.initial_metadata() for w in anonymous))
+            assert "INFRAWATCH_MAX_WATCH_STREAMS_PER_CALLER" in await refused(stub.WatchMetrics(request))
+            operator = (("authorization", f"Bearer {CREDENTIALS.operator_token}"),)
+            as_operator = stub.WatchMetrics(request, metadata=operator)  # another caller: the last slot
+            await as_operator.initial_metadata()
+            # The total holds for everyone, the gateway's relay (service token) included.
+            assert "(INFRAWATCH_MAX_WATCH_STREAMS)" in await refused(stub.WatchMetrics(request, metadata=AS_SERVICE))
+
+            # Every watch slot is taken; agents stream all the same, one stream per agent here.
+            ingest = stub.StreamMetrics(metadata=agent)
+            await ingest.write(pb.MetricBatch(sequence=1, series=[labelled("capped", "c", [wall_clock_ms()], [1.0])]))
+            assert (await asyncio.wait_for(ingest.read(), timeout=5)).samples_accepted == 1
+            assert "INFRAWATCH_MAX_STREAMS_PER_AGENT" in await refused(stub.StreamMetrics(metadata=agent))
+            await ingest.done_writing()
+            await ingest.wait_for_connection()
+            await asyncio.wait_for(ingest.read(), timeout=5)  # the server ended it: its slot is free
+            again = stub.StreamMetrics(metadata=agent)
+            await again.write(pb.MetricBatch(sequence=2, series=[labelled("capped", "c", [wall_clock_ms()], [2.0])]))
             assert (await asyncio.wait_for(again.read(), timeout=5)).samples_accepted == 1
             await again.done_writing()
-            held[1].cancel()
+            for watcher in [*anonymous, as_operator]:
+                watcher.cancel()
 
     with running_metrics(metrics_engine, agents_address, config) as harness:
         asyncio.run(scenario(harness.address))

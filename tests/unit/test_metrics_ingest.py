@@ -328,3 +328,29 @@ def test_ref_ids_answer_the_same_for_dense_and_sparse_refs_after_any_changes():
     assert ids.many([3, 2**40, -5, 7]).tolist() == [30, 2**40 * 10, -50, -1]  # sparse: the dict
     ids.clear()
     assert ids.many([1, 3]).tolist() == [-1, -1] and ids.get(2**40) == -1
+
+
+def test_stream_slots_cap_the_total_and_each_caller_and_free_on_exit():
+    from services.common.errors import ResourceExhausted
+    from services.metrics.servicer import StreamSlots, watch_caller
+
+    slots = StreamSlots(3, 2, "TOTAL_SETTING", "PER_CALLER_SETTING")
+    with slots.hold("a"), slots.hold("a"):
+        with pytest.raises(ResourceExhausted, match="PER_CALLER_SETTING"), slots.hold("a"):
+            pass
+        with slots.hold("b"), pytest.raises(ResourceExhausted, match="TOTAL_SETTING"), slots.hold("c"):
+            pass
+    assert slots.open == 0
+    with slots.hold("a"), slots.hold("a"):
+        assert slots.open == 2
+    gateway = [slots.hold(None) for _ in range(4)]  # the gateway: held to the total only
+    for held in gateway[:3]:
+        held.__enter__()
+    with pytest.raises(ResourceExhausted, match="TOTAL_SETTING"):
+        gateway[3].__enter__()
+    for held in gateway[:3]:
+        held.__exit__(None, None, None)
+    assert slots.open == 0
+    assert watch_caller("", "ipv4:10.1.2.3:5555") == watch_caller("", "ipv4:10.1.2.3:6666")
+    assert watch_caller("", "ipv6:[::1]:5555") == "anonymous:ipv6:[::1]"
+    assert watch_caller("tok", "ipv4:10.1.2.3:5555").startswith("token:")
