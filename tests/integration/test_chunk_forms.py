@@ -178,3 +178,22 @@ def test_a_chunk_that_cannot_be_decoded_is_data_loss_naming_it(
         metrics_stub.QueryRange(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.DATA_LOSS
     assert "cannot be read" in refused.value.details() and "series" in refused.value.details()
+
+
+def test_a_chunk_written_twice_in_a_race_leaves_the_others_of_its_write_stored(metrics_engine):
+    """Two streams of one host sending one batch at once can both pass the duplicate filter; the
+    second write must store what is new beside it, not fail the whole group commit."""
+    from services.metrics.storage.chunks import ChunkColumns, make_chunks
+    from services.metrics.storage.series_sql import SqlSeriesStore
+
+    store = PostgresSampleStore(metrics_engine) if is_postgres(metrics_engine) else SqliteSampleStore(metrics_engine)
+    made = SqlSeriesStore(metrics_engine).create_series([((("__name__", "race"), ("n", n)), "agent") for n in "ab"], 0)
+    first, second = (made[(("__name__", "race"), ("n", n))].series_id for n in "ab")
+    now = wall_clock_ms()
+    original = ChunkColumns.from_chunks(make_chunks(first, [now - 2000, now - 1000], [1.0, 2.0]))
+    store.append(original)
+    raced = ChunkColumns.concat([original, ChunkColumns.from_chunks(make_chunks(second, [now - 1000], [5.0]))])
+    store.append(raced)  # the duplicate of `original` beside a new chunk of another series
+    found = store.raw([first, second], now - 10_000, now)
+    assert found[first] == ([now - 2000, now - 1000], [1.0, 2.0])
+    assert found[second] == ([now - 1000], [5.0])

@@ -244,7 +244,9 @@ class PostgresSampleStore:
             # A chunk with the same (series, start) exists: a re-send that raced past the
             # duplicate filter (two streams of one agent at once). Insert only what is new.
             with self._cursor(commit=True) as cursor:
-                cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks) ON COMMIT DROP")
+                # INCLUDING DEFAULTS: the stream names CHUNK_COLUMNS only, and `codec` (NOT NULL) takes
+                # its default; without it every racing re-send failed the whole group commit.
+                cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks INCLUDING DEFAULTS) ON COMMIT DROP")
                 cursor.copy_expert(COPY_SQL.format(table="incoming"), io.BytesIO(payload), size=COPY_READ_BYTES)
                 cursor.execute(
                     f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM incoming ON CONFLICT DO NOTHING"
