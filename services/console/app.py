@@ -361,8 +361,11 @@ async def login(console: Console, request: Request) -> Response:
 
 
 async def logout(console: Console, request: Request) -> Response:
-    if _same_origin(request):
-        console.sessions.close(request.cookies.get(COOKIE))
+    # Like every state change, only from this console's own script: a cross-site logout used to
+    # clear the cookie and leave the session (and its token) alive on the server.
+    if not _same_origin(request):
+        return JSONResponse({"error": "refused: not a request from this console"}, status_code=403)
+    console.sessions.close(request.cookies.get(COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -188,6 +188,18 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         row = page.locator('#alerts tr[data-rule="ConsoleCanSeeMe"]').first
         row.locator("button").click()
         sync_api.expect(row).to_contain_text("silenced", timeout=15_000)
+
+        # After a login, `next` leads only to this console: paths a browser reads as another host
+        # (a backslash is a slash, a tab is dropped) lead home instead.
+        for foreign in ("/%5Cevil.example/", "/%09/evil.example/", "https://evil.example/"):
+            page.goto(f"{guarded_url}/login?next={foreign}")
+            page.fill('input[name="token"]', env["INFRAWATCH_OPERATOR_TOKEN"])
+            page.click('button[type="submit"]')
+            page.wait_for_url(guarded_url + "/", timeout=10_000)
+        page.goto(f"{guarded_url}/login?next=/alerts%3Frange%3D1h")
+        page.fill('input[name="token"]', env["INFRAWATCH_OPERATOR_TOKEN"])
+        page.click('button[type="submit"]')
+        page.wait_for_url(guarded_url + "/alerts?range=1h", timeout=10_000)
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -34,3 +34,24 @@ def test_state_changes_need_the_consoles_header_and_a_same_origin_fetch():
     assert _same_origin(_Request({"x-infrawatch-console": "1", "sec-fetch-site": "same-origin"}))  # type: ignore[arg-type]
     assert not _same_origin(_Request({"sec-fetch-site": "same-origin"}))  # type: ignore[arg-type]
     assert not _same_origin(_Request({"x-infrawatch-console": "1", "sec-fetch-site": "cross-site"}))  # type: ignore[arg-type]
+
+
+def test_a_cross_site_logout_is_refused_and_changes_nothing_while_the_consoles_own_ends_the_session():
+    import asyncio
+    from types import SimpleNamespace
+
+    from services.console.app import COOKIE, logout
+
+    sessions = Sessions(ttl_s=60)
+    session = sessions.open("operator-secret")
+    console = SimpleNamespace(sessions=sessions)
+
+    def request(headers: dict[str, str]) -> SimpleNamespace:
+        return SimpleNamespace(headers=headers, cookies={COOKIE: session})
+
+    forged = asyncio.run(logout(console, request({"sec-fetch-site": "cross-site"})))  # type: ignore[arg-type]
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    assert sessions.token(session) == "operator-secret"
+    own = asyncio.run(logout(console, request({"x-infrawatch-console": "1", "sec-fetch-site": "same-origin"})))  # type: ignore[arg-type]
+    assert own.status_code == 303 and COOKIE in own.headers["set-cookie"]
+    assert sessions.token(session) == ""

@@ -328,14 +328,23 @@ async function explorePage() {
 }
 
 // --- Login ----------------------------------------------------------------------------------------
+// Where to go after the login: `next` only when it resolves to this origin. Resolved by the same URL
+// parser navigation uses, so "/\evil.example/" (a backslash is a slash) and "/\t/evil.example" (tabs
+// are dropped) are seen as the other hosts they are; a prefix check let both through.
+function sameOriginPath(next) {
+  if (!next) return "/";
+  let target;
+  try { target = new URL(next, location.origin); } catch (e) { return "/"; }
+  return target.origin === location.origin ? target.pathname + target.search + target.hash : "/";
+}
+
 function loginPage() {
   const form = document.getElementById("login");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
       await api("/api/login", { method: "POST", headers: HEADERS, body: JSON.stringify({ token: form.elements.token.value }) });
-      const next = new URLSearchParams(location.search).get("next") || "/";
-      location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
+      location.href = sameOriginPath(new URLSearchParams(location.search).get("next"));
     } catch (e) { showError(e.message); }
   });
 }
