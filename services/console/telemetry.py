@@ -2,7 +2,9 @@
 
 An ASGI middleware (pure ASGI, so streamed responses are timed to their end and never
 buffered). The endpoint label is the route's path template (`/hosts/{hostname}`), never the raw
-path, so host names in URLs cannot multiply the series.
+path, so host names in URLs cannot multiply the series; likewise the method label is one of the
+methods HTTP defines, anything else is `other` (20,000 invented methods, sent anonymously, took
+/metrics from 33 KB to 3.6 MB).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from services.common.telemetry import LATENCY_BUCKETS
 
 Scope = dict[str, Any]
 App = Any
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class HttpTelemetry:
@@ -51,7 +58,7 @@ class HttpTelemetry:
                 await app(scope, receive, sending)
             finally:
                 name = getattr(scope.get("route"), "path", None) or "unmatched"
-                self.requests.labels(name, scope["method"], str(status["code"])).inc()
+                self.requests.labels(name, method_label(scope["method"]), str(status["code"])).inc()
                 self.seconds.labels(name).observe(time.perf_counter() - began)
 
         return timed

@@ -55,3 +55,9 @@ def test_a_cross_site_logout_is_refused_and_changes_nothing_while_the_consoles_o
     own = asyncio.run(logout(console, request({"x-infrawatch-console": "1", "sec-fetch-site": "same-origin"})))  # type: ignore[arg-type]
     assert own.status_code == 303 and COOKIE in own.headers["set-cookie"]
     assert sessions.token(session) == ""
+
+
+def test_invented_http_methods_share_one_telemetry_label():
+    from services.console.telemetry import method_label
+
+    assert [method_label(m) for m in ("GET", "POST", "BREW", "X" * 100)] == ["GET", "POST", "other", "other"]
