@@ -8,8 +8,10 @@
   the agents service cannot be reached (Prometheus retries, and nothing it was not told is
   stored is lost).
 - The query API Grafana's Prometheus data source and promtool use: `/api/v1/query`,
-  `query_range`, `series`, `labels`, `label/<name>/values`, `metadata`, `status/buildinfo`, with
-  Prometheus' JSON envelope and error types (`promql.py` evaluates).
+  `query_range`, `series`, `labels`, `label/<name>/values` (narrowed by `start`/`end`, cut at
+  `limit`), `metadata` (by family), `query_exemplars` (empty), `format_query`, `targets` and
+  `status/buildinfo|config|flags|runtimeinfo|tsdb`, with Prometheus' JSON envelope and error types
+  (`promql.py` evaluates and lists).
 
 Runs on the metrics process's event loop (uvicorn), next to the gRPC server: the work of a
 request goes to the same ingest and query thread pools, so neither side can starve the other's

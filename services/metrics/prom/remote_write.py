@@ -11,6 +11,11 @@ A request the scan cannot take as is (fields out of the usual order, a
 malformed series) is parsed again with the standard message, so every valid
 encoding is accepted.
 
+Every limit is checked before the work it bounds (`DecodeLimits`): the time series are counted
+while they are still one bytes field each, a series' labels are measured before they are parsed,
+samples are counted as the scan finds them. Series whose samples all have one encoded size (what
+Prometheus sends) are decoded without stepping through their fields.
+
 Each sender (one credential) has one `RemoteWriteSession`: a long-lived
 `IngestStream` whose refs stand for label sets, so remote-write goes through
 exactly the checks, idempotency rules and group commit the agents' streams use.
