@@ -9,7 +9,9 @@ because fresh data matters more to an operator than a gap far in the past.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -20,7 +22,12 @@ _log = logging.getLogger("infrawatch.agent.buffer")
 
 class DiskBuffer:
     def __init__(self, path: Path, max_bytes: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only (0700/0600), as the services' stores: the buffer holds this host's metrics.
+        # SQLite gives the -wal and -shm files the main file's mode.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        with contextlib.suppress(PermissionError):
+            path.chmod(0o600)
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

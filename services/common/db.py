@@ -8,8 +8,10 @@ can see another's schema.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -30,9 +32,21 @@ def database_url(configured: str, data_dir: str, service: str) -> str:
     """The configured URL, or the service's own SQLite file under `data_dir`."""
     if configured:
         return configured
-    directory = Path(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(directory / f'{service}.db').resolve()}"
+    path = private_file(Path(data_dir) / f"{service}.db")
+    return f"sqlite:///{path.resolve()}"
+
+
+def private_file(path: Path) -> Path:
+    """`path` made readable by its owner only, in a directory likewise (0700/0600): the stores hold
+    every series and token hash, and SQLite gives its -wal and -shm files the main file's mode.
+    A directory or file this process does not own keeps its mode (a volume prepared by an admin)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(PermissionError):
+        path.parent.chmod(0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    with contextlib.suppress(PermissionError):
+        path.chmod(0o600)
+    return path
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

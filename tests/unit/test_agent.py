@@ -185,3 +185,14 @@ def test_the_host_root_setting_reads_the_hosts_mounts_and_sizes_under_it(tmp_pat
     sizes = values(round_, "fs_size_bytes")
     assert list(sizes) == [(("device", "/dev/sda1"), ("fstype", "ext4"), ("host", "c"), ("mountpoint", "/data"))]
     assert list(sizes.values()) == [psutil.disk_usage(str(root / "data")).total]
+
+
+def test_the_buffer_and_its_directory_are_readable_by_their_owner_only(tmp_path):
+    import stat
+
+    from agent.buffer import DiskBuffer
+
+    path = tmp_path / "state" / "buffer.db"
+    DiskBuffer(path, 1 << 20)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

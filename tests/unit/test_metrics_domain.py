@@ -96,3 +96,17 @@ def test_a_label_value_with_a_nul_character_is_rejected_per_series():
 
     problem = label_set_problem((("__name__", "up"), ("job", "a\x00b")))
     assert problem is not None and problem[0] is Reason.INVALID_LABELS and "NUL" in problem[1]
+
+
+def test_the_embedded_stores_and_their_directory_are_readable_by_their_owner_only(tmp_path):
+    import stat
+
+    from services.common.db import database_url
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    url = database_url("", str(data), "metrics")
+    assert url.endswith("/data/metrics.db")
+    assert stat.S_IMODE((data / "metrics.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700  # an older, wider directory is narrowed
+    assert database_url("postgresql://x/y", str(data), "metrics") == "postgresql://x/y"
