@@ -280,7 +280,11 @@ def test_metadata_that_cannot_be_kept_is_left_out_and_the_samples_stored(receive
     receiver, _, catalog = receiver
     too_long = family("big", GAUGE, "h" * 5000)
     result = write(
-        receiver, request(({"__name__": "big"}, [(NOW - 1000, 1.0)]), metadata=[too_long, family("", COUNTER)])
+        receiver,
+        request(
+            ({"__name__": "big"}, [(NOW - 1000, 1.0)]),
+            metadata=[too_long, family("", COUNTER), family("nul", GAUGE, "a\x00b"), family("bad name", GAUGE)],
+        ),
     )
     assert (result.accepted, result.rejected) == (1, 0)
     assert catalog.families() == []

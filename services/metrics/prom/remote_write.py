@@ -34,18 +34,16 @@ from google.protobuf.message import DecodeError
 from infrawatch.metrics.v1 import remote_write_pb2 as wire
 from services.common.errors import InvalidArgument
 from services.metrics.domain import (
-    MAX_HELP,
-    MAX_LABEL_NAME,
     MAX_LABEL_SET_BYTES,
     MAX_LABEL_VALUE,
     MAX_LABELS,
-    MAX_UNIT,
     PROM_FAMILY_TYPES,
     FamilyInfo,
     InvalidMetadata,
     MetricInfo,
     MetricType,
     Reason,
+    validate_metric_info,
 )
 from services.metrics.ingest.columns import BatchColumns, index_ranges, varints_at
 from services.metrics.ingest.stream import Ingestor, IngestStream, PreparedBatch
@@ -163,8 +161,6 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> WriteColumns:
                 f"{limits.max_standard_parse_bytes} bytes: send smaller ones"
             )
         scanned = _standard(data, limits.max_samples)
-    if scanned.samples > limits.max_samples:
-        raise _too_many_samples(limits.max_samples)
     scanned.metadata = metadata
     scanned.families = families
     return _without_oversized_labels(scanned)
@@ -304,11 +300,9 @@ def _uniform_samples(
     )
     fine = (buffer[firsts] == _SAMPLE_TAG) & (buffer[firsts + 1] == sizes)
     if not fine.all():
-        offsets = np.cumsum(counts) - counts
-        whole = np.minimum.reduceat(fine.astype(np.int8), offsets).astype(bool)
-        chosen, counts = chosen[whole], counts[whole]
-        keep = np.repeat(whole, np.diff(np.append(offsets, len(fine))))
-        firsts, sizes = firsts[keep], sizes[keep]
+        whole = np.minimum.reduceat(fine.astype(np.int8), np.cumsum(counts) - counts).astype(bool)
+        keep = np.repeat(whole, counts)
+        chosen, counts, firsts, sizes = chosen[whole], counts[whole], firsts[keep], sizes[keep]
     uniform[chosen] = True
     return uniform, np.repeat(chosen, counts), firsts + 2, sizes
 
@@ -405,7 +399,9 @@ def _metadata(items: list[wire.PromMetricMetadata]) -> tuple[list[MetricInfo | I
     families: dict[str, FamilyInfo] = {}
     for item in items:
         name = item.metric_family_name
-        if not name or len(name) > MAX_LABEL_NAME or len(item.help) > MAX_HELP or len(item.unit) > MAX_UNIT:
+        try:
+            validate_metric_info(MetricInfo(name, MetricType.UNSPECIFIED, item.unit, item.help))
+        except InvalidArgument:
             continue  # descriptive only: what cannot be kept is left out, no sample depends on it
         kind = PROM_FAMILY_TYPES[item.type] if 0 <= item.type < len(PROM_FAMILY_TYPES) else "unknown"
         families[name] = FamilyInfo(name, kind, item.unit, item.help)

@@ -70,7 +70,6 @@ class SeriesCatalog:
         self._per_agent: Counter[str] = Counter()
         self._infos: dict[str, MetricInfo] = {}
         self._families: dict[str, FamilyInfo] = {}
-        self._refused_declarations = 0
         self._max_id = 0
         self._refreshed_at = 0.0
 
@@ -188,10 +187,10 @@ class SeriesCatalog:
 
     def refused_declarations(self) -> int:
         """Declarations refused since start (telemetry: infrawatch_metadata_refused_declarations)."""
-        return self._refused_declarations
+        with self._lock:
+            return sum(conflict.times for conflict in self._conflicts.values())
 
     def _record_conflict(self, kept: MetricInfo, refused: MetricInfo, agent_id: str) -> None:
-        self._refused_declarations += 1
         previous = self._conflicts.get(refused.name)
         times = previous.times + 1 if previous is not None else 1
         self._conflicts[refused.name] = MetadataConflict(kept, refused, agent_id, times)
