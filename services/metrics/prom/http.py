@@ -113,11 +113,12 @@ class ServerStatus:
         )
 
     def runtime_info(self) -> dict[str, Any]:
+        started = datetime.fromtimestamp(self.started_at, tz=UTC).isoformat().replace("+00:00", "Z")
         return {
-            "startTime": datetime.fromtimestamp(self.started_at, tz=UTC).isoformat().replace("+00:00", "Z"),
+            "startTime": started,
             "CWD": os.getcwd(),
             "reloadConfigSuccess": True,
-            "lastConfigTime": datetime.fromtimestamp(self.started_at, tz=UTC).isoformat().replace("+00:00", "Z"),
+            "lastConfigTime": started,  # settings are read once, at start
             "corruptionCount": 0,
             "goroutineCount": threading.active_count(),
             "GOMAXPROCS": os.cpu_count() or 1,
@@ -313,25 +314,26 @@ def build_prom_app(side: PromSide) -> Starlette:
     async def targets(request: Request) -> Response:
         return await read(request, engine().targets)
 
-    async def exemplars(request: Request) -> Response:
+    def answered(request: Request, data: Any) -> Response:
+        """A read answered on the loop (nothing to compute): the reader check and the envelope."""
         side.credentials.require_reader(bearer(request))
-        return JSONResponse({"status": "success", "data": []})  # exemplars are not stored
+        return JSONResponse({"status": "success", "data": data})
+
+    async def exemplars(request: Request) -> Response:
+        return answered(request, [])  # exemplars are not stored
 
     async def format_query(request: Request) -> Response:
         given = await params(request)
         return JSONResponse({"status": "success", "data": promql.format_query(_one(given, "query"))})
 
     async def config(request: Request) -> Response:
-        side.credentials.require_reader(bearer(request))
-        return JSONResponse({"status": "success", "data": {"yaml": side.status.config_yaml()}})
+        return answered(request, {"yaml": side.status.config_yaml()})
 
     async def flags(request: Request) -> Response:
-        side.credentials.require_reader(bearer(request))
-        return JSONResponse({"status": "success", "data": side.status.flags})
+        return answered(request, side.status.flags)
 
     async def runtimeinfo(request: Request) -> Response:
-        side.credentials.require_reader(bearer(request))
-        return JSONResponse({"status": "success", "data": side.status.runtime_info()})
+        return answered(request, side.status.runtime_info())
 
     async def buildinfo(request: Request) -> Response:
         return JSONResponse(

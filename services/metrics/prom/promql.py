@@ -223,36 +223,33 @@ class Engine:
         return {"resultType": "matrix", "result": series}
 
     def series(self, selectors: Sequence[str], window: Window | None = None) -> list[LabelSet]:
-        """The label sets the selectors match; with a window, only those with data in it."""
-        found: dict[int, Series] = {}
-        for selector in selectors:
-            for series in self._select(self._selector_of(selector)):
-                found[series.series_id] = series
-        chosen = list(found.values())
+        """The label sets the selectors match (every series without selectors); with a window,
+        only those with data in it."""
+        if selectors:
+            found: dict[int, Series] = {}
+            for selector in selectors:
+                for series in self._select(self._selector_of(selector)):
+                    found[series.series_id] = series
+            chosen = list(found.values())
+        else:
+            self._ctx.catalog.refresh()
+            chosen = self._ctx.catalog.select([])
         if window is not None:
-            inside = self._ctx.store.series_with_samples(list(found), window.start_ms, window.end_ms)
+            inside = self._ctx.store.series_with_samples([s.series_id for s in chosen], window.start_ms, window.end_ms)
             chosen = [series for series in chosen if series.series_id in inside]
         return sorted(series.labels for series in chosen)
-
-    def _all_series(self, window: Window) -> list[LabelSet]:
-        self._ctx.catalog.refresh()
-        every = self._ctx.catalog.select([])
-        inside = self._ctx.store.series_with_samples([s.series_id for s in every], window.start_ms, window.end_ms)
-        return [series.labels for series in every if series.series_id in inside]
 
     def label_names(self, selectors: Sequence[str], window: Window | None = None) -> list[str]:
         if not selectors and window is None:
             self._ctx.catalog.refresh()
             return self._ctx.catalog.label_names()
-        found = self.series(selectors, window) if selectors else self._all_series(window or ALL_TIME)
-        return sorted({name for labels in found for name, _ in labels})
+        return sorted({name for labels in self.series(selectors, window) for name, _ in labels})
 
     def label_values(self, name: str, selectors: Sequence[str], window: Window | None = None) -> list[str]:
         if not selectors and window is None:
             self._ctx.catalog.refresh()
             return self._ctx.catalog.label_values(name)
-        found = self.series(selectors, window) if selectors else self._all_series(window or ALL_TIME)
-        return sorted({value for labels in found for label, value in labels if label == name})
+        return sorted({value for labels in self.series(selectors, window) for label, value in labels if label == name})
 
     def metadata(self, metric: str = "", limit: int = 0, limit_per_metric: int = 0) -> dict[str, list[dict[str, str]]]:
         """Metric families' metadata as Prometheus answers /api/v1/metadata: by family name, the
