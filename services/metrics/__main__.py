@@ -60,6 +60,9 @@ def config_from(settings: MetricsSettings) -> MetricsConfig:
         ),
         lookback_ms=int(settings.lookback_delta * 1000),
         promql_max_samples=settings.promql_max_samples,
+        promql_max_points=settings.promql_max_points,
+        promql_timeout_s=settings.promql_timeout,
+        promql_workers=settings.promql_workers,
         max_remote_write_bytes=settings.max_remote_write_bytes,
     )
 

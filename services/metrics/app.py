@@ -23,6 +23,7 @@ from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.prom.http import PromSide, ServerStatus
 from services.metrics.prom.remote_write import DecodeLimits, RemoteWriteReceiver
+from services.metrics.query.promql.evaluator import QueryLimits
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
 from services.metrics.storage.catalog import SeriesCatalog
@@ -52,6 +53,9 @@ class MetricsConfig:
     credentials: Credentials = field(default_factory=Credentials)
     lookback_ms: int = 300_000
     promql_max_samples: int = 20_000_000
+    promql_max_points: int = 20_000_000
+    promql_timeout_s: float = 120.0
+    promql_workers: int = 2
     max_remote_write_bytes: int = 64 * 1024 * 1024
 
 
@@ -105,6 +109,7 @@ def build_metrics_app(
     )
     ingest_pool = ThreadPoolExecutor(config.ingest_workers, thread_name_prefix="ingest")
     query_pool = ThreadPoolExecutor(config.query_workers, thread_name_prefix="query")
+    promql_pool = ThreadPoolExecutor(config.promql_workers, thread_name_prefix="promql")
     slots = StreamSlots(
         config.max_streams, config.max_streams_per_agent, "INFRAWATCH_MAX_STREAMS", "INFRAWATCH_MAX_STREAMS_PER_AGENT"
     )
@@ -156,7 +161,8 @@ def build_metrics_app(
         telemetry=telemetry,
         max_request_bytes=config.max_remote_write_bytes,
         lookback_ms=config.lookback_ms,
-        promql_max_samples=config.promql_max_samples,
+        promql_pool=promql_pool,
+        promql_limits=QueryLimits(config.promql_max_samples, config.promql_max_points, config.promql_timeout_s),
         unreachable=unreachable_database_errors(),
         decode_limits=DecodeLimits(config.limits.max_series_per_batch, config.limits.max_samples_per_write),
         status=ServerStatus(
@@ -164,11 +170,21 @@ def build_metrics_app(
                 # Prometheus' flag names, for the settings that mean the same here.
                 "query.lookback-delta": f"{config.lookback_ms // 1000}s",
                 "query.max-samples": str(config.promql_max_samples),
+                "query.timeout": f"{config.promql_timeout_s:g}s",
                 "storage.tsdb.retention.time": f"{config.limits.retention_ms // 1000}s",
                 "web.enable-remote-write-receiver": "true",
             }
         ),
     )
     return MetricsApp(
-        servicer, ingestor, samples, catalog, hub, slots, committer, (ingest_pool, query_pool), telemetry, prom
+        servicer,
+        ingestor,
+        samples,
+        catalog,
+        hub,
+        slots,
+        committer,
+        (ingest_pool, query_pool, promql_pool),
+        telemetry,
+        prom,
     )

@@ -51,6 +51,25 @@ METRICS_VARS: tuple[Var, ...] = (
         positive_int,
     ),
     Var(
+        "INFRAWATCH_PROMQL_MAX_POINTS",
+        "20000000",
+        "PromQL: most values (series x steps, summed over a query's intermediate results) one query may "
+        "hold; past it the query is refused before the memory is taken (9 bytes each).",
+        positive_int,
+    ),
+    Var(
+        "INFRAWATCH_PROMQL_TIMEOUT",
+        "2m",
+        "PromQL: longest a query may run (a request's `timeout` parameter can only shorten it).",
+        duration_seconds,
+    ),
+    Var(
+        "INFRAWATCH_PROMQL_WORKERS",
+        "2",
+        "PromQL: threads that evaluate queries, apart from the gRPC query threads so neither starves the other.",
+        positive_int,
+    ),
+    Var(
         "INFRAWATCH_MAX_REMOTE_WRITE_BYTES",
         "67108864",
         "Largest remote-write request once decompressed (Prometheus sends well under 1 MiB).",
@@ -180,6 +199,9 @@ class MetricsSettings(TlsSettings):
     http_keepalive: float
     lookback_delta: float
     promql_max_samples: int
+    promql_max_points: int
+    promql_timeout: float
+    promql_workers: int
     max_remote_write_bytes: int
     max_samples_per_write: int
     agents_address: str

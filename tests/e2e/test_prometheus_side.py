@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import cramjam
@@ -63,7 +61,7 @@ def create_credential(gateway: str, name: str) -> str:
 class Prometheus:
     """A real Prometheus server on a free port, with its own data directory."""
 
-    def __init__(self, workdir: Path, config: str, data: Path | None = None) -> None:
+    def __init__(self, workdir: Path, config: str, data: Path | None = None, flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "prometheus.yml").write_text(config.replace("PROMETHEUS_PORT", str(self.port)))
@@ -75,6 +73,7 @@ class Prometheus:
                 f"--storage.tsdb.path={data or workdir / 'tsdb'}",
                 "--storage.tsdb.retention.time=30d",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
@@ -194,71 +193,6 @@ UP = (("__name__", "up"), ("instance", "127.0.0.1:9152"), ("job", "infrawatch-me
 
 # --- the same data in Prometheus and in InfraWatch, the same answers ------------------------------
 
-STEP_S = 60
-SPACING_S = 15
-PHASE_S = 7
-"""Samples at :07, :22, :37, :52 and steps on whole minutes, so no sample sits exactly on a window
-edge (where Prometheus 2 and 3 differ: 2 includes the left edge, 3 does not)."""
-
-
-def dataset(start: int, hours: int = 3) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
-    """Counters with a reset, full-precision gauges, integer gauges with a 20-minute gap, NaN and
-    ±Inf, large byte counts: series → [(timestamp s, value)]."""
-    rng = random.Random(15)
-    times = [start + PHASE_S + SPACING_S * k for k in range(hours * 3600 // SPACING_S)]
-    data: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
-    for instance in ("a", "b", "c"):
-        for code in ("200", "500"):
-            total, points = float(rng.randint(0, 50)), []
-            for index, t in enumerate(times):
-                total += rng.randint(0, 20 if code == "200" else 3)
-                if instance == "b" and code == "200" and index == 300:
-                    total = float(rng.randint(0, 5))  # a counter reset
-                points.append((t, total))
-            labels = (("__name__", "http_requests_total"), ("code", code), ("instance", instance), ("job", "api"))
-            data[labels] = points
-        for zone in ("x", "y"):
-            data[(("__name__", "cpu_temp"), ("instance", instance), ("zone", zone))] = [
-                (t, rng.uniform(20, 80)) for t in times
-            ]
-        depth = []
-        for index, t in enumerate(times):
-            if instance == "c" and 200 <= index < 280:
-                continue  # a 20-minute gap: longer than the 5-minute lookback
-            depth.append((t, float(rng.randint(0, 40))))
-        data[(("__name__", "queue_depth"), ("instance", instance))] = depth
-        data[(("__name__", "mem_bytes"), ("instance", instance))] = [
-            (t, float(rng.randint(10**9, 4 * 10**9) // 4096 * 4096)) for t in times
-        ]
-    weird = []
-    for index, t in enumerate(times):
-        value = rng.uniform(-5, 5)
-        if index % 37 == 5:
-            value = math.nan
-        elif index == 100:
-            value = math.inf
-        elif index == 400:
-            value = -math.inf
-        weird.append((t, value))
-    data[(("__name__", "weird"), ("instance", "a"))] = weird
-    return data
-
-
-def openmetrics(data: dict) -> str:
-    lines: list[str] = []
-    families: dict[str, list] = {}
-    for labels, points in data.items():
-        families.setdefault(dict(labels)["__name__"], []).append((labels, points))
-    for name, members in families.items():
-        family = name.removesuffix("_total")
-        lines.append(f"# TYPE {family} {'counter' if name.endswith('_total') else 'gauge'}")
-        for labels, points in members:
-            rendered = ",".join(f'{k}="{v}"' for k, v in labels if k != "__name__")
-            for t, v in points:
-                text = "NaN" if math.isnan(v) else ("+Inf" if v == math.inf else "-Inf" if v == -math.inf else repr(v))
-                lines.append(f"{name}{{{rendered}}} {text} {t}")
-    return "\n".join(lines) + "\n# EOF\n"
-
 
 def remote_write(api: str, token: str, data: dict) -> None:
     request = wire.PromWriteRequest(
@@ -284,60 +218,6 @@ def remote_write(api: str, token: str, data: dict) -> None:
     )
     with urllib.request.urlopen(sent, timeout=60) as reply:
         assert reply.status == 204
-
-
-QUERIES = [
-    "http_requests_total",
-    'http_requests_total{code="200"}',
-    'http_requests_total{code!="200"}',
-    'http_requests_total{instance=~"a|b"}',
-    'http_requests_total{instance!~"a"}',
-    "rate(http_requests_total[5m])",
-    "irate(http_requests_total[5m])",
-    "increase(http_requests_total[10m])",
-    "delta(cpu_temp[10m])",
-    "idelta(queue_depth[5m])",
-    "sum by (code) (rate(http_requests_total[5m]))",
-    "sum without (instance) (rate(http_requests_total[5m]))",
-    "avg(cpu_temp)",
-    "min by (instance) (cpu_temp)",
-    "max without (zone) (cpu_temp)",
-    "count(queue_depth)",
-    "count by (instance) (http_requests_total > 2000)",
-    "topk(2, cpu_temp)",
-    "bottomk(1, cpu_temp)",
-    "topk by (zone) (1, avg_over_time(cpu_temp[5m]))",  # floats: no ties (tied ranks are arbitrary)
-    "avg_over_time(cpu_temp[10m])",
-    "sum_over_time(queue_depth[5m])",
-    "min_over_time(weird[10m])",
-    "max_over_time(weird[10m])",
-    "count_over_time(queue_depth[10m])",
-    "last_over_time(queue_depth[10m])",
-    "present_over_time(queue_depth[5m])",
-    "stddev_over_time(cpu_temp[10m])",
-    "stdvar_over_time(cpu_temp[10m])",
-    "quantile_over_time(0.9, cpu_temp[15m])",
-    "cpu_temp * 2 + 1",
-    "100 - cpu_temp",
-    "-cpu_temp",
-    "cpu_temp > 50",
-    "cpu_temp > bool 50",
-    "50 >= cpu_temp",
-    "cpu_temp == cpu_temp",
-    'rate(http_requests_total{code="500"}[5m]) / on (instance, job) rate(http_requests_total{code="200"}[5m])',
-    'http_requests_total{code="500"} - ignoring (code) http_requests_total{code="200"}',
-    "mem_bytes / 1024 / 1024",
-    "queue_depth - queue_depth offset 5m",
-    "queue_depth % 7",
-    "queue_depth ^ 2",
-    "weird",
-    "sum(weird)",
-    "max(weird)",
-    "abs(weird)",
-    "sum(rate(http_requests_total[5m])) / sum(rate(http_requests_total[5m] offset 10m))",
-    "vector(1)",
-    "scalar(sum(queue_depth))",
-]
 
 
 def same(expected: str, actual: str) -> bool:
@@ -367,75 +247,24 @@ def differences(expected: dict, actual: dict) -> list[str]:
     return problems
 
 
-@pytest.fixture
-def loaded(metrics_process, gateway_process, platform_env, tmp_path: Path) -> Iterator[tuple[str, str, int]]:
-    """(Prometheus URL, InfraWatch URL, data start): the same data in both."""
-    start = int(time.time()) // 3600 * 3600 - 4 * 3600
-    data = dataset(start)
-    source = tmp_path / "data.om"
-    source.write_text(openmetrics(data))
-    blocks = tmp_path / "blocks"
-    created = subprocess.run(
-        [binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(blocks)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert created.returncode == 0, created.stdout + created.stderr
-    prometheus = Prometheus(tmp_path, "global:\n  scrape_interval: 1h\n", data=blocks)
-    api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
-    remote_write(api, create_credential(gateway_process[1], "loader"), data)
-    try:
-        yield prometheus.url, api, start
-    finally:
-        prometheus.stop()
-
-
-def test_infrawatch_answers_promql_exactly_as_a_real_prometheus_on_the_same_data(loaded):
-    prometheus, api, start = loaded
-    window = {"start": str(start + 1800), "end": str(start + 3 * 3600), "step": str(STEP_S)}
-    instants = [str(start + 3600 * 2 + 5 * 60), str(start + 200 * SPACING_S + 9 * 60)]  # one inside the gap
-    failures: dict[str, list[str]] = {}
-    compared = 0
-    for expr in QUERIES:
-        want = query(prometheus, "query_range", query=expr, **window)
-        got = query(api, "query_range", query=expr, **window)
-        assert want["status"] == "success", (expr, want)
-        assert got["status"] == "success", (expr, got)
-        assert want["data"]["resultType"] == got["data"]["resultType"], expr
-        problems = differences(keyed(want["data"]["result"]), keyed(got["data"]["result"]))
-        for at in instants:
-            want = query(prometheus, "query", query=expr, time=at)["data"]
-            got = query(api, "query", query=expr, time=at)["data"]
-            if want["resultType"] == "scalar":
-                if not same(want["result"][1], got["result"][1]):
-                    problems.append(f"instant at {at}: {want['result']} vs {got['result']}")
-                continue
-            problems += [f"instant at {at}: {p}" for p in differences(keyed(want["result"]), keyed(got["result"]))]
-        if problems:
-            failures[expr] = problems
-        compared += 1
-    assert compared >= 30
-    assert not failures, json.dumps(failures, indent=1)[:6000]
-
-
-def test_what_is_outside_the_subset_is_refused_as_bad_data_naming_it(metrics_process, platform_env):
+def test_malformed_oversized_and_too_deep_queries_are_refused_as_bad_data_quickly(metrics_process, platform_env):
     api = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}"
     for expr, named in (
-        ("histogram_quantile(0.9, rate(x_bucket[5m]))", "histogram_quantile"),
-        ("rate(x[5m:1m])", "subqueries"),
-        ("x and y", "and"),
-        ("x / on (a) group_left y", "group_left"),
-        ("stddev(x)", "stddev"),
         ("sum(", "unclosed"),
-        ("(" * 3000 + "up" + ")" * 3000, "nests too deeply"),
+        ('up{a="x" or b="y"}', "'or' inside a selector"),
+        ("(" * 3000 + "up" + ")" * 3000, "nests deeper than"),
+        ("-" * 5000 + "up", "nests deeper than"),
+        ("1" + " + 1" * 6000, "more than 400 operators"),  # the parser itself would crash on this
+        ("up" + " " * (70 * 1024), "longer than 64 KiB"),
     ):
+        began = time.monotonic()
         with pytest.raises(urllib.error.HTTPError) as refused:
             query(api, "query", query=expr)
         body = json.loads(refused.value.read())
         assert refused.value.code == 400 and body["errorType"] == "bad_data", body
         assert named in body["error"], body
+        assert time.monotonic() - began < 2.0, expr[:40]
+    assert metrics_process[0].process.poll() is None
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:

@@ -11,8 +11,9 @@ from infrawatch.metrics.v1 import remote_write_pb2 as wire
 from services.metrics.domain import IngestLimits
 from services.metrics.ingest.columns import read_batch
 from services.metrics.ingest.stream import Ingestor
-from services.metrics.prom import promql
+from services.metrics.prom.listings import Listings, Window
 from services.metrics.prom.remote_write import RemoteWriteReceiver, decode
+from services.metrics.query.promql.parser import format_query
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.watch import WatchHub
@@ -27,7 +28,7 @@ def side():
     catalog = SeriesCatalog(FakeSeriesStore(), clock, refresh_every_s=0)
     store = FakeSampleStore()
     ingestor = Ingestor(catalog, store, WatchHub(), IngestLimits(retention_ms=48 * HOUR), clock)
-    engine = promql.Engine(QueryContext(catalog, store, clock), lookback_ms=300_000)
+    engine = Listings(QueryContext(catalog, store, clock), lookback_ms=300_000)
     return ingestor, RemoteWriteReceiver(ingestor), store, engine, clock()
 
 
@@ -56,17 +57,16 @@ def test_listings_narrowed_to_a_window_hold_only_series_with_data_in_it(side):
         ({"__name__": "up", "job": "old", "zone": "a"}, [now - 30 * HOUR]),
         ({"__name__": "up", "job": "new"}, [now - HOUR]),
     )
-    recent = promql.Window(now - 2 * HOUR, now)
+    recent = Window(now - 2 * HOUR, now)
     assert (
-        promql.Window(now - 10 * HOUR, now - 5 * HOUR)
-        and engine.series(["up"], promql.Window(now - 10 * HOUR, now - 5 * HOUR)) == []
+        Window(now - 10 * HOUR, now - 5 * HOUR) and engine.series(["up"], Window(now - 10 * HOUR, now - 5 * HOUR)) == []
     )
     assert [dict(labels)["job"] for labels in engine.series(["up"], recent)] == ["new"]
     assert [dict(labels)["job"] for labels in engine.series(["up"])] == ["new", "old"]  # no window: all
     assert engine.label_names([], recent) == ["__name__", "job"]
     assert engine.label_names([]) == ["__name__", "job", "zone"]
     assert engine.label_values("job", [], recent) == ["new"]
-    assert engine.label_values("job", ['up{job=~".+"}'], promql.Window(now - 31 * HOUR, now - 29 * HOUR)) == ["old"]
+    assert engine.label_values("job", ['up{job=~".+"}'], Window(now - 31 * HOUR, now - 29 * HOUR)) == ["old"]
 
 
 def test_metadata_is_by_family_with_the_declared_type_and_honours_metric_and_limit(side):
@@ -151,4 +151,4 @@ def test_targets_are_what_agents_scrape_with_their_health(side):
 
 
 def test_format_query_prints_the_parsed_expression_back():
-    assert promql.format_query('sum by(job)(rate(x{a="b"}[5m]))>3') == 'sum by (job) (rate(x{a="b"}[5m])) > 3'
+    assert format_query('sum by(job)(rate(x{a="b"}[5m]))>3') == 'sum by (job) (rate(x{a="b"}[5m])) > 3'

@@ -11,11 +11,13 @@
   `query_range`, `series`, `labels`, `label/<name>/values` (narrowed by `start`/`end`, cut at
   `limit`), `metadata` (by family), `query_exemplars` (empty), `format_query`, `targets` and
   `status/buildinfo|config|flags|runtimeinfo|tsdb`, with Prometheus' JSON envelope and error types
-  (`promql.py` evaluates and lists).
+  (`query/promql/` evaluates, `answers.py` writes the answers, `listings.py` lists).
 
-Runs on the metrics process's event loop (uvicorn), next to the gRPC server: the work of a
-request goes to the same ingest and query thread pools, so neither side can starve the other's
-loop.
+Runs on the metrics process's event loop (uvicorn), next to the gRPC server: remote-write goes to
+the ingest pool the agents' streams use, listings to the query pool, and PromQL to a pool of its
+own (INFRAWATCH_PROMQL_WORKERS), so heavy PromQL cannot hold the threads gRPC queries need. A
+PromQL query is stopped at its time limit (`timeout`, at most INFRAWATCH_PROMQL_TIMEOUT) or when
+its client goes away.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from services.common.telemetry import LATENCY_BUCKETS
 from services.metrics.auth import AgentIdentity, CachedAuthenticator
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import PreparedBatch
-from services.metrics.prom import promql
+from services.metrics.prom.answers import instant_answer, range_answer
+from services.metrics.prom.listings import ALL_TIME, Listings, Window
 from services.metrics.prom.remote_write import (
     DecodeLimits,
     PayloadTooLarge,
@@ -57,6 +60,10 @@ from services.metrics.prom.remote_write import (
     decompress,
     rejections_summary,
 )
+from services.metrics.query.promql.evaluator import Evaluator, QueryLimits
+from services.metrics.query.promql.parser import format_query as formatted
+from services.metrics.query.promql.parser import parse_duration
+from services.metrics.query.promql.values import QueryCancelled, QueryTimeout
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.telemetry import MetricsTelemetry
 
@@ -70,6 +77,8 @@ MAX_FORM_BYTES = 1 << 20
 
 _HTTP_STATUS: tuple[tuple[type[errors.DomainError], int, str], ...] = (
     (PayloadTooLarge, 413, "bad_data"),
+    (QueryTimeout, 503, "timeout"),
+    (QueryCancelled, 499, "canceled"),
     (errors.InvalidArgument, 400, "bad_data"),
     (errors.Unauthenticated, 401, "unauthorized"),
     (errors.PermissionDenied, 403, "forbidden"),
@@ -141,7 +150,8 @@ class PromSide:
     telemetry: MetricsTelemetry
     max_request_bytes: int
     lookback_ms: int
-    promql_max_samples: int = 20_000_000
+    promql_pool: Executor | None = None
+    promql_limits: QueryLimits = field(default_factory=QueryLimits)
     unreachable: tuple[type[BaseException], ...] = ()
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
     status: ServerStatus = field(default_factory=lambda: ServerStatus({}))
@@ -263,21 +273,47 @@ def build_prom_app(side: PromSide) -> Starlette:
                 found.setdefault(key, []).append(field_value)
         return found
 
-    def engine() -> promql.Engine:
-        return promql.Engine(side.queries, side.lookback_ms, side.promql_max_samples)
+    def listings() -> Listings:
+        return Listings(side.queries, side.lookback_ms)
+
+    async def evaluate(request: Request, given: dict[str, list[str]], work: Callable[[Evaluator], Any]) -> Response:
+        """A PromQL evaluation on its own pool, under the query's limits; stopped when the client
+        disconnects (checked while it runs) or past its timeout."""
+        side.credentials.require_reader(bearer(request))
+        gone = threading.Event()
+        limits = side.promql_limits
+        timeout = limits.timeout_s
+        if given.get("timeout") and given["timeout"][-1]:
+            timeout = min(timeout, _duration(given["timeout"][-1], "timeout"))
+        evaluator = Evaluator(
+            side.queries,
+            side.lookback_ms,
+            QueryLimits(limits.max_samples, limits.max_points, timeout, cancelled=gone.is_set),
+        )
+        pool = side.promql_pool or side.query_pool
+        future = asyncio.get_running_loop().run_in_executor(pool, work, evaluator)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=0.2)
+                if done:
+                    return JSONResponse({"status": "success", "data": future.result()})
+                if await request.is_disconnected():
+                    gone.set()
+        finally:
+            gone.set()
 
     async def query(request: Request) -> Response:
         given = await params(request)
         expr = _one(given, "query")
         at = _time(given, "time", default=time.time())
-        return await read(request, engine().instant, expr, at)
+        return await evaluate(request, given, lambda evaluator: instant_answer(evaluator.instant(expr, at)))
 
     async def query_range(request: Request) -> Response:
         given = await params(request)
         expr = _one(given, "query")
         start, end = _time(given, "start"), _time(given, "end")
         step = _duration(_one(given, "step"), "step")
-        return await read(request, engine().range, expr, start, end, step)
+        return await evaluate(request, given, lambda evaluator: range_answer(evaluator.range(expr, start, end, step)))
 
     async def series(request: Request) -> Response:
         given = await params(request)
@@ -285,34 +321,34 @@ def build_prom_app(side: PromSide) -> Starlette:
         if not matches:
             raise errors.InvalidArgument("no match[] parameter provided")
         limit = _limit(given)
-        found = await read_data(request, engine().series, matches, _window(given))
+        found = await read_data(request, listings().series, matches, _window(given))
         return _listing([dict(labels) for labels in found], limit)
 
     async def labels(request: Request) -> Response:
         given = await params(request)
         limit = _limit(given)
-        found = await read_data(request, engine().label_names, given.get("match[]") or [], _window(given))
+        found = await read_data(request, listings().label_names, given.get("match[]") or [], _window(given))
         return _listing(found, limit)
 
     async def label_values(request: Request) -> Response:
         given = await params(request)
         name = request.path_params["name"]
         limit = _limit(given)
-        found = await read_data(request, engine().label_values, name, given.get("match[]") or [], _window(given))
+        found = await read_data(request, listings().label_values, name, given.get("match[]") or [], _window(given))
         return _listing(found, limit)
 
     async def metadata(request: Request) -> Response:
         given = await params(request)
         metric = (given.get("metric") or [""])[-1]
         per_metric = _limit(given, "limit_per_metric")
-        return await read(request, engine().metadata, metric, _limit(given), per_metric)
+        return await read(request, listings().metadata, metric, _limit(given), per_metric)
 
     async def tsdb(request: Request) -> Response:
         given = await params(request)
-        return await read(request, engine().tsdb_status, _limit(given) or 10)
+        return await read(request, listings().tsdb_status, _limit(given) or 10)
 
     async def targets(request: Request) -> Response:
-        return await read(request, engine().targets)
+        return await read(request, listings().targets)
 
     def answered(request: Request, data: Any) -> Response:
         """A read answered on the loop (nothing to compute): the reader check and the envelope."""
@@ -324,7 +360,7 @@ def build_prom_app(side: PromSide) -> Starlette:
 
     async def format_query(request: Request) -> Response:
         given = await params(request)
-        return JSONResponse({"status": "success", "data": promql.format_query(_one(given, "query"))})
+        return JSONResponse({"status": "success", "data": formatted(_one(given, "query"))})
 
     async def config(request: Request) -> Response:
         return answered(request, {"yaml": side.status.config_yaml()})
@@ -422,15 +458,15 @@ def _limit(given: dict[str, list[str]], name: str = "limit") -> int:
     return limit
 
 
-def _window(given: dict[str, list[str]]) -> promql.Window | None:
+def _window(given: dict[str, list[str]]) -> Window | None:
     """The start/end of a listing, or None when neither is given (the whole index, as before)."""
     if not given.get("start") and not given.get("end"):
         return None
-    start = _time(given, "start", default=promql.ALL_TIME.start_ms / 1000)
-    end = _time(given, "end", default=promql.ALL_TIME.end_ms / 1000)
+    start = _time(given, "start", default=ALL_TIME.start_ms / 1000)
+    end = _time(given, "end", default=ALL_TIME.end_ms / 1000)
     if end < start:
         raise errors.InvalidArgument("invalid parameter 'end': end timestamp must not be before start time")
-    return promql.Window(round(start * 1000), round(end * 1000))
+    return Window(round(start * 1000), round(end * 1000))
 
 
 def _one(given: dict[str, list[str]], name: str) -> str:
@@ -467,7 +503,7 @@ def _duration(raw: str, name: str) -> float:
     try:
         seconds = float(raw)
     except ValueError:
-        seconds = promql.parse_duration(raw, name)
+        seconds = parse_duration(raw, name)
     if not math.isfinite(seconds) or seconds <= 0:
         raise errors.InvalidArgument(
             f"invalid parameter {name!r}: zero or negative query resolution step widths are not accepted. "
