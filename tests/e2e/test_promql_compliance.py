@@ -20,14 +20,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import cramjam
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infrawatch.metrics.v1 import remote_write_pb2 as wire
 from tests.e2e.processes import wait_for
 from tests.e2e.promql_corpus import SPACING_S, STEP_S, at_queries, dataset, queries
-from tests.e2e.test_prometheus_side import Prometheus, create_credential, differences, keyed, same
+from tests.e2e.test_prometheus_side import Prometheus, create_credential, differences, keyed, same, send, write_request
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -36,32 +34,6 @@ pytestmark = pytest.mark.timeout(900)
 def platform_env(platform_env: dict[str, str]) -> dict[str, str]:
     """Compaction every two seconds, so the test can compare the compacted store too."""
     return {**platform_env, "INFRAWATCH_MAINTENANCE_EVERY": "2s"}
-
-
-def write_request(data: dict) -> bytes:
-    request = wire.PromWriteRequest(
-        timeseries=[
-            wire.PromTimeSeries(
-                labels=[wire.PromLabel(name=k, value=v) for k, v in labels],
-                samples=[wire.PromSample(timestamp=t * 1000, value=v) for t, v in points],
-            )
-            for labels, points in data.items()
-        ]
-    )
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-
-
-def send(url: str, body: bytes, token: str = "") -> None:
-    headers = {
-        "Content-Encoding": "snappy",
-        "Content-Type": "application/x-protobuf",
-        "X-Prometheus-Remote-Write-Version": "0.1.0",
-    }
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    sent = urllib.request.Request(f"{url}/api/v1/write", data=body, method="POST", headers=headers)
-    with urllib.request.urlopen(sent, timeout=120) as reply:
-        assert reply.status in (200, 204)
 
 
 def ask(base: str, path: str, **params: str) -> dict:
