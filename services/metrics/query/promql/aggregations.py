@@ -52,7 +52,7 @@ def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
     vector = ev.vector(node.expr, steps, op)
     key = grouping(node.modifier)
     if op == "count_values":
-        return _count_values(vector, key, parameter)
+        return _count_values(ev, vector, key, parameter)
     groups: dict[LabelSet, list[int]] = {}
     for index, labels in enumerate(vector.labels):
         groups.setdefault(key(labels), []).append(index)
@@ -177,17 +177,21 @@ _SELECT: dict[str, Callable[[np.ndarray, np.ndarray, Any, list[LabelSet]], np.nd
 }
 
 
-def _count_values(vector: Vector, key: Callable[[LabelSet], LabelSet], label: str) -> Vector:
+def _count_values(ev: Evaluator, vector: Vector, key: Callable[[LabelSet], LabelSet], label: str) -> Vector:
     """count_values: per group and step, how many series have each value (the value, formatted
-    as Go's FormatFloat 'f', becomes the label)."""
+    as Go's FormatFloat 'f', becomes the label). Its output can have a row per distinct value, far
+    more than its input: each new row is held before it is allocated (and the whole again as the
+    aggregation's result, as every derived value is)."""
     steps = vector.values.shape[1]
     counts: dict[LabelSet, np.ndarray] = {}
     for index, labels in enumerate(vector.labels):
+        ev.check()
         base = key(labels)
         for step in np.flatnonzero(vector.present[index]).tolist():
             out = with_label(base, label, _plain(float(vector.values[index, step])))
             row = counts.get(out)
             if row is None:
+                ev.hold(1, steps)
                 row = counts[out] = np.zeros(steps)
             row[step] += 1
     if not counts:

@@ -152,6 +152,15 @@ class Evaluator:
 
     def eval(self, node: Any, steps: np.ndarray) -> Value:
         self.check()
+        value = self._dispatch(node, steps)
+        if isinstance(value, Vector) and not isinstance(node, ast.VectorSelector | ast.ParenExpr):
+            # Derived values count too (selectors hold before they allocate; a derived value is
+            # never larger than the inputs it came from, which were held already, so the budget
+            # is overrun by at most one such value before the query stops).
+            self.hold(len(value.labels), len(steps))
+        return value
+
+    def _dispatch(self, node: Any, steps: np.ndarray) -> Value:
         if isinstance(node, ast.NumberLiteral):
             return Scalar(np.full(len(steps), float(node.val)))
         if isinstance(node, ast.StringLiteral):
