@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console bench-remote-write up down logs clean agent-dist
+.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console bench-remote-write bench-promql up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ PER_SERIES ?= 1
 bench-remote-write: install
 	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) \
 		--samples-per-series $(PER_SERIES) --backend $(BACKEND)
+
+## PromQL over the Prometheus HTTP API on the `make bench` workload, against Debian's Prometheus holding
+## the same data: the issue's four target queries and a mix of 40, one kept-alive connection each, p50.
+PROMQL_RUNS ?= 30
+bench-promql: install
+	$(PY) -m bench.promql --runs $(PROMQL_RUNS) --backend $(BACKEND)
 
 ## The console benchmark in Debian's Chromium: fleet page render, a host's 24 h chart data, live point delay.
 CONSOLE_AGENTS ?= 1000

@@ -28,8 +28,15 @@ import psutil
 import psycopg2
 from google.protobuf.duration_pb2 import Duration
 
-from bench.platform import ENROLL, Platform, add_platform_options, percentile, postgres_cpu_s, report, running_platform
-from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from bench.platform import (
+    Platform,
+    add_platform_options,
+    loader_token,
+    percentile,
+    postgres_cpu_s,
+    report,
+    running_platform,
+)
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.common.timestamps import to_timestamp
@@ -225,12 +232,7 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
     batches = build_batches(start_ms)
     total = sum(len(s.values) for b in batches for s in b.series)
 
-    with grpc.insecure_channel(platform.agents_address) as channel:
-        token = (
-            agents_pb2_grpc.AgentServiceStub(channel)
-            .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="bench-loader"), timeout=10, metadata=ENROLL)
-            .agent_token
-        )
+    token = loader_token(platform)
     channel = grpc.insecure_channel(platform.metrics_address, options=[("grpc.max_send_message_length", 64 << 20)])
     stub = metrics_pb2_grpc.MetricsServiceStub(channel)
     rss_start = server.memory_info().rss / 2**20

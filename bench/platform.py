@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import psutil
 import psycopg2
 
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from services.common.db import with_driver
 from services.processes import ServiceProcess, free_port, wait_serving
 
@@ -40,6 +42,16 @@ class Platform:
 ENROLLMENT_TOKEN = "bench-enrollment-token"
 ENROLL = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
 """Metadata of a benchmark's simulated hosts registering."""
+
+
+def loader_token(platform: Platform, hostname: str = "bench-loader") -> str:
+    """Registers one host whose stream loads a benchmark's workload; returns its agent token."""
+    with grpc.insecure_channel(platform.agents_address) as channel:
+        return (
+            agents_pb2_grpc.AgentServiceStub(channel)
+            .RegisterAgent(agents_pb2.RegisterAgentRequest(hostname=hostname), timeout=10, metadata=ENROLL)
+            .agent_token
+        )
 
 
 @contextmanager
