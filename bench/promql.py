@@ -126,7 +126,7 @@ class PrometheusServer:
                 return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise SystemExit(f"bench-promql: Prometheus did not start:\n{self.log.read_text()[-2000:]}")
+                    raise SystemExit(f"bench-promql: Prometheus did not start:\n{self.log.read_text()[-2000:]}") from None
                 time.sleep(0.2)
 
     def write(self, series: list[tuple[list[tuple[str, str]], list[tuple[int, float]]]]) -> None:
