@@ -86,7 +86,7 @@ MIX = (
     "sgn(deriv(load1[5m]))",
     "sum(mem_used_bytes) / count(mem_used_bytes)",
     "max by (instance) (rate(disk_written_bytes_total[5m]) + rate(disk_read_bytes_total[5m]))",
-    "histogram_quantile(0.9, sum by (le) (label_replace(load1, \"le\", \"$1\", \"instance\", \"host-0(.)..\")))",
+    'histogram_quantile(0.9, sum by (le) (label_replace(load1, "le", "$1", "instance", "host-0(.)..")))',
     "avg(load1 offset 10m)",
     "1 - avg by (instance) (fs_free_bytes / mem_used_bytes)",
 )
@@ -126,7 +126,8 @@ class PrometheusServer:
                 return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise SystemExit(f"bench-promql: Prometheus did not start:\n{self.log.read_text()[-2000:]}") from None
+                    failure = self.log.read_text()[-2000:]
+                    raise SystemExit(f"bench-promql: Prometheus did not start:\n{failure}") from None
                 time.sleep(0.2)
 
     def write(self, series: list[tuple[list[tuple[str, str]], list[tuple[int, float]]]]) -> None:
@@ -159,7 +160,7 @@ class Client:
 
     def __init__(self, base: str) -> None:
         parsed = urllib.parse.urlsplit(base)
-        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        self.connection = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=60)
 
     def range_query(self, expr: str, start_s: float, end_s: float, step_s: float) -> tuple[float, dict]:
         path = "/api/v1/query_range?" + urllib.parse.urlencode(
