@@ -96,3 +96,23 @@ def test_a_damaged_blob_is_a_corrupt_chunk(damage):
     with pytest.raises(codec.CorruptChunk) as raised:
         codec.decode(damage(blob), 360)
     assert isinstance(raised.value, DataLoss)
+
+
+def test_plain_chunks_are_read_together_and_a_short_one_is_named():
+    from services.metrics.storage.chunks import PlainForm, decode_rows
+
+    form = PlainForm(header=0, values=np.dtype("<f8"), offsets=np.dtype("<i4"))
+    rows = [
+        (7, 1_000, 3, 10, codec.PLAIN, None, np.array([1.0, 2.0, 3.0]).tobytes()),
+        (7, 2_000, 2, 0, codec.PLAIN, np.array([0, 25], "<i4").tobytes(), np.array([4.0, 5.0]).tobytes()),
+        (9, 1_000, 1, 0, codec.PLAIN, None, np.array([6.0]).tobytes()),
+    ]
+    index, series, times, values = decode_rows(rows, form)
+    assert index.tolist() == [0, 0, 0, 1, 1, 2] and series.tolist() == [7, 7, 7, 7, 7, 9]
+    assert times.tolist() == [1_000, 1_010, 1_020, 2_000, 2_025, 1_000]
+    assert values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    short = [*rows[:2], (9, 1_000, 2, 10, codec.PLAIN, None, np.array([6.0]).tobytes())]
+    with pytest.raises(
+        codec.CorruptChunk, match="series 9 at 1000 ms cannot be read: it holds 1 values where its row says 2"
+    ):
+        decode_rows(short, form)

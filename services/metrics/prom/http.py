@@ -50,7 +50,7 @@ from services.common.telemetry import LATENCY_BUCKETS
 from services.metrics.auth import AgentIdentity, CachedAuthenticator
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import PreparedBatch
-from services.metrics.prom.answers import instant_answer, range_answer
+from services.metrics.prom.answers import instant_answer, range_body, success_body
 from services.metrics.prom.listings import ALL_TIME, Listings, Window
 from services.metrics.prom.remote_write import (
     DecodeLimits,
@@ -276,9 +276,10 @@ def build_prom_app(side: PromSide) -> Starlette:
     def listings() -> Listings:
         return Listings(side.queries, side.lookback_ms)
 
-    async def evaluate(request: Request, given: dict[str, list[str]], work: Callable[[Evaluator], Any]) -> Response:
+    async def evaluate(request: Request, given: dict[str, list[str]], work: Callable[[Evaluator], bytes]) -> Response:
         """A PromQL evaluation on its own pool, under the query's limits; stopped when the client
-        disconnects (checked while it runs) or past its timeout."""
+        disconnects (checked while it runs) or past its timeout. The work writes the answer's JSON
+        too, so a large answer is not serialised on the event loop."""
         side.credentials.require_reader(bearer(request))
         gone = threading.Event()
         limits = side.promql_limits
@@ -296,7 +297,7 @@ def build_prom_app(side: PromSide) -> Starlette:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=0.2)
                 if done:
-                    return JSONResponse({"status": "success", "data": future.result()})
+                    return Response(future.result(), media_type="application/json")
                 if await request.is_disconnected():
                     gone.set()
         finally:
@@ -306,14 +307,18 @@ def build_prom_app(side: PromSide) -> Starlette:
         given = await params(request)
         expr = _one(given, "query")
         at = _time(given, "time", default=time.time())
-        return await evaluate(request, given, lambda evaluator: instant_answer(evaluator.instant(expr, at)))
+        return await evaluate(
+            request,
+            given,
+            lambda evaluator: success_body(instant_answer(evaluator.instant(expr, at))),
+        )
 
     async def query_range(request: Request) -> Response:
         given = await params(request)
         expr = _one(given, "query")
         start, end = _time(given, "start"), _time(given, "end")
         step = _duration(_one(given, "step"), "step")
-        return await evaluate(request, given, lambda evaluator: range_answer(evaluator.range(expr, start, end, step)))
+        return await evaluate(request, given, lambda evaluator: range_body(evaluator.range(expr, start, end, step)))
 
     async def series(request: Request) -> Response:
         given = await params(request)

@@ -15,7 +15,7 @@ NaN, and `min` ignores NaN unless every value is NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -283,14 +283,42 @@ StoredRow = tuple[int, int, int, int, int, Any, Any]
 payload or None, values payload), payloads in the store's own plain form or a packed blob."""
 
 
-def decode_rows(
-    rows: Sequence[StoredRow],
-    plain_values: Callable[[Any], np.ndarray],
-    plain_offsets: Callable[[Any], np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PlainForm:
+    """How a store writes a plain chunk's payloads: a header to skip, then one fixed-size element
+    per sample (a structured element names its number "v"). Payloads of many chunks are then read
+    as one array, not one call per chunk: a fresh range holds thousands of small chunks."""
+
+    header: int
+    values: np.dtype
+    offsets: np.dtype
+
+    def read(self, payloads: list[Any], counts: np.ndarray, element: np.dtype, rows: list[int]) -> np.ndarray:
+        """The numbers of `payloads` (chunk `rows[i]` holding `counts[i]`), concatenated; a payload
+        of the wrong size raises PlainSizeMismatch naming its chunk."""
+        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        wrong = np.flatnonzero(sizes != self.header + counts * element.itemsize)
+        if len(wrong):
+            held = (int(sizes[wrong[0]]) - self.header) // element.itemsize
+            raise PlainSizeMismatch(
+                rows[int(wrong[0])], f"it holds {held} values where its row says {counts[wrong[0]]}"
+            )
+        header = self.header
+        joined = b"".join([memoryview(p)[header:] for p in payloads]) if header else b"".join(payloads)
+        numbers = np.frombuffer(joined, dtype=element)
+        return numbers["v"] if element.names else numbers
+
+
+class PlainSizeMismatch(ValueError):
+    def __init__(self, row: int, message: str) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+def decode_rows(rows: Sequence[StoredRow], plain: PlainForm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row index, series id, time, value) of every sample of `rows`, in row order. Both forms are
-    read: `plain_values`/`plain_offsets` turn a store's plain payloads into float64/int64 arrays;
-    packed blobs are decoded together (codec.decode_many)."""
+    read: plain payloads in the store's own `plain` form, packed blobs decoded together
+    (codec.decode_many)."""
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, np.zeros(0, dtype=np.float64)
@@ -302,6 +330,10 @@ def decode_rows(
     position = np.arange(int(bounds[-1]), dtype=np.int64) - bounds[index]
     times = starts[index] + position * intervals[index]  # evenly spaced; uneven chunks overwritten below
     values = np.empty(len(times), dtype=np.float64)
+    unknown = np.flatnonzero((forms != codec.PACKED) & (forms != codec.PLAIN))
+    if len(unknown):
+        row = rows[int(unknown[0])]
+        raise _unreadable(row, codec.CorruptChunk(f"form {row[4]} is not known to this version"))
     packed = np.flatnonzero(forms == codec.PACKED).tolist()
     if packed:
         try:
@@ -312,19 +344,24 @@ def decode_rows(
         for i, chunk_offsets in zip(packed, offsets, strict=True):
             if chunk_offsets is not None:
                 times[bounds[i] : bounds[i + 1]] = starts[i] + chunk_offsets
-    for i in np.flatnonzero(forms != codec.PACKED).tolist():
-        _, start, count, _, form, offsets_payload, values_payload = rows[i]
+    plain_rows = np.flatnonzero(forms == codec.PLAIN).tolist()
+    if plain_rows:
         try:
-            if form != codec.PLAIN:
-                raise codec.CorruptChunk(f"form {form} is not known to this version")
-            plain = plain_values(values_payload)
-            if len(plain) != count:
-                raise codec.CorruptChunk(f"it holds {len(plain)} values where its row says {count}")
-            values[bounds[i] : bounds[i + 1]] = plain
-            if offsets_payload is not None:
-                times[bounds[i] : bounds[i + 1]] = start + plain_offsets(offsets_payload)
-        except (codec.CorruptChunk, ValueError) as error:
-            raise _unreadable(rows[i], error) from error
+            values[forms[index] == codec.PLAIN] = plain.read(
+                [rows[i][6] for i in plain_rows], counts[plain_rows], plain.values, plain_rows
+            )
+            uneven = [i for i in plain_rows if rows[i][5] is not None]
+            if uneven:
+                in_uneven = np.zeros(len(rows), dtype=bool)
+                in_uneven[uneven] = True
+                chosen = in_uneven[index]
+                times[chosen] = starts[index[chosen]] + plain.read(
+                    [rows[i][5] for i in uneven], counts[uneven], plain.offsets, uneven
+                )
+        except PlainSizeMismatch as error:
+            raise _unreadable(rows[error.row], error) from error
+        except ValueError as error:
+            raise _unreadable(rows[plain_rows[0]], error) from error
     return index, series_ids[index], times, values
 
 

@@ -32,7 +32,14 @@ from services.common.db import pooled_cursor, pooled_read_cursor
 from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
-from services.metrics.storage.chunks import CHUNK_COLUMNS, MAX_CHUNK_SPAN_MS, ChunkColumns, decode_rows, packed_chunks
+from services.metrics.storage.chunks import (
+    CHUNK_COLUMNS,
+    MAX_CHUNK_SPAN_MS,
+    ChunkColumns,
+    PlainForm,
+    decode_rows,
+    packed_chunks,
+)
 from services.metrics.storage.ports import Points, TooManyPoints
 from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
@@ -129,17 +136,12 @@ SELECT coalesce(sum(n), 0) FROM chunks
 WHERE series_id = ANY(%(ids)s) AND start_ms >= %(from)s AND end_ms <= %(end)s
 """
 
-_FLOAT8_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">f8")])
-_INT4_ELEMENTS = np.dtype([("len", ">i4"), ("v", ">i4")])
-_ARRAY_HEADER = 20  # array_send of a one-dimensional array: ndim, flags, element type, length, lower bound
-
-
-def _plain_values(payload: memoryview) -> np.ndarray:
-    return np.frombuffer(payload, _FLOAT8_ELEMENTS, offset=_ARRAY_HEADER)["v"].astype(np.float64)
-
-
-def _plain_offsets(payload: memoryview) -> np.ndarray:
-    return np.frombuffer(payload, _INT4_ELEMENTS, offset=_ARRAY_HEADER)["v"].astype(np.int64)
+_PLAIN = PlainForm(
+    header=20,  # array_send of a one-dimensional array: ndim, flags, element type, length, lower bound
+    values=np.dtype([("len", ">i4"), ("v", ">f8")]),
+    offsets=np.dtype([("len", ">i4"), ("v", ">i4")]),
+)
+"""Plain payloads as array_send writes them: each element its length, then its big-endian bytes."""
 
 
 _COMPACT_CANDIDATES = """
@@ -278,7 +280,7 @@ class PostgresSampleStore:
                 cursor.execute(_RAW_INSIDE, params)
                 if (inside := int(cursor.fetchone()[0])) > refuse_above:
                     raise TooManyPoints(inside)
-        _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
+        _, series, times, values = decode_rows(rows, _PLAIN)
         return engine.Samples(series, series, times, values).within(start_ms, end_ms)
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
@@ -319,7 +321,7 @@ class PostgresSampleStore:
         rows = fetch(parts[0]) if shards == 1 else [row for found in self._pool.map(fetch, parts) for row in found]
         summaries = engine.Partials.from_rows([(r[1], r[3], r[9], r[10]) for r in rows if r[0] == _SUMMARY_ROW])
         payloads = [r for r in rows if r[0] == _PAYLOAD_ROW]
-        index, series, times, values = decode_rows([r[2:9] for r in payloads], _plain_values, _plain_offsets)
+        index, series, times, values = decode_rows([r[2:9] for r in payloads], _PLAIN)
         row_groups = np.array([r[1] for r in payloads], dtype=np.int64)
         samples = engine.Samples(series, row_groups[index], times, values)
         return engine.query_aggregate(None, samples, start_ms, end_ms, step_ms, aggregation, extra=summaries)
@@ -371,7 +373,7 @@ class PostgresSampleStore:
                 victims = cursor.fetchall()
                 if not victims:
                     continue
-                _, series_ids, times, values = decode_rows(victims, _plain_values, _plain_offsets)
+                _, series_ids, times, values = decode_rows(victims, _PLAIN)
                 merged = packed_chunks(series_ids, times, values)
                 cursor.execute(
                     _COMPACT_DELETE, {**bounds, "ids": [v[0] for v in victims], "starts": [v[1] for v in victims]}

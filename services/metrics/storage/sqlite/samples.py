@@ -25,19 +25,15 @@ from services.metrics.storage.chunks import (
     MAX_CHUNK_SPAN_MS,
     ChunkColumns,
     PackedChunk,
+    PlainForm,
     StoredRow,
     decode_rows,
     packed_chunks,
 )
 from services.metrics.storage.ports import Points, TooManyPoints
 
-
-def _plain_values(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f8").astype(np.float64, copy=False)
-
-
-def _plain_offsets(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<i4").astype(np.int64)
+_PLAIN = PlainForm(header=0, values=np.dtype("<f8"), offsets=np.dtype("<i4"))
+"""Plain payloads as this store writes them: little-endian float64 values, int32 offsets."""
 
 
 def _nan(value: float | None) -> float:
@@ -146,7 +142,7 @@ class SqliteSampleStore:
         return decodable, summaries
 
     def _decoded(self, rows: list[StoredRow], groups: dict[int, int] | None = None) -> engine.Samples:
-        _, series, times, values = decode_rows(rows, _plain_values, _plain_offsets)
+        _, series, times, values = decode_rows(rows, _PLAIN)
         if groups is None:
             group = series
         else:
@@ -257,7 +253,7 @@ class SqliteSampleStore:
                     (start, end, end),
                 )
                 victims = cursor.fetchall()
-                _, series_ids, times, values = decode_rows(victims, _plain_values, _plain_offsets)
+                _, series_ids, times, values = decode_rows(victims, _PLAIN)
                 merged = packed_chunks(series_ids, times, values)
                 cursor.executemany(
                     "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(v[0], v[1]) for v in victims]
