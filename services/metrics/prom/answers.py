@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import orjson
 
 from services.metrics.query.promql.evaluator import Result
 from services.metrics.query.promql.values import Matrix, Scalar, Text, Vector
@@ -49,48 +49,47 @@ def instant_answer(result: Result) -> dict[str, Any]:
 
 
 def success_body(data: Any) -> bytes:
-    """The API's success envelope as JSON bytes, written as Starlette's JSONResponse writes it."""
-    return json.dumps({"status": "success", "data": data}, ensure_ascii=False, separators=(",", ":")).encode()
+    """The API's success envelope as JSON bytes."""
+    return orjson.dumps({"status": "success", "data": data})
 
 
 def range_body(result: Result) -> bytes:
     """A range query's whole success answer as JSON bytes, written directly: a dashboard's answer
-    holds tens of thousands of points, and building lists of lists for `json.dumps` cost more
-    than evaluating the query. Same text `json.dumps` would write for `range_answer`."""
+    holds tens of thousands of points, and building lists of lists for a JSON encoder cost more
+    than evaluating the query."""
     value = result.value
     stamps = [repr(t) for t in (result.steps / 1000).tolist()]
     if isinstance(value, Scalar):
-        rows = [("{}", _points(stamps, value.values, np.arange(len(stamps))))]
+        series: list[tuple[bytes, bytes]] = [(b"{}", _points(stamps, value.values, np.arange(len(stamps))))]
     else:
         assert isinstance(value, Vector)
-        rows = []
+        series = []
         for i in sorted(range(len(value.labels)), key=lambda i: value.labels[i]):
             where = np.flatnonzero(value.present[i])
             if len(where):
-                rows.append(
-                    (
-                        json.dumps(dict(value.labels[i]), ensure_ascii=False, separators=(",", ":")),
-                        _points(stamps, value.values[i], where),
-                    )
-                )
-    series = ",".join(f'{{"metric":{metric},"values":[{points}]}}' for metric, points in rows)
-    return f'{{"status":"success","data":{{"resultType":"matrix","result":[{series}]}}}}'.encode()
+                series.append((orjson.dumps(dict(value.labels[i])), _points(stamps, value.values[i], where)))
+    body = b",".join(b'{"metric":%s,"values":[%s]}' % (metric, points) for metric, points in series)
+    return b'{"status":"success","data":{"resultType":"matrix","result":[%s]}}' % body
 
 
-def _points(stamps: list[str], row: np.ndarray, where: np.ndarray) -> str:
-    chosen = row[where]
-    texts = _format_many(chosen)
-    return ",".join([f'[{stamps[j]},"{text}"]' for j, text in zip(where.tolist(), texts, strict=True)])
+def _points(stamps: list[str], row: np.ndarray, where: np.ndarray) -> bytes:
+    texts = format_many(row[where])
+    return ",".join([f'[{stamps[j]},"{text}"]' for j, text in zip(where.tolist(), texts, strict=True)]).encode()
 
 
-def _format_many(values: np.ndarray) -> list[str]:
-    """format_value of each, the common case (finite, written by repr without an exponent) at
-    C speed: repr's shortest digits are what Prometheus writes; whole numbers drop the '.0'."""
+def format_many(values: np.ndarray) -> list[str]:
+    """format_value of each. The common values (finite, between 1e-4 and 1e16, where the shortest
+    digits are written without an exponent) are formatted together by orjson's float writer,
+    which gives the same shortest digits as repr at a tenth of the cost; whole numbers drop the
+    '.0'. The rest go one by one."""
     magnitude = np.abs(values)
     plain = np.isfinite(values) & ((magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16)))
-    if plain.all():
-        return [text[:-2] if text.endswith(".0") else text for text in map(repr, values.tolist())]
-    return [format_value(v) for v in values.tolist()]
+    texts = orjson.dumps(values.tolist()).decode()[1:-1].split(",")
+    for index in np.flatnonzero(plain & (values == np.trunc(values))).tolist():
+        texts[index] = texts[index][:-2]
+    for index in np.flatnonzero(~plain).tolist():
+        texts[index] = format_value(float(values[index]))
+    return texts
 
 
 def _matrix(matrix: Matrix) -> list[dict[str, Any]]:
