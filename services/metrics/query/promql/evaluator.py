@@ -41,6 +41,7 @@ from services.metrics.query.promql.values import (
     Value,
     Vector,
     kind,
+    search_series,
 )
 from services.metrics.query.use_cases import QueryContext, select_series
 from services.metrics.storage.ports import TooManyPoints
@@ -234,8 +235,9 @@ class Evaluator:
 
     def _samples(
         self, selector: Any, ends: np.ndarray, window_ms: int
-    ) -> tuple[list[LabelSet], list[np.ndarray], list[np.ndarray]]:
-        """The selector's series (in label order) with their samples in (min end - window, max end]."""
+    ) -> tuple[list[LabelSet], np.ndarray, np.ndarray, np.ndarray]:
+        """The selector's series with samples in (min end - window, max end], in label order:
+        their labels, their samples end to end (times, values) and where each series starts."""
         chosen = sorted(self.select(selector), key=lambda series: series.labels)
         lowest = int(ends.min()) - window_ms + 1
         highest = int(ends.max())
@@ -250,48 +252,48 @@ class Evaluator:
                 "narrow the range or the selector"
             )
         self._read += len(found.t)
-        # Samples come series after series: cut them into one array pair per series.
+        # Samples come series after series in id order: reorder the series' runs into label order.
         cuts = np.flatnonzero(found.series[1:] != found.series[:-1]) + 1
         bounds = [0, *cuts.tolist(), len(found.t)]
         by_id = {int(found.series[lo]): (lo, hi) for lo, hi in pairwise(bounds) if hi > lo}
-        labels, times, values = [], [], []
+        labels, spans = [], []
         for series in chosen:
             span = by_id.get(series.series_id)
-            if span is None:
-                continue
-            labels.append(series.labels)
-            times.append(found.t[span[0] : span[1]])
-            values.append(found.v[span[0] : span[1]])
-        return labels, times, values
+            if span is not None:
+                labels.append(series.labels)
+                spans.append(span)
+        offsets = np.zeros(len(spans) + 1, dtype=np.int64)
+        np.cumsum([hi - lo for lo, hi in spans], out=offsets[1:])
+        in_place = all(a[1] == b[0] for a, b in pairwise(spans)) and (not spans or spans[0][0] == 0)
+        if not in_place:
+            order = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+            return labels, found.t[order], found.v[order], offsets
+        return labels, found.t[: offsets[-1]], found.v[: offsets[-1]], offsets
 
     def _instant_selector(self, selector: Any, steps: np.ndarray) -> Vector:
         ends = self._evaluation_times(selector.at, selector.offset, steps)
-        labels, times, values = self._samples(selector, ends, self._lookback_ms)
+        labels, times, values, offsets = self._samples(selector, ends, self._lookback_ms)
         if not labels:
             return Vector.empty(len(steps))
         self.hold(len(labels), len(steps))
-        rows, masks, stamps = [], [], []
-        for ts, vs in zip(times, values, strict=True):
-            index = np.searchsorted(ts, ends, side="right") - 1
-            clipped = np.maximum(index, 0)
-            found = (index >= 0) & (ts[clipped] > ends - self._lookback_ms)
-            found &= vs[clipped].view(np.uint64) != STALE_NAN_BITS
-            rows.append(np.where(found, vs[clipped], np.nan))
-            masks.append(found)
-            stamps.append(ts[clipped])
-        return Vector(labels, np.array(rows), np.array(masks), sample_times=np.array(stamps))
+        newest = search_series(times, offsets, ends) - 1  # (series x steps): the newest sample at or before
+        inside = newest >= offsets[:-1, None]
+        at = np.maximum(newest, 0)
+        found = inside & (times[at] > ends[None, :] - self._lookback_ms)
+        found &= values[at].view(np.uint64) != STALE_NAN_BITS
+        return Vector(labels, np.where(found, values[at], np.nan), found, sample_times=times[at])
 
     def _range_selector(self, node: Any, steps: np.ndarray) -> Matrix:
         selector = node.vector_selector
         range_ms = _ms(node.range)
         ends = self._evaluation_times(selector.at, selector.offset, steps)
-        labels, times, values = self._samples(selector, ends, range_ms)
-        kept_times, kept_values = [], []
-        for ts, vs in zip(times, values, strict=True):
-            fresh = vs.view(np.uint64) != STALE_NAN_BITS
-            kept_times.append(ts[fresh])
-            kept_values.append(vs[fresh])
-        return Matrix(labels, kept_times, kept_values, range_ms, ends)
+        labels, times, values, offsets = self._samples(selector, ends, range_ms)
+        fresh = values.view(np.uint64) != STALE_NAN_BITS
+        if not fresh.all():
+            kept = np.zeros(len(offsets), dtype=np.int64)
+            np.cumsum(np.add.reduceat(fresh.astype(np.int64), offsets[:-1]), out=kept[1:])
+            times, values, offsets = times[fresh], values[fresh], kept
+        return Matrix.from_flat(labels, times, values, offsets, range_ms, ends)
 
     def _subquery(self, node: Any, steps: np.ndarray) -> Matrix:
         ends = self._evaluation_times(node.at, node.offset, steps)

@@ -316,6 +316,24 @@ KEEPS_NAME = frozenset({"last_over_time", "first_over_time"})
 _LEADING_PARAMETER = frozenset({"quantile_over_time"})
 
 
+BATCH_CELLS = 1 << 21
+"""How many (step x window sample) cells one batch of series may spread over: functions that lay
+their windows out as a grid (stddev_over_time, deriv, ...) allocate that much."""
+
+
+def _batches(widths: np.ndarray, steps: int) -> list[tuple[int, int]]:
+    """Consecutive series grouped so each group's steps x widest window stays within BATCH_CELLS."""
+    batches, first, widest = [], 0, 0
+    for index, width in enumerate(np.maximum(widths, 1).tolist()):
+        widest = max(widest, width)
+        if index > first and (index - first + 1) * steps * widest > BATCH_CELLS:
+            batches.append((first, index))
+            first, widest = index, width
+    if len(widths):
+        batches.append((first, len(widths)))
+    return batches
+
+
 def _range_function(name: str) -> Callable[[Evaluator, list[Any], np.ndarray], Value]:
     compute = RANGE_FUNCTIONS[name]
 
@@ -329,16 +347,28 @@ def _range_function(name: str) -> Callable[[Evaluator, list[Any], np.ndarray], V
         if not matrix.labels:
             return Vector.empty(len(steps))
         ev.hold(len(matrix.labels), len(steps))
-        rows, masks = [], []
-        for index in range(len(matrix.labels)):
+        times, values, offsets = matrix.flat()
+        lo, hi = matrix.all_windows(times, offsets)
+        rows = np.zeros(lo.shape, dtype=np.float64)
+        masks = np.zeros(lo.shape, dtype=bool)
+        for first, last in _batches((hi - lo).max(axis=1, initial=0), len(steps)):
+            # Series [first, last) evaluated together, their windows laid end to end.
             ev.check()
-            lo, hi = matrix.windows(index)
-            window = Windows(matrix.times[index], matrix.values[index], lo, hi, matrix.ends, matrix.range_ms, steps)
-            values, present = compute(window, parameters)
-            rows.append(values)
-            masks.append(present)
+            base, count = int(offsets[first]), last - first
+            window = Windows(
+                times[base : offsets[last]],
+                values[base : offsets[last]],
+                lo[first:last].ravel() - base,
+                hi[first:last].ravel() - base,
+                np.tile(matrix.ends, count),
+                matrix.range_ms,
+                np.tile(steps, count),
+            )
+            computed, present = compute(window, [np.tile(p, count) for p in parameters])
+            rows[first:last] = computed.reshape(count, len(steps))
+            masks[first:last] = present.reshape(count, len(steps))
         labels = matrix.labels if name in KEEPS_NAME else [without_name(lb) for lb in matrix.labels]
-        return merge_same_labels(Vector(labels, np.array(rows, dtype=np.float64), np.array(masks, dtype=bool)))
+        return merge_same_labels(Vector(labels, rows, masks))
 
     return run
 

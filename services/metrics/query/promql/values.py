@@ -64,6 +64,8 @@ class Matrix:
     range_ms: int
     ends: np.ndarray  # per step, ms
     from_selector: bool = field(default=True)
+    flat_form: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    """flat()'s answer when the matrix was built from it."""
 
     def windows(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Per step, the positions [lo, hi) of series `index`'s samples inside its window."""
@@ -71,6 +73,58 @@ class Matrix:
         lo = np.searchsorted(times, self.ends - self.range_ms, side="right")
         hi = np.searchsorted(times, self.ends, side="right")
         return lo, hi
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every series' samples end to end (times, values) and where each series starts (one
+        more entry: the end)."""
+        if self.flat_form is not None:
+            return self.flat_form
+        counts = np.fromiter((len(t) for t in self.times), dtype=np.int64, count=len(self.times))
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        if not len(self.times):
+            return np.zeros(0, dtype=np.int64), np.zeros(0), offsets
+        return np.concatenate(self.times), np.concatenate(self.values), offsets
+
+    @classmethod
+    def from_flat(
+        cls, labels: list[LabelSet], times: np.ndarray, values: np.ndarray, offsets: np.ndarray, range_ms: int,
+        ends: np.ndarray,
+    ) -> Matrix:  # fmt: skip
+        cuts = offsets[1:-1]
+        if not labels:
+            return cls([], [], [], range_ms, ends)
+        matrix = cls(labels, np.split(times, cuts), np.split(values, cuts), range_ms, ends)
+        matrix.flat_form = (times, values, offsets)
+        return matrix
+
+    def all_windows(self, times: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """windows() of every series at once, as (series x steps) positions into the flat arrays."""
+        lo = search_series(times, offsets, self.ends - self.range_ms)
+        return lo, search_series(times, offsets, self.ends)
+
+
+def search_series(times: np.ndarray, offsets: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """For every series laid end to end in `times` (series i at offsets[i]:offsets[i + 1],
+    ascending) and every point, the position after the series' last sample at or before it (numpy's
+    searchsorted side="right"), as a (series x points) array of positions into `times`. Each
+    series' times are lifted into a band of their own, so one sorted search answers them all."""
+    series = len(offsets) - 1
+    if not series or not len(points):
+        return np.zeros((series, len(points)), dtype=np.int64)
+    base = min(int(times.min()) if len(times) else 0, int(points.min()))
+    span = max(int(times.max()) if len(times) else 0, int(points.max())) - base + 1
+    if series * span >= 2**62:  # absurd time spans: one search per series
+        return np.array(
+            [
+                offsets[i] + np.searchsorted(times[offsets[i] : offsets[i + 1]], points, side="right")
+                for i in range(series)
+            ]
+        )
+    band = np.arange(series, dtype=np.int64) * span
+    keys = np.repeat(band, np.diff(offsets)) + (times - base)
+    found = np.searchsorted(keys, (band[:, None] + (points - base)[None, :]).ravel(), side="right")
+    return found.reshape(series, len(points))
 
 
 @dataclass
