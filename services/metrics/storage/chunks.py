@@ -327,8 +327,11 @@ def decode_rows(rows: Sequence[StoredRow], plain: PlainForm) -> tuple[np.ndarray
     bounds = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(counts, out=bounds[1:])
     index = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
-    position = np.arange(int(bounds[-1]), dtype=np.int64) - bounds[index]
-    times = starts[index] + position * intervals[index]  # evenly spaced; uneven chunks overwritten below
+    # Evenly spaced times (uneven chunks overwritten below): each row's start moved back by its
+    # first sample's position, plus position x interval; repeats, no per-sample gathers.
+    ramp = np.arange(int(bounds[-1]), dtype=np.int64)
+    spacing = int(intervals[0]) if (intervals == intervals[0]).all() else np.repeat(intervals, counts)
+    times = np.repeat(starts - bounds[:-1] * intervals, counts) + ramp * spacing
     values = np.empty(len(times), dtype=np.float64)
     unknown = np.flatnonzero((forms != codec.PACKED) & (forms != codec.PLAIN))
     if len(unknown):
@@ -340,22 +343,25 @@ def decode_rows(rows: Sequence[StoredRow], plain: PlainForm) -> tuple[np.ndarray
             decoded, offsets = codec.decode_many([rows[i][6] for i in packed], counts[packed].tolist())
         except codec.CorruptChunk as error:
             raise _unreadable(rows[packed[error.index]], error) from error
-        values[forms[index] == codec.PACKED] = decoded  # rows ascend, so their samples line up in order
+        if len(packed) == len(rows):
+            values = decoded
+        else:
+            values[np.repeat(forms == codec.PACKED, counts)] = decoded  # rows ascend: samples line up in order
         for i, chunk_offsets in zip(packed, offsets, strict=True):
             if chunk_offsets is not None:
                 times[bounds[i] : bounds[i + 1]] = starts[i] + chunk_offsets
     plain_rows = np.flatnonzero(forms == codec.PLAIN).tolist()
     if plain_rows:
         try:
-            values[forms[index] == codec.PLAIN] = plain.read(
+            values[np.repeat(forms == codec.PLAIN, counts)] = plain.read(
                 [rows[i][6] for i in plain_rows], counts[plain_rows], plain.values, plain_rows
             )
             uneven = [i for i in plain_rows if rows[i][5] is not None]
             if uneven:
                 in_uneven = np.zeros(len(rows), dtype=bool)
                 in_uneven[uneven] = True
-                chosen = in_uneven[index]
-                times[chosen] = starts[index[chosen]] + plain.read(
+                chosen = np.repeat(in_uneven, counts)
+                times[chosen] = np.repeat(starts[uneven], counts[uneven]) + plain.read(
                     [rows[i][5] for i in uneven], counts[uneven], plain.offsets, uneven
                 )
         except PlainSizeMismatch as error:
