@@ -211,3 +211,30 @@ def test_a_counter_reset_does_not_make_rate_negative(corpus_store):
     loaded, start = corpus_store
     value = loaded.evaluator().range("rate(http_requests_total[5m])", start + 600, start + 3 * 3600, 60).value
     assert np.all(value.values[value.present] >= 0) and not math.isnan(float(value.values[value.present].sum()))
+
+
+def test_grid_functions_over_very_wide_windows_are_cut_into_bounded_batches():
+    from services.metrics.query.promql.functions import BATCH_CELLS, _batches
+
+    steps = 10_800
+    widths = np.array([10, 10, 86_400, 5, 5])  # one series holds a day of one-second samples per window
+    batches = _batches(widths, steps)
+    covered = np.zeros((len(widths), steps), dtype=int)
+    for first, last, since, until in batches:
+        covered[first:last, since:until] += 1
+        assert (last - first) * (until - since) * widths[first:last].max() <= max(BATCH_CELLS, widths.max())
+    assert (covered == 1).all()  # every series and step exactly once
+
+
+def test_stddev_over_a_window_wider_than_a_batch_is_still_exact(store):
+    # wobble's nine samples at 10 s; a batch of one step still sees the whole window.
+    from services.metrics.query.promql import functions
+
+    saved = functions.BATCH_CELLS
+    functions.BATCH_CELLS = 4
+    try:
+        value = store.evaluator().range("stddev_over_time(wobble[90s])", T0 + 70, T0 + 80, 10).value
+    finally:
+        functions.BATCH_CELLS = saved
+    window = np.array([3.0, 5.0, 4.0, 8.0, 7.0, 11.0, 10.0, 14.0, 100.0])
+    assert value.values[0].tolist() == pytest.approx([np.std(window[:8]), np.std(window)])

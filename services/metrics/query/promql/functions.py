@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,6 +61,15 @@ class Windows:
     ends: np.ndarray  # per step, the window's end (ms)
     range_ms: int
     steps: np.ndarray  # the evaluation steps (predict_linear's intercept time)
+    check: Callable[[], None] = field(default=lambda: None)
+    """The query's deadline and cancellation check, for loops that run per window."""
+
+    def every(self, count: int, period: int = 256) -> Iterator[int]:
+        """range(count), checking the query's limits every `period` turns."""
+        for index in range(count):
+            if index % period == 0:
+                self.check()
+            yield index
 
     @property
     def counts(self) -> np.ndarray:
@@ -233,7 +242,9 @@ def _smoothing(window: Windows, parameters: list[np.ndarray]) -> tuple[np.ndarra
     level = values[:, 0].copy()
     slope = values[:, 1] - values[:, 0]
     before = np.zeros_like(level)
-    for i in range(1, values.shape[1]):
+    for i in window.every(values.shape[1]):
+        if i == 0:
+            continue
         live = mask[:, i]
         if i > 1:
             slope = np.where(live, trend * (level - before) + (1 - trend) * slope, slope)
@@ -247,7 +258,8 @@ def _quantile_over_time(window: Windows, parameters: list[np.ndarray]) -> tuple[
     present = window.counts > 0
     out = np.zeros(len(window.lo))
     q = parameters[0]
-    for index in np.flatnonzero(present).tolist():
+    chosen = np.flatnonzero(present).tolist()
+    for index in (chosen[turn] for turn in window.every(len(chosen))):
         out[index] = quantile_of_sorted(
             float(q[index]), sort_nan_first(window.values[window.lo[index] : window.hi[index]])
         )
@@ -257,7 +269,8 @@ def _quantile_over_time(window: Windows, parameters: list[np.ndarray]) -> tuple[
 def _mad_over_time(window: Windows, _: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     present = window.counts > 0
     out = np.zeros(len(window.lo))
-    for index in np.flatnonzero(present).tolist():
+    chosen = np.flatnonzero(present).tolist()
+    for index in (chosen[turn] for turn in window.every(len(chosen))):
         values = window.values[window.lo[index] : window.hi[index]]
         median = quantile_of_sorted(0.5, sort_nan_first(values))
         out[index] = quantile_of_sorted(0.5, sort_nan_first(np.abs(values - median)))
@@ -313,6 +326,11 @@ RANGE_FUNCTIONS: dict[str, RangeFunction] = {
     "mad_over_time": _mad_over_time,
 }
 KEEPS_NAME = frozenset({"last_over_time", "first_over_time"})
+GRID_FUNCTIONS = frozenset(
+    {"stdvar_over_time", "stddev_over_time", "deriv", "predict_linear", "double_exponential_smoothing"}
+)
+"""Functions that lay each step's window out as a row of a grid (Windows.grid): their batches are
+sized by the widest window."""
 _LEADING_PARAMETER = frozenset({"quantile_over_time"})
 
 
@@ -322,16 +340,26 @@ their windows out as a grid (stddev_over_time, deriv, ...) allocate that much, a
 fits the CPU cache runs 30 % faster than one twice its size (measured on deriv over 100 series)."""
 
 
-def _batches(widths: np.ndarray, steps: int) -> list[tuple[int, int]]:
-    """Consecutive series grouped so each group's steps x widest window stays within BATCH_CELLS."""
-    batches, first, widest = [], 0, 0
+def _batches(widths: np.ndarray, steps: int) -> list[tuple[int, int, int, int]]:
+    """Work in units of (first series, last series, first step, last step) whose steps x widest
+    window stays within BATCH_CELLS: consecutive series together, and a series whose windows are
+    too wide for that (a day of one-second samples) a few steps at a time."""
+    batches: list[tuple[int, int, int, int]] = []
+    first, widest = 0, 0
     for index, width in enumerate(np.maximum(widths, 1).tolist()):
+        if steps * width > BATCH_CELLS:
+            if index > first:
+                batches.append((first, index, 0, steps))
+            per = max(1, BATCH_CELLS // width)
+            batches.extend((index, index + 1, since, min(steps, since + per)) for since in range(0, steps, per))
+            first, widest = index + 1, 0
+            continue
         widest = max(widest, width)
         if index > first and (index - first + 1) * steps * widest > BATCH_CELLS:
-            batches.append((first, index))
+            batches.append((first, index, 0, steps))
             first, widest = index, width
-    if len(widths):
-        batches.append((first, len(widths)))
+    if first < len(widths):
+        batches.append((first, len(widths), 0, steps))
     return batches
 
 
@@ -352,22 +380,25 @@ def _range_function(name: str) -> Callable[[Evaluator, list[Any], np.ndarray], V
         lo, hi = matrix.all_windows(times, offsets)
         rows = np.zeros(lo.shape, dtype=np.float64)
         masks = np.zeros(lo.shape, dtype=bool)
-        for first, last in _batches((hi - lo).max(axis=1, initial=0), len(steps)):
-            # Series [first, last) evaluated together, their windows laid end to end.
+        widths = (hi - lo).max(axis=1, initial=0) if name in GRID_FUNCTIONS else np.ones(len(lo), dtype=np.int64)
+        for first, last, since, until in _batches(widths, len(steps)):
+            # Series [first, last) at steps [since, until) evaluated together, their windows laid
+            # end to end.
             ev.check()
             base, count = int(offsets[first]), last - first
             window = Windows(
                 times[base : offsets[last]],
                 values[base : offsets[last]],
-                lo[first:last].ravel() - base,
-                hi[first:last].ravel() - base,
-                np.tile(matrix.ends, count),
+                lo[first:last, since:until].ravel() - base,
+                hi[first:last, since:until].ravel() - base,
+                np.tile(matrix.ends[since:until], count),
                 matrix.range_ms,
-                np.tile(steps, count),
+                np.tile(steps[since:until], count),
+                ev.check,
             )
-            computed, present = compute(window, [np.tile(p, count) for p in parameters])
-            rows[first:last] = computed.reshape(count, len(steps))
-            masks[first:last] = present.reshape(count, len(steps))
+            computed, present = compute(window, [np.tile(p[since:until], count) for p in parameters])
+            rows[first:last, since:until] = computed.reshape(count, until - since)
+            masks[first:last, since:until] = present.reshape(count, until - since)
         labels = matrix.labels if name in KEEPS_NAME else [without_name(lb) for lb in matrix.labels]
         return merge_same_labels(Vector(labels, rows, masks))
 
