@@ -238,3 +238,12 @@ def test_stddev_over_a_window_wider_than_a_batch_is_still_exact(store):
         functions.BATCH_CELLS = saved
     window = np.array([3.0, 5.0, 4.0, 8.0, 7.0, 11.0, 10.0, 14.0, 100.0])
     assert value.values[0].tolist() == pytest.approx([np.std(window[:8]), np.std(window)])
+
+
+def test_what_is_not_supported_is_refused_naming_it(store):
+    from services.metrics.query.promql.evaluator import Unsupported
+
+    with pytest.raises(Unsupported, match=r"function info\(\)"):
+        instant(store, "info(item)", T0 + 80)
+    # Native histograms' functions on float series answer empty, as Prometheus' do.
+    assert by_labels(instant(store, "histogram_count(item)", T0 + 80)) == {}

@@ -43,7 +43,7 @@ def call(ev: Evaluator, node: Any, steps: np.ndarray) -> Value:
     if handler is None:
         from services.metrics.query.promql.evaluator import Unsupported
 
-        raise Unsupported(f"unsupported in InfraWatch's PromQL: function {name}() (native histograms are not stored)")
+        raise Unsupported(f"unsupported in InfraWatch's PromQL: function {name}()")
     return handler(ev, list(node.args), steps)
 
 
@@ -311,7 +311,6 @@ RANGE_FUNCTIONS: dict[str, RangeFunction] = {
     "changes": _changes(decreases_only=False),
     "resets": _changes(decreases_only=True),
     "double_exponential_smoothing": _smoothing,
-    "holt_winters": _smoothing,
     "sum_over_time": lambda w, _: (w.reduce(np.add), w.counts > 0),
     "avg_over_time": _avg_over_time,
     "min_over_time": _extreme_over_time(largest=False),
