@@ -155,9 +155,10 @@ class Evaluator:
         self.check()
         value = self._dispatch(node, steps)
         if isinstance(value, Vector) and not isinstance(node, ast.VectorSelector | ast.ParenExpr):
-            # Derived values count too (selectors hold before they allocate; a derived value is
-            # never larger than the inputs it came from, which were held already, so the budget
-            # is overrun by at most one such value before the query stops).
+            # Derived values count too. Selectors hold before they allocate; a derived value is
+            # no larger than the inputs it came from, which were held already, so the budget is
+            # overrun by at most one such value before the query stops (count_values, which can
+            # outgrow its input, holds each new row before allocating it).
             self.hold(len(value.labels), len(steps))
         return value
 
