@@ -218,7 +218,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each query (after 3 untimed)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="infrawatch-bench-promql-"))
-    with running_platform(args.backend, args.postgres_url) as platform:
+    # No maintenance pass while the fresh chunks are measured (the default schedule would compact
+    # them halfway through); the restart afterwards turns it on.
+    with running_platform(args.backend, args.postgres_url, env={"INFRAWATCH_MAINTENANCE_EVERY": "1h"}) as platform:
         prometheus = PrometheusServer(workdir)
         try:
             return measure(args, platform, prometheus)
