@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.processes import GRPCURL, grpcurl, run_readme_recipe
+from tests.e2e.processes import GRPCURL, grpcurl, read_until, run_readme_recipe, telemetry_value, wait_for
 from tests.e2e.test_metrics_process import register, stream
 
 OPERATOR = "infrawatch.gateway.v1.OperatorService"
@@ -87,7 +88,7 @@ def test_stopping_metrics_gives_partial_answers_and_clear_unavailability(
     assert "QueryAgentMetrics code=UNAVAILABLE" in gateway_log
 
 
-def test_watch_agent_streams_status_then_samples(agents_process, metrics_process, gateway_process):
+def test_watch_agent_streams_status_then_samples(agents_process, metrics_process, gateway_process, platform_env):
     agents, metrics, address = agents_process[1], metrics_process[1], gateway_process[1]
     token = register(agents, "live-1")
     watcher = subprocess.Popen(
@@ -95,15 +96,19 @@ def test_watch_agent_streams_status_then_samples(agents_process, metrics_process
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        output = ""
-        while "AGENT_STATUS_ONLINE" not in output:
-            output += watcher.stdout.readline()
-        time.sleep(0.5)
+        output = read_until(watcher, "AGENT_STATUS_ONLINE")
+        # The gateway subscribes to the agent's samples after sending its status: the metrics
+        # service counting the subscriber is the signal that no sample can be missed now.
+        port = platform_env["INFRAWATCH_METRICS_TELEMETRY_PORT"]
+        wait_for(lambda: telemetry_value(port, "infrawatch_watch_subscribers") >= 1, 30, "the relay subscribed")
         stream(metrics, token, cpu_batch("live-1", [int(time.time() * 1000)], [64.25]))
-        while "64.25" not in output:
-            output += watcher.stdout.readline()
-        while "AGENT_STATUS_STALE" not in output and "AGENT_STATUS_OFFLINE" not in output:
-            output += watcher.stdout.readline()
+        output = read_until(watcher, "64.25", timeout=10, so_far=output)
+        # The host sends no heartbeats: its status goes on to OFFLINE, through STALE when a poll
+        # falls between the two.
+        output = read_until(watcher, "AGENT_STATUS_OFFLINE", timeout=30, so_far=output)
+        statuses = re.findall(r"AGENT_STATUS_[A-Z]+", output)
+        assert statuses[0] == "AGENT_STATUS_ONLINE" and statuses[-1] == "AGENT_STATUS_OFFLINE", statuses
+        assert set(statuses) <= {"AGENT_STATUS_ONLINE", "AGENT_STATUS_STALE", "AGENT_STATUS_OFFLINE"}, statuses
     finally:
         watcher.kill()
         watcher.wait()

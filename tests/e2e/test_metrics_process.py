@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.e2e.conftest import ENROLL_HEADER
-from tests.e2e.processes import GRPCURL, grpcurl, run_readme_recipe
+from tests.e2e.processes import GRPCURL, grpcurl, read_until, run_readme_recipe, telemetry_value, wait_for
 
 
 def register(agents_address: str, hostname: str) -> str:
@@ -88,7 +88,7 @@ def test_every_query_rpc_through_grpcurl_gives_exact_answers(agents_process, met
     assert call(metrics, "ListMetricNames", {})["metrics"][0]["name"] == "load1"
 
 
-def test_watch_through_grpcurl_sees_a_new_sample_promptly(agents_process, metrics_process):
+def test_watch_through_grpcurl_sees_a_new_sample_promptly(agents_process, metrics_process, platform_env):
     agents, metrics = agents_process[1], metrics_process[1]
     token = register(agents, "web-8")
     watcher = subprocess.Popen(
@@ -97,18 +97,19 @@ def test_watch_through_grpcurl_sees_a_new_sample_promptly(agents_process, metric
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        # Once the service counts the subscriber, no committed sample can be missed.
+        port = platform_env["INFRAWATCH_METRICS_TELEMETRY_PORT"]
+        wait_for(lambda: telemetry_value(port, "infrawatch_watch_subscribers") >= 1, 30, "the watch subscribed")
         now = int(time.time() * 1000)
         labels = [{"name": "__name__", "value": "temp_celsius"}, {"name": "host", "value": "web-8"}]
         stream(
             metrics, token, {"sequence": 1, "series": [{"labels": labels, "timestamps_ms": [now], "values": [21.5]}]}
         )
         committed = time.monotonic()
-        received = ""
-        while '"values"' not in received:
-            received += watcher.stdout.readline()
+        received = read_until(watcher, '"values"', timeout=5)
         assert time.monotonic() - committed < 1.0
-        assert watcher.stdout.readline().strip() == "21.5"
+        received = read_until(watcher, "]", timeout=5, so_far=received)
+        assert received.split('"values": [', 1)[1].split("]", 1)[0].strip() == "21.5"
     finally:
         watcher.kill()
         watcher.wait()

@@ -148,7 +148,12 @@ def test_watch_agent_relays_status_then_live_samples_then_status_changes(
     threading.Thread(target=consume, daemon=True).start()
     first = events.get(timeout=5)
     assert first.status.status == agents_pb2.AGENT_STATUS_ONLINE
-    time.sleep(0.5)
+    # The gateway subscribes to the host's samples after sending the status: the metrics service
+    # holding the subscription is the signal that no sample can be missed now.
+    deadline = time.monotonic() + 10
+    while metrics_harness.app.hub.subscriber_count() < 1:
+        assert time.monotonic() < deadline, "the gateway never subscribed to the host's samples"
+        time.sleep(0.01)
     now = metrics_harness.clock()
     batch = metrics_pb2.MetricBatch(
         sequence=2,
