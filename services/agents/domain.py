@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from services.common.errors import InvalidArgument
+from services.common.labels import LABEL_NAME_RULE, is_label_name
 from services.common.text import NUL_RULE, holds_nul
 
 MAX_HOSTNAME = 253
@@ -27,7 +28,6 @@ MAX_MEMORY_BYTES = 2**63 - 1
 DEFAULT_PAGE_SIZE = 100
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TOKEN_PREFIX = "iwa_"
 REMOTE_WRITE_TOKEN_PREFIX = "iwr_"
@@ -203,9 +203,9 @@ def validate_labels(labels: dict[str, str], field_name: str = "labels") -> None:
     if len(labels) > MAX_LABELS:
         raise InvalidArgument(f"{field_name} has {len(labels)} entries; the limit is {MAX_LABELS}")
     for name, value in labels.items():
-        if not _LABEL_NAME.match(name) or len(name) > MAX_LABEL_NAME:
+        if not is_label_name(name) or len(name) > MAX_LABEL_NAME:
             raise InvalidArgument(
-                f"{field_name}: label name {name[:80]!r} is invalid; names match [a-zA-Z_][a-zA-Z0-9_]* "
+                f"{field_name}: label name {name[:80]!r} is invalid; names match {LABEL_NAME_RULE} "
                 f"and are at most {MAX_LABEL_NAME} characters"
             )
         _check_length(f"{field_name}[{name}]", value, MAX_LABEL_VALUE)

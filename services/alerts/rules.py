@@ -17,6 +17,7 @@ import yaml
 from agent.values import duration_seconds
 from services.common.aggregations import BY_NAME
 from services.common.errors import InvalidArgument
+from services.common.labels import LABEL_NAME_RULE, is_label_name
 from services.common.selectors import Matcher, MatchType, parse_selector
 
 AGGREGATIONS = tuple(BY_NAME)
@@ -29,9 +30,8 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "!=": lambda value, threshold: value != threshold,
 }
 LIVENESS_STATUSES = ("stale", "offline")
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TEMPLATE = re.compile(r"{{\s*(.*?)\s*}}")
-_TEMPLATE_LABEL = re.compile(r"^\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)$")
+_TEMPLATE_LABEL = re.compile(r"\$labels\.(" + LABEL_NAME_RULE + ")")
 
 
 class RulesError(Exception):
@@ -147,7 +147,7 @@ def render(template: str, labels: dict[str, str], value: float) -> str:
         expression = match.group(1)
         if expression == "$value":
             return f"{value:.4g}"
-        label = _TEMPLATE_LABEL.match(expression)
+        label = _TEMPLATE_LABEL.fullmatch(expression)
         return labels.get(label.group(1), "") if label else match.group(0)
 
     return _TEMPLATE.sub(one, template)
@@ -230,7 +230,7 @@ class _Reader:
             return default
         names = tuple(self.text(item, where) for item in self.sequence(node, where))
         for name, item in zip(names, node.value, strict=False):
-            if name and not _NAME.match(name):
+            if name and not is_label_name(name):
                 self.problem(item, where, f"{name!r} is not a label name")
         return names
 
@@ -243,10 +243,10 @@ class _Reader:
         pairs = []
         for key, value in node.value:
             name, text = str(key.value), self.text(value, f"{where}.{key.value}", required=False)
-            if not _NAME.match(name):
+            if not is_label_name(name):
                 self.problem(key, where, f"{name!r} is not a label name")
             for expression in _TEMPLATE.findall(text):
-                if expression != "$value" and not _TEMPLATE_LABEL.match(expression):
+                if expression != "$value" and not _TEMPLATE_LABEL.fullmatch(expression):
                     self.problem(
                         value, f"{where}.{name}", f"unknown template {{{{ {expression} }}}}; use $value or $labels.NAME"
                     )
@@ -289,8 +289,8 @@ def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule 
     reader.around = node
     name = reader.text(keys.get("alert"), f"group {group}: rule: alert")
     where = f"group {group}: rule {name or '?'}"
-    if name and not _NAME.match(name):
-        reader.problem(keys["alert"], where, f"alert name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+    if name and not is_label_name(name):
+        reader.problem(keys["alert"], where, f"alert name {name!r} must match {LABEL_NAME_RULE}")
     if name in seen:
         reader.problem(keys.get("alert"), where, "another rule of this file has the same name")
     seen.add(name)

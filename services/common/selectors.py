@@ -10,11 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.labels import METRIC_NAME, METRIC_NAME_RULE, LabelSet, is_label_name
 from services.common.patterns import compile_pattern
-
-LabelSet = tuple[tuple[str, str], ...]
-METRIC_NAME = "__name__"
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class MatchType(enum.IntEnum):
@@ -36,7 +33,7 @@ class Matcher:
     value: str
 
     def __post_init__(self) -> None:
-        if not self.name or not _LABEL_NAME.match(self.name):
+        if not is_label_name(self.name):
             raise InvalidArgument(f"matcher label name {self.name[:80]!r} is invalid")
         if self.type in (MatchType.REGEX, MatchType.NOT_REGEX):
             object.__setattr__(self, "_pattern", compile_pattern(self.value, f"matcher {self.name}"))
@@ -52,7 +49,9 @@ class Matcher:
 
 _SELECTOR_TOKEN = re.compile(
     r"""(?:
-        (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
+        (?P<ident>"""
+    + METRIC_NAME_RULE
+    + r""")
       | (?P<op>=~|!~|!=|=)
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
       | (?P<punct>[{},])

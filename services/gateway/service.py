@@ -28,6 +28,7 @@ from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
 from services.common.credentials import Credentials
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.labels import is_metric_name
 from services.common.timestamps import to_epoch_ms
 from services.gateway.clients import Budget
 
@@ -41,7 +42,6 @@ ALL_STATUSES = (
     agents_pb2.AGENT_STATUS_DEREGISTERED,
 )
 DOWN = (agents_pb2.AGENT_STATUS_STALE, agents_pb2.AGENT_STATUS_OFFLINE)
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 class AgentsPort(Protocol):
@@ -217,7 +217,7 @@ def fleet_overview(
     """Counts by status, the most recently silent agents, and the top hosts by a metric."""
     authorize_read(ctx, token)
     metric = top_metric or DEFAULT_TOP_METRIC
-    if not _METRIC_NAME.match(metric):
+    if not is_metric_name(metric):
         raise InvalidArgument(f"top_metric {metric[:80]!r} is not a metric name")
     for name, value in (("top_n", top_n), ("recent_limit", recent_limit)):
         if value > 100:
@@ -264,7 +264,7 @@ def query_agent_metrics(
 ) -> tuple[agents_pb2.Agent, list[metrics_pb2.SeriesPoints]]:
     """A range query on one agent's series; by default the hour up to its last heartbeat."""
     authorize_read(ctx, token)
-    if not _METRIC_NAME.match(request.metric):
+    if not is_metric_name(request.metric):
         raise InvalidArgument(f"metric {request.metric[:80]!r} is not a metric name, e.g. cpu_usage_percent")
     agent = _resolve(ctx, ref, budget)
     matchers = f"host={quoted(agent.hostname)}"

@@ -5,17 +5,20 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.labels import (
+    LABEL_NAME_RULE,
+    METRIC_NAME,
+    METRIC_NAME_RULE,
+    LabelSet,
+    is_label_name,
+    is_metric_name,
+)
 from services.common.text import NUL_RULE, holds_nul
 
-LabelSet = tuple[tuple[str, str], ...]
-"""A label set in canonical form: (name, value) pairs sorted by name, `__name__` included."""
-
-METRIC_NAME = "__name__"
 HOST_LABEL = "host"
 """Set by the metrics service from the authenticated agent on every series an agent writes."""
 MAX_LABEL_NAME = 128
@@ -26,8 +29,6 @@ MAX_LABEL_SET_BYTES = MAX_LABELS * (MAX_LABEL_NAME + 4 * MAX_LABEL_VALUE + 8)
 a few bytes of framing per label): anything longer is refused without being parsed."""
 MAX_UNIT = 64
 MAX_HELP = 1024
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 class MetricType(enum.IntEnum):
@@ -141,12 +142,12 @@ def labels_from_json(text: str) -> LabelSet:
 @functools.lru_cache(maxsize=4096)
 def _valid_label_name(name: str) -> bool:
     """Label names repeat across every series of a fleet: each is checked once."""
-    return bool(_LABEL_NAME.match(name)) and len(name) <= MAX_LABEL_NAME
+    return is_label_name(name) and len(name) <= MAX_LABEL_NAME
 
 
 @functools.lru_cache(maxsize=4096)
 def _valid_metric_name(name: str) -> bool:
-    return bool(_METRIC_NAME.match(name)) and len(name) <= MAX_LABEL_NAME
+    return is_metric_name(name) and len(name) <= MAX_LABEL_NAME
 
 
 def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
@@ -157,7 +158,7 @@ def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
         return Reason.EMPTY_METRIC_NAME, "the __name__ label (metric name) is missing or empty"
     if not _valid_metric_name(metric_name):
         return Reason.INVALID_LABELS, (
-            f"metric name {metric_name[:80]!r} is invalid; names match [a-zA-Z_:][a-zA-Z0-9_:]* "
+            f"metric name {metric_name[:80]!r} is invalid; names match {METRIC_NAME_RULE} "
             f"and are at most {MAX_LABEL_NAME} characters"
         )
     if len(labels) > MAX_LABELS:
@@ -165,7 +166,7 @@ def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
     for name, value in labels:
         if not _valid_label_name(name):
             return Reason.INVALID_LABELS, (
-                f"label name {name[:80]!r} is invalid; names match [a-zA-Z_][a-zA-Z0-9_]* "
+                f"label name {name[:80]!r} is invalid; names match {LABEL_NAME_RULE} "
                 f"and are at most {MAX_LABEL_NAME} characters"
             )
         if len(value) > MAX_LABEL_VALUE:
@@ -178,7 +179,7 @@ def label_set_problem(labels: LabelSet) -> tuple[Reason, str] | None:
 
 
 def validate_metric_info(info: MetricInfo) -> None:
-    if not info.name or not _METRIC_NAME.match(info.name) or len(info.name) > MAX_LABEL_NAME:
+    if not _valid_metric_name(info.name):
         raise InvalidArgument(f"metadata: metric name {info.name[:80]!r} is invalid")
     if len(info.unit) > MAX_UNIT:
         raise InvalidArgument(f"metadata[{info.name}].unit is longer than {MAX_UNIT} characters")

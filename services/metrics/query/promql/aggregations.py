@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -15,14 +14,13 @@ import numpy as np
 import promql_parser as ast
 
 from services.common.errors import InvalidArgument
+from services.common.labels import is_label_name
 from services.metrics.domain import METRIC_NAME, LabelSet
 from services.metrics.query.promql.numeric import quantile_of_sorted, sort_nan_first
 from services.metrics.query.promql.values import Text, Vector, with_label
 
 if TYPE_CHECKING:
     from services.metrics.query.promql.evaluator import Evaluator
-
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def grouping(modifier: Any) -> Callable[[LabelSet], LabelSet]:
@@ -47,7 +45,7 @@ def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
         if not isinstance(label, Text):
             raise InvalidArgument("count_values expects a string as its label name")
         parameter = label.value
-        if not _LABEL_NAME.fullmatch(parameter):
+        if not is_label_name(parameter):
             raise InvalidArgument(f"invalid label name {parameter!r}")
     vector = ev.vector(node.expr, steps, op)
     key = grouping(node.modifier)

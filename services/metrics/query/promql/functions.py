@@ -18,6 +18,7 @@ import numpy as np
 import promql_parser as ast
 
 from services.common.errors import InvalidArgument
+from services.common.labels import is_label_name
 from services.common.patterns import compile_pattern
 from services.metrics.domain import METRIC_NAME, LabelSet
 from services.metrics.query.promql.numeric import quantile_of_sorted, sort_nan_first
@@ -33,8 +34,6 @@ from services.metrics.query.promql.values import (
 
 if TYPE_CHECKING:
     from services.metrics.query.promql.evaluator import Evaluator
-
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def call(ev: Evaluator, node: Any, steps: np.ndarray) -> Value:
@@ -618,7 +617,7 @@ def _string(ev: Evaluator, node: Any, steps: np.ndarray, what: str) -> str:
 
 
 def _label_name(name: str, what: str) -> str:
-    if not _LABEL_NAME.fullmatch(name):
+    if not is_label_name(name):
         raise InvalidArgument(f"invalid destination label name in {what}(): {name}")
     return name
 
@@ -682,7 +681,7 @@ def _label_join(ev: Evaluator, args: list[Any], steps: np.ndarray) -> Value:
     destination, separator, *sources = (_string(ev, arg, steps, "label_join") for arg in args[1:])
     _label_name(destination, "label_join")
     for source in sources:
-        if not _LABEL_NAME.fullmatch(source):
+        if not is_label_name(source):
             raise InvalidArgument(f"invalid source label name in label_join(): {source}")
     relabelled = []
     for labels in vector.labels:
