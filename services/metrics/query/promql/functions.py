@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +63,12 @@ class Windows:
     check: Callable[[], None] = field(default=lambda: None)
     """The query's deadline and cancellation check, for loops that run per window."""
 
-    def every(self, count: int, period: int = 256) -> Iterator[int]:
-        """range(count), checking the query's limits every `period` turns."""
-        for index in range(count):
-            if index % period == 0:
+    def checked(self, items: Iterable[int], period: int = 256) -> Iterator[int]:
+        """`items`, checking the query's limits every `period` of them."""
+        for turn, item in enumerate(items):
+            if turn % period == 0:
                 self.check()
-            yield index
+            yield item
 
     @property
     def counts(self) -> np.ndarray:
@@ -241,9 +241,7 @@ def _smoothing(window: Windows, parameters: list[np.ndarray]) -> tuple[np.ndarra
     level = values[:, 0].copy()
     slope = values[:, 1] - values[:, 0]
     before = np.zeros_like(level)
-    for i in window.every(values.shape[1]):
-        if i == 0:
-            continue
+    for i in window.checked(range(1, values.shape[1])):
         live = mask[:, i]
         if i > 1:
             slope = np.where(live, trend * (level - before) + (1 - trend) * slope, slope)
@@ -257,8 +255,7 @@ def _quantile_over_time(window: Windows, parameters: list[np.ndarray]) -> tuple[
     present = window.counts > 0
     out = np.zeros(len(window.lo))
     q = parameters[0]
-    chosen = np.flatnonzero(present).tolist()
-    for index in (chosen[turn] for turn in window.every(len(chosen))):
+    for index in window.checked(np.flatnonzero(present).tolist()):
         out[index] = quantile_of_sorted(
             float(q[index]), sort_nan_first(window.values[window.lo[index] : window.hi[index]])
         )
@@ -268,8 +265,7 @@ def _quantile_over_time(window: Windows, parameters: list[np.ndarray]) -> tuple[
 def _mad_over_time(window: Windows, _: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     present = window.counts > 0
     out = np.zeros(len(window.lo))
-    chosen = np.flatnonzero(present).tolist()
-    for index in (chosen[turn] for turn in window.every(len(chosen))):
+    for index in window.checked(np.flatnonzero(present).tolist()):
         values = window.values[window.lo[index] : window.hi[index]]
         median = quantile_of_sorted(0.5, sort_nan_first(values))
         out[index] = quantile_of_sorted(0.5, sort_nan_first(np.abs(values - median)))
@@ -405,11 +401,9 @@ def _range_function(name: str) -> Callable[[Evaluator, list[Any], np.ndarray], V
 
 def _absent_over_time(ev: Evaluator, args: list[Any], steps: np.ndarray) -> Value:
     matrix = ev.matrix(args[0], steps, "absent_over_time")
-    seen = np.zeros(len(steps), dtype=bool)
-    for index in range(len(matrix.labels)):
-        lo, hi = matrix.windows(index)
-        seen |= hi > lo
-    return _absence(args[0], ~seen)
+    times, _, offsets = matrix.flat()
+    lo, hi = matrix.all_windows(times, offsets)
+    return _absence(args[0], (hi > lo).sum(axis=0) == 0)
 
 
 def _absent(ev: Evaluator, args: list[Any], steps: np.ndarray) -> Value:

@@ -67,13 +67,6 @@ class Matrix:
     flat_form: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     """flat()'s answer when the matrix was built from it."""
 
-    def windows(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per step, the positions [lo, hi) of series `index`'s samples inside its window."""
-        times = self.times[index]
-        lo = np.searchsorted(times, self.ends - self.range_ms, side="right")
-        hi = np.searchsorted(times, self.ends, side="right")
-        return lo, hi
-
     def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every series' samples end to end (times, values) and where each series starts (one
         more entry: the end)."""
@@ -99,7 +92,8 @@ class Matrix:
         return matrix
 
     def all_windows(self, times: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """windows() of every series at once, as (series x steps) positions into the flat arrays."""
+        """Per series and step, the positions [lo, hi) of the samples inside the window, into the
+        flat arrays (flat()'s `times` and `offsets`)."""
         lo = search_series(times, offsets, self.ends - self.range_ms)
         return lo, search_series(times, offsets, self.ends)
 
