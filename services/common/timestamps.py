@@ -14,11 +14,13 @@ def to_timestamp(epoch_ms: int) -> Timestamp:
     return stamp
 
 
-def to_epoch_ms(stamp: Timestamp, field: str = "timestamp") -> int:
-    """Milliseconds since the epoch; InvalidArgument (naming `field`) for a Timestamp outside
-    0001-01-01 .. 9999-12-31 or with nanos out of range, as protobuf defines the type."""
+def to_epoch_ms(stamp: Timestamp, field: str = "timestamp", round_up: bool = False) -> int:
+    """Milliseconds since the epoch, a fraction of a millisecond dropped (or, `round_up`, counted
+    as the next one: the first whole millisecond at or after the instant, how a range's start is
+    read so that it never takes in a sample before it); InvalidArgument (naming `field`) for a
+    Timestamp outside 0001-01-01 .. 9999-12-31 or with nanos out of range, as protobuf defines it."""
     try:
-        return stamp.ToMilliseconds()
+        return stamp.ToMilliseconds() + (1 if round_up and stamp.nanos % 1_000_000 else 0)
     except ValueError as exc:
         raise InvalidArgument(f"{field} is not a valid timestamp: {exc}") from None
 

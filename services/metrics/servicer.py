@@ -251,7 +251,7 @@ class MetricsServicer:
         result = query.query_range(
             self._queries,
             _matchers(request.selector),
-            start_ms=to_epoch_ms(request.start, "start") if request.HasField("start") else None,
+            start_ms=to_epoch_ms(request.start, "start", round_up=True) if request.HasField("start") else None,
             end_ms=to_epoch_ms(request.end, "end") if request.HasField("end") else None,
             step_ms=to_milliseconds(request.step, "step") if request.HasField("step") else None,
             aggregation=aggregation,

@@ -65,16 +65,21 @@ def reference(
     buckets: dict[int, list[tuple[int, float]]] = defaultdict(list)
     if aggregation == "rate":
         lookbehind = rate_lookbehind_ms(step)
-        increases: dict[int, float] = defaultdict(float)
+        rates: dict[int, float] = defaultdict(float)
         for _, times, vals in fleet:
             kept = [(t, v) for t, v in zip(times, vals, strict=True) if start - lookbehind <= t <= end and v == v]
+            increases: dict[int, float] = defaultdict(float)
+            spans: dict[int, tuple[int, int]] = {}
             for (t0, v0), (t1, v1) in itertools.pairwise(kept):
                 if t1 >= start and t1 - t0 <= lookbehind:
-                    increases[(t1 - start) // step] += v1 - v0 if v1 >= v0 else v1
-        return [
-            increases[b] / (min(step, end + 1 - (start + b * step)) / 1000) if b in increases else None
-            for b in range((end - start) // step + 1)
-        ]
+                    b = (t1 - start) // step
+                    increases[b] += v1 - v0 if v1 >= v0 else v1
+                    spans[b] = (spans.get(b, (t0, t1))[0], t1)
+            for b, increase in increases.items():
+                covered = min(step, end + 1 - (start + b * step))  # end cuts the last bucket short
+                divisor = min(step, max(covered, spans[b][1] - spans[b][0]))  # never under the samples' span
+                rates[b] += increase / (divisor / 1000)
+        return [rates[b] if b in rates else None for b in range((end - start) // step + 1)]
     for _, times, vals in fleet:
         for t, v in zip(times, vals, strict=True):
             if start <= t <= end:

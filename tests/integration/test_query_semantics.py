@@ -7,6 +7,7 @@ import math
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.timestamps import to_timestamp
@@ -106,3 +107,44 @@ def test_a_rate_bucket_cut_short_by_end_is_divided_by_the_time_it_covers(metrics
     cut = ask(metrics_stub, "bytes_total", t0, t0 + 29_000, step_ms=60_000, aggregation=pb.AGGREGATION_RATE)
     assert list(full[0].values) == [pytest.approx(290 / 60)]  # a whole bucket: the whole step
     assert list(cut[0].values) == [pytest.approx(290 / 29.001)]  # about the true 10 per second
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["fresh", "compacted"])
+def test_a_rate_bucket_cut_to_one_millisecond_is_divided_by_the_span_of_its_samples_not_by_1_ms(
+    metrics_harness, metrics_stub, agent_token, compacted
+):
+    t0 = hour_ago(metrics_harness)
+    # A counter growing 150 every 15 s (10 per second); `end` falls exactly on the second bucket's
+    # start, where a sample lies: that bucket covers 1 ms of the range.
+    times = [t0 + i * 15_000 for i in range(9)]
+    send(metrics_stub, agent_token, samples("spiky_total", "a", times, [150.0 * i for i in range(9)]))
+    if compacted:
+        compact(metrics_harness, t0)
+    (series,) = ask(metrics_stub, "spiky_total", t0, t0 + 120_000, step_ms=60_000, aggregation=pb.AGGREGATION_RATE)
+    assert list(series.timestamps_ms) == [t0, t0 + 60_000, t0 + 120_000]
+    # Whole buckets: 3 and 4 increases of 150 over the 60 s step (the first has no sample before
+    # it). The cut bucket: one increase of 150 over the 15 s its two samples span, the true 10 per
+    # second, not 150 / 0.001 s = 150,000.
+    assert list(series.values) == [pytest.approx(450 / 60), pytest.approx(600 / 60), pytest.approx(10.0)]
+
+
+def test_sub_millisecond_bounds_hold_only_the_samples_inside_them(metrics_harness, metrics_stub, agent_token):
+    t0 = hour_ago(metrics_harness)
+    send(metrics_stub, agent_token, samples("bounded", "a", [t0, t0 + 1000, t0 + 2000], [1.0, 2.0, 3.0]))
+
+    def raw(start: Timestamp, end: Timestamp) -> list[int]:
+        reply = metrics_stub.QueryRange(
+            pb.QueryRangeRequest(selector=pb.Selector(selector="bounded"), start=start, end=end), timeout=10
+        )
+        return [t - t0 for s in reply.series for t in s.timestamps_ms]
+
+    def at(ms: int, nanos: int = 0) -> Timestamp:
+        stamp = to_timestamp(ms)
+        stamp.nanos += nanos
+        return stamp
+
+    half = 500_000  # 0.5 ms in nanoseconds
+    assert raw(at(t0), at(t0 + 2000)) == [0, 1000, 2000]  # whole milliseconds: both bounds inclusive
+    assert raw(at(t0, half), at(t0 + 2000)) == [1000, 2000]  # a start 0.5 ms after a sample excludes it
+    assert raw(at(t0), at(t0 + 1999, half)) == [0, 1000]  # an end 0.5 ms before a sample excludes it
+    assert raw(at(t0 - 1, half), at(t0 + 2000, half)) == [0, 1000, 2000]  # 0.5 ms outside: both kept

@@ -12,8 +12,13 @@ series' increase per second within a bucket, where a sample lower than the
 one before it is a counter reset (the increase is the new value), using the
 previous sample up to `rate_lookbehind_ms` before the bucket; groups sum the
 rates of their series. A NaN sample is not a counter value: rate skips it (the step from the
-value before it to the value after it is the increase). A bucket that `end` cuts short is divided
-by the time it really covers, `end + 1 ms - bucket start`, not by the full step.
+value before it to the value after it is the increase). A series' increases in a bucket are
+divided by the time the bucket covers: the whole step, or, for the last bucket when `end` cuts it
+short, the longer of `end + 1 ms - bucket start` and the span of the samples the increases come
+from (the earlier sample of its first increase to its newest sample), never more than the step.
+So a bucket cut to 1 ms by an `end` that falls on its start does not divide a whole scrape
+interval's increase by 1 ms (Prometheus' `rate` likewise never divides by less than the span its
+samples cover).
 
 LAST takes the newest sample; when several series' newest samples share a timestamp (one agent
 round stamps all its series alike), the greatest value wins and NaN loses to any number, so the
@@ -52,9 +57,9 @@ def newer_or_greater(t: int, v: float, than_t: int, than_v: float) -> bool:
     return than_v != than_v or v > than_v
 
 
-def covered_seconds(bucket: np.ndarray, start_ms: int, end_ms: int, step_ms: int) -> np.ndarray:
-    """How long each bucket really covers: the whole step, or less when `end` cuts it short."""
-    return np.minimum(step_ms, end_ms + 1 - (start_ms + bucket * step_ms)) / 1000
+def covered_ms(bucket: np.ndarray, start_ms: int, end_ms: int, step_ms: int) -> np.ndarray:
+    """How long each bucket lies within [start, end]: the whole step, or less when `end` cuts it short."""
+    return np.minimum(step_ms, end_ms + 1 - (start_ms + bucket * step_ms))
 
 
 @dataclass(slots=True)
@@ -163,8 +168,18 @@ def rate_partials(samples: Samples, start_ms: int, end_ms: int, step_ms: int) ->
     with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the reference
         increase = np.where(current >= previous, current - previous, current)[valid]
     bucket = (t[1:][valid] - start_ms) // step_ms
-    per_second = increase / covered_seconds(bucket, start_ms, end_ms, step_ms)
-    return Partials(group[1:][valid], bucket, None, per_second)
+    series, group = series[1:][valid], group[1:][valid]
+    if not len(series):
+        return Partials(group, bucket, None, increase)
+    began, newest = t[:-1][valid], t[1:][valid]
+    # Per (series, bucket): a run of consecutive increases (series ascend, then time). The run's
+    # span reaches from the earlier sample of its first increase to its newest sample.
+    run = np.flatnonzero(np.r_[True, (series[1:] != series[:-1]) | (bucket[1:] != bucket[:-1])])
+    last = np.r_[run[1:], len(series)] - 1
+    span = newest[last] - began[run]
+    divisor = np.minimum(step_ms, np.maximum(covered_ms(bucket[run], start_ms, end_ms, step_ms), span))
+    per_second = increase / (np.repeat(divisor, np.diff(np.r_[run, len(series)])) / 1000)
+    return Partials(group, bucket, None, per_second)
 
 
 def _last_of_each(key: np.ndarray, time: np.ndarray, value: np.ndarray) -> np.ndarray:
