@@ -51,6 +51,9 @@ def private_file(path: Path) -> Path:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # Takes effect only while the file has no table yet: a new database gives freed pages back to
+    # the file system when a store asks (PRAGMA incremental_vacuum), so its size follows its data.
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     # WAL lets readers run while ingest writes; synchronous=FULL makes a commit durable
     # before it returns, which is what an acknowledgement promises.
     cursor.execute("PRAGMA journal_mode=WAL")

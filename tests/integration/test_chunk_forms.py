@@ -76,7 +76,7 @@ def _write_as_version_0001(engine, series_id: int, times: list[int], values: lis
 
 def _forms(engine) -> dict[int, int]:
     with pooled_cursor(engine) as cursor:
-        cursor.execute("SELECT codec, count(*) FROM chunks GROUP BY codec")
+        cursor.execute("SELECT codec, count(*) FROM stored_chunks GROUP BY codec")
         return {int(form): int(count) for form, count in cursor.fetchall()}
 
 

@@ -278,6 +278,28 @@ def packed_chunks(series_ids: np.ndarray, timestamps: np.ndarray, values: np.nda
     return packed
 
 
+def rewrite_window(
+    series_ids: np.ndarray, times: np.ndarray, values: np.ndarray, window_end_ms: int
+) -> tuple[list[PackedChunk], ChunkColumns]:
+    """What compaction writes for the samples of the chunks that start in one window (grouped by
+    series, ascending in time): the window's own samples as packed chunks, and the samples of
+    chunks that reach past its end (a batch straddling the boundary) as plain chunks again,
+    to be packed with their own window's. So every sample of a closed window ends up packed,
+    whatever the batches' boundaries."""
+    inside = times < window_end_ms
+    if inside.all():
+        return packed_chunks(series_ids, times, values), ChunkColumns.empty()
+    beyond = ~inside
+    tail_series, tail_times, tail_values = series_ids[beyond], times[beyond], values[beyond]
+    cuts = np.flatnonzero(tail_series[1:] != tail_series[:-1]) + 1
+    tails = [
+        chunk
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(tail_series)], strict=True)
+        for chunk in make_chunks(int(tail_series[lo]), tail_times[lo:hi].tolist(), tail_values[lo:hi].tolist())
+    ]
+    return packed_chunks(series_ids[inside], times[inside], values[inside]), ChunkColumns.from_chunks(tails)
+
+
 StoredRow = tuple[int, int, int, int, int, Any, Any]
 """A chunk as a store reads it for decoding: (series_id, start_ms, n, interval_ms, codec, offsets
 payload or None, values payload), payloads in the store's own plain form or a packed blob."""

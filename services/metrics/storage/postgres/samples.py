@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,13 @@ from services.metrics.storage.chunks import (
     ChunkColumns,
     PlainForm,
     decode_rows,
-    packed_chunks,
+    rewrite_window,
 )
 from services.metrics.storage.ports import Points, TooManyPoints
 from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
 DAY_MS = 86_400_000
-_PARTITION = re.compile(r"^chunks_d(\d+)$")
+HOUR_MS = 3_600_000
 _log = logging.getLogger("infrawatch.metrics.store")
 
 _SELECTION = """
@@ -77,7 +78,7 @@ _SUMMARY_PARTIALS: dict[Aggregation, tuple[str, str]] = {
 
 def _chunks_of_selected(condition: str) -> str:
     return f"""sel CROSS JOIN LATERAL (
-        SELECT * FROM chunks ch
+        SELECT * FROM stored_chunks ch
         WHERE ch.series_id = sel.series_id AND {_CHUNK_RANGE} AND {condition} OFFSET 0
     ) ch"""
 
@@ -122,17 +123,19 @@ ORDER BY 1, 3, 4
 # (a one-time filter PostgreSQL evaluates before reading any chunk). An empty answer is checked
 # against the count alone (`_RAW_INSIDE`), rare and cheap.
 _RAW = f"""
-SELECT {_PAYLOAD} FROM chunks ch
+SELECT {_PAYLOAD} FROM stored_chunks ch
 WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}
-  AND (SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id = ANY(%(ids)s)
+  AND (SELECT coalesce(sum(n), 0) FROM stored_chunks WHERE series_id = ANY(%(ids)s)
        AND start_ms >= %(from)s AND end_ms <= %(end)s) <= %(limit)s
 ORDER BY 1, 2
 """
 
-_WITH_SAMPLES = f"SELECT DISTINCT ch.series_id FROM chunks ch WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}"
+_WITH_SAMPLES = (
+    f"SELECT DISTINCT ch.series_id FROM stored_chunks ch WHERE ch.series_id = ANY(%(ids)s) AND {_CHUNK_RANGE}"
+)
 
 _RAW_INSIDE = """
-SELECT coalesce(sum(n), 0) FROM chunks
+SELECT coalesce(sum(n), 0) FROM stored_chunks
 WHERE series_id = ANY(%(ids)s) AND start_ms >= %(from)s AND end_ms <= %(end)s
 """
 
@@ -145,29 +148,35 @@ _PLAIN = PlainForm(
 
 
 _COMPACT_CANDIDATES = """
-SELECT DISTINCT start_ms / %(window)s FROM chunks
+SELECT DISTINCT start_ms / %(window)s FROM stored_chunks
 WHERE start_ms >= %(since)s AND start_ms < %(until)s
 GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1 OR bool_or(codec = 0)
 """
 
-_INSIDE_WINDOW = "start_ms >= %(start)s AND start_ms < %(end)s AND end_ms < %(end)s"
+_STARTS_IN_WINDOW = "start_ms >= %(start)s AND start_ms < %(end)s"
 
-# Series with more than one chunk, or any plain one, that starts and ends inside the window.
+# The hours that chunks starting in the window reach into past its end (batches straddling it).
+_STRADDLED_HOURS = f"""
+SELECT DISTINCT end_ms / {HOUR_MS} FROM stored_chunks WHERE {_STARTS_IN_WINDOW} AND end_ms >= %(end)s
+"""
+
+# Series with more than one chunk, or any plain one, starting in the window.
 _COMPACT_SERIES = f"""
-SELECT series_id FROM chunks WHERE {_INSIDE_WINDOW}
+SELECT series_id FROM stored_chunks WHERE {_STARTS_IN_WINDOW}
 GROUP BY series_id HAVING count(*) > 1 OR bool_or(codec = 0) ORDER BY series_id
 """
 
 # Only these exact rows are replaced, so chunks that ingest adds meanwhile are left alone; the
 # row locks make a second replica compacting the same window wait, then find nothing left to do.
+# (FOR UPDATE cannot go through the view's UNION: each table is read and locked by itself.)
 _COMPACT_VICTIMS = f"""
-SELECT {_PAYLOAD.replace("ch.", "")} FROM chunks
-WHERE series_id = ANY(%(ids)s) AND {_INSIDE_WINDOW}
+SELECT {_PAYLOAD.replace("ch.", "")} FROM {{table}}
+WHERE series_id = ANY(%(ids)s) AND {_STARTS_IN_WINDOW}
 ORDER BY series_id, start_ms FOR UPDATE
 """
 
 _COMPACT_DELETE = """
-DELETE FROM chunks c USING unnest(%(ids)s::int[], %(starts)s::bigint[]) AS v(series_id, start_ms)
+DELETE FROM {table} c USING unnest(%(ids)s::int[], %(starts)s::bigint[]) AS v(series_id, start_ms)
 WHERE c.series_id = v.series_id AND c.start_ms = v.start_ms AND c.start_ms >= %(start)s AND c.start_ms < %(end)s
 """
 
@@ -175,13 +184,17 @@ _PACKED_INSERT = (
     "INSERT INTO chunks (start_ms, end_ms, sum, min, max, last, series_id, n, interval_ms, codec, packed) VALUES %s"
 )
 
+FRESH_RELEASE_LOCK_TIMEOUT = "200ms"
+"""How long releasing an emptied fresh partition waits for its lock before leaving it to the next
+pass: the drop briefly locks the parent table, and no query or ingest may queue behind it longer."""
+
 COMPACTION_SERIES_PER_TRANSACTION = 2000
 """Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
 _NEWEST = """
 SELECT s.id, l.end_ms, l.last FROM unnest(%(ids)s::int[]) AS s(id)
 CROSS JOIN LATERAL (
-    SELECT end_ms, last FROM chunks WHERE series_id = s.id ORDER BY start_ms DESC LIMIT 1
+    SELECT end_ms, last FROM stored_chunks WHERE series_id = s.id ORDER BY start_ms DESC LIMIT 1
 ) l
 """
 
@@ -195,50 +208,87 @@ PARALLEL_MIN_SERIES = 32
 """Below this many series a query runs on one connection; splitting costs more than it saves."""
 
 
+@dataclass(frozen=True)
+class _PartitionScheme:
+    """A partitioned table whose partitions are `<prefix><number>`, each covering `span_ms` of start_ms."""
+
+    parent: str
+    prefix: str
+    span_ms: int
+
+    def name(self, number: int) -> str:
+        return f"{self.prefix}{number}"
+
+    def numbers(self, start_ms: np.ndarray) -> set[int]:
+        return set((start_ms // self.span_ms).tolist())
+
+
+PACKED = _PartitionScheme("chunks", "chunks_d", DAY_MS)
+"""Packed chunks (and plain ones from before schema 0004): one partition per UTC day."""
+FRESH = _PartitionScheme("fresh_chunks", "fresh_h", HOUR_MS)
+"""What ingest writes: one partition per hour, dropped whole once compaction has emptied it."""
+
+_PARTITION_GONE = (psycopg2.errors.UndefinedTable, psycopg2.errors.CheckViolation, psycopg2.errors.InternalError_)
+"""What a COPY meets when a fresh partition it needs was dropped by compaction on another
+connection meanwhile (late data for a closed hour): the table is gone, no partition takes the row,
+or the partition vanished while the COPY waited for its lock. Nothing was written; it is retried."""
+
+
 class PostgresSampleStore:
     def __init__(self, engine: Engine, query_parallelism: int = 2) -> None:
         self._engine = engine
-        self._partitions: set[int] = set()
+        self._partitions: dict[str, set[int]] = {PACKED.parent: set(), FRESH.parent: set()}
         self._parallelism = max(1, query_parallelism)
         self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="query-shard")
 
     def _cursor(self, commit: bool = False) -> AbstractContextManager[Any]:
         return pooled_cursor(self._engine, commit)
 
-    def _known_partitions(self, cursor: Any) -> set[int]:
+    def _known_partitions(self, cursor: Any, scheme: _PartitionScheme) -> set[int]:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'chunks'::regclass"
+            "WHERE i.inhparent = %s::regclass",
+            (scheme.parent,),
         )
-        return {int(m.group(1)) for (name,) in cursor.fetchall() if (m := _PARTITION.match(name))}
+        pattern = re.compile(rf"^{scheme.prefix}(\d+)$")
+        return {int(m.group(1)) for (name,) in cursor.fetchall() if (m := pattern.match(name))}
 
-    def _ensure_partitions(self, days: set[int]) -> None:
-        missing = days - self._partitions
-        if not missing:
+    def _ensure_partitions(self, scheme: _PartitionScheme, numbers: set[int], refresh: bool = False) -> None:
+        known = self._partitions[scheme.parent]
+        if not refresh and numbers <= known:
             return
         with self._cursor(commit=True) as cursor:
-            self._partitions = self._known_partitions(cursor)
-        for day in sorted(days - self._partitions):
+            known = self._partitions[scheme.parent] = self._known_partitions(cursor, scheme)
+        for number in sorted(numbers - known):
+            low, high = number * scheme.span_ms, (number + 1) * scheme.span_ms
             try:
                 with self._cursor(commit=True) as cursor:
                     cursor.execute(
-                        f"CREATE TABLE IF NOT EXISTS chunks_d{day} PARTITION OF chunks "
-                        f"FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS})"
+                        f"CREATE TABLE IF NOT EXISTS {scheme.name(number)} PARTITION OF {scheme.parent} "
+                        f"FOR VALUES FROM ({low}) TO ({high})"
                     )
-                event(_log, "partition created", partition=f"chunks_d{day}")
+                event(_log, "partition created", partition=scheme.name(number))
             except (psycopg2.errors.DuplicateTable, psycopg2.errors.UniqueViolation):
                 pass  # another replica created it at the same moment
-            self._partitions.add(day)
+            known.add(number)
 
     def append(self, chunks: ChunkColumns) -> None:
         if not len(chunks):
             return
-        days = set((chunks.start_ms // DAY_MS).tolist())
-        self._ensure_partitions(days)
+        hours = FRESH.numbers(chunks.start_ms)
         payload = copy_payload(chunks)
-        # Rows of one day go straight into that day's partition: PostgreSQL then checks the
+        try:
+            self._ensure_partitions(FRESH, hours)
+            self._copy_fresh(payload, hours)
+        except _PARTITION_GONE as error:
+            event(_log, "fresh partition gone during a write; recreating it and writing again", error=str(error))
+            self._ensure_partitions(FRESH, hours, refresh=True)
+            self._copy_fresh(payload, hours)
+
+    def _copy_fresh(self, payload: bytes, hours: set[int]) -> None:
+        # Rows of one hour go straight into that hour's partition: PostgreSQL then checks the
         # partition's bound instead of routing every row through the parent.
-        table = f"chunks_d{days.pop()}" if len(days) == 1 else "chunks"
+        table = FRESH.name(next(iter(hours))) if len(hours) == 1 else FRESH.parent
         try:
             with self._cursor(commit=True) as cursor:
                 cursor.copy_expert(COPY_SQL.format(table=table), io.BytesIO(payload), size=COPY_READ_BYTES)
@@ -248,10 +298,11 @@ class PostgresSampleStore:
             with self._cursor(commit=True) as cursor:
                 # INCLUDING DEFAULTS: the stream names CHUNK_COLUMNS only, and `codec` (NOT NULL) takes
                 # its default; without it every racing re-send failed the whole group commit.
-                cursor.execute("CREATE TEMP TABLE incoming (LIKE chunks INCLUDING DEFAULTS) ON COMMIT DROP")
+                cursor.execute("CREATE TEMP TABLE incoming (LIKE fresh_chunks INCLUDING DEFAULTS) ON COMMIT DROP")
                 cursor.copy_expert(COPY_SQL.format(table="incoming"), io.BytesIO(payload), size=COPY_READ_BYTES)
                 cursor.execute(
-                    f"INSERT INTO chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM incoming ON CONFLICT DO NOTHING"
+                    f"INSERT INTO fresh_chunks ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM incoming "
+                    "ON CONFLICT DO NOTHING"
                 )
 
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
@@ -335,21 +386,23 @@ class PostgresSampleStore:
 
     def drop_older_than(self, cutoff_ms: int) -> int:
         dropped = 0
-        with self._cursor(commit=True) as cursor:
-            days = self._known_partitions(cursor)
-        for day in sorted(days):
-            if (day + 1) * DAY_MS + MAX_CHUNK_SPAN_MS <= cutoff_ms:
-                with self._cursor(commit=True) as cursor:
-                    cursor.execute(f"DROP TABLE IF EXISTS chunks_d{day}")
-                self._partitions.discard(day)
-                event(_log, "partition dropped", partition=f"chunks_d{day}")
-                dropped += 1
+        for scheme in (PACKED, FRESH):
+            with self._cursor(commit=True) as cursor:
+                numbers = self._known_partitions(cursor, scheme)
+            for number in sorted(numbers):
+                if (number + 1) * scheme.span_ms + MAX_CHUNK_SPAN_MS <= cutoff_ms:
+                    with self._cursor(commit=True) as cursor:
+                        cursor.execute(f"DROP TABLE IF EXISTS {scheme.name(number)}")
+                    self._partitions[scheme.parent].discard(number)
+                    event(_log, "partition dropped", partition=scheme.name(number), reason="retention")
+                    dropped += 1
         return dropped
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Rewrite each series' chunks inside every window (aligned to window_ms) that lies in
+        """Rewrite each series' chunks starting in every window (aligned to window_ms) that lies in
         [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
-        series or any in the plain form; returns the number of chunks removed."""
+        series or any in the plain form, then drop the fresh partitions of closed hours that are
+        left empty; returns the number of chunks removed."""
         with self._cursor() as cursor:
             cursor.execute(_COMPACT_CANDIDATES, {"window": window_ms, "since": since_ms, "until": until_ms})
             windows = sorted(row[0] for row in cursor.fetchall())
@@ -358,6 +411,7 @@ class PostgresSampleStore:
             start, end = window * window_ms, (window + 1) * window_ms
             if end <= until_ms:
                 removed += self._compact_window(start, end)
+        self._release_fresh(until_ms)
         return removed
 
     def _compact_window(self, start: int, end: int) -> int:
@@ -365,24 +419,64 @@ class PostgresSampleStore:
         with self._cursor() as cursor:
             cursor.execute(_COMPACT_SERIES, bounds)
             series = [row[0] for row in cursor.fetchall()]
+            cursor.execute(_STRADDLED_HOURS, bounds)
+            straddled = {int(row[0]) for row in cursor.fetchall()}
+        # Partitions are created before the rewrite's transaction, never inside it: creating one
+        # waits for every transaction using the parent, this one included.
+        self._ensure_partitions(PACKED, {start // DAY_MS, (end - 1) // DAY_MS})
+        self._ensure_partitions(FRESH, straddled)
         removed = 0
         for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
             ids = series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION]
             with self._cursor(commit=True) as cursor:
-                cursor.execute(_COMPACT_VICTIMS, {**bounds, "ids": ids})
-                victims = cursor.fetchall()
-                if not victims:
+                victims: dict[str, list[tuple[Any, ...]]] = {}
+                for table in (PACKED.parent, FRESH.parent):
+                    cursor.execute(_COMPACT_VICTIMS.format(table=table), {**bounds, "ids": ids})
+                    victims[table] = cursor.fetchall()
+                rows = sorted(victims[PACKED.parent] + victims[FRESH.parent], key=lambda row: (row[0], row[1]))
+                if not rows:
                     continue
-                _, series_ids, times, values = decode_rows(victims, _PLAIN)
-                merged = packed_chunks(series_ids, times, values)
-                cursor.execute(
-                    _COMPACT_DELETE, {**bounds, "ids": [v[0] for v in victims], "starts": [v[1] for v in victims]}
-                )
-                rows = [
+                _, series_ids, times, values = decode_rows(rows, _PLAIN)
+                packed, beyond = rewrite_window(series_ids, times, values, end)
+                for table, found in victims.items():
+                    if found:
+                        cursor.execute(
+                            _COMPACT_DELETE.format(table=table),
+                            {**bounds, "ids": [v[0] for v in found], "starts": [v[1] for v in found]},
+                        )
+                packed_rows = [
                     (c.start_ms, c.end_ms, c.sum, c.min, c.max, c.last, c.series_id, c.count, c.interval_ms,
                      codec.PACKED, psycopg2.Binary(c.blob))
-                    for c in merged
+                    for c in packed
                 ]  # fmt: skip
-                psycopg2.extras.execute_values(cursor, _PACKED_INSERT, rows, page_size=1000)
-            removed += len(victims) - len(merged)
+                psycopg2.extras.execute_values(cursor, _PACKED_INSERT, packed_rows, page_size=1000)
+                if len(beyond):
+                    # The part of straddling chunks past the window: plain again, in its own hour.
+                    cursor.copy_expert(
+                        COPY_SQL.format(table=FRESH.parent), io.BytesIO(copy_payload(beyond)), size=COPY_READ_BYTES
+                    )
+            removed += len(rows) - len(packed) - len(beyond)
         return removed
+
+    def _release_fresh(self, until_ms: int) -> None:
+        """Drop every fresh partition of an hour that closed before `until_ms` and holds no chunk
+        any more (compaction moved them all): its space goes back to the file system at once,
+        where deleted rows would stay in the table as dead tuples. The partition is locked before
+        it is found empty, so a late write either lands before (and the partition stays) or waits
+        and is retried into a new partition."""
+        with self._cursor() as cursor:
+            hours = self._known_partitions(cursor, FRESH)
+        for hour in sorted(h for h in hours if (h + 1) * HOUR_MS <= until_ms):
+            name = FRESH.name(hour)
+            try:
+                with self._cursor(commit=True) as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{FRESH_RELEASE_LOCK_TIMEOUT}'")
+                    cursor.execute(f"LOCK TABLE {FRESH.parent}, {name} IN ACCESS EXCLUSIVE MODE")
+                    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
+                    if cursor.fetchone()[0]:
+                        continue  # late data arrived since: packed by a later pass
+                    cursor.execute(f"DROP TABLE {name}")
+            except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
+                continue  # busy, or another replica dropped it: the next pass tries again
+            self._partitions[FRESH.parent].discard(hour)
+            event(_log, "fresh partition released", partition=name)

@@ -9,6 +9,7 @@ in REAL columns, so NULL summaries read back as NaN.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
+from agent.logs import event
 from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
@@ -28,9 +30,11 @@ from services.metrics.storage.chunks import (
     PlainForm,
     StoredRow,
     decode_rows,
-    packed_chunks,
+    rewrite_window,
 )
 from services.metrics.storage.ports import Points, TooManyPoints
+
+_log = logging.getLogger("infrawatch.metrics.store")
 
 _PLAIN = PlainForm(header=0, values=np.dtype("<f8"), offsets=np.dtype("<i4"))
 """Plain payloads as this store writes them: little-endian float64 values, int32 offsets."""
@@ -44,7 +48,8 @@ _COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min
 """The SQLite table's columns in the order its rows are written here (named in every statement)."""
 
 
-_INSERT = f"INSERT OR IGNORE INTO chunks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = "INSERT OR IGNORE INTO {table} (" + _COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+"""Ingest writes `fresh_chunks`, compaction `chunks` (schema 0004); reads go through `stored_chunks`."""
 
 _WHOLE = "(start_ms >= :start AND end_ms <= :end AND (start_ms - :start) / :step = (end_ms - :start) / :step)"
 """A chunk whose stored summary answers its bucket (engine.whole_in_one_bucket says the same)."""
@@ -92,6 +97,19 @@ def _packed_row(chunk: PackedChunk) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+_TABLES = ("chunks", "fresh_chunks")
+
+_NEWEST = (
+    " UNION ALL ".join(
+        f"SELECT * FROM (SELECT end_ms, last, start_ms FROM {table} WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1)"
+        for table in _TABLES
+    )
+    + " ORDER BY 3 DESC LIMIT 1"
+)
+"""A series' newest chunk: each table's newest by its own index, not a sort of the view's rows."""
+_INCREMENTAL = 2
+"""PRAGMA auto_vacuum's value for INCREMENTAL."""
+
 COMPACTION_SERIES_PER_TRANSACTION = 2000
 """Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
@@ -107,7 +125,7 @@ class SqliteSampleStore:
         if not len(chunks):
             return
         with self._cursor(commit=True) as cursor:
-            cursor.executemany(_INSERT, _rows(chunks))
+            cursor.executemany(_INSERT.format(table="fresh_chunks"), _rows(chunks))
 
     def _select(self, series_ids: Sequence[int], sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of `sql` (which filters on `series_id IN ids`) for the series, 500 at a time."""
@@ -133,7 +151,7 @@ class SqliteSampleStore:
         rows = self._select(
             series_ids,
             f"SELECT series_id, start_ms, n, interval_ms, codec, CASE WHEN {whole} THEN NULL ELSE offsets END, "
-            f"CASE WHEN {whole} THEN NULL ELSE vals END, {whole}, end_ms, sum, min, max, last FROM chunks "
+            f"CASE WHEN {whole} THEN NULL ELSE vals END, {whole}, end_ms, sum, min, max, last FROM stored_chunks "
             f"WHERE series_id IN (ids) AND {_IN_RANGE} ORDER BY series_id, start_ms",
             params,
         )
@@ -163,7 +181,7 @@ class SqliteSampleStore:
             for offset in range(0, len(series_ids), 500):
                 ids = list(series_ids[offset : offset + 500])
                 cursor.execute(
-                    f"SELECT coalesce(sum(n), 0) FROM chunks WHERE series_id IN ({','.join('?' * len(ids))}) "
+                    f"SELECT coalesce(sum(n), 0) FROM stored_chunks WHERE series_id IN ({','.join('?' * len(ids))}) "
                     "AND start_ms >= ? AND end_ms <= ?",
                     [*ids, start_ms, end_ms],
                 )
@@ -197,33 +215,37 @@ class SqliteSampleStore:
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         params = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
-        sql = f"SELECT DISTINCT series_id FROM chunks WHERE series_id IN (ids) AND {_IN_RANGE}"
+        sql = f"SELECT DISTINCT series_id FROM stored_chunks WHERE series_id IN (ids) AND {_IN_RANGE}"
         return {int(row[0]) for row in self._select(sorted(set(series_ids)), sql, params)}
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         latest: dict[int, tuple[int, float]] = {}
         with self._cursor() as cursor:
             for series_id in series_ids:
-                cursor.execute(
-                    "SELECT end_ms, last FROM chunks WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1", (series_id,)
-                )
+                cursor.execute(_NEWEST, (series_id, series_id))
                 row = cursor.fetchone()
                 if row is not None:
                     latest[series_id] = (row[0], _nan(row[1]))
         return latest
 
     def drop_older_than(self, cutoff_ms: int) -> int:
+        removed = 0
         with self._cursor(commit=True) as cursor:
-            cursor.execute("DELETE FROM chunks WHERE end_ms < ?", (cutoff_ms,))
-            return int(cursor.rowcount)
+            for table in _TABLES:
+                cursor.execute(f"DELETE FROM {table} WHERE end_ms < ?", (cutoff_ms,))
+                removed += int(cursor.rowcount)
+        if removed:
+            self._release_space()
+        return removed
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Rewrite each series' chunks inside every window (aligned to window_ms) that lies in
+        """Rewrite each series' chunks starting in every window (aligned to window_ms) that lies in
         [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
-        series or any in the plain form; returns the number of chunks removed."""
+        series or any in the plain form, then give the pages freed back to the file system;
+        returns the number of chunks removed."""
         with self._cursor() as cursor:
             cursor.execute(
-                "SELECT DISTINCT start_ms / ? FROM chunks WHERE start_ms >= ? AND start_ms < ? "
+                "SELECT DISTINCT start_ms / ? FROM stored_chunks WHERE start_ms >= ? AND start_ms < ? "
                 "GROUP BY series_id, start_ms / ? HAVING count(*) > 1 OR min(codec) = 0",
                 (window_ms, since_ms, until_ms, window_ms),
             )
@@ -233,31 +255,60 @@ class SqliteSampleStore:
             start, end = window * window_ms, (window + 1) * window_ms
             if end <= until_ms:
                 removed += self._compact_window(start, end)
+        self._release_space()
         return removed
 
     def _compact_window(self, start: int, end: int) -> int:
-        inside = "start_ms >= ? AND start_ms < ? AND end_ms < ?"
+        starts_inside = "start_ms >= ? AND start_ms < ?"
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT series_id FROM chunks WHERE {inside} GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0",
-                (start, end, end),
+                f"SELECT series_id FROM stored_chunks WHERE {starts_inside} "
+                "GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0",
+                (start, end),
             )
             series = [row[0] for row in cursor.fetchall()]
         removed = 0
         for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
             ids = ",".join(str(i) for i in series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION])
             with self._cursor(commit=True) as cursor:
-                cursor.execute(
-                    f"SELECT series_id, start_ms, n, interval_ms, codec, offsets, vals FROM chunks "
-                    f"WHERE series_id IN ({ids}) AND {inside} ORDER BY series_id, start_ms",
-                    (start, end, end),
-                )
-                victims = cursor.fetchall()
-                _, series_ids, times, values = decode_rows(victims, _PLAIN)
-                merged = packed_chunks(series_ids, times, values)
-                cursor.executemany(
-                    "DELETE FROM chunks WHERE series_id = ? AND start_ms = ?", [(v[0], v[1]) for v in victims]
-                )
-                cursor.executemany(_INSERT, [_packed_row(c) for c in merged])
-            removed += len(victims) - len(merged)
+                victims: dict[str, list[Any]] = {}
+                for table in _TABLES:
+                    cursor.execute(
+                        f"SELECT series_id, start_ms, n, interval_ms, codec, offsets, vals FROM {table} "
+                        f"WHERE series_id IN ({ids}) AND {starts_inside}",
+                        (start, end),
+                    )
+                    victims[table] = cursor.fetchall()
+                rows = sorted([row for found in victims.values() for row in found], key=lambda row: (row[0], row[1]))
+                if not rows:
+                    continue
+                _, series_ids, times, values = decode_rows(rows, _PLAIN)
+                packed, beyond = rewrite_window(series_ids, times, values, end)
+                for table, found in victims.items():
+                    cursor.executemany(
+                        f"DELETE FROM {table} WHERE series_id = ? AND start_ms = ?", [(v[0], v[1]) for v in found]
+                    )
+                cursor.executemany(_INSERT.format(table="chunks"), [_packed_row(c) for c in packed])
+                # The part of straddling chunks past the window: plain again, packed with its own window.
+                cursor.executemany(_INSERT.format(table="fresh_chunks"), _rows(beyond))
+            removed += len(rows) - len(packed) - len(beyond)
         return removed
+
+    def _release_space(self) -> None:
+        """Give the pages that compaction and retention freed back to the file system, so the
+        file's size follows the data (deleted rows otherwise leave free pages inside it). A
+        database created before incremental vacuum was the default is converted once."""
+        with self._cursor() as cursor:
+            cursor.execute("PRAGMA auto_vacuum")
+            mode = int(cursor.fetchone()[0])
+        connection = self._engine.raw_connection()
+        try:
+            raw = connection.driver_connection
+            if mode != _INCREMENTAL:
+                event(_log, "converting the database to incremental vacuum (once; rewrites the file)")
+                raw.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+                raw.execute("VACUUM")
+            raw.execute("PRAGMA incremental_vacuum")
+            raw.commit()
+        finally:
+            connection.close()
