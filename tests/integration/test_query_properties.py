@@ -79,7 +79,7 @@ def reference(
                 covered = min(step, end + 1 - (start + b * step))  # end cuts the last bucket short
                 divisor = min(step, max(covered, spans[b][1] - spans[b][0]))  # never under the samples' span
                 rates[b] += increase / (divisor / 1000)
-        return [rates[b] if b in rates else None for b in range((end - start) // step + 1)]
+        return [rates.get(b) for b in range((end - start) // step + 1)]
     for _, times, vals in fleet:
         for t, v in zip(times, vals, strict=True):
             if start <= t <= end:

@@ -303,12 +303,12 @@ class SqliteSampleStore:
             mode = int(cursor.fetchone()[0])
         connection = self._engine.raw_connection()
         try:
-            raw = connection.driver_connection
+            raw: Any = connection.driver_connection  # sqlite3's own, for executescript
             if mode != _INCREMENTAL:
                 event(_log, "converting the database to incremental vacuum (once; rewrites the file)")
                 raw.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
                 raw.execute("VACUUM")
-            raw.execute("PRAGMA incremental_vacuum")
-            raw.commit()
+            # executescript steps the pragma to its end; execute() would free a single page.
+            raw.executescript("PRAGMA incremental_vacuum;")
         finally:
             connection.close()

@@ -1,0 +1,162 @@
+"""Issue 27: storage that stays small on disk, on both stores. Batches that straddle compaction
+windows end up packed like any other; once compaction has folded a closed hour, the space its
+fresh chunks took goes back to the file system (PostgreSQL drops the hour's partition, SQLite
+vacuums the freed pages) with nothing run by hand; late data for a released hour is still stored."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.clock import wall_clock_ms
+from services.common.db import is_postgres, pooled_cursor
+from services.metrics.storage.chunks import ChunkColumns, make_chunks
+from services.metrics.storage.postgres.samples import PostgresSampleStore
+from services.metrics.storage.series_sql import SqlSeriesStore
+from services.metrics.storage.sqlite.samples import SqliteSampleStore
+
+HOUR = 3_600_000
+INTERVAL = 15_000
+PER_BATCH = 7  # 105 s a batch, so batches fall across every hour boundary
+SERIES = 20
+
+
+@pytest.fixture
+def store(metrics_engine):
+    return PostgresSampleStore(metrics_engine) if is_postgres(metrics_engine) else SqliteSampleStore(metrics_engine)
+
+
+def _series(engine, count: int, name: str) -> list[int]:
+    made = SqlSeriesStore(engine).create_series(
+        [((("__name__", name), ("n", str(n))), "agent") for n in range(count)], 0
+    )
+    return sorted(row.series_id for row in made.values())
+
+
+def _write_batches(store, series: list[int], first: int, last: int) -> dict[int, tuple[list[int], list[float]]]:
+    """Agent-like batches (one chunk per series per batch) from `first` to before `last`."""
+    written: dict[int, tuple[list[int], list[float]]] = {s: ([], []) for s in series}
+    for begin in range(first, last, PER_BATCH * INTERVAL):
+        times = [t for t in range(begin, begin + PER_BATCH * INTERVAL, INTERVAL) if t < last]
+        chunks = []
+        for s in series:
+            values = [float((t // INTERVAL) * (s + 1) % 997) for t in times]
+            chunks += make_chunks(s, times, values)
+            written[s][0].extend(times)
+            written[s][1].extend(values)
+        store.append(ChunkColumns.from_chunks(chunks))
+    return written
+
+
+def _forms_in(engine, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """codec → (chunks, samples) of the chunks starting in [start, end)."""
+    mark = "%s" if is_postgres(engine) else "?"
+    with pooled_cursor(engine) as cursor:
+        cursor.execute(
+            f"SELECT codec, count(*), sum(n) FROM stored_chunks WHERE start_ms >= {mark} AND start_ms < {mark} "
+            "GROUP BY codec",
+            (start, end),
+        )
+        return {int(form): (int(count), int(total)) for form, count, total in cursor.fetchall()}
+
+
+def _fresh_space(engine) -> tuple[int, int]:
+    """PostgreSQL: (fresh partitions, bytes they hold); SQLite: (free pages in the file, page size)."""
+    with pooled_cursor(engine) as cursor:
+        if is_postgres(engine):
+            cursor.execute(
+                "SELECT count(*), coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+                "WHERE inhparent = 'fresh_chunks'::regclass"
+            )
+            count, size = cursor.fetchone()
+            return int(count), int(size)
+        cursor.execute("PRAGMA freelist_count")
+        free = int(cursor.fetchone()[0])
+        cursor.execute("PRAGMA page_size")
+        return free, int(cursor.fetchone()[0])
+
+
+def test_batches_that_straddle_windows_are_packed_whole_and_answers_do_not_change(metrics_engine, store):
+    series = _series(metrics_engine, SERIES, "straddled")
+    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    # Three closed hours and a bit of a fourth, beginning 40 s before an hour boundary.
+    first, closed_until = t0 - 40_000, t0 + 3 * HOUR
+    written = _write_batches(store, series, first, closed_until + 20 * 60_000)
+    before = store.raw(series, t0 - HOUR, t0 + 5 * HOUR)
+
+    store.compact(HOUR, t0 - HOUR, closed_until)
+
+    assert store.raw(series, t0 - HOUR, t0 + 5 * HOUR) == before
+    assert {s: before[s] for s in series} == written
+    for hour in range(-1, 3):
+        start, end = t0 + hour * HOUR, t0 + (hour + 1) * HOUR
+        expected = sum(1 for s in series for t in written[s][0] if start <= t < end)
+        # Every sample of a closed window is in one packed chunk per series, none left plain.
+        assert _forms_in(metrics_engine, start, end) == {1: (SERIES, expected)}, hour
+    # The hour still open keeps its fresh chunks, and the part of the straddling batch that
+    # reached into it was written back there, so nothing was lost.
+    open_hour = _forms_in(metrics_engine, closed_until, closed_until + HOUR)
+    assert set(open_hour) == {0}
+    assert open_hour[0][1] == sum(1 for s in series for t in written[s][0] if t >= closed_until)
+
+
+def test_compaction_gives_the_space_of_fresh_chunks_back_with_nothing_run_by_hand(metrics_engine, store):
+    series = _series(metrics_engine, SERIES, "released")
+    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    _write_batches(store, series, t0 - 40_000, t0 + 3 * HOUR)
+    if is_postgres(metrics_engine):
+        partitions, size = _fresh_space(metrics_engine)
+        assert partitions == 4 and size > 0  # the hour before t0 and the three after it
+
+    store.compact(HOUR, t0 - HOUR, t0 + 3 * HOUR)
+
+    if is_postgres(metrics_engine):
+        assert _fresh_space(metrics_engine) == (0, 0)  # every closed hour's partition dropped
+    else:
+        free, _ = _fresh_space(metrics_engine)
+        assert free == 0  # the pages the fresh chunks took are no longer in the file
+    assert _forms_in(metrics_engine, t0 - HOUR, t0 + 3 * HOUR).keys() == {1}
+
+
+def test_late_data_for_a_released_hour_is_stored_and_packed_by_the_next_pass(metrics_engine, store):
+    series = _series(metrics_engine, 3, "late")
+    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    _write_batches(store, series[:2], t0, t0 + HOUR)
+    store.compact(HOUR, t0 - HOUR, t0 + 2 * HOUR)
+    if is_postgres(metrics_engine):
+        assert _fresh_space(metrics_engine)[0] == 0
+
+    # A buffered agent's samples for the hour whose fresh partition was just released.
+    late = [t0 + 60_000, t0 + 75_000]
+    store.append(ChunkColumns.from_chunks(make_chunks(series[2], late, [1.0, 2.0])))
+    assert store.raw([series[2]], t0, t0 + HOUR)[series[2]] == (late, [1.0, 2.0])
+
+    store.compact(HOUR, t0 - HOUR, t0 + 2 * HOUR)
+    assert store.raw([series[2]], t0, t0 + HOUR)[series[2]] == (late, [1.0, 2.0])
+    assert _forms_in(metrics_engine, t0, t0 + HOUR) == {1: (3, 2 * 240 + 2)}  # a packed chunk per series
+
+
+def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_first_pass(tmp_path):
+    import sqlite3
+
+    from services.common.db import create_db_engine, migrate
+    from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # as every earlier version made it: no auto_vacuum
+        old.execute("CREATE TABLE made_earlier (x INTEGER)")
+    engine = create_db_engine(f"sqlite:///{path}")
+    migrate(engine, MIGRATIONS, VERSION_TABLE)
+    store = SqliteSampleStore(engine)
+    series = _series(engine, 5, "converted")
+    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    _write_batches(store, series, t0, t0 + 2 * HOUR)
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+
+    store.compact(HOUR, t0 - HOUR, t0 + 2 * HOUR)
+
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental from now on
+        assert check.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert store.raw(series, t0, t0 + 2 * HOUR)[series[0]][0][:2] == [t0, t0 + INTERVAL]
+    engine.dispose()
