@@ -110,6 +110,43 @@ def _as_decimals(values: np.ndarray) -> tuple[int, np.ndarray] | None:
     return None
 
 
+_ON_GRID = 0x80
+"""Set in the offset width byte: offsets stored as distances from an even grid (see below)."""
+
+
+def _grid_step(last: int, count: int) -> int:
+    """The even spacing a chunk's samples are jittered around: its span over its gaps, rounded."""
+    return (last + (count - 1) // 2) // (count - 1)
+
+
+def _offset_changes(offsets: np.ndarray) -> tuple[np.ndarray, int]:
+    """Uneven offsets (ascending, from 0) as small integers, in whichever of two forms is smaller:
+    - changes of spacing (delta of delta), best when the spacing drifts;
+    - distances from the even grid `i x step` (the first entry is the last offset, which fixes the
+      step), best for a scraper's jitter of a few milliseconds around a fixed interval: each
+      distance is one sample's own jitter, where a change of spacing combines three."""
+    spacing = np.diff(offsets)
+    changes = np.diff(spacing, prepend=0)
+    count = len(offsets)
+    if count > 2:
+        last = int(offsets[-1])
+        distances = offsets[1:-1] - _grid_step(last, count) * np.arange(1, count - 1, dtype=np.int64)
+        if int(np.abs(distances).sum()) < int(np.abs(changes[1:]).sum()):
+            return _zigzag(np.concatenate(([last], distances))), _ON_GRID
+    return _zigzag(changes), 0
+
+
+def _offsets_from(changes: np.ndarray, count: int, on_grid: bool) -> np.ndarray:
+    offsets = np.zeros(count, dtype=np.int64)
+    if on_grid:
+        last = int(changes[0])
+        offsets[1:-1] = _grid_step(last, count) * np.arange(1, count - 1, dtype=np.int64) + changes[1:]
+        offsets[-1] = last
+    else:
+        np.cumsum(np.cumsum(changes), out=offsets[1:])
+    return offsets
+
+
 def encode(values: np.ndarray, offsets: np.ndarray | None) -> bytes:
     """The packed blob of one chunk: float64 `values` and, for uneven spacing, int64 `offsets`
     (each sample's time minus the first's, ascending, starting at 0)."""
@@ -134,10 +171,10 @@ def encode(values: np.ndarray, offsets: np.ndarray | None) -> bytes:
     body = [_shuffled(encoded, value_width)]
     offset_width = 0
     if offsets is not None and len(offsets) > 1:
-        spacing = np.diff(np.asarray(offsets, dtype=np.int64))
-        changes = _zigzag(np.diff(spacing, prepend=0))
+        changes, form = _offset_changes(np.asarray(offsets, dtype=np.int64))
         offset_width = _width(changes)
         body.append(_shuffled(changes, offset_width))
+        offset_width |= form
     header = _HEADER.pack(kind, digits, value_width, offset_width, first, factor)
     return header + _zstd()[0].compress(b"".join(body))
 
@@ -167,7 +204,8 @@ def decode_many(
         if len(blob) < _HEADER.size:
             raise CorruptChunk(f"{len(blob)} bytes are too short for a packed chunk", index)
     head = np.frombuffer(b"".join(bytes(blob[: _HEADER.size]) for blob in blobs), dtype=_HEADER_FIELDS)
-    kind, digits, width, offset_width = (head[name].astype(np.int64) for name in ("kind", "digits", "width", "owidth"))
+    kind, digits, width, offset_form = (head[name].astype(np.int64) for name in ("kind", "digits", "width", "owidth"))
+    offset_width, on_grid = offset_form & ~_ON_GRID, (offset_form & _ON_GRID) != 0
     decompress = _zstd()[1].decompress
     bodies = []
     for index, blob in enumerate(blobs):
@@ -184,9 +222,7 @@ def decode_many(
     for index in np.flatnonzero(offset_width).tolist():
         n, at = int(count[index]), int(stored[index] * width[index])
         changes = _unshuffled(memoryview(bodies[index])[at:], n - 1, int(offset_width[index]))
-        chunk_offsets = np.zeros(n, dtype=np.int64)
-        np.cumsum(np.cumsum(_unzigzag(changes)), out=chunk_offsets[1:])
-        offsets[index] = chunk_offsets
+        offsets[index] = _offsets_from(_unzigzag(changes), n, bool(on_grid[index]))
     # Chunks alike in kind, width and length decode together.
     shape_key = (kind * 16 + width) * (1 << 40) + count
     for key in np.unique(shape_key).tolist():

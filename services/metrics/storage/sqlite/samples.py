@@ -296,7 +296,8 @@ class SqliteSampleStore:
 
     def _release_space(self) -> None:
         """Give the pages that compaction and retention freed back to the file system, so the
-        file's size follows the data (deleted rows otherwise leave free pages inside it). A
+        file's size follows the data (deleted rows otherwise leave free pages inside it), and
+        empty the write-ahead log into the file. A
         database created before incremental vacuum was the default is converted once."""
         with self._cursor() as cursor:
             cursor.execute("PRAGMA auto_vacuum")
@@ -310,5 +311,7 @@ class SqliteSampleStore:
                 raw.execute("VACUUM")
             # executescript steps the pragma to its end; execute() would free a single page.
             raw.executescript("PRAGMA incremental_vacuum;")
+            # And the write-ahead log, which otherwise keeps its largest size for good.
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
             connection.close()
