@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTOC = $(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
 
-.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console bench-remote-write bench-promql up down logs clean agent-dist
+.PHONY: install run test unit protos check-protos lint bench bench-fleet bench-alerts bench-console bench-remote-write bench-promql bench-storage up down logs clean agent-dist
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ bench-remote-write: install
 	$(PY) -m bench.remote_write --series $(SERIES_RW) --rounds $(ROUNDS) --batch $(BATCH) --shards $(SHARDS) \
 		--samples-per-series $(PER_SERIES) --backend $(BACKEND)
 
+## Bytes per sample on disk after DAYS simulated days of agent-like data (SERIES_ST series at 15 s,
+## batches straddling windows), on PostgreSQL and SQLite, with the service's own maintenance only.
+SERIES_ST ?= 1000
+DAYS ?= 2
+bench-storage: install
+	$(PY) -m bench.storage --series $(SERIES_ST) --days $(DAYS)
+
 ## PromQL over the Prometheus HTTP API on the `make bench` workload, against Debian's Prometheus holding
 ## the same data: the issue's four target queries and a mix of 40, one kept-alive connection each, p50.
 PROMQL_RUNS ?= 30
@@ -108,4 +115,4 @@ lint: install
 	$(VENV)/bin/mypy services agent bench
 
 clean:
-	rm -rf $(VENV) data bench.json bench-fleet.json bench-alerts.json bench-console.json dist test-artifacts
+	rm -rf $(VENV) data bench.json bench-fleet.json bench-alerts.json bench-console.json bench-storage.json dist test-artifacts

@@ -119,21 +119,21 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
 
 
 def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[int, int]:
-    """(chunk rows, bytes on disk of the chunk table and its indexes)."""
+    """(chunk rows, bytes on disk of the chunk tables — fresh and packed — and their indexes)."""
     if args.backend == "sqlite":
         import sqlite3
 
         with sqlite3.connect(workdir / "metrics.db") as connection:
-            rows = connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            rows = connection.execute("SELECT count(*) FROM stored_chunks").fetchone()[0]
             size = connection.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%chunks%'").fetchone()[0]
         return int(rows), int(size)
     connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM chunks")
+        cursor.execute("SELECT count(*) FROM stored_chunks")
         rows = cursor.fetchone()[0]
         cursor.execute(
             "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
-            "WHERE inhparent = 'chunks'::regclass"
+            "WHERE inhparent IN ('chunks'::regclass, 'fresh_chunks'::regclass)"
         )
         size = cursor.fetchone()[0]
     connection.close()
@@ -141,7 +141,8 @@ def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[in
 
 
 def wait_for_compaction(args: argparse.Namespace, schema: str, workdir: Path, timeout_s: float = 120) -> None:
-    """Until the chunk count stops falling for a few passes (then VACUUM so freed space is reused)."""
+    """Until the chunk count stops falling for a few passes. Nothing is vacuumed by hand: the
+    emptied fresh partitions are dropped by the service itself, so the size is what a user sees."""
     deadline = time.monotonic() + timeout_s
     previous, stable = -1, 0
     while time.monotonic() < deadline and stable < 3:
@@ -150,13 +151,7 @@ def wait_for_compaction(args: argparse.Namespace, schema: str, workdir: Path, ti
         stable = stable + 1 if rows == previous else 0
         previous = rows
         log(f"chunks: {rows}")
-    if args.backend == "postgres":
-        connection = psycopg2.connect(args.postgres_url, options=f"-csearch_path={schema}")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM FULL chunks")
-        connection.close()
-        analyze(args, schema)
+    analyze(args, schema)
 
 
 def analyze(args: argparse.Namespace, schema: str) -> None:
@@ -324,7 +319,7 @@ def measure_all(args: argparse.Namespace, platform: Platform) -> int:
     channel.close()
     if args.keep_schema and args.backend == "postgres":
         with psycopg2.connect(args.postgres_url) as keep, keep.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.chunks")
+            cursor.execute(f"CREATE TABLE {schema}.chunks_before_compaction AS SELECT * FROM {schema}.stored_chunks")
     log("restarting the metrics service with a maintenance pass every 2s, waiting for compaction")
     platform.restart_metrics({"INFRAWATCH_MAINTENANCE_EVERY": "2s"})
     wait_for_compaction(args, schema, workdir)
