@@ -2,7 +2,7 @@
 
 For each store (PostgreSQL in a fresh schema, SQLite in a fresh file) it writes DAYS simulated days
 of SERIES series (100 hosts x 10 metrics with exporter-like values, as `make bench`) scraped every
-15 s with a few milliseconds of jitter, sent as agents send them: each host flushes every 1, 2, 4
+15 s, each scrape 0-4 ms late (--jitter-ms), sent as agents send them: each host flushes every 1, 2, 4
 or 8 scrapes from its own phase, so batches fall across every window boundary. The store's own
 maintenance pass runs every simulated 5 minutes with the service's defaults (1 h windows, 10 min
 delay), exactly as the background task calls it; nothing else is run (no VACUUM, no ANALYZE).
@@ -38,7 +38,8 @@ from services.metrics.storage.sqlite.samples import SqliteSampleStore
 
 DAY_MS = 86_400_000
 INTERVAL_MS = 15_000
-JITTER_MS = 5
+JITTER_MS = 4
+"""Each scrape is 0-4 ms late, as a scraper's timestamps are (a timer's wake-up, the collection)."""
 FLUSH_EVERY = (1, 2, 4, 8)
 MAINTENANCE_EVERY_MS = 300_000
 POLICY = MaintenancePolicy(retention_ms=15 * DAY_MS)
@@ -51,8 +52,9 @@ def log(message: str) -> None:
 class Workload:
     """The fleet's scrapes, round by round, and which hosts flush after each."""
 
-    def __init__(self, series_ids: list[int], hosts: int, seed: int = 27) -> None:
+    def __init__(self, series_ids: list[int], hosts: int, jitter_ms: int = JITTER_MS, seed: int = 27) -> None:
         self.rng = random.Random(seed)
+        self.jitter_ms = jitter_ms
         names = [*GAUGES, *COUNTERS]
         per_host = len(series_ids) // hosts
         self.hosts = [series_ids[h * per_host : (h + 1) * per_host] for h in range(hosts)]
@@ -67,7 +69,7 @@ class Workload:
         """Scrape every host once; the chunks of the hosts that flush now."""
         chunks = []
         for host, series in enumerate(self.hosts):
-            at = day_start + number * INTERVAL_MS + self.offset[host] + self.rng.randrange(JITTER_MS)
+            at = day_start + number * INTERVAL_MS + self.offset[host] + self.rng.randrange(self.jitter_ms + 1)
             values = []
             for s in series:
                 self.level[s] = _next_value(self.names[s], self.level[s], self.rng)
@@ -118,7 +120,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
             [((("__name__", "bench"), ("series", str(i))), "bench-storage") for i in range(args.series)], 0
         )
         series_ids = sorted(row.series_id for row in created.values())
-        workload = Workload(series_ids, hosts=max(1, args.series // 10))
+        workload = Workload(series_ids, hosts=max(1, args.series // 10), jitter_ms=args.jitter_ms)
         first_day = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS
         rounds_per_day = DAY_MS // INTERVAL_MS
         samples, days = 0, []
@@ -152,7 +154,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
                 }
             )
             log(f"{backend}: {days[-1]}")
-        return {"backend": backend, "series": args.series, "days": days}
+        return {"backend": backend, "series": args.series, "jitter_ms": args.jitter_ms, "days": days}
     finally:
         engine.dispose()
         if admin is not None:
@@ -167,6 +169,9 @@ def main() -> int:
     parser.add_argument("--backend", choices=("postgres", "sqlite", "both"), default="both")
     parser.add_argument("--series", type=int, default=1000, help="series written (10 per host; default 1000)")
     parser.add_argument("--days", type=int, default=2, help="simulated days (default 2)")
+    parser.add_argument(
+        "--jitter-ms", type=int, default=JITTER_MS, help="each scrape up to this late (default 4; 0: on the grid)"
+    )
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--output", default="bench-storage.json")
     args = parser.parse_args()
