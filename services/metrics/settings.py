@@ -24,7 +24,7 @@ from services.common.config import (
     read_vars,
     telemetry_var,
 )
-from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS
+from services.metrics.storage.chunks import MAX_CHUNK_SPAN_MS, PACKED_BLOCK_MS
 
 METRICS_VARS: tuple[Var, ...] = (
     *COMMON_VARS,
@@ -236,4 +236,10 @@ class MetricsSettings(TlsSettings):
         settings = cls(**values)
         if settings.compaction_window * 1000 > MAX_CHUNK_SPAN_MS:
             raise ConfigError("INFRAWATCH_COMPACTION_WINDOW must be at most 2h (the longest a chunk may span)")
+        window_ms = int(settings.compaction_window * 1000)
+        if window_ms <= 0 or PACKED_BLOCK_MS % window_ms:
+            raise ConfigError(
+                "INFRAWATCH_COMPACTION_WINDOW must divide 6h evenly (e.g. 15m, 30m, 1h, 2h): compaction's "
+                "second tier folds whole windows into 6-hour blocks"
+            )
         return settings

@@ -1,15 +1,18 @@
 """Issue 27: storage that stays small on disk, on both stores. Batches that straddle compaction
-windows end up packed like any other; once compaction has folded a closed hour, the space its
-fresh chunks took goes back to the file system (PostgreSQL drops the hour's partition, SQLite
-vacuums the freed pages) with nothing run by hand; late data for a released hour is still stored."""
+windows end up packed like any other, first per hour (in the fresh table) and, once their 6-hour
+block has closed, as one packed chunk per series and block in `chunks`; then the space the fresh
+chunks took goes back to the file system (PostgreSQL drops the hours' partitions, SQLite vacuums
+the freed pages) with nothing run by hand; late data for a released hour is still stored."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from services.common.clock import wall_clock_ms
 from services.common.db import is_postgres, pooled_cursor
-from services.metrics.storage.chunks import ChunkColumns, make_chunks
+from services.metrics.storage.chunks import PACKED_BLOCK_MS, ChunkColumns, make_chunks
 from services.metrics.storage.postgres.samples import PostgresSampleStore
 from services.metrics.storage.series_sql import SqlSeriesStore
 from services.metrics.storage.sqlite.samples import SqliteSampleStore
@@ -47,12 +50,17 @@ def _write_batches(store, series: list[int], first: int, last: int) -> dict[int,
     return written
 
 
-def _forms_in(engine, start: int, end: int) -> dict[int, tuple[int, int]]:
+def _past_block() -> int:
+    """The start of a 6-hour block that closed a while ago (tests choose which windows are closed)."""
+    return (wall_clock_ms() // PACKED_BLOCK_MS - 2) * PACKED_BLOCK_MS
+
+
+def _forms_in(engine, start: int, end: int, table: str = "stored_chunks") -> dict[int, tuple[int, int]]:
     """codec → (chunks, samples) of the chunks starting in [start, end)."""
     mark = "%s" if is_postgres(engine) else "?"
     with pooled_cursor(engine) as cursor:
         cursor.execute(
-            f"SELECT codec, count(*), sum(n) FROM stored_chunks WHERE start_ms >= {mark} AND start_ms < {mark} "
+            f"SELECT codec, count(*), sum(n) FROM {table} WHERE start_ms >= {mark} AND start_ms < {mark} "
             "GROUP BY codec",
             (start, end),
         )
@@ -77,8 +85,9 @@ def _fresh_space(engine) -> tuple[int, int]:
 
 def test_batches_that_straddle_windows_are_packed_whole_and_answers_do_not_change(metrics_engine, store):
     series = _series(metrics_engine, SERIES, "straddled")
-    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
-    # Three closed hours and a bit of a fourth, beginning 40 s before an hour boundary.
+    t0 = _past_block() + HOUR
+    # Three closed hours and a bit of a fourth, beginning 40 s before an hour boundary; the
+    # block they lie in is still open as far as compaction is told, so this is the first tier.
     first, closed_until = t0 - 40_000, t0 + 3 * HOUR
     written = _write_batches(store, series, first, closed_until + 20 * 60_000)
     before = store.raw(series, t0 - HOUR, t0 + 5 * HOUR)
@@ -99,15 +108,38 @@ def test_batches_that_straddle_windows_are_packed_whole_and_answers_do_not_chang
     assert open_hour[0][1] == sum(1 for s in series for t in written[s][0] if t >= closed_until)
 
 
+def test_a_closed_block_becomes_one_packed_chunk_per_series_and_answers_do_not_change(metrics_engine, store):
+    series = _series(metrics_engine, SERIES, "blocked")
+    block = _past_block()
+    # From 40 s before the block (the previous block's last hour) to 20 minutes past its end.
+    written = _write_batches(store, series, block - 40_000, block + PACKED_BLOCK_MS + 20 * 60_000)
+    store.compact(HOUR, block - HOUR, block + 3 * HOUR)  # the first tier on the way, as in a service
+    before = store.raw(series, block - HOUR, block + PACKED_BLOCK_MS + HOUR)
+
+    store.compact(HOUR, block - HOUR, block + PACKED_BLOCK_MS + HOUR)
+
+    assert store.raw(series, block - HOUR, block + PACKED_BLOCK_MS + HOUR) == before
+    assert {s: before[s] for s in series} == written
+    inside = sum(1 for s in series for t in written[s][0] if block <= t < block + PACKED_BLOCK_MS)
+    # One packed chunk per series in `chunks`, and nothing of the block anywhere else.
+    assert _forms_in(metrics_engine, block, block + PACKED_BLOCK_MS, "chunks") == {1: (SERIES, inside)}
+    assert _forms_in(metrics_engine, block, block + PACKED_BLOCK_MS) == {1: (SERIES, inside)}
+    # The hour after the block is packed by the first tier; the block's straddling batches'
+    # samples past its end were written back fresh and packed with that hour.
+    after = _forms_in(metrics_engine, block + PACKED_BLOCK_MS, block + PACKED_BLOCK_MS + HOUR)
+    assert after == {1: (SERIES, sum(1 for s in series for t in written[s][0] if t >= block + PACKED_BLOCK_MS))}
+    assert _forms_in(metrics_engine, block + PACKED_BLOCK_MS, block + PACKED_BLOCK_MS + HOUR, "chunks") == {}
+
+
 def test_compaction_gives_the_space_of_fresh_chunks_back_with_nothing_run_by_hand(metrics_engine, store):
     series = _series(metrics_engine, SERIES, "released")
-    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    t0 = _past_block()
     _write_batches(store, series, t0 - 40_000, t0 + 3 * HOUR)
     if is_postgres(metrics_engine):
         partitions, size = _fresh_space(metrics_engine)
         assert partitions == 4 and size > 0  # the hour before t0 and the three after it
 
-    store.compact(HOUR, t0 - HOUR, t0 + 3 * HOUR)
+    store.compact(HOUR, t0 - HOUR, t0 + PACKED_BLOCK_MS)
 
     if is_postgres(metrics_engine):
         assert _fresh_space(metrics_engine) == (0, 0)  # every closed hour's partition dropped
@@ -119,9 +151,9 @@ def test_compaction_gives_the_space_of_fresh_chunks_back_with_nothing_run_by_han
 
 def test_late_data_for_a_released_hour_is_stored_and_packed_by_the_next_pass(metrics_engine, store):
     series = _series(metrics_engine, 3, "late")
-    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    t0 = _past_block()
     _write_batches(store, series[:2], t0, t0 + HOUR)
-    store.compact(HOUR, t0 - HOUR, t0 + 2 * HOUR)
+    store.compact(HOUR, t0 - HOUR, t0 + PACKED_BLOCK_MS)
     if is_postgres(metrics_engine):
         assert _fresh_space(metrics_engine)[0] == 0
 
@@ -130,9 +162,11 @@ def test_late_data_for_a_released_hour_is_stored_and_packed_by_the_next_pass(met
     store.append(ChunkColumns.from_chunks(make_chunks(series[2], late, [1.0, 2.0])))
     assert store.raw([series[2]], t0, t0 + HOUR)[series[2]] == (late, [1.0, 2.0])
 
-    store.compact(HOUR, t0 - HOUR, t0 + 2 * HOUR)
+    store.compact(HOUR, t0 - HOUR, t0 + PACKED_BLOCK_MS)
     assert store.raw([series[2]], t0, t0 + HOUR)[series[2]] == (late, [1.0, 2.0])
     assert _forms_in(metrics_engine, t0, t0 + HOUR) == {1: (3, 2 * 240 + 2)}  # a packed chunk per series
+    if is_postgres(metrics_engine):
+        assert _fresh_space(metrics_engine)[0] == 0
 
 
 def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_first_pass(tmp_path):
@@ -148,7 +182,7 @@ def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_fi
     migrate(engine, MIGRATIONS, VERSION_TABLE)
     store = SqliteSampleStore(engine)
     series = _series(engine, 5, "converted")
-    t0 = (wall_clock_ms() // HOUR - 6) * HOUR
+    t0 = _past_block()
     _write_batches(store, series, t0, t0 + 2 * HOUR)
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
@@ -159,4 +193,44 @@ def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_fi
         assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental from now on
         assert check.execute("PRAGMA freelist_count").fetchone()[0] == 0
     assert store.raw(series, t0, t0 + 2 * HOUR)[series[0]][0][:2] == [t0, t0 + INTERVAL]
+    engine.dispose()
+
+
+def test_a_sqlite_database_with_small_pages_stores_a_block_in_pieces_that_fit_their_pages(tmp_path):
+    import sqlite3
+
+    from services.common.db import create_db_engine, migrate
+    from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
+    from services.metrics.storage.sqlite.samples import _inline_blob_bytes
+
+    new = create_db_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    migrate(new, MIGRATIONS, VERSION_TABLE)
+    with pooled_cursor(new) as cursor:
+        cursor.execute("PRAGMA page_size")
+        assert cursor.fetchone()[0] == 16384  # what a database made now gets
+    new.dispose()
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # as earlier versions made it: 4 KiB pages
+        old.execute("CREATE TABLE made_earlier (x INTEGER)")
+    engine = create_db_engine(f"sqlite:///{path}")
+    migrate(engine, MIGRATIONS, VERSION_TABLE)
+    store = SqliteSampleStore(engine)
+    series = _series(engine, 3, "pieces")
+    block = _past_block()
+    rng = random.Random(27)
+    times = list(range(block, block + PACKED_BLOCK_MS, INTERVAL))
+    written = {s: (times, [rng.random() for _ in times]) for s in series}  # full-precision floats
+    store.append(ChunkColumns.from_chunks([c for s in series for c in make_chunks(s, *written[s])]))
+
+    store.compact(HOUR, block - HOUR, block + PACKED_BLOCK_MS + HOUR)
+
+    assert store.raw(series, block, block + PACKED_BLOCK_MS) == written
+    with pooled_cursor(engine) as cursor:
+        cursor.execute("SELECT series_id, length(vals) FROM chunks")
+        rows = cursor.fetchall()
+        cursor.execute("PRAGMA freelist_count")
+        assert cursor.fetchone()[0] == 0
+    assert max(length for _, length in rows) <= _inline_blob_bytes(4096)
+    assert len(rows) > len(series)  # a six-hour block did not fit one piece
     engine.dispose()

@@ -25,7 +25,16 @@ import numpy as np
 from services.metrics.storage import codec
 
 MAX_CHUNK_SPAN_MS = 2 * 3600 * 1000
-"""A chunk never spans more than this; queries rely on it to bound their look-behind."""
+"""A chunk ingest writes, or compaction's first tier, never spans more than this."""
+
+PACKED_BLOCK_MS = 6 * 3600 * 1000
+"""Compaction's second tier: once an aligned block of this length has closed, each series' chunks
+starting in it become one packed chunk (1,440 samples at a 15 s interval). A chunk row and its zstd
+frame cost ~250 bytes whatever they hold, ~1 byte a sample for an hour's 240 samples, 0.2 for six
+hours'; a query reading a short range of old data decodes up to six hours per series instead."""
+
+MAX_STORED_SPAN_MS = PACKED_BLOCK_MS
+"""No stored chunk spans more than this; queries rely on it to bound their look-behind."""
 
 
 @dataclass(slots=True)
@@ -106,13 +115,19 @@ def make_chunk(series_id: int, timestamps: list[int], values: list[float], inter
     )
 
 
-def make_chunks(series_id: int, timestamps: list[int], values: list[float], interval: int | None = None) -> list[Chunk]:
-    """Chunks for strictly ascending samples, split wherever one would span more than MAX_CHUNK_SPAN_MS."""
-    if timestamps[-1] - timestamps[0] <= MAX_CHUNK_SPAN_MS:
+def make_chunks(
+    series_id: int,
+    timestamps: list[int],
+    values: list[float],
+    interval: int | None = None,
+    max_span_ms: int = MAX_CHUNK_SPAN_MS,
+) -> list[Chunk]:
+    """Chunks for strictly ascending samples, split wherever one would span more than `max_span_ms`."""
+    if timestamps[-1] - timestamps[0] <= max_span_ms:
         return [make_chunk(series_id, timestamps, values, (spacing(timestamps) or 0) if interval is None else interval)]
     chunks, begin = [], 0
     for index in range(1, len(timestamps) + 1):
-        if index == len(timestamps) or timestamps[index] - timestamps[begin] > MAX_CHUNK_SPAN_MS:
+        if index == len(timestamps) or timestamps[index] - timestamps[begin] > max_span_ms:
             part = timestamps[begin:index]
             chunks.append(make_chunk(series_id, part, values[begin:index], spacing(part) or 0))
             begin = index
@@ -251,44 +266,74 @@ class PackedChunk:
     blob: bytes
 
 
-def packed_chunks(series_ids: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> list[PackedChunk]:
+def packed_chunks(
+    series_ids: np.ndarray,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    max_span_ms: int = MAX_CHUNK_SPAN_MS,
+    max_blob_bytes: int | None = None,
+) -> list[PackedChunk]:
     """Compaction's output: the samples of each series (grouped by series, ascending in time) as
-    packed chunks, split only where one would span more than MAX_CHUNK_SPAN_MS."""
+    packed chunks, split only where one would span more than `max_span_ms` or, given
+    `max_blob_bytes`, where its blob would be longer (into even pieces)."""
     packed: list[PackedChunk] = []
     cuts = np.flatnonzero(series_ids[1:] != series_ids[:-1]) + 1
     for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(series_ids)], strict=True):
         if lo == hi:
             continue
-        for chunk in make_chunks(int(series_ids[lo]), timestamps[lo:hi].tolist(), values[lo:hi].tolist()):
-            offsets = None if chunk.offsets is None else np.array(chunk.offsets, dtype=np.int64)
-            packed.append(
-                PackedChunk(
-                    chunk.series_id,
-                    chunk.start_ms,
-                    chunk.end_ms,
-                    chunk.count,
-                    chunk.interval_ms,
-                    chunk.sum,
-                    chunk.min,
-                    chunk.max,
-                    chunk.last,
-                    codec.encode(np.array(chunk.values, dtype=np.float64), offsets),
-                )
-            )
+        times, numbers = timestamps[lo:hi].tolist(), values[lo:hi].tolist()
+        for chunk in make_chunks(int(series_ids[lo]), times, numbers, max_span_ms=max_span_ms):
+            packed += _packed(chunk, max_blob_bytes)
     return packed
 
 
+def _packed(chunk: Chunk, max_blob_bytes: int | None) -> list[PackedChunk]:
+    offsets = None if chunk.offsets is None else np.array(chunk.offsets, dtype=np.int64)
+    blob = codec.encode(np.array(chunk.values, dtype=np.float64), offsets)
+    if max_blob_bytes is None or len(blob) <= max_blob_bytes or chunk.count < 2:
+        return [
+            PackedChunk(
+                chunk.series_id,
+                chunk.start_ms,
+                chunk.end_ms,
+                chunk.count,
+                chunk.interval_ms,
+                chunk.sum,
+                chunk.min,
+                chunk.max,
+                chunk.last,
+                blob,
+            )
+        ]
+    pieces = min(chunk.count, -(-len(blob) // max_blob_bytes))
+    times = chunk.timestamps()
+    cuts = [chunk.count * i // pieces for i in range(pieces + 1)]
+    return [
+        piece
+        for lo, hi in pairwise(cuts)
+        for piece in _packed(
+            make_chunk(chunk.series_id, times[lo:hi], chunk.values[lo:hi], spacing(times[lo:hi]) or 0), max_blob_bytes
+        )
+    ]
+
+
 def rewrite_window(
-    series_ids: np.ndarray, times: np.ndarray, values: np.ndarray, window_end_ms: int
+    series_ids: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    window_start_ms: int,
+    window_end_ms: int,
+    max_blob_bytes: int | None = None,
 ) -> tuple[list[PackedChunk], ChunkColumns]:
     """What compaction writes for the samples of the chunks that start in one window (grouped by
-    series, ascending in time): the window's own samples as packed chunks, and the samples of
-    chunks that reach past its end (a batch straddling the boundary) as plain chunks again,
+    series, ascending in time): the window's own samples as one packed chunk per series (in even
+    pieces where the store limits a blob's length), and the samples of chunks that reach past its end (a batch straddling the boundary) as plain chunks again,
     to be packed with their own window's. So every sample of a closed window ends up packed,
     whatever the batches' boundaries."""
+    span = window_end_ms - window_start_ms
     inside = times < window_end_ms
     if inside.all():
-        return packed_chunks(series_ids, times, values), ChunkColumns.empty()
+        return packed_chunks(series_ids, times, values, span, max_blob_bytes), ChunkColumns.empty()
     beyond = ~inside
     tail_series, tail_times, tail_values = series_ids[beyond], times[beyond], values[beyond]
     cuts = np.flatnonzero(tail_series[1:] != tail_series[:-1]) + 1
@@ -297,7 +342,8 @@ def rewrite_window(
         for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(tail_series)], strict=True)
         for chunk in make_chunks(int(tail_series[lo]), tail_times[lo:hi].tolist(), tail_values[lo:hi].tolist())
     ]
-    return packed_chunks(series_ids[inside], times[inside], values[inside]), ChunkColumns.from_chunks(tails)
+    packed = packed_chunks(series_ids[inside], times[inside], values[inside], span, max_blob_bytes)
+    return packed, ChunkColumns.from_chunks(tails)
 
 
 StoredRow = tuple[int, int, int, int, int, Any, Any]

@@ -35,7 +35,8 @@ from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import (
     CHUNK_COLUMNS,
-    MAX_CHUNK_SPAN_MS,
+    MAX_STORED_SPAN_MS,
+    PACKED_BLOCK_MS,
     ChunkColumns,
     PlainForm,
     decode_rows,
@@ -153,6 +154,17 @@ WHERE start_ms >= %(since)s AND start_ms < %(until)s
 GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1 OR bool_or(codec = 0)
 """
 
+# Blocks with anything still fresh (the first tier's packed hours, late data) or plain chunks from
+# before schema 0004. Packed chunks already in `chunks` are left as they are, so an upgrade does
+# not rewrite a store's whole history.
+_BLOCK_CANDIDATES = """
+SELECT DISTINCT start_ms / %(window)s FROM fresh_chunks WHERE start_ms >= %(since)s AND start_ms < %(until)s
+UNION
+SELECT DISTINCT start_ms / %(window)s FROM recent_chunks WHERE start_ms >= %(since)s AND start_ms < %(until)s
+UNION
+SELECT DISTINCT start_ms / %(window)s FROM chunks WHERE start_ms >= %(since)s AND start_ms < %(until)s AND codec = 0
+"""
+
 _STARTS_IN_WINDOW = "start_ms >= %(start)s AND start_ms < %(end)s"
 
 # The hours that chunks starting in the window reach into past its end (batches straddling it).
@@ -164,6 +176,13 @@ SELECT DISTINCT end_ms / {HOUR_MS} FROM stored_chunks WHERE {_STARTS_IN_WINDOW} 
 _COMPACT_SERIES = f"""
 SELECT series_id FROM stored_chunks WHERE {_STARTS_IN_WINDOW}
 GROUP BY series_id HAVING count(*) > 1 OR bool_or(codec = 0) ORDER BY series_id
+"""
+
+# Series with any fresh or recent chunk, or a plain one, starting in the block.
+_BLOCK_SERIES = f"""
+SELECT series_id FROM fresh_chunks WHERE {_STARTS_IN_WINDOW}
+UNION SELECT series_id FROM recent_chunks WHERE {_STARTS_IN_WINDOW}
+UNION SELECT series_id FROM chunks WHERE {_STARTS_IN_WINDOW} AND codec = 0 ORDER BY 1
 """
 
 # Only these exact rows are replaced, so chunks that ingest adds meanwhile are left alone; the
@@ -181,11 +200,11 @@ WHERE c.series_id = v.series_id AND c.start_ms = v.start_ms AND c.start_ms >= %(
 """
 
 _PACKED_INSERT = (
-    "INSERT INTO chunks (start_ms, end_ms, sum, min, max, last, series_id, n, interval_ms, codec, packed) VALUES %s"
+    "INSERT INTO {table} (start_ms, end_ms, sum, min, max, last, series_id, n, interval_ms, codec, packed) VALUES %s"
 )
 
-FRESH_RELEASE_LOCK_TIMEOUT = "200ms"
-"""How long releasing an emptied fresh partition waits for its lock before leaving it to the next
+RELEASE_LOCK_TIMEOUT = "200ms"
+"""How long releasing an emptied fresh or recent partition waits for its lock before leaving it to the next
 pass: the drop briefly locks the parent table, and no query or ingest may queue behind it longer."""
 
 COMPACTION_SERIES_PER_TRANSACTION = 2000
@@ -216,6 +235,9 @@ class _PartitionScheme:
     prefix: str
     span_ms: int
 
+    storage: str = ""
+    """Storage parameters of each partition."""
+
     def name(self, number: int) -> str:
         return f"{self.prefix}{number}"
 
@@ -223,10 +245,16 @@ class _PartitionScheme:
         return set((start_ms // self.span_ms).tolist())
 
 
-PACKED = _PartitionScheme("chunks", "chunks_d", DAY_MS)
-"""Packed chunks (and plain ones from before schema 0004): one partition per UTC day."""
+PACKED = _PartitionScheme("chunks", "chunks_d", DAY_MS, "WITH (toast_tuple_target = 8160)")
+"""Packed chunks of closed blocks (and plain ones from before schema 0004): one partition per UTC
+day. A block's chunk (1-3 KB) stays in its row: moved out to TOAST it would cost another ~120
+bytes of tuple headers and index entries."""
+RECENT = _PartitionScheme("recent_chunks", "recent_b", PACKED_BLOCK_MS, "WITH (toast_tuple_target = 8160)")
+"""Packed chunks of closed hours whose block is still open: one partition per block, dropped
+whole once the block is folded into `chunks`."""
 FRESH = _PartitionScheme("fresh_chunks", "fresh_h", HOUR_MS)
 """What ingest writes: one partition per hour, dropped whole once compaction has emptied it."""
+_TABLES = (PACKED.parent, RECENT.parent, FRESH.parent)
 
 _PARTITION_GONE = (psycopg2.errors.UndefinedTable, psycopg2.errors.CheckViolation, psycopg2.errors.InternalError_)
 """What a COPY meets when a fresh partition it needs was dropped by compaction on another
@@ -237,7 +265,7 @@ or the partition vanished while the COPY waited for its lock. Nothing was writte
 class PostgresSampleStore:
     def __init__(self, engine: Engine, query_parallelism: int = 2) -> None:
         self._engine = engine
-        self._partitions: dict[str, set[int]] = {PACKED.parent: set(), FRESH.parent: set()}
+        self._partitions: dict[str, set[int]] = {table: set() for table in _TABLES}
         self._parallelism = max(1, query_parallelism)
         self._pool = ThreadPoolExecutor(max_workers=self._parallelism, thread_name_prefix="query-shard")
 
@@ -265,7 +293,7 @@ class PostgresSampleStore:
                 with self._cursor(commit=True) as cursor:
                     cursor.execute(
                         f"CREATE TABLE IF NOT EXISTS {scheme.name(number)} PARTITION OF {scheme.parent} "
-                        f"FOR VALUES FROM ({low}) TO ({high})"
+                        f"FOR VALUES FROM ({low}) TO ({high}) {scheme.storage}"
                     )
                 event(_log, "partition created", partition=scheme.name(number))
             except (psycopg2.errors.DuplicateTable, psycopg2.errors.UniqueViolation):
@@ -321,7 +349,7 @@ class PostgresSampleStore:
     ) -> engine.Samples:
         ids = sorted(set(series_ids))
         params = {
-            "ids": ids, "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms,
+            "ids": ids, "end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms,
             "limit": refuse_above if refuse_above is not None else 2**62,
         }  # fmt: skip
         with pooled_read_cursor(self._engine) as cursor:
@@ -337,7 +365,7 @@ class PostgresSampleStore:
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         if not series_ids:
             return set()
-        params = {"ids": sorted(set(series_ids)), "end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        params = {"ids": sorted(set(series_ids)), "end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms}
         with pooled_read_cursor(self._engine) as cursor:
             cursor.execute(_WITH_SAMPLES, params)
             return {int(row[0]) for row in cursor.fetchall()}
@@ -348,7 +376,7 @@ class PostgresSampleStore:
         rate = aggregation is Aggregation.RATE
         reach = start_ms - (engine.rate_lookbehind_ms(step_ms) if rate else 0)
         params: dict[str, Any] = {
-            "start": start_ms, "end": end_ms, "step": step_ms, "from": reach, "lo": reach - MAX_CHUNK_SPAN_MS,
+            "start": start_ms, "end": end_ms, "step": step_ms, "from": reach, "lo": reach - MAX_STORED_SPAN_MS,
         }  # fmt: skip
 
         sql = _aggregate_sql(aggregation)
@@ -386,11 +414,11 @@ class PostgresSampleStore:
 
     def drop_older_than(self, cutoff_ms: int) -> int:
         dropped = 0
-        for scheme in (PACKED, FRESH):
+        for scheme in (PACKED, RECENT, FRESH):
             with self._cursor(commit=True) as cursor:
                 numbers = self._known_partitions(cursor, scheme)
             for number in sorted(numbers):
-                if (number + 1) * scheme.span_ms + MAX_CHUNK_SPAN_MS <= cutoff_ms:
+                if (number + 1) * scheme.span_ms + MAX_STORED_SPAN_MS <= cutoff_ms:
                     with self._cursor(commit=True) as cursor:
                         cursor.execute(f"DROP TABLE IF EXISTS {scheme.name(number)}")
                     self._partitions[scheme.parent].discard(number)
@@ -399,45 +427,63 @@ class PostgresSampleStore:
         return dropped
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Rewrite each series' chunks starting in every window (aligned to window_ms) that lies in
-        [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
-        series or any in the plain form, then drop the fresh partitions of closed hours that are
-        left empty; returns the number of chunks removed."""
-        with self._cursor() as cursor:
-            cursor.execute(_COMPACT_CANDIDATES, {"window": window_ms, "since": since_ms, "until": until_ms})
-            windows = sorted(row[0] for row in cursor.fetchall())
+        """Compaction in two tiers, over the windows (aligned to window_ms) and blocks (aligned to
+        PACKED_BLOCK_MS) that closed in [since_ms, until_ms):
+        - in each closed window of a block still open, every series' chunks starting in it become
+          one packed chunk in `recent_chunks` (where a window holds more than one chunk of the
+          series or any plain one);
+        - in each closed block, every series' chunks starting in it, packed or not, become one
+          packed chunk in `chunks` (where any of them is fresh, recent or plain).
+        Then the fresh partitions of closed hours and the recent ones of closed blocks that are
+        left empty are dropped. Returns the number of chunks removed."""
+        span = {"since": since_ms, "until": until_ms}
         removed = 0
-        for window in windows:
-            start, end = window * window_ms, (window + 1) * window_ms
-            if end <= until_ms:
-                removed += self._compact_window(start, end)
-        self._release_fresh(until_ms)
+        # Blocks first: the samples of their straddling chunks past the block's end go back to the
+        # fresh table, to be packed by the windows' pass right after.
+        for candidates, length, select_series, into in (
+            (_BLOCK_CANDIDATES, PACKED_BLOCK_MS, _BLOCK_SERIES, PACKED),
+            (_COMPACT_CANDIDATES, window_ms, _COMPACT_SERIES, RECENT),
+        ):
+            with self._cursor() as cursor:
+                cursor.execute(candidates, {**span, "window": length})
+                windows = sorted(row[0] for row in cursor.fetchall())
+            for window in windows:
+                start, end = window * length, (window + 1) * length
+                # A window whose block has closed was folded with its block.
+                if end <= until_ms and (into is PACKED or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS):
+                    removed += self._compact_window(start, end, select_series, into)
+        for scheme in (FRESH, RECENT):
+            self._release_emptied(scheme, until_ms)
         return removed
 
-    def _compact_window(self, start: int, end: int) -> int:
+    def _compact_window(self, start: int, end: int, select_series: str, into: _PartitionScheme) -> int:
+        """Rewrite the chunks starting in [start, end) of the series `select_series` finds as one
+        packed chunk per series in `into`'s table; the samples of chunks reaching past `end` go
+        back to the fresh table, plain."""
         bounds = {"start": start, "end": end}
         with self._cursor() as cursor:
-            cursor.execute(_COMPACT_SERIES, bounds)
+            cursor.execute(select_series, bounds)
             series = [row[0] for row in cursor.fetchall()]
             cursor.execute(_STRADDLED_HOURS, bounds)
             straddled = {int(row[0]) for row in cursor.fetchall()}
         # Partitions are created before the rewrite's transaction, never inside it: creating one
         # waits for every transaction using the parent, this one included.
-        self._ensure_partitions(PACKED, {start // DAY_MS, (end - 1) // DAY_MS})
+        self._ensure_partitions(into, set(range(start // into.span_ms, (end - 1) // into.span_ms + 1)))
         self._ensure_partitions(FRESH, straddled)
+        insert = _PACKED_INSERT.format(table=into.parent)
         removed = 0
         for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
             ids = series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION]
             with self._cursor(commit=True) as cursor:
                 victims: dict[str, list[tuple[Any, ...]]] = {}
-                for table in (PACKED.parent, FRESH.parent):
+                for table in _TABLES:
                     cursor.execute(_COMPACT_VICTIMS.format(table=table), {**bounds, "ids": ids})
                     victims[table] = cursor.fetchall()
-                rows = sorted(victims[PACKED.parent] + victims[FRESH.parent], key=lambda row: (row[0], row[1]))
+                rows = sorted([row for found in victims.values() for row in found], key=lambda row: (row[0], row[1]))
                 if not rows:
                     continue
                 _, series_ids, times, values = decode_rows(rows, _PLAIN)
-                packed, beyond = rewrite_window(series_ids, times, values, end)
+                packed, beyond = rewrite_window(series_ids, times, values, start, end)
                 for table, found in victims.items():
                     if found:
                         cursor.execute(
@@ -449,7 +495,7 @@ class PostgresSampleStore:
                      codec.PACKED, psycopg2.Binary(c.blob))
                     for c in packed
                 ]  # fmt: skip
-                psycopg2.extras.execute_values(cursor, _PACKED_INSERT, packed_rows, page_size=1000)
+                psycopg2.extras.execute_values(cursor, insert, packed_rows, page_size=1000)
                 if len(beyond):
                     # The part of straddling chunks past the window: plain again, in its own hour.
                     cursor.copy_expert(
@@ -458,25 +504,25 @@ class PostgresSampleStore:
             removed += len(rows) - len(packed) - len(beyond)
         return removed
 
-    def _release_fresh(self, until_ms: int) -> None:
-        """Drop every fresh partition of an hour that closed before `until_ms` and holds no chunk
-        any more (compaction moved them all): its space goes back to the file system at once,
-        where deleted rows would stay in the table as dead tuples. The partition is locked before
-        it is found empty, so a late write either lands before (and the partition stays) or waits
-        and is retried into a new partition."""
+    def _release_emptied(self, scheme: _PartitionScheme, until_ms: int) -> None:
+        """Drop every partition of `scheme` whose span closed before `until_ms` and that holds no
+        chunk any more (compaction moved them all): its space goes back to the file system at
+        once, where deleted rows would stay in the table as dead tuples. The partition is locked
+        before it is found empty, so a late write either lands before (and the partition stays)
+        or waits and is retried into a new partition."""
         with self._cursor() as cursor:
-            hours = self._known_partitions(cursor, FRESH)
-        for hour in sorted(h for h in hours if (h + 1) * HOUR_MS <= until_ms):
-            name = FRESH.name(hour)
+            numbers = self._known_partitions(cursor, scheme)
+        for number in sorted(n for n in numbers if (n + 1) * scheme.span_ms <= until_ms):
+            name = scheme.name(number)
             try:
                 with self._cursor(commit=True) as cursor:
-                    cursor.execute(f"SET LOCAL lock_timeout = '{FRESH_RELEASE_LOCK_TIMEOUT}'")
-                    cursor.execute(f"LOCK TABLE {FRESH.parent}, {name} IN ACCESS EXCLUSIVE MODE")
+                    cursor.execute(f"SET LOCAL lock_timeout = '{RELEASE_LOCK_TIMEOUT}'")
+                    cursor.execute(f"LOCK TABLE {scheme.parent}, {name} IN ACCESS EXCLUSIVE MODE")
                     cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
                     if cursor.fetchone()[0]:
                         continue  # late data arrived since: packed by a later pass
                     cursor.execute(f"DROP TABLE {name}")
             except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
                 continue  # busy, or another replica dropped it: the next pass tries again
-            self._partitions[FRESH.parent].discard(hour)
-            event(_log, "fresh partition released", partition=name)
+            self._partitions[scheme.parent].discard(number)
+            event(_log, "emptied partition released", partition=name)

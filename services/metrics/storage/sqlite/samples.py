@@ -24,7 +24,8 @@ from services.metrics.domain import Aggregation
 from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import (
-    MAX_CHUNK_SPAN_MS,
+    MAX_STORED_SPAN_MS,
+    PACKED_BLOCK_MS,
     ChunkColumns,
     PackedChunk,
     PlainForm,
@@ -38,6 +39,15 @@ _log = logging.getLogger("infrawatch.metrics.store")
 
 _PLAIN = PlainForm(header=0, values=np.dtype("<f8"), offsets=np.dtype("<i4"))
 """Plain payloads as this store writes them: little-endian float64 values, int32 offsets."""
+
+
+def _inline_blob_bytes(page_size: int) -> int:
+    """The longest packed blob a chunk row keeps in its page. The chunk tables are WITHOUT ROWID
+    (index b-trees), whose cells hold at most (page - 12) x 64 / 255 - 23 bytes; a longer row
+    spills into overflow pages of its own, mostly empty (a 2.4 KB chunk in 4 KiB pages took two
+    pages). The other columns take ~70 bytes. Databases made before 16 KiB pages were the default
+    keep their 4 KiB pages, and their six-hour chunks are stored in pieces of ~900 bytes."""
+    return (page_size - 12) * 64 // 255 - 23 - 80
 
 
 def _nan(value: float | None) -> float:
@@ -99,6 +109,32 @@ def _packed_row(chunk: PackedChunk) -> tuple[object, ...]:
 
 _TABLES = ("chunks", "fresh_chunks")
 
+_STARTS_INSIDE = "start_ms >= :start AND start_ms < :end"
+
+_WINDOW_CANDIDATES = (
+    "SELECT DISTINCT start_ms / :window FROM stored_chunks WHERE start_ms >= :since AND start_ms < :until "
+    "GROUP BY series_id, start_ms / :window HAVING count(*) > 1 OR min(codec) = 0"
+)
+"""Windows with a series that has more than one chunk, or any plain one, starting in them."""
+
+_BLOCK_CANDIDATES = (
+    "SELECT DISTINCT start_ms / :window FROM fresh_chunks WHERE start_ms >= :since AND start_ms < :until "
+    "UNION SELECT DISTINCT start_ms / :window FROM chunks WHERE start_ms >= :since AND start_ms < :until AND codec = 0"
+)
+"""Blocks with anything still fresh or plain; packed chunks already in `chunks` stay as they are,
+so an upgrade rewrites no history."""
+
+_WINDOW_SERIES = (
+    f"SELECT series_id FROM stored_chunks WHERE {_STARTS_INSIDE} GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0"
+)
+"""A window's series with more than one chunk, or any plain one, starting in it."""
+
+_BLOCK_SERIES = (
+    f"SELECT series_id FROM fresh_chunks WHERE {_STARTS_INSIDE} "
+    f"UNION SELECT series_id FROM chunks WHERE {_STARTS_INSIDE} AND codec = 0"
+)
+"""A block's series with any fresh chunk, or a plain one, starting in it."""
+
 _NEWEST = (
     " UNION ALL ".join(
         f"SELECT * FROM (SELECT end_ms, last, start_ms FROM {table} WHERE series_id = ? ORDER BY start_ms DESC LIMIT 1)"
@@ -143,7 +179,7 @@ class SqliteSampleStore:
     ) -> tuple[list[StoredRow], list[tuple[Any, ...]]]:
         """Decodable rows of the chunks overlapping [start_ms, end_ms] and, when `exclude_whole`
         gives a bucketing, the summary rows of the chunks that lie inside one bucket instead."""
-        params: dict[str, Any] = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        params: dict[str, Any] = {"end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms}
         whole = "0"
         if exclude_whole is not None:
             params.update(exclude_whole)
@@ -214,7 +250,7 @@ class SqliteSampleStore:
         return engine.query_aggregate(summaries, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
-        params = {"end": end_ms, "lo": start_ms - MAX_CHUNK_SPAN_MS, "from": start_ms}
+        params = {"end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms}
         sql = f"SELECT DISTINCT series_id FROM stored_chunks WHERE series_id IN (ids) AND {_IN_RANGE}"
         return {int(row[0]) for row in self._select(sorted(set(series_ids)), sql, params)}
 
@@ -239,34 +275,37 @@ class SqliteSampleStore:
         return removed
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Rewrite each series' chunks starting in every window (aligned to window_ms) that lies in
-        [since_ms, until_ms) as packed chunks, where a window holds more than one chunk of the
-        series or any in the plain form, then give the pages freed back to the file system;
-        returns the number of chunks removed."""
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT DISTINCT start_ms / ? FROM stored_chunks WHERE start_ms >= ? AND start_ms < ? "
-                "GROUP BY series_id, start_ms / ? HAVING count(*) > 1 OR min(codec) = 0",
-                (window_ms, since_ms, until_ms, window_ms),
-            )
-            windows = sorted(row[0] for row in cursor.fetchall())
+        """Compaction in two tiers, as on PostgreSQL (see its store): closed windows of a block
+        still open are packed within the fresh table, closed blocks into `chunks`; then the pages
+        freed go back to the file system. Returns the number of chunks removed."""
+        span = {"since": since_ms, "until": until_ms}
         removed = 0
-        for window in windows:
-            start, end = window * window_ms, (window + 1) * window_ms
-            if end <= until_ms:
-                removed += self._compact_window(start, end)
+        # Blocks first: the samples of their straddling chunks past the block's end go back to the
+        # fresh table, to be packed by the windows' pass right after.
+        for candidates, length, select_series, into in (
+            (_BLOCK_CANDIDATES, PACKED_BLOCK_MS, _BLOCK_SERIES, "chunks"),
+            (_WINDOW_CANDIDATES, window_ms, _WINDOW_SERIES, "fresh_chunks"),
+        ):
+            with self._cursor() as cursor:
+                cursor.execute(candidates, {**span, "window": length})
+                windows = sorted(row[0] for row in cursor.fetchall())
+            for window in windows:
+                start, end = window * length, (window + 1) * length
+                # A window whose block has closed was folded with its block.
+                if end <= until_ms and (into == "chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS):
+                    removed += self._compact_window(start, end, select_series, into)
         self._release_space()
         return removed
 
-    def _compact_window(self, start: int, end: int) -> int:
-        starts_inside = "start_ms >= ? AND start_ms < ?"
+    def _compact_window(self, start: int, end: int, select_series: str, into: str) -> int:
+        """Rewrite the chunks starting in [start, end) of the series `select_series` finds as one
+        packed chunk per series in table `into`; the samples of chunks reaching past `end` go back
+        to the fresh table, plain."""
         with self._cursor() as cursor:
-            cursor.execute(
-                f"SELECT series_id FROM stored_chunks WHERE {starts_inside} "
-                "GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0",
-                (start, end),
-            )
+            cursor.execute(select_series, {"start": start, "end": end})
             series = [row[0] for row in cursor.fetchall()]
+            cursor.execute("PRAGMA page_size")
+            max_blob = _inline_blob_bytes(int(cursor.fetchone()[0]))
         removed = 0
         for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
             ids = ",".join(str(i) for i in series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION])
@@ -275,20 +314,20 @@ class SqliteSampleStore:
                 for table in _TABLES:
                     cursor.execute(
                         f"SELECT series_id, start_ms, n, interval_ms, codec, offsets, vals FROM {table} "
-                        f"WHERE series_id IN ({ids}) AND {starts_inside}",
-                        (start, end),
+                        f"WHERE series_id IN ({ids}) AND {_STARTS_INSIDE}",
+                        {"start": start, "end": end},
                     )
                     victims[table] = cursor.fetchall()
                 rows = sorted([row for found in victims.values() for row in found], key=lambda row: (row[0], row[1]))
                 if not rows:
                     continue
                 _, series_ids, times, values = decode_rows(rows, _PLAIN)
-                packed, beyond = rewrite_window(series_ids, times, values, end)
+                packed, beyond = rewrite_window(series_ids, times, values, start, end, max_blob)
                 for table, found in victims.items():
                     cursor.executemany(
                         f"DELETE FROM {table} WHERE series_id = ? AND start_ms = ?", [(v[0], v[1]) for v in found]
                     )
-                cursor.executemany(_INSERT.format(table="chunks"), [_packed_row(c) for c in packed])
+                cursor.executemany(_INSERT.format(table=into), [_packed_row(c) for c in packed])
                 # The part of straddling chunks past the window: plain again, packed with its own window.
                 cursor.executemany(_INSERT.format(table="fresh_chunks"), _rows(beyond))
             removed += len(rows) - len(packed) - len(beyond)
