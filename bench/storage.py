@@ -31,7 +31,7 @@ from bench.platform import report
 from services.common.db import create_db_engine, is_postgres, migrate, with_driver
 from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
 from services.metrics.maintenance import MaintenancePolicy, run_maintenance
-from services.metrics.storage.chunks import ChunkColumns, make_chunks
+from services.metrics.storage.chunks import Chunk, ChunkColumns, make_chunks
 from services.metrics.storage.postgres.samples import PostgresSampleStore
 from services.metrics.storage.series_sql import SqlSeriesStore
 from services.metrics.storage.sqlite.samples import SqliteSampleStore
@@ -65,6 +65,20 @@ class Workload:
         self.offset = [self.rng.randrange(INTERVAL_MS) for _ in range(hosts)]
         self.buffered: list[list[tuple[int, list[float]]]] = [[] for _ in range(hosts)]
 
+    def _take(self, host: int) -> list[Chunk]:
+        """The chunks of what `host` has buffered, which it sends now."""
+        times = [t for t, _ in self.buffered[host]]
+        chunks = []
+        if times:
+            for i, s in enumerate(self.hosts[host]):
+                chunks += make_chunks(s, times, [v[i] for _, v in self.buffered[host]])
+        self.buffered[host] = []
+        return chunks
+
+    def flush(self) -> ChunkColumns:
+        """Every host's buffered scrapes, as agents send them within a couple of minutes."""
+        return ChunkColumns.from_chunks([c for host in range(len(self.hosts)) for c in self._take(host)])
+
     def round(self, number: int, day_start: int) -> ChunkColumns:
         """Scrape every host once; the chunks of the hosts that flush now."""
         chunks = []
@@ -76,10 +90,7 @@ class Workload:
                 values.append(self.level[s])
             self.buffered[host].append((at, values))
             if (number + self.phase[host]) % self.flush_every[host] == 0:
-                times = [t for t, _ in self.buffered[host]]
-                for i, s in enumerate(series):
-                    chunks += make_chunks(s, times, [v[i] for _, v in self.buffered[host]])
-                self.buffered[host] = []
+                chunks += self._take(host)
         return ChunkColumns.from_chunks(chunks)
 
 
@@ -139,6 +150,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
                 if number and number % (rounds_per_day // 8) == 0:
                     log(f"{backend}: day {day + 1}, {number * 100 // rounds_per_day}% ({samples:,} samples)")
             live = size_on_disk(engine, schema, path)
+            # What the agents still buffer arrives within minutes, long before the day's last
+            # window closes: settling without it would fold the last block twice.
+            store.append(workload.flush())
             settle_at = day_start + DAY_MS + POLICY.compaction_window_ms + POLICY.compaction_delay_ms
             run_maintenance(store, POLICY, settle_at)
             settled = size_on_disk(engine, schema, path)

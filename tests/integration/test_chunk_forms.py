@@ -22,7 +22,7 @@ from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
 from services.metrics.domain import Aggregation, labels_json
 from services.metrics.maintenance import MaintenancePolicy, run_maintenance
 from services.metrics.storage import codec
-from services.metrics.storage.chunks import summarise
+from services.metrics.storage.chunks import PACKED_BLOCK_MS, summarise
 from services.metrics.storage.postgres.samples import DAY_MS, PostgresSampleStore
 from services.metrics.storage.series_sql import labels_hash
 from services.metrics.storage.sqlite.samples import SqliteSampleStore
@@ -150,7 +150,8 @@ def packed_hour(metrics_harness, metrics_stub, agent_token) -> int:
             iter([batch]), metadata=(("authorization", f"Bearer {agent_token}"),), timeout=10
         )
         assert ack.samples_accepted == 60
-    metrics_harness.samples.compact(HOUR, t0 - HOUR, t0 + HOUR)
+    # Up to the end of t0's 6-hour block, so the hour is folded into `chunks` whatever the time of day.
+    metrics_harness.samples.compact(HOUR, t0 - HOUR, (t0 // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS)
     return t0
 
 

@@ -141,3 +141,33 @@ def test_a_scrapers_jitter_is_stored_as_distances_from_the_grid_in_well_under_a_
     timed, even = codec.encode(values, offsets), codec.encode(values, None)
     assert (len(timed) - len(even)) / count < 0.5  # the spacing-change form took ~0.8 bytes a sample
     assert np.array_equal(codec.decode(timed, count)[1], offsets)
+
+
+def test_six_hours_of_jitter_get_a_frame_of_their_own_and_cost_about_their_entropy():
+    rng = random.Random(27)
+    count = 1440  # six hours at 15 s, each scrape 0-4 ms late: log2(5) bits = 0.29 bytes a sample
+    offsets = np.array([i * 15_000 + rng.randrange(5) for i in range(count)], dtype=np.int64)
+    offsets -= offsets[0]
+    values = exporter_like("percent", rng, count)
+    timed, even = codec.encode(values, offsets), codec.encode(values, None)
+    assert timed[3] & 0x40  # the offsets' own frame
+    assert (len(timed) - len(even)) / count < 0.34  # sharing the values' frame: 0.41
+    decoded_values, decoded_offsets = codec.decode(timed, count)
+    assert np.array_equal(decoded_offsets, offsets) and np.array_equal(decoded_values, values)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda blob: blob[:24],  # cut inside the offsets' header
+        lambda blob: blob[:-2],  # the offsets' frame cut off
+        lambda blob: blob[:28] + bytes([0xFF, 0xFF]) + blob[30:],  # a values frame longer than the blob
+    ],
+)
+def test_a_damaged_blob_with_offsets_of_their_own_is_a_corrupt_chunk(damage):
+    rng = random.Random(3)
+    offsets = np.array([i * 15_000 + rng.randrange(5) for i in range(500)], dtype=np.int64)
+    blob = codec.encode(exporter_like("percent", rng, 500), offsets - offsets[0])
+    assert blob[3] & 0x40
+    with pytest.raises(codec.CorruptChunk):
+        codec.decode(damage(blob), 500)

@@ -16,7 +16,10 @@ per sample:
   are divided by it;
 - the integers are written at the narrowest width that holds them (1, 2, 4 or 8 bytes) and
   byte-shuffled (all first bytes, then all second bytes, ...), so zstd sees long runs of
-  similar bytes, and the whole is one zstd frame.
+  similar bytes, and the whole is one zstd frame;
+- or, where it comes out smaller (a scraper's jitter of a few milliseconds), uneven offsets go in a
+  second frame of their own, moved to start at 0: zstd then codes them with their own statistics
+  (~0.32 bytes a sample for 0-4 ms of jitter, against ~0.41 sharing the values' frame).
 
 Encoding checks the decoded values bit for bit and falls back to the XOR form otherwise, so what
 is read back is always exactly what was written (NaN payloads and -0.0 included).
@@ -112,6 +115,11 @@ def _as_decimals(values: np.ndarray) -> tuple[int, np.ndarray] | None:
 
 _ON_GRID = 0x80
 """Set in the offset width byte: offsets stored as distances from an even grid (see below)."""
+_OWN_FRAME = 0x40
+"""Set in the offset width byte: offsets in a frame of their own, after `_OWN_FRAME_HEADER`."""
+_OWN_FRAME_HEADER = struct.Struct("<iiI")
+"""the first entry of the offset form (the last offset, on the grid), the least of the others
+(subtracted from each), the length of the values' frame"""
 
 
 def _grid_step(last: int, count: int) -> int:
@@ -168,15 +176,32 @@ def encode(values: np.ndarray, offsets: np.ndarray | None) -> bytes:
         bits = values.view(np.uint64)
         encoded = bits ^ np.concatenate(([np.uint64(0)], bits[:-1]))
     value_width = _width(encoded)
-    body = [_shuffled(encoded, value_width)]
-    offset_width = 0
-    if offsets is not None and len(offsets) > 1:
-        changes, form = _offset_changes(np.asarray(offsets, dtype=np.int64))
-        offset_width = _width(changes)
-        body.append(_shuffled(changes, offset_width))
-        offset_width |= form
-    header = _HEADER.pack(kind, digits, value_width, offset_width, first, factor)
-    return header + _zstd()[0].compress(b"".join(body))
+    planes = _shuffled(encoded, value_width)
+    compress = _zstd()[0].compress
+    if offsets is None or len(offsets) < 2:
+        return _HEADER.pack(kind, digits, value_width, 0, first, factor) + compress(planes)
+    changes, form = _offset_changes(np.asarray(offsets, dtype=np.int64))
+    offset_width = _width(changes)
+    shared = _HEADER.pack(kind, digits, value_width, offset_width | form, first, factor) + compress(
+        planes + _shuffled(changes, offset_width)
+    )
+    # The same offsets in a frame of their own: the form's first entry in the header, the others
+    # moved to start at 0 (jitter of 0-4 ms becomes 0-8 zigzagged, 0-4 moved), one byte each.
+    signed = _unzigzag(changes)
+    lead, rest = int(signed[0]), signed[1:]
+    low = int(rest.min()) if len(rest) else 0
+    if not (-(1 << 31) <= min(lead, low) and max(lead, low) < 1 << 31):
+        return shared  # offsets of a chunk of more than 24 days: none is stored
+    moved = (rest - low).view(np.uint64)
+    own_width = _width(moved)
+    values_frame = compress(planes)
+    own = (
+        _HEADER.pack(kind, digits, value_width, own_width | form | _OWN_FRAME, first, factor)
+        + _OWN_FRAME_HEADER.pack(lead, low, len(values_frame))
+        + values_frame
+        + compress(_shuffled(moved, own_width))
+    )
+    return own if len(own) < len(shared) else shared
 
 
 def decode(blob: bytes | memoryview, count: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -205,24 +230,42 @@ def decode_many(
             raise CorruptChunk(f"{len(blob)} bytes are too short for a packed chunk", index)
     head = np.frombuffer(b"".join(bytes(blob[: _HEADER.size]) for blob in blobs), dtype=_HEADER_FIELDS)
     kind, digits, width, offset_form = (head[name].astype(np.int64) for name in ("kind", "digits", "width", "owidth"))
-    offset_width, on_grid = offset_form & ~_ON_GRID, (offset_form & _ON_GRID) != 0
+    offset_width = offset_form & ~(_ON_GRID | _OWN_FRAME)
+    on_grid, own_frame = (offset_form & _ON_GRID) != 0, (offset_form & _OWN_FRAME) != 0
     decompress = _zstd()[1].decompress
-    bodies = []
+    bodies: list[bytes] = []
+    own_offsets: dict[int, tuple[int, int, bytes]] = {}
     for index, blob in enumerate(blobs):
         try:
-            bodies.append(decompress(memoryview(blob)[_HEADER.size :], allow_extra_data=False))
-        except zstandard.ZstdError as error:
+            if own_frame[index]:
+                lead, low, length = _OWN_FRAME_HEADER.unpack_from(blob, _HEADER.size)
+                at = _HEADER.size + _OWN_FRAME_HEADER.size
+                view = memoryview(blob)
+                bodies.append(decompress(view[at : at + length], allow_extra_data=False))
+                own_offsets[index] = (lead, low, decompress(view[at + length :], allow_extra_data=False))
+            else:
+                bodies.append(decompress(memoryview(blob)[_HEADER.size :], allow_extra_data=False))
+        except (zstandard.ZstdError, struct.error) as error:
             raise CorruptChunk(str(error), index) from error
     stored = np.where(kind == _XOR, count, count - 1)
     known = (kind <= _DECIMAL_RISING) & ((width == 1) | (width == 2) | (width == 4) | (width == 8))
     sizes = np.array([len(body) for body in bodies], dtype=np.int64)
-    wrong = np.flatnonzero(~known | (sizes != stored * width + (count - 1) * offset_width))
+    shared_offsets = np.where(own_frame, 0, (count - 1) * offset_width)
+    wrong = np.flatnonzero(~known | (sizes != stored * width + shared_offsets))
     if len(wrong):
         raise CorruptChunk(f"kind {kind[wrong[0]]}, width {width[wrong[0]]}, {sizes[wrong[0]]} bytes", int(wrong[0]))
     for index in np.flatnonzero(offset_width).tolist():
-        n, at = int(count[index]), int(stored[index] * width[index])
-        changes = _unshuffled(memoryview(bodies[index])[at:], n - 1, int(offset_width[index]))
-        offsets[index] = _offsets_from(_unzigzag(changes), n, bool(on_grid[index]))
+        n, owidth = int(count[index]), int(offset_width[index])
+        if index in own_offsets:
+            lead, low, body = own_offsets[index]
+            if len(body) != (n - 2) * owidth:
+                raise CorruptChunk(f"{len(body)} bytes of offsets for {n} samples", index)
+            rest = _unshuffled(memoryview(body), n - 2, owidth).view(np.int64) + low
+            signed = np.concatenate(([lead], rest))
+        else:
+            at = int(stored[index] * width[index])
+            signed = _unzigzag(_unshuffled(memoryview(bodies[index])[at:], n - 1, owidth))
+        offsets[index] = _offsets_from(signed, n, bool(on_grid[index]))
     # Chunks alike in kind, width and length decode together.
     shape_key = (kind * 16 + width) * (1 << 40) + count
     for key in np.unique(shape_key).tolist():
