@@ -119,7 +119,7 @@ def build_batches(start_ms: int, seed: int = 42) -> list[pb.MetricBatch]:
 
 
 def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[int, int]:
-    """(chunk rows, bytes on disk of the chunk tables — fresh and packed — and their indexes)."""
+    """(chunk rows, bytes on disk of the chunk tables — fresh, recent and packed — and their indexes)."""
     if args.backend == "sqlite":
         import sqlite3
 
@@ -133,7 +133,7 @@ def store_size(args: argparse.Namespace, schema: str, workdir: Path) -> tuple[in
         rows = cursor.fetchone()[0]
         cursor.execute(
             "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
-            "WHERE inhparent IN ('chunks'::regclass, 'fresh_chunks'::regclass)"
+            "WHERE inhparent IN ('chunks'::regclass, 'recent_chunks'::regclass, 'fresh_chunks'::regclass)"
         )
         size = cursor.fetchone()[0]
     connection.close()

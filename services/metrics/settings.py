@@ -92,7 +92,8 @@ METRICS_VARS: tuple[Var, ...] = (
     Var(
         "INFRAWATCH_COMPACTION_WINDOW",
         "1h",
-        "Closed windows of this size (at most 2h) hold one chunk per series after compaction.",
+        "Closed windows of this size (at most 2h, dividing 6h) hold one chunk per series after compaction; "
+        "closed 6-hour blocks then one per series and block.",
         duration_seconds,
     ),
     Var(

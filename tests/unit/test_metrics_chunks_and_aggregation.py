@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from services.metrics.domain import Aggregation
@@ -97,3 +98,34 @@ def test_partials_from_disjoint_shards_merge_into_the_same_answer():
     with_nan = [(0, 0, 0.0, math.nan), (0, 0, 0.0, 4.0)]
     assert combine_partials(with_nan, Aggregation.MIN, 0, 60) == {0: ([0], [4.0])}
     assert math.isnan(combine_partials(with_nan, Aggregation.MAX, 0, 60)[0][1][0])
+
+
+@pytest.mark.parametrize("window", ["15m", "1h", "2h"])
+def test_a_compaction_window_that_divides_six_hours_is_accepted(window):
+    from services.metrics.settings import MetricsSettings
+
+    settings = MetricsSettings.from_env({"INFRAWATCH_SERVICE_TOKEN": "s", "INFRAWATCH_COMPACTION_WINDOW": window})
+    assert settings.compaction_window > 0
+
+
+@pytest.mark.parametrize("window", ["50m", "3h"])
+def test_a_compaction_window_that_does_not_fit_the_six_hour_blocks_is_refused_with_a_reason(window):
+    from agent.values import ConfigError
+    from services.metrics.settings import MetricsSettings
+
+    with pytest.raises(ConfigError, match="INFRAWATCH_COMPACTION_WINDOW must"):
+        MetricsSettings.from_env({"INFRAWATCH_SERVICE_TOKEN": "s", "INFRAWATCH_COMPACTION_WINDOW": window})
+
+
+def test_a_long_chunk_is_packed_in_even_pieces_no_longer_than_the_store_allows():
+    from services.metrics.storage.chunks import packed_chunks
+
+    rng = np.random.default_rng(27)
+    times = np.arange(1440, dtype=np.int64) * 15_000
+    values = rng.random(1440)  # full-precision floats: ~8 bytes a sample
+    whole = packed_chunks(np.zeros(1440, dtype=np.int64), times, values, max_span_ms=6 * 3_600_000)
+    pieces = packed_chunks(np.zeros(1440, dtype=np.int64), times, values, 6 * 3_600_000, max_blob_bytes=1900)
+    assert len(whole) == 1 and len(pieces) > 1
+    assert all(len(p.blob) <= 1900 for p in pieces)
+    assert [p.start_ms for p in pieces] == sorted(p.start_ms for p in pieces)
+    assert sum(p.count for p in pieces) == 1440 and max(p.count for p in pieces) - min(p.count for p in pieces) <= 1

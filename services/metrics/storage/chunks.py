@@ -327,9 +327,9 @@ def rewrite_window(
 ) -> tuple[list[PackedChunk], ChunkColumns]:
     """What compaction writes for the samples of the chunks that start in one window (grouped by
     series, ascending in time): the window's own samples as one packed chunk per series (in even
-    pieces where the store limits a blob's length), and the samples of chunks that reach past its end (a batch straddling the boundary) as plain chunks again,
-    to be packed with their own window's. So every sample of a closed window ends up packed,
-    whatever the batches' boundaries."""
+    pieces where the store limits a blob's length), and the samples of chunks that reach past its
+    end (a batch straddling the boundary) as plain chunks again, to be packed with their own
+    window's. So every sample of a closed window ends up packed, whatever the batches' boundaries."""
     span = window_end_ms - window_start_ms
     inside = times < window_end_ms
     if inside.all():

@@ -190,7 +190,7 @@ def encode(values: np.ndarray, offsets: np.ndarray | None) -> bytes:
     signed = _unzigzag(changes)
     lead, rest = int(signed[0]), signed[1:]
     low = int(rest.min()) if len(rest) else 0
-    if not (-(1 << 31) <= min(lead, low) and max(lead, low) < 1 << 31):
+    if not (min(lead, low) >= -(1 << 31) and max(lead, low) < 1 << 31):
         return shared  # offsets of a chunk of more than 24 days: none is stored
     moved = (rest - low).view(np.uint64)
     own_width = _width(moved)

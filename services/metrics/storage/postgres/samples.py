@@ -207,6 +207,10 @@ RELEASE_LOCK_TIMEOUT = "200ms"
 """How long releasing an emptied fresh or recent partition waits for its lock before leaving it to the next
 pass: the drop briefly locks the parent table, and no query or ingest may queue behind it longer."""
 
+INLINE_BLOB_BYTES = 1900
+"""The longest packed blob compaction writes in one row: with the row's other ~100 bytes it stays
+under PostgreSQL's TOAST threshold (2,032 bytes), so the blob is read with its row."""
+
 COMPACTION_SERIES_PER_TRANSACTION = 2000
 """Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
@@ -244,9 +248,7 @@ class _PartitionScheme:
 
 PACKED = _PartitionScheme("chunks", "chunks_d", DAY_MS)
 """Packed chunks of closed blocks (and plain ones from before schema 0004): one partition per UTC
-day. A block's blob (1-3 KB) mostly goes to TOAST, in 2 KB pieces that fill its pages evenly;
-kept in the rows (toast_tuple_target = 8160) they left a fifth of every page empty (measured:
-2.38 against 2.09 bytes a sample)."""
+day. A block's chunk is stored in pieces of at most INLINE_BLOB_BYTES, which stay in their rows."""
 RECENT = _PartitionScheme("recent_chunks", "recent_b", PACKED_BLOCK_MS)
 """Packed chunks of closed hours whose block is still open: one partition per block, dropped
 whole once the block is folded into `chunks`."""
@@ -481,7 +483,7 @@ class PostgresSampleStore:
                 if not rows:
                     continue
                 _, series_ids, times, values = decode_rows(rows, _PLAIN)
-                packed, beyond = rewrite_window(series_ids, times, values, start, end)
+                packed, beyond = rewrite_window(series_ids, times, values, start, end, INLINE_BLOB_BYTES)
                 for table, found in victims.items():
                     if found:
                         cursor.execute(

@@ -125,7 +125,8 @@ _BLOCK_CANDIDATES = (
 so an upgrade rewrites no history."""
 
 _WINDOW_SERIES = (
-    f"SELECT series_id FROM stored_chunks WHERE {_STARTS_INSIDE} GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0"
+    f"SELECT series_id FROM stored_chunks WHERE {_STARTS_INSIDE} "
+    "GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0"
 )
 """A window's series with more than one chunk, or any plain one, starting in it."""
 
@@ -292,7 +293,9 @@ class SqliteSampleStore:
             for window in windows:
                 start, end = window * length, (window + 1) * length
                 # A window whose block has closed was folded with its block.
-                if end <= until_ms and (into == "chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS):
+                if end <= until_ms and (
+                    into == "chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS
+                ):
                     removed += self._compact_window(start, end, select_series, into)
         self._release_space()
         return removed
