@@ -150,7 +150,7 @@ def packed_hour(metrics_harness, metrics_stub, agent_token) -> int:
             iter([batch]), metadata=(("authorization", f"Bearer {agent_token}"),), timeout=10
         )
         assert ack.samples_accepted == 60
-    # Up to the end of t0's 6-hour block, so the hour is folded into `chunks` whatever the time of day.
+    # Up to the end of t0's 6-hour block, so the hour is folded with its block whatever the time of day.
     metrics_harness.samples.compact(HOUR, t0 - HOUR, (t0 // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS)
     return t0
 
@@ -158,14 +158,14 @@ def packed_hour(metrics_harness, metrics_stub, agent_token) -> int:
 def test_a_chunk_that_cannot_be_decoded_is_data_loss_naming_it(
     metrics_harness, metrics_stub, metrics_engine, packed_hour
 ):
-    column = "packed" if is_postgres(metrics_engine) else "vals"
+    column, table = ("packed", "chunks") if is_postgres(metrics_engine) else ("vals", "block_chunks")
     mark = "%s" if is_postgres(metrics_engine) else "?"
     with pooled_cursor(metrics_engine, commit=True) as cursor:
-        cursor.execute(f"SELECT series_id, start_ms, {column} FROM chunks WHERE codec = 1")
+        cursor.execute(f"SELECT series_id, start_ms, {column} FROM {table} WHERE codec = 1")
         ((series_id, start_ms, blob),) = cursor.fetchall()
         torn = bytes(blob) + bytes(blob)  # a torn write: the frame followed by garbage
         cursor.execute(
-            f"UPDATE chunks SET {column} = {mark} WHERE series_id = {mark} AND start_ms = {mark}",
+            f"UPDATE {table} SET {column} = {mark} WHERE series_id = {mark} AND start_ms = {mark}",
             (torn, series_id, start_ms),
         )
     request = pb.QueryRangeRequest(

@@ -50,6 +50,11 @@ def _write_batches(store, series: list[int], first: int, last: int) -> dict[int,
     return written
 
 
+def _block_table(engine) -> str:
+    """Where a closed block's packed chunks go: `chunks` on PostgreSQL, `block_chunks` on SQLite."""
+    return "chunks" if is_postgres(engine) else "block_chunks"
+
+
 def _past_block() -> int:
     """The start of a 6-hour block that closed a while ago (tests choose which windows are closed)."""
     return (wall_clock_ms() // PACKED_BLOCK_MS - 2) * PACKED_BLOCK_MS
@@ -121,14 +126,15 @@ def test_a_closed_block_becomes_one_packed_chunk_per_series_and_answers_do_not_c
     assert store.raw(series, block - HOUR, block + PACKED_BLOCK_MS + HOUR) == before
     assert {s: before[s] for s in series} == written
     inside = sum(1 for s in series for t in written[s][0] if block <= t < block + PACKED_BLOCK_MS)
-    # One packed chunk per series in `chunks`, and nothing of the block anywhere else.
-    assert _forms_in(metrics_engine, block, block + PACKED_BLOCK_MS, "chunks") == {1: (SERIES, inside)}
+    # One packed chunk per series in the blocks' table, and nothing of the block anywhere else.
+    blocks = _block_table(metrics_engine)
+    assert _forms_in(metrics_engine, block, block + PACKED_BLOCK_MS, blocks) == {1: (SERIES, inside)}
     assert _forms_in(metrics_engine, block, block + PACKED_BLOCK_MS) == {1: (SERIES, inside)}
     # The hour after the block is packed by the first tier; the block's straddling batches'
     # samples past its end were written back fresh and packed with that hour.
     after = _forms_in(metrics_engine, block + PACKED_BLOCK_MS, block + PACKED_BLOCK_MS + HOUR)
     assert after == {1: (SERIES, sum(1 for s in series for t in written[s][0] if t >= block + PACKED_BLOCK_MS))}
-    assert _forms_in(metrics_engine, block + PACKED_BLOCK_MS, block + PACKED_BLOCK_MS + HOUR, "chunks") == {}
+    assert _forms_in(metrics_engine, block + PACKED_BLOCK_MS, block + PACKED_BLOCK_MS + HOUR, blocks) == {}
 
 
 def test_compaction_gives_the_space_of_fresh_chunks_back_with_nothing_run_by_hand(metrics_engine, store):
@@ -227,10 +233,10 @@ def test_a_sqlite_database_with_small_pages_stores_a_block_in_pieces_that_fit_th
 
     assert store.raw(series, block, block + PACKED_BLOCK_MS) == written
     with pooled_cursor(engine) as cursor:
-        cursor.execute("SELECT series_id, length(vals) FROM chunks")
+        cursor.execute("SELECT series_id, length(vals) FROM block_chunks")
         rows = cursor.fetchall()
         cursor.execute("PRAGMA freelist_count")
         assert cursor.fetchone()[0] == 0
-    assert max(length for _, length in rows) <= _inline_blob_bytes(4096)
+    assert max(length for _, length in rows) <= _inline_blob_bytes(4096, "block_chunks")
     assert len(rows) > len(series)  # a six-hour block did not fit one piece
     engine.dispose()

@@ -1,4 +1,4 @@
-"""Compaction's first tier in a table of its own on PostgreSQL, released whole per 6-hour block.
+"""Compaction's second tier: tables for hourly chunks waiting for their block, and for blocks.
 
 Compaction packs each closed hour's fresh chunks first (one packed chunk per series and hour, so
 queries of the last hours read few rows) and, once the hour's 6-hour block has closed, folds them
@@ -9,8 +9,13 @@ they would keep each hour's partition, and the dead plain rows in it, alive for 
 `chunks` they would leave dead rows behind for good. So they go to `recent_chunks`, partitioned by
 block (`recent_b<block>`), whose partitions are dropped once their block is folded.
 
-SQLite keeps the hourly chunks in `fresh_chunks`: its freed pages go back to the file system by
-incremental vacuum. Nothing is moved: the migration is instant on any size.
+SQLite keeps the hourly chunks in `fresh_chunks` (its freed pages go back to the file system by
+incremental vacuum) and writes the blocks to `block_chunks`, an ordinary rowid table with a
+unique index: `chunks` is WITHOUT ROWID, keyed by series first, so each series' new block lands in
+the middle of the key order and splits pages, which then stay ~85 % full (measured: 1.76 MB of
+11.3 unused after a day); rows appended to a rowid table fill their pages.
+
+Nothing is moved: the migration is instant on any size.
 
 Revision ID: 0005
 Revises: 0004
@@ -33,10 +38,34 @@ POSTGRES = (
 )
 
 
+SQLITE = (
+    """CREATE TABLE block_chunks (
+        series_id INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        interval_ms INTEGER NOT NULL,
+        offsets BLOB,
+        vals BLOB NOT NULL,
+        sum REAL,
+        min REAL,
+        max REAL,
+        last REAL,
+        codec INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE UNIQUE INDEX ix_block_chunks_series_start ON block_chunks (series_id, start_ms)",
+    "DROP VIEW stored_chunks",
+    "CREATE VIEW stored_chunks AS "
+    + " UNION ALL ".join(
+        f"SELECT series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min, max, last, codec FROM {table}"
+        for table in ("chunks", "block_chunks", "fresh_chunks")
+    ),
+)
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        for statement in POSTGRES:
-            op.execute(statement)
+    for statement in POSTGRES if op.get_bind().dialect.name == "postgresql" else SQLITE:
+        op.execute(statement)
 
 
 def downgrade() -> None:

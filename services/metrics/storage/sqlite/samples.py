@@ -41,13 +41,14 @@ _PLAIN = PlainForm(header=0, values=np.dtype("<f8"), offsets=np.dtype("<i4"))
 """Plain payloads as this store writes them: little-endian float64 values, int32 offsets."""
 
 
-def _inline_blob_bytes(page_size: int) -> int:
-    """The longest packed blob a chunk row keeps in its page. The chunk tables are WITHOUT ROWID
-    (index b-trees), whose cells hold at most (page - 12) x 64 / 255 - 23 bytes; a longer row
-    spills into overflow pages of its own, mostly empty (a 2.4 KB chunk in 4 KiB pages took two
-    pages). The other columns take ~70 bytes. Databases made before 16 KiB pages were the default
-    keep their 4 KiB pages, and their six-hour chunks are stored in pieces of ~900 bytes."""
-    return (page_size - 12) * 64 // 255 - 23 - 80
+def _inline_blob_bytes(page_size: int, table: str) -> int:
+    """The longest packed blob a chunk row of `table` keeps in its page; a longer row spills into
+    overflow pages of its own, mostly empty (a 2.4 KB chunk in 4 KiB pages took two pages). A
+    rowid table's cell holds up to the page less 35 bytes; a WITHOUT ROWID table is an index
+    b-tree, whose cells hold at most (page - 12) x 64 / 255 - 23 bytes (~1 KB in 4 KiB pages, ~4
+    KB in 16 KiB ones). The other columns take ~70 bytes."""
+    cell = page_size - 35 if table == "block_chunks" else (page_size - 12) * 64 // 255 - 23
+    return cell - 80
 
 
 def _nan(value: float | None) -> float:
@@ -59,7 +60,9 @@ _COLUMNS = "series_id, start_ms, end_ms, n, interval_ms, offsets, vals, sum, min
 
 
 _INSERT = "INSERT OR IGNORE INTO {table} (" + _COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-"""Ingest writes `fresh_chunks`, compaction `chunks` (schema 0004); reads go through `stored_chunks`."""
+"""Ingest writes `fresh_chunks` (schema 0004), compaction packed hours there too and closed blocks
+to `block_chunks` (0005; `chunks` holds what earlier versions packed); reads go through
+`stored_chunks`."""
 
 _WHOLE = "(start_ms >= :start AND end_ms <= :end AND (start_ms - :start) / :step = (end_ms - :start) / :step)"
 """A chunk whose stored summary answers its bucket (engine.whole_in_one_bucket says the same)."""
@@ -107,7 +110,7 @@ def _packed_row(chunk: PackedChunk) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-_TABLES = ("chunks", "fresh_chunks")
+_TABLES = ("chunks", "block_chunks", "fresh_chunks")
 
 _STARTS_INSIDE = "start_ms >= :start AND start_ms < :end"
 
@@ -259,7 +262,7 @@ class SqliteSampleStore:
         latest: dict[int, tuple[int, float]] = {}
         with self._cursor() as cursor:
             for series_id in series_ids:
-                cursor.execute(_NEWEST, (series_id, series_id))
+                cursor.execute(_NEWEST, (series_id,) * len(_TABLES))
                 row = cursor.fetchone()
                 if row is not None:
                     latest[series_id] = (row[0], _nan(row[1]))
@@ -277,14 +280,14 @@ class SqliteSampleStore:
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
         """Compaction in two tiers, as on PostgreSQL (see its store): closed windows of a block
-        still open are packed within the fresh table, closed blocks into `chunks`; then the pages
-        freed go back to the file system. Returns the number of chunks removed."""
+        still open are packed within the fresh table, closed blocks into `block_chunks`; then the
+        pages freed go back to the file system. Returns the number of chunks removed."""
         span = {"since": since_ms, "until": until_ms}
         removed = 0
         # Blocks first: the samples of their straddling chunks past the block's end go back to the
         # fresh table, to be packed by the windows' pass right after.
         for candidates, length, select_series, into in (
-            (_BLOCK_CANDIDATES, PACKED_BLOCK_MS, _BLOCK_SERIES, "chunks"),
+            (_BLOCK_CANDIDATES, PACKED_BLOCK_MS, _BLOCK_SERIES, "block_chunks"),
             (_WINDOW_CANDIDATES, window_ms, _WINDOW_SERIES, "fresh_chunks"),
         ):
             with self._cursor() as cursor:
@@ -294,7 +297,7 @@ class SqliteSampleStore:
                 start, end = window * length, (window + 1) * length
                 # A window whose block has closed was folded with its block.
                 if end <= until_ms and (
-                    into == "chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS
+                    into == "block_chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS
                 ):
                     removed += self._compact_window(start, end, select_series, into)
         self._release_space()
@@ -308,7 +311,7 @@ class SqliteSampleStore:
             cursor.execute(select_series, {"start": start, "end": end})
             series = [row[0] for row in cursor.fetchall()]
             cursor.execute("PRAGMA page_size")
-            max_blob = _inline_blob_bytes(int(cursor.fetchone()[0]))
+            max_blob = _inline_blob_bytes(int(cursor.fetchone()[0]), into)
         removed = 0
         for offset in range(0, len(series), COMPACTION_SERIES_PER_TRANSACTION):
             ids = ",".join(str(i) for i in series[offset : offset + COMPACTION_SERIES_PER_TRANSACTION])
