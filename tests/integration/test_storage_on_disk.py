@@ -240,3 +240,26 @@ def test_a_sqlite_database_with_small_pages_stores_a_block_in_pieces_that_fit_th
     assert max(length for _, length in rows) <= _inline_blob_bytes(4096, "block_chunks")
     assert len(rows) > len(series)  # a six-hour block did not fit one piece
     engine.dispose()
+
+
+def test_a_packed_hour_stored_in_pieces_is_not_rewritten_by_every_pass(metrics_engine, store, monkeypatch):
+    series = _series(metrics_engine, 1, "pieces")[0]
+    t0 = _past_block() + HOUR  # the block stays open: the first tier
+    rng = random.Random(5)
+    times = list(range(t0, t0 + HOUR, 1_000))
+    values = [rng.random() for _ in times]  # full-precision floats at 1 s: ~28 KB an hour, several pieces
+    store.append(ChunkColumns.from_chunks(make_chunks(series, times, values)))
+
+    store.compact(HOUR, t0 - HOUR, t0 + HOUR)
+    pieces = _forms_in(metrics_engine, t0, t0 + HOUR)
+    assert set(pieces) == {1} and pieces[1][0] > 1
+
+    from services.metrics.storage import chunks
+
+    encoded = []
+    monkeypatch.setattr(chunks.codec, "encode", lambda *args: encoded.append(args) or b"")
+    assert store.compact(HOUR, t0 - HOUR, t0 + HOUR) == 0  # nothing plain: left as it is
+    assert encoded == []  # not even decoded and packed again the same way
+    monkeypatch.undo()
+    assert _forms_in(metrics_engine, t0, t0 + HOUR) == pieces
+    assert store.raw([series], t0, t0 + HOUR)[series] == (times, values)

@@ -148,10 +148,12 @@ _PLAIN = PlainForm(
 """Plain payloads as array_send writes them: each element its length, then its big-endian bytes."""
 
 
+# Windows with a plain chunk (fresh, late, or stored before schema 0002). Not "more than one
+# chunk": a packed chunk longer than a row may hold is stored in pieces, which must not be
+# rewritten on every pass.
 _COMPACT_CANDIDATES = """
 SELECT DISTINCT start_ms / %(window)s FROM stored_chunks
-WHERE start_ms >= %(since)s AND start_ms < %(until)s
-GROUP BY series_id, start_ms / %(window)s HAVING count(*) > 1 OR bool_or(codec = 0)
+WHERE start_ms >= %(since)s AND start_ms < %(until)s AND codec = 0
 """
 
 # Blocks with anything still fresh (the first tier's packed hours, late data) or plain chunks from
@@ -172,10 +174,9 @@ _STRADDLED_HOURS = f"""
 SELECT DISTINCT end_ms / {HOUR_MS} FROM stored_chunks WHERE {_STARTS_IN_WINDOW} AND end_ms >= %(end)s
 """
 
-# Series with more than one chunk, or any plain one, starting in the window.
+# Series with a plain chunk starting in the window (all their chunks there are rewritten).
 _COMPACT_SERIES = f"""
-SELECT series_id FROM stored_chunks WHERE {_STARTS_IN_WINDOW}
-GROUP BY series_id HAVING count(*) > 1 OR bool_or(codec = 0) ORDER BY series_id
+SELECT DISTINCT series_id FROM stored_chunks WHERE {_STARTS_IN_WINDOW} AND codec = 0 ORDER BY series_id
 """
 
 # Series with any fresh or recent chunk, or a plain one, starting in the block.
@@ -430,8 +431,7 @@ class PostgresSampleStore:
         """Compaction in two tiers, over the windows (aligned to window_ms) and blocks (aligned to
         PACKED_BLOCK_MS) that closed in [since_ms, until_ms):
         - in each closed window of a block still open, every series' chunks starting in it become
-          one packed chunk in `recent_chunks` (where a window holds more than one chunk of the
-          series or any plain one);
+          one packed chunk in `recent_chunks` (where the series has a plain chunk there);
         - in each closed block, every series' chunks starting in it, packed or not, become one
           packed chunk in `chunks` (where any of them is fresh, recent or plain).
         Then the fresh partitions of closed hours and the recent ones of closed blocks that are

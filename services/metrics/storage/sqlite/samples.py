@@ -115,10 +115,9 @@ _TABLES = ("chunks", "block_chunks", "fresh_chunks")
 _STARTS_INSIDE = "start_ms >= :start AND start_ms < :end"
 
 _WINDOW_CANDIDATES = (
-    "SELECT DISTINCT start_ms / :window FROM stored_chunks WHERE start_ms >= :since AND start_ms < :until "
-    "GROUP BY series_id, start_ms / :window HAVING count(*) > 1 OR min(codec) = 0"
+    "SELECT DISTINCT start_ms / :window FROM stored_chunks WHERE start_ms >= :since AND start_ms < :until AND codec = 0"
 )
-"""Windows with a series that has more than one chunk, or any plain one, starting in them."""
+"""Windows with a plain chunk starting in them (as on PostgreSQL: pieces of a packed chunk stay)."""
 
 _BLOCK_CANDIDATES = (
     "SELECT DISTINCT start_ms / :window FROM fresh_chunks WHERE start_ms >= :since AND start_ms < :until "
@@ -127,11 +126,8 @@ _BLOCK_CANDIDATES = (
 """Blocks with anything still fresh or plain; packed chunks already in `chunks` stay as they are,
 so an upgrade rewrites no history."""
 
-_WINDOW_SERIES = (
-    f"SELECT series_id FROM stored_chunks WHERE {_STARTS_INSIDE} "
-    "GROUP BY series_id HAVING count(*) > 1 OR min(codec) = 0"
-)
-"""A window's series with more than one chunk, or any plain one, starting in it."""
+_WINDOW_SERIES = f"SELECT DISTINCT series_id FROM stored_chunks WHERE {_STARTS_INSIDE} AND codec = 0"
+"""A window's series with a plain chunk starting in it."""
 
 _BLOCK_SERIES = (
     f"SELECT series_id FROM fresh_chunks WHERE {_STARTS_INSIDE} "
