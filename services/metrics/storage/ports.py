@@ -111,8 +111,9 @@ class Maintenance(Protocol):
         ...
 
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
-        """Merge each series' chunks within every aligned window in [since_ms, until_ms) into one;
-        returns the number of chunks removed."""
+        """Pack each series' chunks within every aligned window, and then every 6-hour block, that
+        closed in [since_ms, until_ms) into one (in pieces where one row cannot hold it); returns
+        the net number of chunk rows removed."""
         ...
 
 

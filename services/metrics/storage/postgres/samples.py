@@ -435,7 +435,7 @@ class PostgresSampleStore:
         - in each closed block, every series' chunks starting in it, packed or not, become one
           packed chunk in `chunks` (where any of them is fresh, recent or plain).
         Then the fresh partitions of closed hours and the recent ones of closed blocks that are
-        left empty are dropped. Returns the number of chunks removed."""
+        left empty are dropped. Returns the net number of chunk rows removed."""
         span = {"since": since_ms, "until": until_ms}
         removed = 0
         # Blocks first: the samples of their straddling chunks past the block's end go back to the

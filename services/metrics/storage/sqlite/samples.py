@@ -277,7 +277,7 @@ class SqliteSampleStore:
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
         """Compaction in two tiers, as on PostgreSQL (see its store): closed windows of a block
         still open are packed within the fresh table, closed blocks into `block_chunks`; then the
-        pages freed go back to the file system. Returns the number of chunks removed."""
+        pages freed go back to the file system. Returns the net number of chunk rows removed."""
         span = {"since": since_ms, "until": until_ms}
         removed = 0
         # Blocks first: the samples of their straddling chunks past the block's end go back to the
