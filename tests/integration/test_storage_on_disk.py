@@ -175,17 +175,26 @@ def test_late_data_for_a_released_hour_is_stored_and_packed_by_the_next_pass(met
         assert _fresh_space(metrics_engine)[0] == 0
 
 
-def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_first_pass(tmp_path):
+def _made_earlier(path):
+    """A SQLite metrics database as every earlier version made it (4 KiB pages, no auto_vacuum),
+    migrated to this version."""
     import sqlite3
 
     from services.common.db import create_db_engine, migrate
     from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
 
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:  # as every earlier version made it: no auto_vacuum
+    with sqlite3.connect(path) as old:
         old.execute("CREATE TABLE made_earlier (x INTEGER)")
     engine = create_db_engine(f"sqlite:///{path}")
     migrate(engine, MIGRATIONS, VERSION_TABLE)
+    return engine
+
+
+def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_first_pass(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    engine = _made_earlier(path)  # no auto_vacuum
     store = SqliteSampleStore(engine)
     series = _series(engine, 5, "converted")
     t0 = _past_block()
@@ -203,7 +212,6 @@ def test_a_sqlite_database_made_before_incremental_vacuum_is_converted_by_the_fi
 
 
 def test_a_sqlite_database_with_small_pages_stores_a_block_in_pieces_that_fit_their_pages(tmp_path):
-    import sqlite3
 
     from services.common.db import create_db_engine, migrate
     from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
@@ -216,11 +224,7 @@ def test_a_sqlite_database_with_small_pages_stores_a_block_in_pieces_that_fit_th
         assert cursor.fetchone()[0] == 16384  # what a database made now gets
     new.dispose()
 
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:  # as earlier versions made it: 4 KiB pages
-        old.execute("CREATE TABLE made_earlier (x INTEGER)")
-    engine = create_db_engine(f"sqlite:///{path}")
-    migrate(engine, MIGRATIONS, VERSION_TABLE)
+    engine = _made_earlier(tmp_path / "old.db")  # 4 KiB pages
     store = SqliteSampleStore(engine)
     series = _series(engine, 3, "pieces")
     block = _past_block()
