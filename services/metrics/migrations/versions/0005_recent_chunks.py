@@ -29,8 +29,10 @@ branch_labels = None
 depends_on = None
 
 POSTGRES = (
-    # A packed blob is zstd already: PostgreSQL's own compression would only spend time failing.
-    "ALTER TABLE chunks ALTER COLUMN packed SET STORAGE EXTERNAL",
+    # A block's blob (1-4 KB) stays in its row rather than going to TOAST at 2 KB: read with its
+    # row, and no TOAST pieces, index entries and part-empty pages (measured: 2.13 bytes a sample
+    # with TOAST, 1.95 in the row).
+    "ALTER TABLE chunks ALTER COLUMN packed SET STORAGE MAIN",
     "CREATE TABLE recent_chunks (LIKE chunks INCLUDING DEFAULTS INCLUDING STORAGE) PARTITION BY RANGE (start_ms)",
     "ALTER TABLE recent_chunks ADD PRIMARY KEY (series_id, start_ms)",
     "CREATE OR REPLACE VIEW stored_chunks AS SELECT * FROM chunks UNION ALL SELECT * FROM recent_chunks "
