@@ -113,7 +113,7 @@ class Maintenance(Protocol):
     def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
         """Pack each series' chunks within every aligned window, and then every 6-hour block, that
         closed in [since_ms, until_ms) into one (in pieces where one row cannot hold it); returns
-        the net number of chunk rows removed."""
+        the number of chunk rows merged away (never negative, for the telemetry counter)."""
         ...
 
 

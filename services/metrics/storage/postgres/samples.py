@@ -431,7 +431,7 @@ class PostgresSampleStore:
         - in each closed block, every series' chunks starting in it, packed or not, become one
           packed chunk in `chunks` (where any of them is fresh, recent or plain).
         Then the fresh partitions of closed hours and the recent ones of closed blocks that are
-        left empty are dropped. Returns the net number of chunk rows removed."""
+        left empty are dropped. Returns the number of chunk rows merged away."""
         span = {"since": since_ms, "until": until_ms}
         removed = 0
         # Blocks first: the samples of their straddling chunks past the block's end go back to the
@@ -500,7 +500,7 @@ class PostgresSampleStore:
                     cursor.copy_expert(
                         COPY_SQL.format(table=FRESH.parent), io.BytesIO(copy_payload(beyond)), size=COPY_READ_BYTES
                     )
-            removed += len(rows) - len(packed) - len(beyond)
+            removed += max(0, len(rows) - len(packed) - len(beyond))  # pieces can outnumber the rows
         return removed
 
     def _release_emptied(self, scheme: _PartitionScheme, until_ms: int) -> None:
