@@ -1,8 +1,12 @@
-"""`make run`: start the whole platform locally as separate processes and stop it cleanly.
+"""`make run`: start the whole platform locally as separate processes, keep it up, stop it cleanly.
 
-Each service runs as its own process, exactly as in production; this module
-only starts them in dependency order, prints where they listen, and on Ctrl-C
-or SIGTERM forwards SIGTERM to each one and waits for it to drain.
+Each service runs as its own process, exactly as in production; this module starts them in
+dependency order and prints where they listen. Once the platform is up, a part that exits is
+restarted with backoff (1 s, 2 s, 4 s ... 30 s; afresh once it has run a minute), told in the log
+and in the launcher's own telemetry (`infrawatch_launcher_restarts_total{component}`,
+`infrawatch_launcher_component_up{component}`): a monitoring platform outlives its parts. Only
+Ctrl-C or SIGTERM stops it: each part gets SIGTERM and time to drain. A part that cannot start
+at all stops the start-up, naming it (a taken port, a bad setting: restarting would not help).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from agent.telemetry import new_registry, serve_telemetry, telemetry_port
 from agent.tls import ClientTLS
 from services.common.config import TELEMETRY_PORTS
 
@@ -119,6 +125,75 @@ def _running(process: subprocess.Popen[bytes]) -> bool:
     return process.poll() is None
 
 
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""Waits before restarting a part that exited, one more step for each exit in a row."""
+STABLE_AFTER_S = 60.0
+"""A part that ran this long before exiting starts its backoff afresh."""
+
+
+@dataclass
+class Child:
+    """A started part and what its supervision knows of it."""
+
+    component: Component
+    process: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+    exits_in_a_row: int = 0
+    restart_at: float | None = None
+    """When an exited part is due to start again (None while it runs)."""
+
+
+class Supervision:
+    """Restarts parts that exit, with backoff, and counts it (log and telemetry)."""
+
+    def __init__(
+        self, spawn: Callable[[Component], subprocess.Popen[bytes]], registry: CollectorRegistry | None = None
+    ) -> None:
+        self._spawn = spawn
+        self.children: list[Child] = []
+        self._restarts = Counter(
+            "infrawatch_launcher_restarts", "Parts restarted after they exited.", ["component"], registry=registry
+        )
+        self._up = Gauge(
+            "infrawatch_launcher_component_up", "1 while the part runs, 0 while it waits to restart.",
+            ["component"], registry=registry,
+        )  # fmt: skip
+
+    def start(self, component: Component, now: float) -> Child:
+        child = Child(component, self._spawn(component), now)
+        self.children.append(child)
+        self._restarts.labels(component.name)
+        self._up.labels(component.name).set(1)
+        return child
+
+    def tick(self, now: float) -> None:
+        """Notice exits and restart what is due."""
+        for child in self.children:
+            name = child.component.name
+            if child.restart_at is None and child.process.poll() is not None:
+                child.exits_in_a_row = 1 if now - child.started_at >= STABLE_AFTER_S else child.exits_in_a_row + 1
+                delay = RESTART_BACKOFF_S[min(child.exits_in_a_row, len(RESTART_BACKOFF_S)) - 1]
+                child.restart_at = now + delay
+                self._up.labels(name).set(0)
+                print(
+                    f"launcher: {name} exited with {child.process.returncode}; restarting it in {delay:g}s "
+                    f"({child.exits_in_a_row} exit(s) in a row); the rest keeps running",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.process = self._spawn(child.component)
+                child.started_at, child.restart_at = now, None
+                child.restarts += 1
+                self._restarts.labels(name).inc()
+                self._up.labels(name).set(1)
+                print(f"launcher: {name} restarted (pid {child.process.pid}, restart {child.restarts})", flush=True)
+
+    def processes(self) -> list[tuple[Component, subprocess.Popen[bytes]]]:
+        return [(child.component, child.process) for child in self.children]
+
+
 def _stop_all(processes: list[tuple[Component, subprocess.Popen[bytes]]], grace: float) -> None:
     for _, process in reversed(processes):
         if process.poll() is None:
@@ -141,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         "lists its settings.",
     )
     parser.add_argument("--ready-timeout", type=float, default=60, help="seconds to wait for health")
+    parser.epilog = (
+        "Once everything is up, a part that exits is restarted with backoff (1 s doubling to 30 s), "
+        "logged and counted at the launcher's own /metrics (INFRAWATCH_LAUNCHER_TELEMETRY_PORT, "
+        f"default {TELEMETRY_PORTS['launcher']}; `off` for none). Ctrl-C or SIGTERM stops everything."
+    )
     args = parser.parse_args(argv)
 
     stopping = False
@@ -181,16 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     # ... and scrapes the platform's own telemetry, so InfraWatch's health is stored, queried,
     # charted and alerted on through its own pipeline, like any host's.
     environ.setdefault("INFRAWATCH_AGENT_SCRAPE", platform_scrape_targets(environ))
-    processes: list[tuple[Component, subprocess.Popen[bytes]]] = []
+
+    def spawn(component: Component) -> subprocess.Popen[bytes]:
+        # The children ignore the terminal's Ctrl-C so that shutdown happens in order, from here.
+        return subprocess.Popen([sys.executable, "-m", component.module], env=environ, start_new_session=True)
+
+    registry = new_registry()
+    supervision = Supervision(spawn, registry)
+    endpoint = None
     try:
-        for component in COMPONENTS:
-            # The children ignore the terminal's Ctrl-C so that shutdown happens in order, from here.
-            process = subprocess.Popen(
-                [sys.executable, "-m", component.module],
-                env=environ,
-                start_new_session=True,
+        port_setting = environ.get("INFRAWATCH_LAUNCHER_TELEMETRY_PORT", str(TELEMETRY_PORTS["launcher"]))
+        try:
+            endpoint = serve_telemetry(registry, "127.0.0.1", telemetry_port(port_setting), "launcher")
+        except ValueError as error:
+            print(f"launcher: INFRAWATCH_LAUNCHER_TELEMETRY_PORT {error}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(
+                f"launcher: telemetry port {port_setting} is not available ({error.strerror}); "
+                "running without it (set INFRAWATCH_LAUNCHER_TELEMETRY_PORT)",
+                file=sys.stderr,
             )
-            processes.append((component, process))
+        for component in COMPONENTS:
+            process = supervision.start(component, time.monotonic()).process
             if component.port_var and component.health_service:
                 port = int(environ.get(component.port_var, component.default_port or 0))
                 address = f"localhost:{port}"
@@ -236,15 +329,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
         print("launcher: InfraWatch is running; operators use the gateway; press Ctrl-C to stop", flush=True)
         while not stopping:
-            for component, process in processes:
-                if process.poll() is not None:
-                    print(f"launcher: {component.name} exited with {process.returncode}; stopping", file=sys.stderr)
-                    return 1
+            supervision.tick(time.monotonic())
             time.sleep(0.5)
         return 0
     finally:
         print("launcher: stopping", flush=True)
-        _stop_all(processes, grace=20)
+        _stop_all(supervision.processes(), grace=20)
+        if endpoint is not None:
+            endpoint.close()
 
 
 if __name__ == "__main__":

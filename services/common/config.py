@@ -219,8 +219,9 @@ def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argpars
     )
 
 
-TELEMETRY_PORTS = {"gateway": 9150, "agents": 9151, "metrics": 9152, "alerts": 9153, "console": 9154}
-"""Each service's default telemetry port (the host agent's is 9155, in agent/config.py)."""
+TELEMETRY_PORTS = {"gateway": 9150, "agents": 9151, "metrics": 9152, "alerts": 9153, "console": 9154, "launcher": 9156}
+"""Each service's default telemetry port, and `make run`'s launcher's (the host agent's is 9155, in
+agent/config.py)."""
 
 
 def telemetry_var(service: str) -> Var:
