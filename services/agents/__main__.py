@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     server, health, port = build_server(
         [ServiceBinding(SERVICE_NAME, lambda s: agents_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         address=f"{settings.bind_host}:{settings.agents_port}",
+        port_setting="INFRAWATCH_AGENTS_PORT",
         max_message_bytes=settings.max_message_bytes,
         unreachable=unreachable_database_errors(),
         tls=server_tls_from(settings),

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         server, health, port = build_async_server(
             [app.binding()],
             address=f"{settings.bind_host}:{settings.alerts_port}",
+            port_setting="INFRAWATCH_ALERTS_PORT",
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
             tls=server_tls_from(settings),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,13 +52,27 @@ def _options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def _reflect_and_listen(
-    server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str, tls: ServerTLS | None
+    server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str, tls: ServerTLS | None, port_setting: str
 ) -> int:
-    """Enable reflection over the hosted services, health and reflection; bind; the bound port."""
+    """Enable reflection over the hosted services, health and reflection; bind; the bound port.
+    A port that cannot be had ends the program with one line naming the setting (exit 2), not a
+    traceback: it is the commonest start-up mistake, and the person needs the setting's name."""
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = listen(server, address, tls)
+    try:
+        port = listen(server, address, tls)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {address}")
+        main = sys.modules.get("__main__")
+        program = (
+            f"python -m {main.__spec__.name.removesuffix('.__main__')}" if main and main.__spec__ else "infrawatch"
+        )
+        print(
+            f"{program}: cannot listen on {address}: the port is in use, or the address is not one of this "
+            f"host's; set {port_setting} to a free port (or INFRAWATCH_BIND_HOST to this host's address)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     return port
 
 
@@ -70,6 +85,7 @@ def build_server(
     unreachable: tuple[type[BaseException], ...] = (),
     tls: ServerTLS | None = None,
     telemetry: RpcTelemetry | None = None,
+    port_setting: str = "the port setting",
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create a server hosting `bindings`, health and reflection; every service starts NOT_SERVING."""
     server = grpc.server(
@@ -84,7 +100,7 @@ def build_server(
     names = [binding.full_name for binding in bindings]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, health_servicer, _reflect_and_listen(server, names, address, tls)
+    return server, health_servicer, _reflect_and_listen(server, names, address, tls, port_setting)
 
 
 def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], serving: bool) -> None:
@@ -151,6 +167,7 @@ def build_async_server(
     unreachable: tuple[type[BaseException], ...] = (),
     tls: ServerTLS | None = None,
     telemetry: RpcTelemetry | None = None,
+    port_setting: str = "the port setting",
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer, int]:
     """The asyncio twin of `build_server`, for services that hold long-lived streams: a waiting
     stream is a suspended coroutine, not a parked thread, so open streams cost no workers."""
@@ -163,7 +180,7 @@ def build_async_server(
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [binding.full_name for binding in bindings]
-    return server, health_servicer, _reflect_and_listen(server, names, address, tls)
+    return server, health_servicer, _reflect_and_listen(server, names, address, tls, port_setting)
 
 
 @dataclass(frozen=True)

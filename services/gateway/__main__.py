@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             ],
             address=f"{settings.bind_host}:{settings.gateway_port}",
+            port_setting="INFRAWATCH_GATEWAY_PORT",
             max_message_bytes=settings.max_message_bytes,
             tls=server_tls_from(settings),
             telemetry=RpcTelemetry(registry),

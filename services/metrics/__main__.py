@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         server, health, port = build_async_server(
             [app.binding()],
             address=f"{settings.bind_host}:{settings.metrics_port}",
+            port_setting="INFRAWATCH_METRICS_PORT",
             max_message_bytes=settings.max_message_bytes,
             unreachable=unreachable_database_errors(),
             tls=server_tls_from(settings),
