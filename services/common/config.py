@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from agent.telemetry import telemetry_port
 from agent.values import (
@@ -203,6 +203,20 @@ def settings_from_command_line(
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def exit_cannot_listen(address: str, setting: str) -> NoReturn:
+    """End a program whose port cannot be had with one line naming the address and the setting
+    (exit 2), not a traceback: the commonest start-up mistake, and the person needs the name."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    program = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else "infrawatch"
+    print(
+        f"{program}: cannot listen on {address}: the port is in use, or the address is not one of this "
+        f"host's; set {setting} to a free port (or INFRAWATCH_BIND_HOST to this host's address)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 def argument_parser(prog: str, description: str, spec: Sequence[Var]) -> argparse.ArgumentParser:

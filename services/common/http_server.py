@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from services.common.config import exit_cannot_listen
+
 
 class QuietServer(uvicorn.Server):
     """uvicorn, with SIGTERM handled like every other InfraWatch process: drain, then exit 0
@@ -30,17 +32,22 @@ def http_config(app: Any, keepalive_s: float, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, lifespan="off", timeout_keep_alive=max(1, round(keepalive_s)), **options)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, setting: str) -> socket.socket:
     """The listening socket: `::` means every address, IPv4 included (asyncio alone would make
     an IPv6-only socket of it). It is made with protocol IPPROTO_TCP, not 0: asyncio turns Nagle's
     algorithm off (TCP_NODELAY) only on sockets whose protocol says TCP, and accepted sockets
     inherit the listener's. With protocol 0 every answer's second packet waited for the client's
-    delayed ACK: 43 ms per answer on a kept-alive connection."""
+    delayed ACK: 43 ms per answer on a kept-alive connection. A port that cannot be had ends the
+    program with one line naming `setting`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    listener.bind((host, port))
+    try:
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        exit_cannot_listen(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", setting)
     listener.listen(128)
     return listener

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from agent.logs import event
+from services.common.config import exit_cannot_listen
 from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
 from services.common.telemetry import RpcTelemetry
 from services.common.tls import ServerTLS, listen
@@ -55,24 +55,14 @@ def _reflect_and_listen(
     server: grpc.Server | grpc.aio.Server, names: Sequence[str], address: str, tls: ServerTLS | None, port_setting: str
 ) -> int:
     """Enable reflection over the hosted services, health and reflection; bind; the bound port.
-    A port that cannot be had ends the program with one line naming the setting (exit 2), not a
-    traceback: it is the commonest start-up mistake, and the person needs the setting's name."""
+    A port that cannot be had ends the program with one line naming the setting."""
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     try:
         port = listen(server, address, tls)
     except RuntimeError:  # grpc: "Failed to bind to address ..."
         port = 0
     if port == 0:
-        main = sys.modules.get("__main__")
-        program = (
-            f"python -m {main.__spec__.name.removesuffix('.__main__')}" if main and main.__spec__ else "infrawatch"
-        )
-        print(
-            f"{program}: cannot listen on {address}: the port is in use, or the address is not one of this "
-            f"host's; set {port_setting} to a free port (or INFRAWATCH_BIND_HOST to this host's address)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        exit_cannot_listen(address, port_setting)
     return port
 
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.downstream_timeout,
     )
     host = settings.bind_host.strip("[]") or "::"
-    listener = listen_socket(host, settings.console_port)
+    listener = listen_socket(host, settings.console_port, "INFRAWATCH_CONSOLE_PORT")
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else ("[::]" if ":" in host else host)
     event(
         _log,

@@ -109,11 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
     prom_listener = None
     if settings.prom_port is not None:
-        try:
-            prom_listener = listen_socket(settings.bind_host.strip("[]") or "::", settings.prom_port)
-        except OSError as exc:
-            event(_log, "cannot listen on INFRAWATCH_PROM_PORT", logging.ERROR, port=settings.prom_port, error=str(exc))
-            raise SystemExit(2) from None
+        prom_listener = listen_socket(
+            settings.bind_host.strip("[]") or "::", settings.prom_port, "INFRAWATCH_PROM_PORT"
+        )
 
     def prom_server() -> QuietServer | None:
         """The Prometheus side (remote-write, query API), served on the gRPC server's loop."""
