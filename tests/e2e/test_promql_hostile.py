@@ -27,9 +27,10 @@ HOURS = 12
 STEP_S = 4
 HEAVY = (
     f"quantile_over_time(0.5, big[{HOURS}h]) + quantile_over_time(0.9, big[{HOURS}h]) + mad_over_time(big[{HOURS}h])"
+    f" + quantile_over_time(0.1, big[{HOURS}h]) + quantile_over_time(0.99, big[{HOURS}h])"
 )
 """At 4 s steps over 12 h of one-second samples: 10,800 windows of up to 43,200 samples, each
-sorted four times: ten seconds of CPU and more."""
+sorted six times: several seconds of CPU on this machine, whatever its speed that day."""
 
 
 @pytest.fixture
@@ -90,10 +91,12 @@ def test_a_query_past_its_timeout_answers_timeout_and_its_work_stops(loaded):
     assert elapsed < 10, elapsed
     # Nothing of it runs on: the process is idle again.
     assert cpu_over(process, 2.0) < 0.5
-    # The same query without the client's limit runs far longer than that (what was stopped).
+    # The same query without the client's limit (the server's is 30 s) runs far longer than that:
+    # what was stopped was real work. (Its length depends on the machine's speed, so it is only
+    # held to be well past the 1 s the first one was allowed.)
     began = time.monotonic()
-    status, body = get(api, range_path(HEAVY, end, HOURS * 3600, STEP_S, timeout="4s"))
-    assert status == 503 and time.monotonic() - began >= 3.5, body
+    status, body = get(api, range_path(HEAVY, end, HOURS * 3600, STEP_S))
+    assert time.monotonic() - began >= 3.0, (status, time.monotonic() - began)
 
 
 def test_a_query_whose_client_goes_away_is_stopped(loaded):
