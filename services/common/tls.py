@@ -45,18 +45,24 @@ def is_loopback(address: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
+def warn_if_plaintext_beyond_loopback(address: str, remedy: str) -> None:
+    """The one warning every listener without TLS gives when other hosts can reach it: what it
+    carries (tokens, session cookies) then crosses the network in clear text."""
+    if not is_loopback(address):
+        event(
+            _log,
+            f"serving plaintext beyond loopback: tokens cross the network in clear text; {remedy}, "
+            "or INFRAWATCH_BIND_HOST=127.0.0.1",
+            logging.WARNING,
+            address=address,
+        )
+
+
 def listen(server: grpc.Server | grpc.aio.Server, address: str, tls: ServerTLS | None) -> int:
     """Bind `address` with TLS when configured; a plaintext bind beyond loopback is warned about."""
     if tls is not None and tls.enabled:
         return server.add_secure_port(address, tls.credentials())
-    if not is_loopback(address):
-        event(
-            _log,
-            "serving plaintext beyond loopback: tokens cross the network in clear text; set INFRAWATCH_TLS_CERT "
-            "and INFRAWATCH_TLS_KEY, or INFRAWATCH_BIND_HOST=127.0.0.1",
-            logging.WARNING,
-            address=address,
-        )
+    warn_if_plaintext_beyond_loopback(address, "set INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY")
     return server.add_insecure_port(address)
 
 

@@ -11,7 +11,7 @@ from services.common.config import settings_from_command_line
 from services.common.http_server import QuietServer, http_config, listen_socket
 from services.common.server import install_stop_signals
 from services.common.telemetry import new_registry, serve_or_exit
-from services.common.tls import ClientTLS
+from services.common.tls import ClientTLS, warn_if_plaintext_beyond_loopback
 from services.console import vendor
 from services.console.app import Console, build_app
 from services.console.sessions import Sessions
@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     host = settings.bind_host.strip("[]") or "::"
     listener = listen_socket(host, settings.console_port, "INFRAWATCH_CONSOLE_PORT")
+    # The console speaks plain HTTP (TLS belongs to a proxy in front of it): sign-in tokens and
+    # session cookies must not cross a network unprotected without a word.
+    warn_if_plaintext_beyond_loopback(
+        f"[{host}]:{settings.console_port}" if ":" in host else f"{host}:{settings.console_port}",
+        "put the console behind a TLS-terminating proxy",
+    )
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else ("[::]" if ":" in host else host)
     event(
         _log,

@@ -17,7 +17,7 @@ from services.common.db import check_database, create_db_engine, database_url, m
 from services.common.http_server import QuietServer, http_config, listen_socket
 from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
-from services.common.tls import client_tls_from, server_tls_from, tls_summary
+from services.common.tls import client_tls_from, server_tls_from, tls_summary, warn_if_plaintext_beyond_loopback
 from services.metrics.app import MetricsConfig, build_metrics_app
 from services.metrics.domain import IngestLimits
 from services.metrics.maintenance import MaintenancePolicy, MaintenanceTask, enforce_retention
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         if prom_listener is None:
             return None
         tls = server_tls_from(settings)
+        if not tls.enabled:
+            warn_if_plaintext_beyond_loopback(
+                f"{settings.bind_host}:{settings.prom_port}", "set INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY"
+            )
         event(
             _log,
             "Prometheus side listening",

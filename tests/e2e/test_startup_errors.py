@@ -58,3 +58,31 @@ def test_a_taken_port_is_one_line_naming_the_setting(service: str, setting: str,
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"python -m services.{service}: cannot listen on 127.0.0.1:{port}")
     assert f"set {setting} to a free port" in last
+
+
+@pytest.mark.parametrize(("bind_host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_the_console_warns_when_it_serves_plain_http_beyond_loopback(bind_host: str, warned: bool, tmp_path: Path):
+    import time
+
+    from services.processes import ServiceProcess
+
+    port = free_port()
+    env = {
+        "INFRAWATCH_CONSOLE_PORT": str(port),
+        "INFRAWATCH_CONSOLE_TELEMETRY_PORT": "off",
+        "INFRAWATCH_BIND_HOST": bind_host,
+        "INFRAWATCH_DATA_DIR": str(tmp_path),
+        "INFRAWATCH_OPERATOR_TOKEN": "startup-errors-operator-token",
+    }
+    console = ServiceProcess("services.console", env, tmp_path / "console.log")
+    try:
+        deadline = time.monotonic() + 30
+        while "console listening" not in console.log():
+            assert console.process.poll() is None and time.monotonic() < deadline, console.log()
+            time.sleep(0.1)
+        assert ("serving plaintext beyond loopback" in console.log()) is warned, console.log()
+        if warned:
+            assert "put the console behind a TLS-terminating proxy" in console.log()
+    finally:
+        console.terminate()
+        console.kill()
