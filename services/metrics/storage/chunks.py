@@ -37,6 +37,13 @@ MAX_STORED_SPAN_MS = PACKED_BLOCK_MS
 """No stored chunk spans more than this; queries rely on it to bound their look-behind."""
 
 
+def compaction_due(start_ms: int, end_ms: int, until_ms: int, block: bool) -> bool:
+    """Whether compaction rewrites the window (or, `block`, the 6-hour block) [start_ms, end_ms)
+    in a pass reaching `until_ms`: once it has closed, and a window only while its block is still
+    open — a closed block's windows are folded with the block, never packed on their own first."""
+    return end_ms <= until_ms and (block or until_ms < (start_ms // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS)
+
+
 @dataclass(slots=True)
 class Chunk:
     series_id: int

@@ -39,6 +39,7 @@ from services.metrics.storage.chunks import (
     PACKED_BLOCK_MS,
     ChunkColumns,
     PlainForm,
+    compaction_due,
     decode_rows,
     rewrite_window,
 )
@@ -445,8 +446,7 @@ class PostgresSampleStore:
                 windows = sorted(row[0] for row in cursor.fetchall())
             for window in windows:
                 start, end = window * length, (window + 1) * length
-                # A window whose block has closed was folded with its block.
-                if end <= until_ms and (into is PACKED or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS):
+                if compaction_due(start, end, until_ms, block=into is PACKED):
                     removed += self._compact_window(start, end, select_series, into)
         for scheme in (FRESH, RECENT):
             self._release_emptied(scheme, until_ms)

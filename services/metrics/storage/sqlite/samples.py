@@ -30,6 +30,7 @@ from services.metrics.storage.chunks import (
     PackedChunk,
     PlainForm,
     StoredRow,
+    compaction_due,
     decode_rows,
     rewrite_window,
 )
@@ -291,10 +292,7 @@ class SqliteSampleStore:
                 windows = sorted(row[0] for row in cursor.fetchall())
             for window in windows:
                 start, end = window * length, (window + 1) * length
-                # A window whose block has closed was folded with its block.
-                if end <= until_ms and (
-                    into == "block_chunks" or until_ms < (start // PACKED_BLOCK_MS + 1) * PACKED_BLOCK_MS
-                ):
+                if compaction_due(start, end, until_ms, block=into == "block_chunks"):
                     removed += self._compact_window(start, end, select_series, into)
         self._release_space()
         return removed
