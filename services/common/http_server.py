@@ -32,6 +32,11 @@ def http_config(app: Any, keepalive_s: float, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, lifespan="off", timeout_keep_alive=max(1, round(keepalive_s)), **options)
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 host in brackets, as people and URLs write it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listen_socket(host: str, port: int, setting: str) -> socket.socket:
     """The listening socket: `::` means every address, IPv4 included (asyncio alone would make
     an IPv6-only socket of it). It is made with protocol IPPROTO_TCP, not 0: asyncio turns Nagle's
@@ -48,6 +53,6 @@ def listen_socket(host: str, port: int, setting: str) -> socket.socket:
         listener.bind((host, port))
     except OSError:
         listener.close()
-        exit_cannot_listen(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", setting)
+        exit_cannot_listen(host_port(host, port), setting)
     listener.listen(128)
     return listener

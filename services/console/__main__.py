@@ -8,7 +8,7 @@ import threading
 
 from agent.logs import configure_logging, event
 from services.common.config import settings_from_command_line
-from services.common.http_server import QuietServer, http_config, listen_socket
+from services.common.http_server import QuietServer, host_port, http_config, listen_socket
 from services.common.server import install_stop_signals
 from services.common.telemetry import new_registry, serve_or_exit
 from services.common.tls import ClientTLS, warn_if_plaintext_beyond_loopback
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     # The console speaks plain HTTP (TLS belongs to a proxy in front of it): sign-in tokens and
     # session cookies must not cross a network unprotected without a word.
     warn_if_plaintext_beyond_loopback(
-        f"[{host}]:{settings.console_port}" if ":" in host else f"{host}:{settings.console_port}",
+        host_port(host, settings.console_port),
         "put the console behind a TLS-terminating proxy",
     )
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else ("[::]" if ":" in host else host)

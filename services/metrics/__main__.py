@@ -14,7 +14,7 @@ from services.common.clock import wall_clock_ms
 from services.common.config import settings_from_command_line
 from services.common.credentials import Credentials
 from services.common.db import check_database, create_db_engine, database_url, migrate, unreachable_database_errors
-from services.common.http_server import QuietServer, http_config, listen_socket
+from services.common.http_server import QuietServer, host_port, http_config, listen_socket
 from services.common.server import build_async_server, install_stop_signals, serve_async
 from services.common.telemetry import RpcTelemetry, new_registry, serve_or_exit
 from services.common.tls import client_tls_from, server_tls_from, tls_summary, warn_if_plaintext_beyond_loopback
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         enforce_retention(app.samples, config.limits.retention_ms, wall_clock_ms())
         MaintenanceTask(app.samples, maintenance, wall_clock_ms, stop, app.telemetry.maintenance_pass).start()
 
-    prom_listener = None
+    prom_listener, prom_address = None, ""
     if settings.prom_port is not None:
-        prom_listener = listen_socket(
-            settings.bind_host.strip("[]") or "::", settings.prom_port, "INFRAWATCH_PROM_PORT"
-        )
+        prom_host = settings.bind_host.strip("[]") or "::"
+        prom_listener = listen_socket(prom_host, settings.prom_port, "INFRAWATCH_PROM_PORT")
+        prom_address = host_port(prom_host, settings.prom_port)
 
     def prom_server() -> QuietServer | None:
         """The Prometheus side (remote-write, query API), served on the gRPC server's loop."""
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             return None
         tls = server_tls_from(settings)
         if not tls.enabled:
-            warn_if_plaintext_beyond_loopback(
-                f"{settings.bind_host}:{settings.prom_port}", "set INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY"
-            )
+            warn_if_plaintext_beyond_loopback(prom_address, "set INFRAWATCH_TLS_CERT and INFRAWATCH_TLS_KEY")
         event(
             _log,
             "Prometheus side listening",
