@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agent.logs import configure_logging, event
 from services.alerts import service
+from services.alerts.alertmanager import read_alerting_config
 from services.alerts.app import build_alerts_app
 from services.alerts.rules import RulesError, load_rules
 from services.alerts.service import read_rules
@@ -77,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"python -m services.alerts: {rules_path} is invalid; not starting", file=sys.stderr)
         return 2
+    try:
+        alerting = read_alerting_config(settings.alerting_config)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"python -m services.alerts: INFRAWATCH_ALERTING_CONFIG {settings.alerting_config} is invalid",
+            file=sys.stderr,
+        )
+        return 2
 
     stop = install_stop_signals()
     reload_requested = threading.Event()
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     tls = client_tls_from(settings)
     metrics_channel = tls.channel(settings.metrics_address)
     agents_channel = tls.channel(settings.agents_address)
+    registry = new_registry()
     app = build_alerts_app(
         engine,
         metrics_channel,
@@ -99,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         stop=stop,
         downstream_timeout_s=settings.downstream_timeout,
         evaluation_workers=settings.evaluation_workers,
+        alerting=alerting,
+        external_url=settings.external_url,
+        resend_delay_s=settings.alert_resend_delay,
+        registry=registry,
     )
     blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
-    registry = new_registry()
     watch_pool(registry, engine)
     registry.register(AlertsCollector(app.engine))
 
@@ -136,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             groups=len(rules.groups),
             rule_count=len(rules.rules),
             receivers=len(rules.receivers),
+            alertmanagers=[target.url for target in alerting.alertmanagers],
             metrics=settings.metrics_address,
             agents=settings.agents_address,
             tls=tls_summary(settings),

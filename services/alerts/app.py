@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from infrawatch.alerts.v1 import alerts_pb2_grpc
+from services.alerts.alertmanager import AlertingConfig, AlertmanagerNotifier, NotificationTelemetry
 from services.alerts.clients import AgentsClient, MetricsClient
 from services.alerts.dispatch import Dispatcher
 from services.alerts.engine import AlertEngine
@@ -29,6 +31,7 @@ from services.common.server import AsyncServiceBinding
 class AlertsApp:
     engine: AlertEngine
     dispatcher: Dispatcher
+    alertmanager: AlertmanagerNotifier
     context: AlertsContext
     servicer: AlertServicer
     pools: tuple[ThreadPoolExecutor, ...]
@@ -42,7 +45,11 @@ class AlertsApp:
         """Load the persisted alerts and notification state, then evaluate and notify until `stop`."""
         self.engine.start_with(rules)
         self.dispatcher.start()
-        for target, name in ((self.engine.run, "rules"), (self.dispatcher.run, "dispatcher")):
+        for target, name in (
+            (self.engine.run, "rules"),
+            (self.dispatcher.run, "dispatcher"),
+            (self.alertmanager.run, "alertmanager"),
+        ):
             threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
 
     def close(self) -> None:
@@ -62,11 +69,20 @@ def build_alerts_app(
     downstream_timeout_s: float = 5.0,
     evaluation_workers: int = 8,
     tick_s: float = 0.5,
+    alerting: AlertingConfig | None = None,
+    external_url: str = "",
+    resend_delay_s: float = 60.0,
+    registry: CollectorRegistry | None = None,
 ) -> AlertsApp:
+    """`registry` receives the notification telemetry (a private one when not given)."""
     store = SqlAlertStore(engine)
     hub = AlertHub()
+    alerting = alerting or AlertingConfig()
+    telemetry = NotificationTelemetry(registry if registry is not None else CollectorRegistry())
     evaluation = ThreadPoolExecutor(evaluation_workers, thread_name_prefix="evaluate")
-    delivery = ThreadPoolExecutor(4, thread_name_prefix="notify")
+    # Enough threads for every receiver's in-flight deliveries; each is bounded by its timeout.
+    delivery = ThreadPoolExecutor(16, thread_name_prefix="notify")
+    to_alertmanagers = ThreadPoolExecutor(max(1, len(alerting.alertmanagers)), thread_name_prefix="alertmanager")
     api = ThreadPoolExecutor(4, thread_name_prefix="api")
     alert_engine = AlertEngine(
         store,
@@ -75,8 +91,23 @@ def build_alerts_app(
         hub,
         now_ms,
         evaluation,
+        external_labels=alerting.external_labels,
+        external_url=external_url,
     )
-    dispatcher = Dispatcher(alert_engine, store, now_ms, delivery, tick_s=tick_s)
+    dispatcher = Dispatcher(
+        alert_engine, store, now_ms, delivery, tick_s=tick_s, telemetry=telemetry, external_url=external_url
+    )
+    notifier = AlertmanagerNotifier(
+        alert_engine.alerts,
+        alert_engine.expression_of,
+        alerting,
+        now_ms,
+        to_alertmanagers,
+        telemetry,
+        external_url=external_url,
+        resend_delay_s=resend_delay_s,
+        longest_interval_s=lambda: max((g.interval_s for g in alert_engine.rules.groups), default=60.0),
+    )
     context = AlertsContext(
         engine=alert_engine,
         dispatcher=dispatcher,
@@ -86,4 +117,11 @@ def build_alerts_app(
         now_ms=now_ms,
         credentials=credentials,
     )
-    return AlertsApp(alert_engine, dispatcher, context, AlertServicer(context, api), (evaluation, delivery, api))
+    return AlertsApp(
+        alert_engine,
+        dispatcher,
+        notifier,
+        context,
+        AlertServicer(context, api),
+        (evaluation, delivery, to_alertmanagers, api),
+    )

@@ -13,10 +13,11 @@ from google.protobuf.duration_pb2 import Duration
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
 from services.alerts.domain import Found
+from services.alerts.ports import AgentLiveness, WrittenSeries
 from services.alerts.rules import LivenessCondition, MetricCondition
 from services.common.aggregations import BY_NAME as AGGREGATIONS
 from services.common.clients import call_idempotent
-from services.common.errors import Unavailable
+from services.common.errors import DomainError, InvalidArgument, ResourceExhausted, Unavailable
 from services.common.timestamps import to_timestamp
 
 Response = TypeVar("Response")
@@ -35,9 +36,19 @@ class _Client:
         try:
             return call_idempotent(call, timeout_s=self._timeout_s, stop=self._stop)
         except grpc.RpcError as exc:
-            code = exc.code().name if isinstance(exc, grpc.Call) else "no response"
-            detail = exc.details() if isinstance(exc, grpc.Call) else ""
-            raise Unavailable(f"{self._name} service: {code}{': ' + detail if detail else ''}") from None
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> DomainError:
+        """What a failed call means for a rule: its own mistake (a PromQL error, a query over the
+        limits) is said as such; anything else is the service being unavailable."""
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        detail = exc.details() if isinstance(exc, grpc.Call) else ""
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(detail)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ResourceExhausted(detail)
+        name = code.name if code is not None else "no response"
+        return Unavailable(f"{self._name} service: {name}{': ' + detail if detail else ''}")
 
 
 class MetricsClient(_Client):
@@ -75,6 +86,50 @@ class MetricsClient(_Client):
             if series.values
         ]
 
+    def instant_query(self, expr: str, at_ms: int) -> list[Found]:
+        """The PromQL expression's result at `at_ms`, by the metrics service's PromQL engine: a
+        vector's samples, or a scalar as one sample without labels (as Prometheus' rules take it)."""
+        request = metrics_pb2.InstantQueryRequest(query=expr, time=to_timestamp(at_ms))
+        reply = self._read(lambda timeout: self._stub.InstantQuery(request, timeout=timeout, metadata=self._metadata))
+        if reply.result_type == "scalar":
+            return [Found({}, reply.scalar)]
+        if reply.result_type != "vector":
+            raise InvalidArgument(f"the expression's result is a {reply.result_type}, not a vector or a scalar")
+        return [Found({label.name: label.value for label in s.labels}, s.value) for s in reply.samples]
+
+    def write(self, series: list[WrittenSeries], at_ms: int) -> None:
+        """Store one sample per series at `at_ms` through the ingest path (StreamMetrics with the
+        service token: the rules writer), returning once the metrics service has committed it.
+        Raises Unavailable when it could not; a refused series is named in the error."""
+        if not series:
+            return
+        batch = metrics_pb2.MetricBatch(
+            sequence=1,
+            metadata=[
+                metrics_pb2.MetricMetadata(name=name, type=metrics_pb2.METRIC_TYPE_GAUGE, help=help_text)
+                for name, help_text in sorted({(s.labels["__name__"], s.help) for s in series if s.help})
+            ],
+            series=[
+                metrics_pb2.SeriesSamples(
+                    labels=[metrics_pb2.Label(name=k, value=v) for k, v in sorted(s.labels.items())],
+                    timestamps_ms=[at_ms],
+                    values=[s.value],
+                )
+                for s in series
+            ],
+        )
+        try:
+            acks = list(self._stub.StreamMetrics(iter([batch]), timeout=self._timeout_s, metadata=self._metadata))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        refused = [r for ack in acks for r in ack.rejections if r.reason != metrics_pb2.REJECTION_REASON_OUT_OF_ORDER]
+        if refused:
+            first = refused[0]
+            raise Unavailable(
+                f"the metrics service refused {len(refused)} written series, e.g. "
+                f"{metrics_pb2.RejectionReason.Name(first.reason)}: {first.message}"
+            )
+
 
 class AgentsClient(_Client):
     def __init__(
@@ -101,6 +156,25 @@ class AgentsClient(_Client):
             for agent in page.agents:
                 silent_s = max(0.0, (now_ms - agent.last_heartbeat_at.ToMilliseconds()) / 1000)
                 found.append(Found({**dict(agent.labels), "host": agent.hostname}, silent_s))
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def liveness(self) -> list[AgentLiveness]:
+        """Every registered agent's liveness: its host and labels, whether it is online, and the
+        seconds since its last heartbeat."""
+        found, token = [], ""
+        while True:
+            page = self._list(agents_pb2.ListAgentsRequest(page_size=1000, page_token=token))
+            for agent in page.agents:
+                found.append(
+                    AgentLiveness(
+                        hostname=agent.hostname,
+                        labels=dict(agent.labels),
+                        online=agent.status == agents_pb2.AGENT_STATUS_ONLINE,
+                        heartbeat_at_ms=agent.last_heartbeat_at.ToMilliseconds(),
+                    )
+                )
             token = page.next_page_token
             if not token:
                 return found

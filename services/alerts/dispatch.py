@@ -1,40 +1,39 @@
 """Delivers due notifications: every tick it plans with `notify.plan` over the engine's alerts,
-the active silences and the routes, posts each due group to its receiver's webhook on a pool (a
-slow or broken receiver never blocks evaluation or other receivers), and persists what each
-receiver was told after every successful delivery."""
+the active silences and the routes, posts each due group to its receiver's webhook on a pool,
+and persists what each receiver was told after every successful delivery.
+
+No receiver can hold another back: each POST has a deadline for the whole exchange (a receiver
+that trickles its answer is cut off at its timeout), and a receiver has at most
+MAX_IN_FLIGHT_PER_RECEIVER deliveries in flight, so a slow one never takes the pool. A 4xx
+answer (other than 408/429) says the notification itself is refused: it is logged and counted,
+not retried; anything else is retried with backoff."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import urllib.error
-import urllib.request
+import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 
 from agent.logs import event
 from services.alerts import notify
+from services.alerts.alertmanager import NotificationTelemetry, generator_url
 from services.alerts.domain import Alert, Silence
 from services.alerts.engine import AlertEngine
+from services.alerts.http_post import PostFailed, post_json
 from services.alerts.notify import Delivery, GroupState
 from services.alerts.ports import AlertStore
 from services.alerts.rules import Receiver
 
 _log = logging.getLogger("infrawatch.alerts.notify")
+MAX_IN_FLIGHT_PER_RECEIVER = 2
 
 
 def post_webhook(receiver: Receiver, body: dict[str, object]) -> None:
-    """POST the JSON body; raises OSError (including urllib's errors) unless the answer is 2xx."""
-    request = urllib.request.Request(
-        receiver.webhook_url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "InfraWatch-Alerts/0.1"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=receiver.timeout_s) as response:
-        if not 200 <= response.status < 300:
-            raise OSError(f"HTTP {response.status}")
+    """POST the JSON body within the receiver's timeout; raises OSError unless the answer is 2xx."""
+    post_json(receiver.webhook_url, body, receiver.timeout_s)
 
 
 def silenced_by(alert: Alert, silences: list[Silence], now_ms: int) -> list[str]:
@@ -50,6 +49,8 @@ class Dispatcher:
         pool: Executor,
         post: Callable[[Receiver, dict[str, object]], None] = post_webhook,
         tick_s: float = 0.5,
+        telemetry: NotificationTelemetry | None = None,
+        external_url: str = "",
     ) -> None:
         self._engine = engine
         self._store = store
@@ -59,7 +60,9 @@ class Dispatcher:
         self._tick_s = tick_s
         self._lock = threading.Lock()
         self._groups: dict[str, GroupState] = {}
-        self._sending: set[str] = set()
+        self._sending: dict[str, str] = {}  # group key -> receiver, while its delivery is in flight
+        self._telemetry = telemetry
+        self._external_url = external_url
         self.silences: list[Silence] = []
 
     def start(self) -> None:
@@ -82,28 +85,48 @@ class Dispatcher:
                 if self._groups.get(key) is None:
                     self._store.save_group(group)
             self._groups = kept
-            due = [d for d in due if d.group.group_key not in self._sending]
-            self._sending.update(d.group.group_key for d in due)
+            busy = Counter(self._sending.values())
+            chosen = []
+            for delivery in due:
+                receiver_name = delivery.route.receiver
+                if delivery.group.group_key in self._sending or busy[receiver_name] >= MAX_IN_FLIGHT_PER_RECEIVER:
+                    continue
+                busy[receiver_name] += 1
+                self._sending[delivery.group.group_key] = receiver_name
+                chosen.append(delivery)
+            due = chosen
         for delivery in due:
             receiver = rules.receivers.get(delivery.route.receiver)
             if receiver is not None:
                 self._pool.submit(self._deliver, delivery, receiver)
 
     def _deliver(self, delivery: Delivery, receiver: Receiver) -> None:
-        body = notify.webhook_body(delivery)
+        body = notify.webhook_body(
+            delivery,
+            self._external_url,
+            lambda alert: generator_url(self._external_url, self._engine.expression_of(alert.rule)),
+        )
+        began = time.perf_counter()
+        error: BaseException | None = None
         try:
             self._post(receiver, body)
+        except PostFailed as exc:
+            error = exc
+            if exc.retryable:
+                outcome = self._retry(delivery, receiver, exc)
+            else:
+                outcome = notify.delivered(delivery, self._now_ms())
+                event(
+                    _log,
+                    "the receiver refused the notification; not retried (fix the receiver or its URL)",
+                    logging.ERROR,
+                    receiver=receiver.name,
+                    group=delivery.group.group_key,
+                    error=str(exc),
+                )
         except (OSError, ValueError) as exc:
-            outcome = notify.failed(delivery, self._now_ms())
-            event(
-                _log,
-                "notification failed; will retry",
-                logging.WARNING,
-                receiver=receiver.name,
-                group=delivery.group.group_key,
-                error=str(exc),
-                retry_in_s=round((outcome.next_attempt_ms - self._now_ms()) / 1000, 1),
-            )
+            error = exc
+            outcome = self._retry(delivery, receiver, exc)
         else:
             outcome = notify.delivered(delivery, self._now_ms())
             event(
@@ -114,11 +137,26 @@ class Dispatcher:
                 alerts=len(delivery.alerts),
                 group=delivery.group.group_key,
             )
+        if self._telemetry is not None:
+            self._telemetry.observe("webhook", receiver.name, began, error)
         with self._lock:
-            self._sending.discard(outcome.group_key)
+            self._sending.pop(outcome.group_key, None)
             if outcome.group_key in self._groups:
                 self._groups[outcome.group_key] = outcome
                 self._store.save_group(outcome)
+
+    def _retry(self, delivery: Delivery, receiver: Receiver, exc: BaseException) -> GroupState:
+        outcome = notify.failed(delivery, self._now_ms())
+        event(
+            _log,
+            "notification failed; will retry",
+            logging.WARNING,
+            receiver=receiver.name,
+            group=delivery.group.group_key,
+            error=str(exc),
+            retry_in_s=round((outcome.next_attempt_ms - self._now_ms()) / 1000, 1),
+        )
+        return outcome
 
     def run(self, stop: threading.Event) -> None:
         refreshed = 0

@@ -14,6 +14,7 @@ That memory is persisted after each successful delivery, so a restart neither fo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -122,7 +123,7 @@ def failed(delivery: Delivery, now_ms: int) -> GroupState:
     return replace(delivery.group, failures=failures, next_attempt_ms=now_ms + int(delay_s * 1000))
 
 
-def _rfc3339(ms: int | None) -> str:
+def rfc3339(ms: int | None) -> str:
     if ms is None:
         return ZERO_TIME
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -135,16 +136,18 @@ def _common(maps: list[dict[str, str]]) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
 
 
-def webhook_body(delivery: Delivery, external_url: str = "") -> dict[str, Any]:
-    """Alertmanager's webhook payload, version 4."""
+def webhook_body(
+    delivery: Delivery, external_url: str = "", generator_of: Callable[[Alert], str] | None = None
+) -> dict[str, Any]:
+    """Alertmanager's webhook payload, version 4; `generator_of` gives each alert's generatorURL."""
     alerts = [
         {
             "status": "firing" if a.state is State.FIRING else "resolved",
             "labels": a.labels,
             "annotations": a.annotations,
-            "startsAt": _rfc3339(a.fired_at_ms or a.active_since_ms),
-            "endsAt": _rfc3339(a.resolved_at_ms if a.state is State.RESOLVED else None),
-            "generatorURL": external_url,
+            "startsAt": rfc3339(a.fired_at_ms or a.active_since_ms),
+            "endsAt": rfc3339(a.resolved_at_ms if a.state is State.RESOLVED else None),
+            "generatorURL": generator_of(a) if generator_of is not None else external_url,
             "fingerprint": a.fingerprint,
         }
         for a in delivery.alerts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.alerts.domain import Alert, Found, Silence
@@ -31,8 +32,34 @@ class AlertStore(Protocol):
     def delete_group(self, group_key: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class WrittenSeries:
+    """One sample the rules write: a recording rule's result, an ALERTS series, an agent's liveness."""
+
+    labels: dict[str, str]  # with __name__
+    value: float
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class AgentLiveness:
+    hostname: str
+    labels: dict[str, str]
+    online: bool
+    heartbeat_at_ms: int
+
+
 class MetricsSource(Protocol):
     def metric_names(self) -> set[str]: ...
+
+    def instant_query(self, expr: str, at_ms: int) -> list[Found]:
+        """The PromQL expression's samples at `at_ms` (a scalar: one sample without labels);
+        InvalidArgument for a bad expression, Unavailable when the metrics service cannot answer."""
+        ...
+
+    def write(self, series: list[WrittenSeries], at_ms: int) -> None:
+        """Store one sample per series at `at_ms`, through the ingest path; returns once committed."""
+        ...
 
     def evaluate(self, condition: MetricCondition, now_ms: int) -> list[Found]:
         """The label sets (of condition.group_by) for which the condition holds now; raises
@@ -42,3 +69,7 @@ class MetricsSource(Protocol):
 
 class LivenessSource(Protocol):
     def evaluate(self, condition: LivenessCondition, now_ms: int) -> list[Found]: ...
+
+    def liveness(self) -> list[AgentLiveness]:
+        """Every registered agent's liveness; Unavailable when the agents service cannot answer."""
+        ...

@@ -1,23 +1,30 @@
-"""Alerting rules and notification routes: the YAML file, its validation and the rule model.
+"""Alerting and recording rules and notification routes: the YAML file, its validation and the
+rule model.
 
-A file holds rule groups (each with an evaluation interval) and, optionally, where notifications
-go. Every problem is reported with the file, the line and the rule, all at once, so an operator
-fixes a file in one pass (`python -m services.alerts check FILE`, like `promtool check rules`).
+A file is a Prometheus rule file (`groups:` of `name`, `interval`, `rules:`; each rule an
+`alert` or a `record` with a PromQL `expr`, `for`, `keep_firing_for`, `labels`, `annotations` in
+Prometheus' template language), so the same file passes `promtool check rules`. InfraWatch's
+earlier forms stay readable: a rule with `metric`/`aggregation`/`threshold` or `liveness:`
+instead of `expr`, and a `notifications:` section (receivers and routes; a file that has one is
+no longer a file promtool accepts). Every problem is reported with the file, the line and the
+rule, all at once, so an operator fixes a file in one pass (`python -m services.alerts check
+FILE`, like `promtool check rules`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import promql_parser
 import yaml
 
 from agent.values import duration_seconds
+from services.alerts import templates
 from services.common.aggregations import BY_NAME
 from services.common.errors import InvalidArgument
-from services.common.labels import LABEL_NAME_RULE, is_label_name
+from services.common.labels import LABEL_NAME_RULE, is_label_name, is_metric_name
 from services.common.selectors import Matcher, MatchType, parse_selector
 
 AGGREGATIONS = tuple(BY_NAME)
@@ -30,8 +37,6 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "!=": lambda value, threshold: value != threshold,
 }
 LIVENESS_STATUSES = ("stale", "offline")
-_TEMPLATE = re.compile(r"{{\s*(.*?)\s*}}")
-_TEMPLATE_LABEL = re.compile(r"\$labels\.(" + LABEL_NAME_RULE + ")")
 
 
 class RulesError(Exception):
@@ -87,16 +92,50 @@ class LivenessCondition:
 
 
 @dataclass(frozen=True)
+class PromQLCondition:
+    """A PromQL expression: every sample of its result is an alert (or a recorded sample)."""
+
+    expr: str
+
+    def holds(self, value: float) -> bool:
+        return True  # the expression's own comparison filtered the result
+
+    @property
+    def query(self) -> tuple[object, ...]:
+        return ("promql", self.expr)
+
+    def describe(self) -> str:
+        return self.expr
+
+
+Condition = MetricCondition | LivenessCondition | PromQLCondition
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     group: str
-    condition: MetricCondition | LivenessCondition
+    condition: Condition
     for_s: float = 0.0
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    keep_firing_for_s: float = 0.0
+    record: bool = False
+    """A recording rule: its result is written as series named `name`, it raises no alert."""
+    key: str = ""
+    """The rule's identity in the file (its alerts are kept under it): the name, or, where
+    several rules share a name (Prometheus allows it), the name with its group and position."""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
 
     @property
     def kind(self) -> str:
+        if self.record:
+            return "record"
+        if isinstance(self.condition, PromQLCondition):
+            return "alert"
         return "metric" if isinstance(self.condition, MetricCondition) else "liveness"
 
 
@@ -139,18 +178,9 @@ class RuleSet:
     def rules(self) -> list[Rule]:
         return [rule for group in self.groups for rule in group.rules]
 
-
-def render(template: str, labels: dict[str, str], value: float) -> str:
-    """`{{ $value }}` and `{{ $labels.name }}` replaced; the only two forms a file may use."""
-
-    def one(match: re.Match[str]) -> str:
-        expression = match.group(1)
-        if expression == "$value":
-            return f"{value:.4g}"
-        label = _TEMPLATE_LABEL.fullmatch(expression)
-        return labels.get(label.group(1), "") if label else match.group(0)
-
-    return _TEMPLATE.sub(one, template)
+    @property
+    def alerting_rules(self) -> list[Rule]:
+        return [rule for rule in self.rules if not rule.record]
 
 
 def _duration(seconds: float) -> str:
@@ -160,7 +190,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-class _Reader:
+class YamlReader:
     """Walks the YAML node tree, so that every problem can name its line."""
 
     def __init__(self, filename: str) -> None:
@@ -234,7 +264,8 @@ class _Reader:
                 self.problem(item, where, f"{name!r} is not a label name")
         return names
 
-    def labels(self, node: yaml.Node | None, where: str, templated: bool = False) -> tuple[tuple[str, str], ...]:
+    def labels(self, node: yaml.Node | None, where: str, templated: bool = True) -> tuple[tuple[str, str], ...]:
+        """A mapping of label names to values; with `templated`, each value a template that must parse."""
         if node is None:
             return ()
         if not isinstance(node, yaml.MappingNode):
@@ -245,13 +276,12 @@ class _Reader:
             name, text = str(key.value), self.text(value, f"{where}.{key.value}", required=False)
             if not is_label_name(name):
                 self.problem(key, where, f"{name!r} is not a label name")
-            for expression in _TEMPLATE.findall(text):
-                if expression != "$value" and not _TEMPLATE_LABEL.fullmatch(expression):
-                    self.problem(
-                        value, f"{where}.{name}", f"unknown template {{{{ {expression} }}}}; use $value or $labels.NAME"
-                    )
-            if not templated and _TEMPLATE.search(text):
-                self.problem(value, f"{where}.{name}", "labels cannot hold templates (they name the alert)")
+            if templated:
+                problem = templates.check(text)
+                if problem is not None:
+                    self.problem(value, f"{where}.{name}", f"template: {problem}")
+            elif "{{" in text:
+                self.problem(value, f"{where}.{name}", "cannot hold templates")
             pairs.append((name, text))
         return tuple(sorted(pairs))
 
@@ -266,8 +296,9 @@ class _Reader:
             return ()
 
 
+_PROMETHEUS_RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
 _RULE_KEYS = {
-    "alert",
+    *_PROMETHEUS_RULE_KEYS,
     "metric",
     "aggregation",
     "window",
@@ -282,11 +313,61 @@ _RULE_KEYS = {
 }
 
 
-def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule | None:
+def _expression(reader: YamlReader, node: yaml.Node | None, where: str) -> str:
+    """The rule's PromQL, checked by the same parser the metrics service evaluates it with."""
+    expr = reader.text(node, f"{where}: expr")
+    if expr:
+        try:
+            promql_parser.parse(expr)
+        except (ValueError, TypeError) as exc:
+            message = " ".join(str(exc).split())
+            reader.problem(node, f"{where}: expr", f"could not parse expression: {message}")
+    return expr
+
+
+def _prometheus_rule(reader: YamlReader, node: yaml.Node, keys: dict[str, yaml.Node], group: str) -> Rule | None:
+    """A rule of Prometheus' format: `alert` or `record`, with `expr`."""
+    recording = "record" in keys
+    if recording and "alert" in keys:
+        reader.problem(node, f"group {group}: rule", "give only one of `alert` and `record`")
+        return None
+    field_name = "record" if recording else "alert"
+    name = reader.text(keys.get(field_name), f"group {group}: rule: {field_name}")
+    where = f"group {group}: {'recording rule' if recording else 'rule'} {name or '?'}"
+    if recording:
+        if name and not is_metric_name(name):
+            reader.problem(keys["record"], where, f"{name!r} is not a valid metric name")
+        for key in ("for", "keep_firing_for", "annotations"):
+            if key in keys:
+                reader.problem(keys[key], where, f"a recording rule has no `{key}` (only alerting rules do)")
+    expr = _expression(reader, keys.get("expr"), where)
+    labels = reader.labels(keys.get("labels"), f"{where}: labels", templated=not recording)
+    for label, _ in labels:
+        if label == "__name__":
+            reader.problem(keys.get("labels"), f"{where}: labels", "a rule cannot set __name__")
+    return Rule(
+        name=name,
+        group=group,
+        condition=PromQLCondition(expr),
+        for_s=reader.duration(keys.get("for"), f"{where}: for", 0.0, allow_zero=True),
+        keep_firing_for_s=reader.duration(
+            keys.get("keep_firing_for"), f"{where}: keep_firing_for", 0.0, allow_zero=True
+        ),
+        labels=labels,
+        annotations=reader.labels(keys.get("annotations"), f"{where}: annotations"),
+        record=recording,
+    )
+
+
+def _rule(reader: YamlReader, node: yaml.Node, group: str, seen: set[str]) -> Rule | None:
     keys = reader.mapping(node, f"group {group}: rule", _RULE_KEYS)
     if keys is None:
         return None
     reader.around = node
+    if "expr" in keys or "record" in keys:
+        for legacy in sorted(set(keys) - _PROMETHEUS_RULE_KEYS):
+            reader.problem(keys[legacy], f"group {group}: rule", f"`{legacy}` does not go with `expr`")
+        return _prometheus_rule(reader, node, keys, group)
     name = reader.text(keys.get("alert"), f"group {group}: rule: alert")
     where = f"group {group}: rule {name or '?'}"
     if name and not is_label_name(name):
@@ -296,7 +377,9 @@ def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule 
     seen.add(name)
     condition: MetricCondition | LivenessCondition | None = None
     if ("metric" in keys) == ("liveness" in keys):
-        reader.problem(node, where, "give exactly one of `metric` (a selector) or `liveness` (agent statuses)")
+        reader.problem(
+            node, where, "give `expr` (PromQL), or one of `metric` (a selector) or `liveness` (agent statuses)"
+        )
     elif "metric" in keys:
         selector = reader.text(keys["metric"], f"{where}: metric")
         matchers: tuple[Matcher, ...] = ()
@@ -328,7 +411,9 @@ def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule 
                 reader.problem(item, f"{where}: liveness", f"{status!r} is not one of {LIVENESS_STATUSES}")
         if not statuses:
             reader.problem(keys["liveness"], f"{where}: liveness", "name at least one status (stale, offline)")
-        condition = LivenessCondition(statuses, reader.labels(keys.get("agent_labels"), f"{where}: agent_labels"))
+        condition = LivenessCondition(
+            statuses, reader.labels(keys.get("agent_labels"), f"{where}: agent_labels", templated=False)
+        )
     if condition is None:
         return None
     return Rule(
@@ -336,12 +421,13 @@ def _rule(reader: _Reader, node: yaml.Node, group: str, seen: set[str]) -> Rule 
         group=group,
         condition=condition,
         for_s=reader.duration(keys.get("for"), f"{where}: for", 0.0, allow_zero=True),
+        keep_firing_for_s=reader.duration(keys.get("keep_firing_for"), f"{where}: keep_firing_for", 0.0, True),
         labels=reader.labels(keys.get("labels"), f"{where}: labels"),
-        annotations=reader.labels(keys.get("annotations"), f"{where}: annotations", templated=True),
+        annotations=reader.labels(keys.get("annotations"), f"{where}: annotations"),
     )
 
 
-def _notifications(reader: _Reader, node: yaml.Node) -> tuple[dict[str, Receiver], tuple[Route, ...]]:
+def _notifications(reader: YamlReader, node: yaml.Node) -> tuple[dict[str, Receiver], tuple[Route, ...]]:
     keys = reader.mapping(node, "notifications", {"receivers", "routes"}) or {}
     receivers: dict[str, Receiver] = {}
     for item in reader.sequence(keys["receivers"], "notifications: receivers") if "receivers" in keys else []:
@@ -380,7 +466,7 @@ def _notifications(reader: _Reader, node: yaml.Node) -> tuple[dict[str, Receiver
 
 def load_rules(text: str, filename: str) -> RuleSet:
     """The rule set of a file's text; raises RulesError listing every problem."""
-    reader = _Reader(filename)
+    reader = YamlReader(filename)
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -394,7 +480,7 @@ def load_rules(text: str, filename: str) -> RuleSet:
     seen_groups: set[str] = set()
     seen_rules: set[str] = set()
     for node in reader.sequence(top["groups"], "groups") if "groups" in top else []:
-        keys = reader.mapping(node, "group", {"name", "interval", "rules"})
+        keys = reader.mapping(node, "group", {"name", "interval", "rules", "limit"})
         if keys is None:
             continue
         name = reader.text(keys.get("name"), "group: name")
@@ -413,7 +499,23 @@ def load_rules(text: str, filename: str) -> RuleSet:
     receivers, routes = _notifications(reader, top["notifications"]) if "notifications" in top else ({}, ())
     if reader.problems:
         raise RulesError(reader.problems)
-    return RuleSet(tuple(groups), receivers, routes)
+    return RuleSet(_keyed(groups), receivers, routes)
+
+
+def _keyed(groups: list[RuleGroup]) -> tuple[RuleGroup, ...]:
+    """The groups with each rule's key: a name shared by several rules of the file (Prometheus
+    allows it) is told apart by group and position, so each rule keeps its own alerts."""
+    names = [rule.name for group in groups for rule in group.rules]
+    return tuple(
+        replace(
+            group,
+            rules=tuple(
+                replace(rule, key=f"{rule.name}@{group.name}#{index}") if names.count(rule.name) > 1 else rule
+                for index, rule in enumerate(group.rules)
+            ),
+        )
+        for group in groups
+    )
 
 
 def unknown_metrics(rules: RuleSet, known: set[str]) -> list[tuple[str, str]]:

@@ -138,11 +138,11 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                     condition=rule.condition.describe(),
                     interval=_duration(group.interval_s),
                     labels=dict(rule.labels),
-                    pending=counts.get(rule.name, {}).get(State.PENDING, 0),
-                    firing=counts.get(rule.name, {}).get(State.FIRING, 0),
+                    pending=counts.get(rule.key, {}).get(State.PENDING, 0),
+                    firing=counts.get(rule.key, {}).get(State.FIRING, 0),
                     **{"for": _duration(rule.for_s)},
                 )
-                health = engine.health(rule.name)
+                health = engine.health(rule.key)
                 if health is not None:
                     message.last_evaluation.CopyFrom(to_timestamp(health.last_evaluation_ms))
                     message.last_evaluation_duration.CopyFrom(_duration(health.duration_ms / 1000))

@@ -37,6 +37,24 @@ ALERTS_VARS: tuple[Var, ...] = (
         "YAML file of rule groups and notification routes (check one with `python -m services.alerts check FILE`). "
         "Default: the built-in rules (host down, CPU, memory, filesystems).",
     ),
+    Var(
+        "INFRAWATCH_ALERTING_CONFIG",
+        "",
+        "Optional YAML file in the shape of prometheus.yml's `global.external_labels` and `alerting.alertmanagers` "
+        "(static_configs targets, scheme, path_prefix, timeout): where alerts go to an existing Alertmanager.",
+    ),
+    Var(
+        "INFRAWATCH_EXTERNAL_URL",
+        "http://localhost:8080",
+        "The URL people reach InfraWatch's console at: alerts' generatorURL links to its Explore page, and "
+        "notifications carry it as externalURL.",
+    ),
+    Var(
+        "INFRAWATCH_ALERT_RESEND_DELAY",
+        "1m",
+        "How often a firing alert is sent to Alertmanager again (Prometheus' --rules.alert.resend-delay).",
+        duration_seconds,
+    ),
     Var("INFRAWATCH_EVALUATION_WORKERS", "8", "Rules evaluated at once.", positive_int),
     Var("INFRAWATCH_DOWNSTREAM_TIMEOUT", "5s", "Deadline of calls to metrics and agents.", duration_seconds),
     OPERATOR_TOKEN,
@@ -60,6 +78,9 @@ class AlertsSettings(TlsSettings):
     agents_address: str
     metrics_address: str
     alert_rules: str
+    alerting_config: str
+    external_url: str
+    alert_resend_delay: float
     evaluation_workers: int
     downstream_timeout: float
     operator_token: str

@@ -24,6 +24,7 @@ def _alert_row(alert: Alert) -> dict[str, Any]:
         "active_since_ms": alert.active_since_ms,
         "fired_at_ms": alert.fired_at_ms,
         "resolved_at_ms": alert.resolved_at_ms,
+        "keep_firing_since_ms": alert.keep_firing_since_ms,
     }
 
 
@@ -38,6 +39,7 @@ def _alert(row: Any) -> Alert:
         active_since_ms=row.active_since_ms,
         fired_at_ms=row.fired_at_ms,
         resolved_at_ms=row.resolved_at_ms,
+        keep_firing_since_ms=row.keep_firing_since_ms,
     )
 
 

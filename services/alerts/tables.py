@@ -19,6 +19,7 @@ alerts = Table(
     Column("active_since_ms", BigInteger, nullable=False),
     Column("fired_at_ms", BigInteger),
     Column("resolved_at_ms", BigInteger),
+    Column("keep_firing_since_ms", BigInteger),
 )
 
 silences = Table(

@@ -25,7 +25,7 @@ class AlertsCollector(Collector):
         yield alerts
         rules = self._engine.rules.rules
         yield GaugeMetricFamily("infrawatch_alert_rules", "Rules loaded from the rules file.", len(rules))
-        failing = sum(1 for rule in rules if (health := self._engine.health(rule.name)) is not None and health.error)
+        failing = sum(1 for rule in rules if (health := self._engine.health(rule.key)) is not None and health.error)
         yield GaugeMetricFamily(
             "infrawatch_alert_rules_failing", "Rules whose last evaluation failed (their alerts are held).", failing
         )

@@ -135,6 +135,9 @@ def build_metrics_app(
         committer=committer,
         credentials=config.credentials,
         telemetry=telemetry,
+        promql_pool=promql_pool,
+        promql_limits=QueryLimits(config.promql_max_samples, config.promql_max_points, config.promql_timeout_s),
+        lookback_ms=config.lookback_ms,
     )
     telemetry.gauge("infrawatch_ingest_open_streams", "StreamMetrics calls open now.", lambda: slots.open)
     telemetry.gauge("infrawatch_watch_open_streams", "WatchMetrics calls open now.", lambda: watch_slots.open)

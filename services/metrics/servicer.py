@@ -28,12 +28,14 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.metadata import bearer_token
 from services.common.selectors import Matcher, MatchType
 from services.common.timestamps import to_epoch_ms, to_milliseconds
-from services.metrics.auth import CachedAuthenticator
+from services.metrics.auth import AgentIdentity, CachedAuthenticator
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo
 from services.metrics.ingest.columns import read_batch
 from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch
 from services.metrics.query import use_cases as query
+from services.metrics.query.promql.evaluator import Evaluator, QueryLimits
+from services.metrics.query.promql.values import Matrix, Scalar, Text
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.telemetry import MetricsTelemetry
 from services.metrics.watch import Update, WatchHub
@@ -44,6 +46,9 @@ WATCH_UPDATES_PER_MESSAGE = 1000
 """Series updates per WatchMetricsResponse (one batch's samples of one series each)."""
 PIPELINE_DEPTH = 3
 """Batches of one stream in flight at once: one committing while the next is checked."""
+RULES_WRITER = AgentIdentity("infrawatch-rules", "")
+"""Who writes with the service token: the alerts service's recording rules, ALERTS series and
+agent liveness, a remote writer (labels kept as sent) whose series no agent can write into."""
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -174,6 +179,9 @@ class MetricsServicer:
         committer: GroupCommitter,
         credentials: Credentials,
         telemetry: MetricsTelemetry,
+        promql_pool: Executor | None = None,
+        promql_limits: QueryLimits | None = None,
+        lookback_ms: int = 300_000,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
@@ -187,6 +195,15 @@ class MetricsServicer:
         self._committer = committer
         self._credentials = credentials
         self._telemetry = telemetry
+        self._promql_pool = promql_pool or query_pool
+        self._promql_limits = promql_limits or QueryLimits()
+        self._lookback_ms = lookback_ms
+
+    def _identify(self, token: str) -> tuple[AgentIdentity, bool]:
+        """Who writes, and whether as a remote writer: the service token is the rules writer."""
+        if self._credentials.is_service(token):
+            return RULES_WRITER, True
+        return self._auth.identify(token), False
 
     async def _on(self, pool: Executor, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
@@ -197,7 +214,7 @@ class MetricsServicer:
         return await self._on(self._query_pool, work, *args)
 
     def _prepare(self, stream: IngestStream, token: str, data: bytes) -> PreparedBatch:
-        self._auth.identify(token)  # a revoked token stops the stream within the cache TTL
+        self._identify(token)  # a revoked token stops the stream within the cache TTL
         return stream.prepare(read_batch(data))
 
     def _committed(self, prepared: PreparedBatch, arrived: float) -> asyncio.Future[pb.BatchAck]:
@@ -223,9 +240,9 @@ class MetricsServicer:
         batch commits the next is already read and checked (at most PIPELINE_DEPTH in flight per
         stream); acks go out in order, each as soon as its batch has committed."""
         token = bearer_token(context)
-        identity = await self._on(self._ingest_pool, self._auth.identify, token)
+        identity, remote_writer = await self._on(self._ingest_pool, self._identify, token)
         with self._slots.hold(identity.agent_id):
-            stream = self._ingestor.open_stream(identity.agent_id, identity.hostname)
+            stream = self._ingestor.open_stream(identity.agent_id, identity.hostname, remote_writer)
             in_flight: asyncio.Queue[asyncio.Future[pb.BatchAck] | None] = asyncio.Queue(PIPELINE_DEPTH - 1)
 
             async def read() -> None:
@@ -306,6 +323,48 @@ class MetricsServicer:
     async def ListMetricNames(self, request: pb.ListMetricNamesRequest, context: Any) -> pb.ListMetricNamesResponse:
         return await self._read(context, self._list_metric_names, request)
 
+    def _instant_query(self, request: pb.InstantQueryRequest, limits: QueryLimits) -> pb.InstantQueryResponse:
+        if not request.query.strip():
+            raise InvalidArgument("query is required: a PromQL expression such as `up == 0`")
+        began = time.perf_counter()
+        at_ms = to_epoch_ms(request.time, "time") if request.HasField("time") else self._queries.now_ms()
+        result = Evaluator(self._queries, self._lookback_ms, limits).instant(request.query, at_ms / 1000)
+        self._telemetry.query_seconds.labels("promql").observe(time.perf_counter() - began)
+        value = result.value
+        if isinstance(value, Scalar):
+            return pb.InstantQueryResponse(result_type="scalar", scalar=float(value.values[0]), time_ms=at_ms)
+        if isinstance(value, Text):
+            return pb.InstantQueryResponse(result_type="string", text=value.value, time_ms=at_ms)
+        if isinstance(value, Matrix):
+            raise InvalidArgument(
+                "the expression is a range vector; an instant query answers an instant vector, a scalar or a "
+                "string (apply a function such as rate(...) or last_over_time(...))"
+            )
+        order = value.order if value.order is not None else range(len(value.labels))
+        return pb.InstantQueryResponse(
+            result_type="vector",
+            samples=[
+                pb.InstantSample(labels=_labels(value.labels[i]), value=float(value.values[i, 0]))
+                for i in order
+                if value.present[i, 0]
+            ],
+            time_ms=at_ms,
+        )
+
+    async def InstantQuery(self, request: pb.InstantQueryRequest, context: Any) -> pb.InstantQueryResponse:
+        """On the PromQL pool, under the PromQL limits; the caller's deadline shortens the timeout,
+        and a caller that goes away stops the evaluation."""
+        self._credentials.require_reader(bearer_token(context))
+        limits = self._promql_limits
+        remaining = context.time_remaining()
+        timeout = limits.timeout_s if remaining is None else max(0.001, min(limits.timeout_s, remaining))
+        gone = threading.Event()
+        bounded = QueryLimits(limits.max_samples, limits.max_points, timeout, cancelled=gone.is_set)
+        try:
+            return await self._on(self._promql_pool, self._instant_query, request, bounded)
+        finally:
+            gone.set()
+
     async def WatchMetrics(
         self, request: pb.WatchMetricsRequest, context: Any
     ) -> AsyncIterator[pb.WatchMetricsResponse]:
@@ -346,6 +405,7 @@ def add_to_server(servicer: MetricsServicer, server: grpc.aio.Server) -> None:
         "LatestValues": unary(servicer.LatestValues, pb.LatestValuesRequest, pb.LatestValuesResponse),
         "ListSeries": unary(servicer.ListSeries, pb.ListSeriesRequest, pb.ListSeriesResponse),
         "ListMetricNames": unary(servicer.ListMetricNames, pb.ListMetricNamesRequest, pb.ListMetricNamesResponse),
+        "InstantQuery": unary(servicer.InstantQuery, pb.InstantQueryRequest, pb.InstantQueryResponse),
         "WatchMetrics": grpc.unary_stream_rpc_method_handler(
             servicer.WatchMetrics,
             request_deserializer=pb.WatchMetricsRequest.FromString,

@@ -6,7 +6,8 @@ import pytest
 
 from services.alerts import notify
 from services.alerts.domain import Alert, Found, Silence, State, advance, fingerprint, validate_silence
-from services.alerts.rules import RulesError, load_rules, render
+from services.alerts.rules import RulesError, load_rules
+from services.alerts.templates import Context, render
 from services.common.errors import InvalidArgument
 from services.common.selectors import Matcher, MatchType
 
@@ -68,7 +69,7 @@ def test_every_problem_is_reported_with_file_line_and_rule():
         annotations: {summary: "{{ $foo }}"}
       - alert: Y
         liveness: [asleep]
-        labels: {team: "{{ $value }}"}
+        labels: {team: "{{ $value | humanise }}"}
 notifications:
   receivers: [{name: r, webhook_url: "ftp://x"}]
   routes: [{receiver: nobody}]
@@ -82,9 +83,9 @@ notifications:
         "bad.yaml:6: group g: rule bad-name: metric: selector: missing '}'",
         "bad.yaml:7: group g: rule bad-name: op '=>' is not one of",
         "bad.yaml:5: group g: rule bad-name: threshold: is required",
-        "bad.yaml:8: group g: rule bad-name: annotations.summary: unknown template {{ $foo }}",
+        "bad.yaml:8: group g: rule bad-name: annotations.summary: template: undefined variable: $foo",
         "bad.yaml:10: group g: rule Y: liveness: 'asleep' is not one of",
-        "bad.yaml:11: group g: rule Y: labels.team: labels cannot hold templates",
+        "bad.yaml:11: group g: rule Y: labels.team: template: function \"humanise\" not defined",
         "bad.yaml:13: receiver r: webhook_url must be an http:// or https:// URL",
         "bad.yaml:14: route to nobody: no receiver is named 'nobody'",
     ]
@@ -104,8 +105,10 @@ def test_a_metric_no_agent_has_sent_is_a_warning_not_an_error(rules):
     assert unknown_metrics(rules, set()) == [("HighCpu", "cpu_usage_percent")]
 
 
-def test_templates_render_value_and_labels():
-    assert render("{{ $labels.host }} at {{ $value }}%", {"host": "db-1"}, 93.456789) == "db-1 at 93.46%"
+def test_templates_render_value_and_labels_as_prometheus_does():
+    context = Context({"host": "db-1"}, 93.456789)
+    assert render("{{ $labels.host }} at {{ $value }}%", context) == "db-1 at 93.456789%"
+    assert render("{{ $labels.host }} at {{ $value | humanize }}%", context) == "db-1 at 93.46%"
 
 
 def test_an_alert_is_pending_then_fires_after_for_then_resolves(rules):

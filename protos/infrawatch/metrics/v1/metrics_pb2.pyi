@@ -283,3 +283,33 @@ class WatchMetricsResponse(_message.Message):
     SERIES_FIELD_NUMBER: _ClassVar[int]
     series: _containers.RepeatedCompositeFieldContainer[SeriesPoints]
     def __init__(self, series: _Optional[_Iterable[_Union[SeriesPoints, _Mapping]]] = ...) -> None: ...
+
+class InstantQueryRequest(_message.Message):
+    __slots__ = ("query", "time")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, query: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InstantSample(_message.Message):
+    __slots__ = ("labels", "value")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    value: float
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., value: _Optional[float] = ...) -> None: ...
+
+class InstantQueryResponse(_message.Message):
+    __slots__ = ("result_type", "samples", "scalar", "text", "time_ms")
+    RESULT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SCALAR_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    result_type: str
+    samples: _containers.RepeatedCompositeFieldContainer[InstantSample]
+    scalar: float
+    text: str
+    time_ms: int
+    def __init__(self, result_type: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[InstantSample, _Mapping]]] = ..., scalar: _Optional[float] = ..., text: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...

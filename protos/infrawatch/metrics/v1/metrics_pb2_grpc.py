@@ -64,6 +64,11 @@ class MetricsServiceStub:
                 request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsResponse.FromString,
                 _registered_method=True)
+        self.InstantQuery = channel.unary_unary(
+                '/infrawatch.metrics.v1.MetricsService/InstantQuery',
+                request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.FromString,
+                _registered_method=True)
 
 
 class MetricsServiceServicer:
@@ -118,6 +123,16 @@ class MetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstantQuery(self, request, context):
+        """A PromQL expression evaluated at one instant by the same engine as the
+        Prometheus-compatible /api/v1/query (the alerting rules' engine).
+        INVALID_ARGUMENT names the problem in the expression; RESOURCE_EXHAUSTED
+        and DEADLINE_EXCEEDED when it would take more than the query limits allow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +165,11 @@ def add_MetricsServiceServicer_to_server(servicer, server):
                     servicer.WatchMetrics,
                     request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsRequest.FromString,
                     response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsResponse.SerializeToString,
+            ),
+            'InstantQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstantQuery,
+                    request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.FromString,
+                    response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +334,33 @@ class MetricsService:
             '/infrawatch.metrics.v1.MetricsService/WatchMetrics',
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsRequest.SerializeToString,
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.WatchMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstantQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.metrics.v1.MetricsService/InstantQuery',
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.SerializeToString,
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,230 @@
+"""Bring your own Prometheus rules and keep your Alertmanager: a Prometheus rule file (checked by
+Debian's `promtool`) evaluated by the real alerts process over the real metrics process, its
+recording rule queryable by PromQL, its alert delivered to Debian's real `prometheus-alertmanager`,
+which routes it to a webhook and holds a silence made there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2, metrics_pb2_grpc
+from tests.e2e.conftest import ENROLLMENT_TOKEN, binary
+from tests.e2e.processes import free_port, wait_for
+from tests.e2e.test_alerts_process import Receiver, start_alerts, temperature
+
+RULES = """
+groups:
+  - name: rooms
+    interval: 500ms
+    rules:
+      - record: room:temperature_celsius:max
+        expr: max by (room) (temperature_celsius)
+      - alert: TooHot
+        expr: room:temperature_celsius:max > 50
+        for: 0s
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{ $labels.room }} is at {{ $value | humanize }} C"
+          site: "{{ $externalLabels.site }}"
+"""
+
+ALERTING = """
+global:
+  external_labels:
+    site: e2e
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:{port}"]
+      timeout: 5s
+"""
+
+ALERTMANAGER = """
+route:
+  receiver: hook
+  group_by: [alertname, room]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:{port}/hook
+        send_resolved: true
+"""
+
+
+class Alertmanager:
+    def __init__(self, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.port = port
+        self.process = process
+        self.log = log
+
+    def api(self, path: str, body: object | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/v2/{path}",
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="POST" if data is not None else "GET",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+
+    def alerts(self, alertname: str) -> list[dict[str, Any]]:
+        return [a for a in self.api("alerts") if a["labels"].get("alertname") == alertname]
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, hook: Receiver) -> Iterator[Alertmanager]:
+    executable = binary("prometheus-alertmanager")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(ALERTMANAGER.replace("{port}", str(hook.port)))
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                executable,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    manager = Alertmanager(port, process, log)
+
+    def ready() -> bool:
+        try:
+            manager.api("status")
+            return True
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=30, what="Alertmanager answering")
+    yield manager
+    process.kill()
+    process.wait(10)
+
+
+@pytest.fixture
+def e2e_database_url(postgres_schema_url: str) -> str:
+    """PostgreSQL only: the production store; the embedded one is covered by the other alert tests."""
+    return postgres_schema_url
+
+
+def test_the_same_rule_file_passes_promtool_and_infrawatch_check(tmp_path: Path):
+    promtool = binary("promtool")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    default = Path("services/alerts/default_rules.yaml")
+    for path in (rules, default):
+        checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        ours = subprocess.run(
+            [".venv/bin/python", "-m", "services.alerts", "check", str(path)], capture_output=True, text=True, check=False
+        )
+        assert ours.returncode == 0, ours.stderr
+    # A mistake both of them see: an expression that does not parse.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(RULES.replace("max by (room) (temperature_celsius)", "max by (room) (temperature_celsius"))
+    theirs = subprocess.run([promtool, "check", "rules", str(broken)], capture_output=True, text=True, check=False)
+    ours = subprocess.run(
+        [".venv/bin/python", "-m", "services.alerts", "check", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert theirs.returncode != 0 and ours.returncode != 0
+    assert f"{broken}:7: group rooms: recording rule room:temperature_celsius:max: expr: could not parse" in ours.stderr
+
+
+def test_a_prometheus_rule_file_records_and_fires_to_a_real_alertmanager_that_routes_and_silences(
+    platform_env: dict[str, str],
+    agents_process,
+    metrics_process,
+    alertmanager: Alertmanager,
+    hook: Receiver,
+    tmp_path: Path,
+):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    alerting = tmp_path / "alerting.yml"
+    alerting.write_text(ALERTING.replace("{port}", str(alertmanager.port)))
+    env = {
+        **platform_env,
+        "INFRAWATCH_ALERT_RULES": str(rules),
+        "INFRAWATCH_ALERTING_CONFIG": str(alerting),
+        "INFRAWATCH_EXTERNAL_URL": "http://console.example:8080",
+        "INFRAWATCH_ALERT_RESEND_DELAY": "2s",
+    }
+    alerts_process, _ = start_alerts(env, tmp_path)
+    agents = agents_pb2_grpc.AgentServiceStub(grpc.insecure_channel(agents_process[1]))
+    metrics = metrics_pb2_grpc.MetricsServiceStub(grpc.insecure_channel(metrics_process[1]))
+    enroll = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
+    sensor = agents.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="sensor"), metadata=enroll, timeout=5)
+
+    def instant(query: str) -> list[metrics_pb2.InstantSample]:
+        return list(metrics.InstantQuery(metrics_pb2.InstantQueryRequest(query=query), timeout=5).samples)
+
+    try:
+        # A silence made in Alertmanager before the alert exists, for one room only.
+        now = time.time()
+        alertmanager.api(
+            "silences",
+            {
+                "matchers": [{"name": "room", "value": "vault", "isRegex": False, "isEqual": True}],
+                "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+                "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+                "createdBy": "e2e",
+                "comment": "the vault is always hot",
+            },
+        )
+        temperature(metrics, sensor.agent_token, "lab", 80.0)
+        temperature(metrics, sensor.agent_token, "vault", 90.0)
+
+        # The recording rule's result is a series PromQL reads; the alert is an ALERTS series.
+        wait_for(lambda: len(instant("room:temperature_celsius:max")) == 2, timeout=30, what="the recorded series")
+        recorded = {dict((l.name, l.value) for l in s.labels)["room"]: s.value for s in instant("room:temperature_celsius:max")}
+        assert recorded == {"lab": 80.0, "vault": 90.0}
+        wait_for(lambda: len(instant('ALERTS{alertname="TooHot", alertstate="firing"}')) == 2, what="ALERTS")
+
+        # Alertmanager holds both, with InfraWatch's labels, external labels and links.
+        wait_for(lambda: len(alertmanager.alerts("TooHot")) == 2, timeout=30, what="both alerts in Alertmanager")
+        by_room = {a["labels"]["room"]: a for a in alertmanager.alerts("TooHot")}
+        lab = by_room["lab"]
+        assert lab["labels"] == {"alertname": "TooHot", "room": "lab", "severity": "critical", "site": "e2e"}
+        assert lab["annotations"] == {"summary": "lab is at 80 C", "site": "e2e"}
+        assert lab["generatorURL"].startswith("http://console.example:8080/explore?query=room%3Atemperature")
+        assert lab["status"]["state"] == "active"
+        assert by_room["vault"]["status"]["state"] == "suppressed"  # the silence made there holds
+
+        # Alertmanager routes the lab alert to its webhook; the silenced one never goes out.
+        wait_for(lambda: hook.about("TooHot", "firing"), timeout=30, what="Alertmanager's notification")
+        time.sleep(3)  # past a resend (2 s) and Alertmanager's group interval (1 s)
+        rooms = {alert["labels"]["room"] for alert in hook.about("TooHot")}
+        assert rooms == {"lab"}, hook.bodies
+
+        # Cooling down resolves it in InfraWatch, then in Alertmanager, which says so to its webhook.
+        temperature(metrics, sensor.agent_token, "lab", 20.0)
+        wait_for(lambda: hook.about("TooHot", "resolved"), timeout=30, what="the resolved notification")
+        wait_for(lambda: not instant('ALERTS{room="lab"}'), timeout=10, what="ALERTS ending with a stale marker")
+    finally:
+        alerts_process.kill()
