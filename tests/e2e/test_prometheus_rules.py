@@ -142,7 +142,10 @@ def test_the_same_rule_file_passes_promtool_and_infrawatch_check(tmp_path: Path)
         checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         ours = subprocess.run(
-            [".venv/bin/python", "-m", "services.alerts", "check", str(path)], capture_output=True, text=True, check=False
+            [".venv/bin/python", "-m", "services.alerts", "check", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert ours.returncode == 0, ours.stderr
     # A mistake both of them see: an expression that does not parse.
@@ -202,7 +205,10 @@ def test_a_prometheus_rule_file_records_and_fires_to_a_real_alertmanager_that_ro
 
         # The recording rule's result is a series PromQL reads; the alert is an ALERTS series.
         wait_for(lambda: len(instant("room:temperature_celsius:max")) == 2, timeout=30, what="the recorded series")
-        recorded = {dict((l.name, l.value) for l in s.labels)["room"]: s.value for s in instant("room:temperature_celsius:max")}
+        recorded = {
+            {label.name: label.value for label in s.labels}["room"]: s.value
+            for s in instant("room:temperature_celsius:max")
+        }
         assert recorded == {"lab": 80.0, "vault": 90.0}
         wait_for(lambda: len(instant('ALERTS{alertname="TooHot", alertstate="firing"}')) == 2, what="ALERTS")
 

@@ -85,7 +85,7 @@ notifications:
         "bad.yaml:5: group g: rule bad-name: threshold: is required",
         "bad.yaml:8: group g: rule bad-name: annotations.summary: template: undefined variable: $foo",
         "bad.yaml:10: group g: rule Y: liveness: 'asleep' is not one of",
-        "bad.yaml:11: group g: rule Y: labels.team: template: function \"humanise\" not defined",
+        'bad.yaml:11: group g: rule Y: labels.team: template: function "humanise" not defined',
         "bad.yaml:13: receiver r: webhook_url must be an http:// or https:// URL",
         "bad.yaml:14: route to nobody: no receiver is named 'nobody'",
     ]
