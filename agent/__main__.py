@@ -26,6 +26,8 @@ from infrawatch.agents.v1 import agents_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 
 _log = logging.getLogger("infrawatch.agent")
+MAX_RECONNECT_BACKOFF_MS = 4000
+"""The longest wait between reconnection attempts to a service (see the channel options)."""
 
 
 def render(round_: Round) -> str:
@@ -81,7 +83,15 @@ def run(config: AgentConfig) -> int:
         _log.info("resuming with unsent batches from the last run", extra={"fields": {"batches": buffer.pending()}})
     halt = threading.Event()
     # Round robin: behind a headless Service (dns:///...) each new stream goes to the next replica.
-    spread = [("grpc.lb_policy_name", "round_robin")]
+    # Reconnect within seconds once a service is back: gRPC's default backoff grows to 120 s, so
+    # after a platform restart an agent would stay silent for several heartbeat intervals and be
+    # reported down although it never was. gRPC jitters each attempt, so a fleet does not
+    # reconnect in step.
+    spread = [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.initial_reconnect_backoff_ms", 1000),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
     agents_channel = config.tls.channel(config.agents_address, spread)
     metrics_channel = config.tls.channel(config.metrics_address, spread)
     registrar = Registrar(

@@ -190,8 +190,13 @@ class Heartbeats(threading.Thread):
                 request.inventory.CopyFrom(inventory())
                 last_inventory = time.monotonic()
             try:
+                # wait_for_ready: while the agents service is coming back, the heartbeat goes out the
+                # moment the channel reconnects rather than an interval later.
                 reply = self._stub.Heartbeat(
-                    request, timeout=self._timeout_s, metadata=(("authorization", f"Bearer {identity.token}"),)
+                    request,
+                    timeout=self._timeout_s,
+                    metadata=(("authorization", f"Bearer {identity.token}"),),
+                    wait_for_ready=True,
                 )
                 self._registrar.heartbeat_interval_s = float(reply.heartbeat_interval_seconds or 10)
             except grpc.RpcError as exc:

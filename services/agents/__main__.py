@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agent.logs import configure_logging, event
 from infrawatch.agents.v1 import agents_pb2_grpc
+from services.agents import service
 from services.agents.domain import LivenessPolicy
 from services.agents.repository import SqlUnitOfWork
 from services.agents.service import AgentsContext
@@ -74,6 +75,18 @@ def main(argv: list[str] | None = None) -> None:
         registration="open with the enrolment token" if settings.enrollment_token else "closed (no enrolment token)",
         protect_reads=settings.protect_reads,
     )
+
+    def prepare() -> None:
+        migrate(engine, MIGRATIONS, VERSION_TABLE)
+        downtime = service.resume_liveness(ctx)
+        if downtime.paused_ms:
+            event(
+                _log,
+                "liveness resumes after a downtime: heartbeats from before the start count as that much later, "
+                "so no host looks late because of this restart",
+                downtime_s=round(downtime.paused_ms / 1000, 1),
+            )
+
     stop = install_stop_signals()
     endpoint = serve_or_exit(registry, settings.bind_host, settings.agents_telemetry_port, "agents")
     try:
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             server,
             health,
             service_names=[SERVICE_NAME],
-            prepare=lambda: migrate(engine, MIGRATIONS, VERSION_TABLE),
+            prepare=prepare,
             is_healthy=lambda: check_database(engine),
             stop=stop,
             grace_seconds=settings.shutdown_grace,

@@ -121,13 +121,41 @@ class Agent:
         )
 
 
+@dataclass
+class Downtime:
+    """How long the agents service was not running before this process started: no heartbeat
+    could arrive meanwhile, so heartbeats from before the start count as that much later. A
+    host that was heartbeating when the service stopped is judged afresh (it has its usual
+    intervals to heartbeat again) instead of looking late because of our own restart; a host
+    that was already silent stays as late as it was."""
+
+    resumed_at_ms: int = 0
+    paused_ms: int = 0
+
+    def effective(self, heartbeat_at_ms: int) -> int:
+        if self.paused_ms and heartbeat_at_ms < self.resumed_at_ms:
+            return heartbeat_at_ms + self.paused_ms
+        return heartbeat_at_ms
+
+
+def downtime_at_start(newest_heartbeat_ms: int | None, started_at_ms: int) -> Downtime:
+    """The downtime a process starting at `started_at_ms` infers from the newest heartbeat the
+    store holds (when the previous process, or the last replica, stopped hearing hosts). With
+    another replica running, that heartbeat is fresh and the downtime is nothing."""
+    if newest_heartbeat_ms is None:
+        return Downtime()
+    return Downtime(started_at_ms, max(0, started_at_ms - newest_heartbeat_ms))
+
+
 @dataclass(frozen=True)
 class LivenessPolicy:
-    """How old a last heartbeat may be for each status, in heartbeat intervals."""
+    """How old a last heartbeat may be for each status, in heartbeat intervals; the service's own
+    downtime does not count (see Downtime)."""
 
     heartbeat_interval_s: int = 10
     stale_after_intervals: float = 2
     offline_after_intervals: float = 5
+    downtime: Downtime = field(default_factory=Downtime)
 
     def online_since_ms(self, now_ms: int) -> int:
         """Heartbeats at or after this instant mean ONLINE."""
@@ -140,9 +168,10 @@ class LivenessPolicy:
     def status_of(self, agent: Agent, now_ms: int) -> AgentStatus:
         if agent.deregistered_at_ms is not None:
             return AgentStatus.DEREGISTERED
-        if agent.last_heartbeat_at_ms >= self.online_since_ms(now_ms):
+        beat = self.downtime.effective(agent.last_heartbeat_at_ms)
+        if beat >= self.online_since_ms(now_ms):
             return AgentStatus.ONLINE
-        if agent.last_heartbeat_at_ms >= self.stale_since_ms(now_ms):
+        if beat >= self.stale_since_ms(now_ms):
             return AgentStatus.STALE
         return AgentStatus.OFFLINE
 

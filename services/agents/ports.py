@@ -23,6 +23,10 @@ class AgentRepository(Protocol):
         """Record a heartbeat without rewriting the rest of the agent."""
         ...
 
+    def newest_heartbeat_ms(self) -> int | None:
+        """The newest heartbeat of any registered agent; None when there is none."""
+        ...
+
     def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
         """Agents after `query.after_hostname` in hostname order, at most `query.page_size + 1`."""
         ...

@@ -6,7 +6,7 @@ from collections import defaultdict
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.agents.domain import Agent, AgentQuery, AgentStatus, Inventory, LivenessPolicy, RemoteWriteCredential
@@ -63,7 +63,16 @@ def _status_condition(status: AgentStatus, policy: LivenessPolicy, now_ms: int) 
     if status is AgentStatus.DEREGISTERED:
         return agents.c.deregistered_at_ms.is_not(None)
     live = agents.c.deregistered_at_ms.is_(None)
-    beat = agents.c.last_heartbeat_at_ms
+    beat: ColumnElement[int] = agents.c.last_heartbeat_at_ms
+    downtime = policy.downtime
+    if downtime.paused_ms:
+        beat = case(
+            (
+                agents.c.last_heartbeat_at_ms < downtime.resumed_at_ms,
+                agents.c.last_heartbeat_at_ms + downtime.paused_ms,
+            ),
+            else_=agents.c.last_heartbeat_at_ms,
+        )
     if status is AgentStatus.ONLINE:
         return and_(live, beat >= policy.online_since_ms(now_ms))
     if status is AgentStatus.STALE:
@@ -137,6 +146,11 @@ class SqlAgentRepository:
         rows = self._connection.execute(statement).all()
         labels = self._labels_of([row.agent_id for row in rows])
         return [_agent_from(row, labels[row.agent_id]) for row in rows]
+
+    def newest_heartbeat_ms(self) -> int | None:
+        return self._connection.execute(
+            select(func.max(agents.c.last_heartbeat_at_ms)).where(agents.c.deregistered_at_ms.is_(None))
+        ).scalar()
 
 
 class SqlRemoteWriteCredentialRepository:

@@ -13,10 +13,12 @@ from services.agents.domain import (
     Agent,
     AgentQuery,
     AgentStatus,
+    Downtime,
     Inventory,
     LivenessPolicy,
     Registration,
     RemoteWriteCredential,
+    downtime_at_start,
     hash_token,
     new_token,
     validate_agent_id,
@@ -58,6 +60,15 @@ class AgentsContext:
 class AgentPage:
     agents: list[Agent]
     next_page_token: str
+
+
+def resume_liveness(ctx: AgentsContext) -> Downtime:
+    """At start: let the time this service was down not count against any host (see Downtime)."""
+    with ctx.uow() as uow:
+        newest = uow.agents.newest_heartbeat_ms()
+    downtime = downtime_at_start(newest, ctx.now_ms())
+    ctx.policy.downtime.resumed_at_ms, ctx.policy.downtime.paused_ms = downtime.resumed_at_ms, downtime.paused_ms
+    return downtime
 
 
 def register_agent(

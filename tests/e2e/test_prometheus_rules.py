@@ -234,3 +234,95 @@ def test_a_prometheus_rule_file_records_and_fires_to_a_real_alertmanager_that_ro
         wait_for(lambda: not instant('ALERTS{room="lab"}'), timeout=10, what="ALERTS ending with a stale marker")
     finally:
         alerts_process.kill()
+
+
+def test_the_built_in_host_down_rule_ignores_our_own_restart_and_fires_when_the_real_agent_dies(
+    platform_env: dict[str, str], tmp_path: Path
+):
+    """The built-in rules file (its group interval shortened) with the real agent: a platform
+    restart longer than the offline threshold raises no HostDown; killing the agent does."""
+    from tests.e2e.conftest import AGENTS_SERVICE, METRICS_SERVICE, start
+
+    rules = tmp_path / "rules.yml"
+    rules.write_text(Path("services/alerts/default_rules.yaml").read_text().replace("interval: 15s", "interval: 300ms"))
+    # Heartbeats every 2 s: STALE after 4 s, OFFLINE after 6 s; the platform stays down 8 s.
+    env = {**platform_env, "INFRAWATCH_ALERT_RULES": str(rules), "INFRAWATCH_HEARTBEAT_INTERVAL": "2s"}
+    agent_env = {
+        **env,
+        "INFRAWATCH_AGENT_AGENTS_ADDRESS": env["INFRAWATCH_AGENTS_ADDRESS"],
+        "INFRAWATCH_AGENT_METRICS_ADDRESS": env["INFRAWATCH_METRICS_ADDRESS"],
+        "INFRAWATCH_AGENT_HOSTNAME": "steady-host",
+        "INFRAWATCH_AGENT_STATE_DIR": str(tmp_path / "agent-state"),
+        "INFRAWATCH_AGENT_INTERVAL": "500ms",
+    }
+
+    def platform(run: int) -> list:
+        agents, _ = start(
+            "services.agents", env, "INFRAWATCH_AGENTS_PORT", AGENTS_SERVICE, tmp_path / f"agents-{run}.log"
+        )
+        metrics, _ = start(
+            "services.metrics", env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / f"metrics-{run}.log"
+        )
+        alerts, address = start_alerts(env, tmp_path, run)
+        return [agents, metrics, alerts, address]
+
+    from infrawatch.alerts.v1 import alerts_pb2, alerts_pb2_grpc
+    from tests.e2e.processes import ServiceProcess
+
+    agents, metrics, alerts, address = platform(0)
+    agent = ServiceProcess("agent", agent_env, tmp_path / "agent.log")
+    seen: list[str] = []
+    try:
+        stub = alerts_pb2_grpc.AlertServiceStub(grpc.insecure_channel(address))
+
+        def host_down() -> list:
+            try:
+                found = [
+                    a for a in stub.ListAlerts(alerts_pb2.ListAlertsRequest(), timeout=5).alerts if a.rule == "HostDown"
+                ]
+            except grpc.RpcError:
+                return []
+            seen.extend(f"{a.labels['host']}:{a.state}" for a in found)
+            return found
+
+        wait_for(lambda: "streaming metrics" in agent.log(), what=f"the agent streaming:\n{agent.log()}")
+        metrics_stub = metrics_pb2_grpc.MetricsServiceStub(grpc.insecure_channel(env["INFRAWATCH_METRICS_ADDRESS"]))
+        wait_for(
+            lambda: (
+                metrics_stub.InstantQuery(
+                    metrics_pb2.InstantQueryRequest(query='infrawatch_agent_up{host="steady-host"} == 1'), timeout=5
+                ).samples
+            ),
+            what="the agent's liveness as a series",
+        )
+        assert not host_down()
+
+        # The whole platform stops for longer than the offline threshold; the agent keeps running.
+        for process in (alerts, metrics, agents):
+            process.terminate()
+        time.sleep(8)
+        # Alerts and metrics come back first, then the agents service: every evaluation from
+        # then on sees a heartbeat older than the offline threshold, yet none may call the host down.
+        metrics_process, _ = start(
+            "services.metrics", env, "INFRAWATCH_METRICS_PORT", METRICS_SERVICE, tmp_path / "metrics-1.log"
+        )
+        alerts, address = start_alerts(env, tmp_path, 1)
+        metrics = metrics_process
+        stub = alerts_pb2_grpc.AlertServiceStub(grpc.insecure_channel(address))
+        agents, _ = start("services.agents", env, "INFRAWATCH_AGENTS_PORT", AGENTS_SERVICE, tmp_path / "agents-1.log")
+        watch_until = time.monotonic() + 8  # past the stale threshold after the start
+        while time.monotonic() < watch_until:
+            assert not host_down(), seen
+            time.sleep(0.1)
+        assert "liveness resumes after a downtime" in agents.log()
+
+        # A real death is still seen: the built-in rule fires with the heartbeat's age as its value.
+        agent.kill()
+        wait_for(lambda: any(a.state == alerts_pb2.ALERT_STATE_FIRING for a in host_down()), what="HostDown")
+        (down,) = host_down()
+        assert down.labels["host"] == "steady-host" and down.labels["severity"] == "critical"
+        assert "stopped reporting" in down.annotations["summary"]
+    finally:
+        agent.kill()
+        for process in (alerts, metrics, agents):
+            process.kill()

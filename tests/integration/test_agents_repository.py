@@ -111,3 +111,24 @@ def test_list_returns_one_more_than_the_page_after_the_cursor(agents_engine):
         uow.commit()
         listed = uow.agents.list(AgentQuery(page_size=3, after_hostname="host-002"), POLICY, NOW)
     assert [a.hostname for a in listed] == ["host-003", "host-004", "host-005", "host-006"]
+
+
+def test_the_sql_status_filter_discounts_our_downtime_as_the_domain_rule_does(agents_engine):
+    from services.agents.domain import Downtime
+
+    policy = LivenessPolicy(heartbeat_interval_s=10, downtime=Downtime(resumed_at_ms=NOW - 1_000, paused_ms=60_000))
+    agents = [
+        make_agent(1, seen_ms=NOW - 61_000),  # heard just before the downtime: judged afresh
+        make_agent(2, seen_ms=NOW - 200_000),  # silent long before: still late
+        make_agent(3, seen_ms=NOW - 500),  # heard since the start: as it is
+    ]
+    with SqlUnitOfWork(agents_engine) as uow:
+        for agent in agents:
+            uow.agents.add(agent)
+        uow.commit()
+        for status in (AgentStatus.ONLINE, AgentStatus.STALE, AgentStatus.OFFLINE):
+            listed = uow.agents.list(AgentQuery(statuses=frozenset({status})), policy, NOW)
+            assert [a.hostname for a in listed] == [a.hostname for a in agents if policy.status_of(a, NOW) is status]
+        online = uow.agents.list(AgentQuery(statuses=frozenset({AgentStatus.ONLINE})), policy, NOW)
+        assert [a.hostname for a in online] == ["host-001", "host-003"]
+        assert uow.agents.newest_heartbeat_ms() == NOW - 500

@@ -37,6 +37,10 @@ class FakeAgentRepository:
     def touch(self, agent_id: str, heartbeat_at_ms: int) -> None:
         self.rows[agent_id] = replace(self.rows[agent_id], last_heartbeat_at_ms=heartbeat_at_ms)
 
+    def newest_heartbeat_ms(self) -> int | None:
+        live = [a.last_heartbeat_at_ms for a in self.rows.values() if a.deregistered_at_ms is None]
+        return max(live, default=None)
+
     def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
         wanted = query.statuses or frozenset(set(AgentStatus) - {AgentStatus.DEREGISTERED})
         matching = [

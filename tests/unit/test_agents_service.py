@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from services.agents import service
@@ -265,3 +267,27 @@ def test_text_postgresql_cannot_hold_is_invalid_before_it_reaches_the_store(ctx)
         register(ctx, "web-1", env="pro\x00d")
     with pytest.raises(InvalidArgument, match="page_token"):
         service.list_agents(ctx, "", frozenset(), {}, 0, "d2ViAC0x")  # base64 of "web\0-1"
+
+
+def test_our_own_downtime_makes_no_host_late_but_a_host_silent_before_stays_late(ctx, store, clock):
+    alive, _ = register(ctx, hostname="alive")
+    clock.advance(60)
+    dead, _ = register(ctx, hostname="dead-before")  # registered, then silent: its heartbeat is older
+    store.rows[dead.agent_id] = replace(store.rows[dead.agent_id], last_heartbeat_at_ms=clock() - 120_000)
+    store.rows[alive.agent_id] = replace(store.rows[alive.agent_id], last_heartbeat_at_ms=clock())
+    clock.advance(300)  # the agents service is down for five minutes, then starts
+    downtime = service.resume_liveness(ctx)
+    assert downtime.paused_ms == 300_000
+    status = lambda agent: ctx.policy.status_of(store.rows[agent.agent_id], clock())  # noqa: E731
+    assert status(alive) is AgentStatus.ONLINE  # judged afresh: it has its intervals to heartbeat
+    assert status(dead) is AgentStatus.OFFLINE  # as late as it was when we stopped
+    clock.advance(21)  # two intervals and a second without a heartbeat: now it is late
+    assert status(alive) is AgentStatus.STALE
+
+
+def test_a_start_next_to_a_running_replica_discounts_next_to_nothing(ctx, store, clock):
+    agent, _ = register(ctx)
+    clock.advance(1)
+    assert service.resume_liveness(ctx).paused_ms == 1_000  # the newest heartbeat is a second old
+    clock.advance(21)
+    assert ctx.policy.status_of(store.rows[agent.agent_id], clock()) is AgentStatus.STALE
