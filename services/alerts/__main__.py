@@ -15,6 +15,7 @@ from agent.logs import configure_logging, event
 from services.alerts import service
 from services.alerts.alertmanager import read_alerting_config
 from services.alerts.app import build_alerts_app
+from services.alerts.leadership import leadership_for
 from services.alerts.rules import RulesError, load_rules
 from services.alerts.service import read_rules
 from services.alerts.servicer import SERVICE_NAME
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         external_url=settings.external_url,
         resend_delay_s=settings.alert_resend_delay,
         registry=registry,
+        leadership=leadership_for(engine),
     )
     blocking = ThreadPoolExecutor(2, thread_name_prefix="lifecycle")
     watch_pool(registry, engine)

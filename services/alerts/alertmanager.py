@@ -197,6 +197,7 @@ class AlertmanagerNotifier:
         resend_delay_s: float = DEFAULT_RESEND_DELAY_S,
         longest_interval_s: Callable[[], float] = lambda: 60.0,
         post: Callable[[str, object, float], object] = post_json,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._alerts = alerts
         self._expression_of = expression_of
@@ -208,6 +209,7 @@ class AlertmanagerNotifier:
         self._resend_ms = int(resend_delay_s * 1000)
         self._longest_interval_s = longest_interval_s
         self._post = post
+        self._leading = leading
         self._sent: dict[str, dict[str, tuple[int, State]]] = {}  # target -> fingerprint -> (when, state)
         self._in_flight: set[str] = set()
         self._failures: dict[str, int] = {}
@@ -231,7 +233,14 @@ class AlertmanagerNotifier:
                 due.append(alert)
         return due
 
+    def forget_sent(self) -> None:
+        """A new leader tells every Alertmanager everything once (Alertmanager deduplicates)."""
+        with self._lock:
+            self._sent.clear()
+
     def tick(self) -> None:
+        if not self._leading():
+            return
         now = self._now_ms()
         alerts = self._alerts()
         listed = {alert.fingerprint for alert in alerts}

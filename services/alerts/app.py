@@ -3,6 +3,7 @@ engine, channels and settings in; the engine, dispatcher and servicer out."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from services.alerts.alertmanager import AlertingConfig, AlertmanagerNotifier, N
 from services.alerts.clients import AgentsClient, MetricsClient
 from services.alerts.dispatch import Dispatcher
 from services.alerts.engine import AlertEngine
+from services.alerts.leadership import Leadership, SoleReplica
 from services.alerts.rules import RuleSet
 from services.alerts.service import AlertsContext
 from services.alerts.servicer import SERVICE_NAME, AlertServicer
@@ -25,6 +27,8 @@ from services.alerts.store import SqlAlertStore
 from services.alerts.watch import AlertHub
 from services.common.credentials import Credentials
 from services.common.server import AsyncServiceBinding
+
+_log = logging.getLogger("infrawatch.alerts")
 
 
 @dataclass
@@ -35,6 +39,7 @@ class AlertsApp:
     context: AlertsContext
     servicer: AlertServicer
     pools: tuple[ThreadPoolExecutor, ...]
+    leadership: Leadership
 
     def binding(self) -> AsyncServiceBinding:
         return AsyncServiceBinding(
@@ -42,15 +47,35 @@ class AlertsApp:
         )
 
     def start(self, rules: RuleSet, stop: threading.Event) -> None:
-        """Load the persisted alerts and notification state, then evaluate and notify until `stop`."""
+        """Load the persisted alerts and notification state, then evaluate and notify until `stop`
+        while this replica leads (and follow the leader's alerts while it does not)."""
+        self.engine.leading = self.leadership.lead()
         self.engine.start_with(rules)
         self.dispatcher.start()
         for target, name in (
             (self.engine.run, "rules"),
             (self.dispatcher.run, "dispatcher"),
             (self.alertmanager.run, "alertmanager"),
+            (self._follow_leadership, "leadership"),
         ):
             threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
+
+    def _follow_leadership(self, stop: threading.Event) -> None:
+        """Every second: take over when the lead is free, step down when it is lost, and while
+        following, show the leader's alerts."""
+        while not stop.wait(1.0):
+            try:
+                leads = self.leadership.lead()
+                if leads and not self.engine.leading:
+                    self.dispatcher.start()
+                    self.alertmanager.forget_sent()
+                    self.engine.take_over()
+                elif not leads:
+                    self.engine.leading = False
+                    self.engine.refresh_from_store()
+            except Exception:
+                _log.exception("following the leadership failed")
+        self.leadership.release()
 
     def close(self) -> None:
         for pool in self.pools:
@@ -73,6 +98,7 @@ def build_alerts_app(
     external_url: str = "",
     resend_delay_s: float = 60.0,
     registry: CollectorRegistry | None = None,
+    leadership: Leadership | None = None,
 ) -> AlertsApp:
     """`registry` receives the notification telemetry (a private one when not given)."""
     store = SqlAlertStore(engine)
@@ -107,6 +133,7 @@ def build_alerts_app(
         external_url=external_url,
         resend_delay_s=resend_delay_s,
         longest_interval_s=lambda: max((g.interval_s for g in alert_engine.rules.groups), default=60.0),
+        leading=lambda: alert_engine.leading,
     )
     context = AlertsContext(
         engine=alert_engine,
@@ -124,4 +151,5 @@ def build_alerts_app(
         context,
         AlertServicer(context, api),
         (evaluation, delivery, to_alertmanagers, api),
+        leadership or SoleReplica(),
     )

@@ -73,6 +73,8 @@ class Dispatcher:
         self.silences = self._store.silences(ended_after_ms=self._now_ms())
 
     def tick(self) -> None:
+        if not self._engine.leading:
+            return  # the leader notifies
         now = self._now_ms()
         rules = self._engine.rules
         alerts = self._engine.alerts()

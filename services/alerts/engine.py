@@ -106,6 +106,8 @@ class AlertEngine:
         self._health: dict[str, RuleHealth] = {}
         self._written: dict[str, set[SeriesKey]] = {}
         self.loaded_at_ms = 0
+        self.leading = True
+        """Whether this replica evaluates and writes (see leadership.py); a follower only reads."""
 
     def start_with(self, rules: RuleSet) -> None:
         """Load the persisted alerts (their `for` state included), then use `rules`."""
@@ -122,7 +124,7 @@ class AlertEngine:
         keys = {rule.key for rule in rules.rules}
         now = self._now_ms()
         with self._lock:
-            removed = {key: alerts for key, alerts in self._alerts.items() if key not in keys}
+            removed = {key: alerts for key, alerts in self._alerts.items() if key not in keys} if self.leading else {}
             for key, alerts in removed.items():
                 kept = {
                     fp: _resolved(alert, now)
@@ -139,6 +141,24 @@ class AlertEngine:
             if changed:
                 self._hub.publish(changed)
         self._warn_about_unknown_metrics(rules)
+
+    def refresh_from_store(self) -> None:
+        """A follower's view: the alerts the leader persisted; watchers are told what changed."""
+        by_rule: dict[str, dict[str, Alert]] = {}
+        for alert in self._store.load_alerts():
+            by_rule.setdefault(alert.rule, {})[alert.fingerprint] = alert
+        with self._lock:
+            before = {a.fingerprint: a for alerts in self._alerts.values() for a in alerts.values()}
+            self._alerts = by_rule
+        changed = [a for alerts in by_rule.values() for a in alerts.values() if before.get(a.fingerprint) != a]
+        if changed:
+            self._hub.publish(changed)
+
+    def take_over(self) -> None:
+        """Become the leader: continue from what the previous one persisted."""
+        self.refresh_from_store()
+        self._written = {}
+        self.leading = True
 
     def _forget_removed(self, now: int) -> None:
         """Resolved alerts of removed rules go once they are no longer listed."""
@@ -362,6 +382,10 @@ class AlertEngine:
         """Evaluate each group every `interval`, its rules in parallel, until `stop`."""
         due: dict[str, float] = {}
         while not stop.is_set():
+            if not self.leading:
+                due.clear()  # a new leader evaluates every group at once
+                stop.wait(0.2)
+                continue
             now = time.monotonic()
             groups = self._rules.groups
             for group in groups:

@@ -326,3 +326,87 @@ def test_the_built_in_host_down_rule_ignores_our_own_restart_and_fires_when_the_
         agent.kill()
         for process in (alerts, metrics, agents):
             process.kill()
+
+
+TWO_VOICES = """
+groups:
+  - name: rooms
+    interval: 300ms
+    rules:
+      - alert: TooHot
+        expr: max by (room) (temperature_celsius) > 50
+notifications:
+  receivers: [{name: hook, webhook_url: "http://127.0.0.1:{port}/hook"}]
+  routes: [{receiver: hook, group_by: [alertname, room], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}]
+"""
+
+
+def test_two_replicas_speak_with_one_voice_and_the_survivor_takes_over_a_killed_leader(
+    platform_env: dict[str, str],
+    agents_process,
+    metrics_process,
+    alertmanager: Alertmanager,
+    hook: Receiver,
+    tmp_path: Path,
+):
+    """Two alerts processes on one PostgreSQL: one evaluates and notifies; kill -9 of it while an
+    alert fires gives exactly one firing notification at the webhook and through Alertmanager,
+    and the other takes over within a second or two."""
+    from infrawatch.alerts.v1 import alerts_pb2, alerts_pb2_grpc
+
+    direct = Receiver()  # InfraWatch's own webhook notifier posts here; Alertmanager posts to `hook`
+    rules = tmp_path / "rules.yml"
+    rules.write_text(TWO_VOICES.replace("{port}", str(direct.port)))
+    alerting = tmp_path / "alerting.yml"
+    alerting.write_text(ALERTING.replace("{port}", str(alertmanager.port)))
+    shared = {
+        **platform_env,
+        "INFRAWATCH_ALERT_RULES": str(rules),
+        "INFRAWATCH_ALERTING_CONFIG": str(alerting),
+        "INFRAWATCH_ALERT_RESEND_DELAY": "2s",
+    }
+    replicas = []
+    for run in (0, 1):
+        port = free_port()
+        env = {**shared, "INFRAWATCH_ALERTS_PORT": str(port), "INFRAWATCH_ALERTS_TELEMETRY_PORT": str(free_port())}
+        replicas.append(start_alerts(env, tmp_path, run))
+    agents = agents_pb2_grpc.AgentServiceStub(grpc.insecure_channel(agents_process[1]))
+    metrics = metrics_pb2_grpc.MetricsServiceStub(grpc.insecure_channel(metrics_process[1]))
+    enroll = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
+    sensor = agents.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="sensor"), metadata=enroll, timeout=5)
+    leads = "this replica leads"
+    try:
+        wait_for(lambda: any(leads in process.log() for process, _ in replicas), what="a leader")
+        (leader, _), (follower, follower_address) = sorted(replicas, key=lambda r: leads not in r[0].log())
+        assert leads not in follower.log()
+
+        temperature(metrics, sensor.agent_token, "lab", 80.0)
+        wait_for(lambda: direct.about("TooHot", "firing"), timeout=30, what="the webhook's firing notification")
+        wait_for(lambda: hook.about("TooHot", "firing"), timeout=30, what="Alertmanager's firing notification")
+        # The follower shows the leader's alert too.
+        follower_stub = alerts_pb2_grpc.AlertServiceStub(grpc.insecure_channel(follower_address))
+        wait_for(
+            lambda: (
+                [a.labels["room"] for a in follower_stub.ListAlerts(alerts_pb2.ListAlertsRequest(), timeout=5).alerts]
+                == ["lab"]
+            ),
+            what="the follower listing the leader's alert",
+        )
+
+        leader.kill()  # SIGKILL, while the alert fires
+        wait_for(lambda: leads in follower.log(), timeout=10, what="the follower taking over")
+        temperature(metrics, sensor.agent_token, "hall", 70.0)  # evaluated by the new leader alone
+        wait_for(
+            lambda: any(a["labels"]["room"] == "hall" for a in direct.about("TooHot", "firing")),
+            timeout=15,
+            what="the new leader's notification",
+        )
+        time.sleep(4)  # two resends to Alertmanager and several group intervals
+        direct_lab = [a for a in direct.about("TooHot", "firing") if a["labels"]["room"] == "lab"]
+        managed_lab = [a for a in hook.about("TooHot", "firing") if a["labels"]["room"] == "lab"]
+        assert len(direct_lab) == 1, direct.bodies
+        assert len(managed_lab) == 1, hook.bodies
+    finally:
+        direct.server.shutdown()
+        for process, _ in replicas:
+            process.kill()
