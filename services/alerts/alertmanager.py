@@ -33,9 +33,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from agent.logs import event
 from services.alerts.domain import Alert, State
 from services.alerts.http_post import PostFailed, post_json
-from services.alerts.notify import rfc3339
 from services.alerts.rules import RulesError, YamlReader
 from services.common.labels import is_label_name
+from services.common.timestamps import rfc3339
 
 _log = logging.getLogger("infrawatch.alerts.alertmanager")
 DEFAULT_RESEND_DELAY_S = 60.0

@@ -84,12 +84,12 @@ class PostgresLeadership:
 
     def release(self) -> None:
         if self._connection is not None and self._held:
-            with contextlib.suppress(self._errors):
+            with contextlib.suppress(*self._errors):
                 self._connection.execute(
                     text("SELECT pg_advisory_unlock(hashtext(:name), hashtext(current_schema()))"), {"name": LOCK_NAME}
                 )
         if self._connection is not None:
-            with contextlib.suppress(self._errors):
+            with contextlib.suppress(*self._errors):
                 self._connection.close()
         self._connection = None
         self._held = False

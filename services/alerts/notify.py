@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from services.alerts.domain import Alert, State
 from services.alerts.rules import Route
+from services.common.timestamps import rfc3339
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 60.0
 
@@ -121,12 +120,6 @@ def failed(delivery: Delivery, now_ms: int) -> GroupState:
     failures = delivery.group.failures + 1
     delay_s = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (failures - 1))
     return replace(delivery.group, failures=failures, next_attempt_ms=now_ms + int(delay_s * 1000))
-
-
-def rfc3339(ms: int | None) -> str:
-    if ms is None:
-        return ZERO_TIME
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:

@@ -1,11 +1,23 @@
-"""Conversions between epoch milliseconds and google.protobuf.Timestamp."""
+"""Conversions between epoch milliseconds and google.protobuf.Timestamp, and RFC 3339 text."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import InvalidArgument
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+"""How Alertmanager and Prometheus' API write "no time" (Go's zero time)."""
+
+
+def rfc3339(epoch_ms: int | None) -> str:
+    """An instant as RFC 3339 text in UTC with milliseconds; None is the zero time."""
+    if epoch_ms is None:
+        return ZERO_TIME
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_timestamp(epoch_ms: int) -> Timestamp:

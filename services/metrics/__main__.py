@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         **({"pool_size": workers, "max_overflow": 4} if settings.database_url else {}),
     )
     agents_channel = client_tls_from(settings).channel(settings.agents_address)
+    alerts_channel = client_tls_from(settings).channel(settings.alerts_address)
     registry = new_registry()
-    app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms, registry)
+    app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms, registry, alerts_channel)
     maintenance = MaintenancePolicy(
         retention_ms=config.limits.retention_ms,
         compaction_window_ms=int(settings.compaction_window * 1000),
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         app.close()
         blocking.shutdown(wait=False)
         agents_channel.close()
+        alerts_channel.close()
         engine.dispose()
 
 

@@ -23,6 +23,7 @@ from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import Ingestor
 from services.metrics.prom.http import PromSide, ServerStatus
 from services.metrics.prom.remote_write import DecodeLimits, RemoteWriteReceiver
+from services.metrics.prom.rules_api import AlertsRelay
 from services.metrics.query.promql.evaluator import QueryLimits
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
@@ -88,9 +89,10 @@ def build_metrics_app(
     stop: threading.Event,
     now_ms: Callable[[], int],
     registry: CollectorRegistry | None = None,
+    alerts_channel: grpc.Channel | None = None,
 ) -> MetricsApp:
     """`registry` receives the service's telemetry (a private one when not given, as in tests that
-    do not look at it)."""
+    do not look at it); `alerts_channel` is where the Prometheus side reads rules and alerts."""
     telemetry = MetricsTelemetry(registry if registry is not None else CollectorRegistry())
     samples: SampleStore = (
         PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
@@ -168,6 +170,9 @@ def build_metrics_app(
         promql_limits=QueryLimits(config.promql_max_samples, config.promql_max_points, config.promql_timeout_s),
         unreachable=unreachable_database_errors(),
         decode_limits=DecodeLimits(config.limits.max_series_per_batch, config.limits.max_samples_per_write),
+        alerts=AlertsRelay(alerts_channel, config.credentials.service_token, config.downstream_timeout_s)
+        if alerts_channel is not None
+        else None,
         status=ServerStatus(
             {
                 # Prometheus' flag names, for the settings that mean the same here.

@@ -82,6 +82,11 @@ METRICS_VARS: tuple[Var, ...] = (
         positive_int,
     ),
     Var("INFRAWATCH_AGENTS_ADDRESS", "localhost:50051", "host:port of the agents service (verifies tokens)."),
+    Var(
+        "INFRAWATCH_ALERTS_ADDRESS",
+        "localhost:50053",
+        "host:port of the alerts service, which the Prometheus side's /api/v1/rules and /api/v1/alerts relay.",
+    ),
     Var("INFRAWATCH_RETENTION", "15d", "Samples older than this are dropped.", duration_seconds),
     Var(
         "INFRAWATCH_MAINTENANCE_EVERY",
@@ -206,6 +211,7 @@ class MetricsSettings(TlsSettings):
     max_remote_write_bytes: int
     max_samples_per_write: int
     agents_address: str
+    alerts_address: str
     retention: float
     maintenance_every: float
     compaction_window: float

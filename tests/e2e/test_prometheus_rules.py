@@ -222,6 +222,33 @@ def test_a_prometheus_rule_file_records_and_fires_to_a_real_alertmanager_that_ro
         assert lab["status"]["state"] == "active"
         assert by_room["vault"]["status"]["state"] == "suppressed"  # the silence made there holds
 
+        # The Prometheus side answers Grafana's rules and alerts views from the alerts service.
+        prom = f"http://127.0.0.1:{platform_env['INFRAWATCH_PROM_PORT']}/api/v1"
+        with urllib.request.urlopen(f"{prom}/rules", timeout=5) as response:
+            (group,) = json.loads(response.read())["data"]["groups"]
+        recording, alerting = group["rules"]
+        assert (group["name"], group["interval"]) == ("rooms", 0.5)
+        assert (recording["type"], recording["name"], recording["health"]) == (
+            "recording",
+            "room:temperature_celsius:max",
+            "ok",
+        )
+        assert (alerting["type"], alerting["state"], alerting["query"]) == (
+            "alerting",
+            "firing",
+            "room:temperature_celsius:max > 50",
+        )
+        assert sorted(a["labels"]["room"] for a in alerting["alerts"]) == ["lab", "vault"]
+        assert alerting["annotations"]["summary"] == "{{ $labels.room }} is at {{ $value | humanize }} C"
+        with urllib.request.urlopen(f"{prom}/rules?type=record", timeout=5) as response:
+            assert [r["type"] for r in json.loads(response.read())["data"]["groups"][0]["rules"]] == ["recording"]
+        with urllib.request.urlopen(f"{prom}/alerts", timeout=5) as response:
+            listed = json.loads(response.read())["data"]["alerts"]
+        assert {(a["labels"]["room"], a["state"], a["value"]) for a in listed} == {
+            ("lab", "firing", "8e+01"),
+            ("vault", "firing", "9e+01"),
+        }
+
         # Alertmanager routes the lab alert to its webhook; the silenced one never goes out.
         wait_for(lambda: hook.about("TooHot", "firing"), timeout=30, what="Alertmanager's notification")
         time.sleep(3)  # past a resend (2 s) and Alertmanager's group interval (1 s)

@@ -21,12 +21,12 @@ from services.alerts.alertmanager import (
 from services.alerts.domain import Found, State
 from services.alerts.engine import STALE_NAN, AlertEngine, waves
 from services.alerts.http_post import PostFailed
-from services.alerts.notify import rfc3339 as notify_time
 from services.alerts.ports import AgentLiveness, WrittenSeries
 from services.alerts.rules import PromQLCondition, RulesError, load_rules
 from services.alerts.templates import Context, Sample, render
 from services.alerts.watch import AlertHub
 from services.common.errors import InvalidArgument, Unavailable
+from services.common.timestamps import rfc3339 as notify_time
 
 RULES = """
 groups:

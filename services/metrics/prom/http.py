@@ -60,6 +60,7 @@ from services.metrics.prom.remote_write import (
     decompress,
     rejections_summary,
 )
+from services.metrics.prom.rules_api import AlertsRelay, alerts_data, rules_data
 from services.metrics.query.promql.evaluator import Evaluator, QueryLimits
 from services.metrics.query.promql.parser import format_query as formatted
 from services.metrics.query.promql.parser import parse_duration
@@ -155,6 +156,8 @@ class PromSide:
     unreachable: tuple[type[BaseException], ...] = ()
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
     status: ServerStatus = field(default_factory=lambda: ServerStatus({}))
+    alerts: AlertsRelay | None = None
+    """Where /api/v1/rules and /api/v1/alerts are read from; None answers no rules."""
 
 
 class PromTelemetry:
@@ -391,6 +394,21 @@ def build_prom_app(side: PromSide) -> Starlette:
             }
         )
 
+    async def rules(request: Request) -> Response:
+        given = await params(request)
+        kind = given.get("type", [""])[-1]
+        relay = side.alerts
+        if relay is None:
+            return answered(request, {"groups": []})
+        found, alerts = await read_data(request, relay.rules_and_alerts)
+        return answered(request, rules_data(found, alerts, kind))
+
+    async def alerts(request: Request) -> Response:
+        relay = side.alerts
+        if relay is None:
+            return answered(request, {"alerts": []})
+        return answered(request, alerts_data(await read_data(request, relay.alerts)))
+
     async def ready(request: Request) -> Response:
         return PlainTextResponse("InfraWatch metrics (Prometheus side) is ready.\n")
 
@@ -406,6 +424,8 @@ def build_prom_app(side: PromSide) -> Starlette:
         Route("/api/v1/query_exemplars", handler("query_exemplars", exemplars), methods=both),
         Route("/api/v1/format_query", handler("format_query", format_query), methods=both),
         Route("/api/v1/targets", handler("targets", targets), methods=["GET"]),
+        Route("/api/v1/rules", handler("rules", rules), methods=["GET"]),
+        Route("/api/v1/alerts", handler("alerts", alerts), methods=["GET"]),
         Route("/api/v1/status/buildinfo", handler("buildinfo", buildinfo), methods=["GET"]),
         Route("/api/v1/status/config", handler("config", config), methods=["GET"]),
         Route("/api/v1/status/flags", handler("flags", flags), methods=["GET"]),

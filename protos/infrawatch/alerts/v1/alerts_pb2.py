@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!infrawatch/alerts/v1/alerts.proto\x12\x14infrawatch.alerts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n\x05\x41lert\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .infrawatch.alerts.v1.AlertState\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.infrawatch.alerts.v1.Alert.LabelsEntry\x12\x41\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32,.infrawatch.alerts.v1.Alert.AnnotationsEntry\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x30\n\x0c\x61\x63tive_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66ired_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bsilenced_by\x18\n \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x11ListAlertsRequest\x12\x30\n\x06states\x18\x01 \x03(\x0e\x32 .infrawatch.alerts.v1.AlertState\x12\x10\n\x08matchers\x18\x02 \x01(\t\"A\n\x12ListAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\"&\n\x12WatchAlertsRequest\x12\x10\n\x08matchers\x18\x01 \x01(\t\"T\n\x13WatchAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"\xa7\x03\n\x04Rule\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12+\n\x08interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03\x66or\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32&.infrawatch.alerts.v1.Rule.LabelsEntry\x12\x33\n\x0flast_evaluation\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x18last_evaluation_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x0f\n\x07pending\x18\x0b \x01(\r\x12\x0e\n\x06\x66iring\x18\x0c \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListRulesRequest\"{\n\x11ListRulesResponse\x12)\n\x05rules\x18\x01 \x03(\x0b\x32\x1a.infrawatch.alerts.v1.Rule\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ReloadRulesRequest\"4\n\x13ReloadRulesResponse\x12\x0e\n\x06groups\x18\x01 \x01(\r\x12\r\n\x05rules\x18\x02 \x01(\r\"U\n\x07Matcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.infrawatch.alerts.v1.MatchType\x12\r\n\x05value\x18\x03 \x01(\t\"\x83\x02\n\x07Silence\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x08matchers\x18\x02 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Matcher\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x08 \x01(\t\"\xc4\x01\n\x14\x43reateSilenceRequest\x12/\n\x08matchers\x18\x01 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Matcher\x12-\n\tstarts_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"G\n\x15\x43reateSilenceResponse\x12.\n\x07silence\x18\x01 \x01(\x0b\x32\x1d.infrawatch.alerts.v1.Silence\".\n\x13ListSilencesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"G\n\x14ListSilencesResponse\x12/\n\x08silences\x18\x01 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Silence\"\"\n\x14\x45xpireSilenceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x15\x45xpireSilenceResponse\x12.\n\x07silence\x18\x01 \x01(\x0b\x32\x1d.infrawatch.alerts.v1.Silence*t\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_STATE_PENDING\x10\x01\x12\x16\n\x12\x41LERT_STATE_FIRING\x10\x02\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x03*k\n\tMatchType\x12\x14\n\x10MATCH_TYPE_EQUAL\x10\x00\x12\x18\n\x14MATCH_TYPE_NOT_EQUAL\x10\x01\x12\x14\n\x10MATCH_TYPE_REGEX\x10\x02\x12\x18\n\x14MATCH_TYPE_NOT_REGEX\x10\x03\x32\xd2\x05\n\x0c\x41lertService\x12_\n\nListAlerts\x12\'.infrawatch.alerts.v1.ListAlertsRequest\x1a(.infrawatch.alerts.v1.ListAlertsResponse\x12\x64\n\x0bWatchAlerts\x12(.infrawatch.alerts.v1.WatchAlertsRequest\x1a).infrawatch.alerts.v1.WatchAlertsResponse0\x01\x12\\\n\tListRules\x12&.infrawatch.alerts.v1.ListRulesRequest\x1a\'.infrawatch.alerts.v1.ListRulesResponse\x12\x62\n\x0bReloadRules\x12(.infrawatch.alerts.v1.ReloadRulesRequest\x1a).infrawatch.alerts.v1.ReloadRulesResponse\x12h\n\rCreateSilence\x12*.infrawatch.alerts.v1.CreateSilenceRequest\x1a+.infrawatch.alerts.v1.CreateSilenceResponse\x12\x65\n\x0cListSilences\x12).infrawatch.alerts.v1.ListSilencesRequest\x1a*.infrawatch.alerts.v1.ListSilencesResponse\x12h\n\rExpireSilence\x12*.infrawatch.alerts.v1.ExpireSilenceRequest\x1a+.infrawatch.alerts.v1.ExpireSilenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!infrawatch/alerts/v1/alerts.proto\x12\x14infrawatch.alerts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n\x05\x41lert\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .infrawatch.alerts.v1.AlertState\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.infrawatch.alerts.v1.Alert.LabelsEntry\x12\x41\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32,.infrawatch.alerts.v1.Alert.AnnotationsEntry\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x30\n\x0c\x61\x63tive_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66ired_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bsilenced_by\x18\n \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x11ListAlertsRequest\x12\x30\n\x06states\x18\x01 \x03(\x0e\x32 .infrawatch.alerts.v1.AlertState\x12\x10\n\x08matchers\x18\x02 \x01(\t\"A\n\x12ListAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\"&\n\x12WatchAlertsRequest\x12\x10\n\x08matchers\x18\x01 \x01(\t\"T\n\x13WatchAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.infrawatch.alerts.v1.Alert\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"\xde\x04\n\x04Rule\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12+\n\x08interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03\x66or\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32&.infrawatch.alerts.v1.Rule.LabelsEntry\x12\x33\n\x0flast_evaluation\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x18last_evaluation_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x0f\n\x07pending\x18\x0b \x01(\r\x12\x0e\n\x06\x66iring\x18\x0c \x01(\r\x12\x0b\n\x03key\x18\r \x01(\t\x12@\n\x0b\x61nnotations\x18\x0e \x03(\x0b\x32+.infrawatch.alerts.v1.Rule.AnnotationsEntry\x12\x32\n\x0fkeep_firing_for\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListRulesRequest\"{\n\x11ListRulesResponse\x12)\n\x05rules\x18\x01 \x03(\x0b\x32\x1a.infrawatch.alerts.v1.Rule\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ReloadRulesRequest\"4\n\x13ReloadRulesResponse\x12\x0e\n\x06groups\x18\x01 \x01(\r\x12\r\n\x05rules\x18\x02 \x01(\r\"U\n\x07Matcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.infrawatch.alerts.v1.MatchType\x12\r\n\x05value\x18\x03 \x01(\t\"\x83\x02\n\x07Silence\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x08matchers\x18\x02 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Matcher\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x08 \x01(\t\"\xc4\x01\n\x14\x43reateSilenceRequest\x12/\n\x08matchers\x18\x01 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Matcher\x12-\n\tstarts_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"G\n\x15\x43reateSilenceResponse\x12.\n\x07silence\x18\x01 \x01(\x0b\x32\x1d.infrawatch.alerts.v1.Silence\".\n\x13ListSilencesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"G\n\x14ListSilencesResponse\x12/\n\x08silences\x18\x01 \x03(\x0b\x32\x1d.infrawatch.alerts.v1.Silence\"\"\n\x14\x45xpireSilenceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x15\x45xpireSilenceResponse\x12.\n\x07silence\x18\x01 \x01(\x0b\x32\x1d.infrawatch.alerts.v1.Silence*t\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_STATE_PENDING\x10\x01\x12\x16\n\x12\x41LERT_STATE_FIRING\x10\x02\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x03*k\n\tMatchType\x12\x14\n\x10MATCH_TYPE_EQUAL\x10\x00\x12\x18\n\x14MATCH_TYPE_NOT_EQUAL\x10\x01\x12\x14\n\x10MATCH_TYPE_REGEX\x10\x02\x12\x18\n\x14MATCH_TYPE_NOT_REGEX\x10\x03\x32\xd2\x05\n\x0c\x41lertService\x12_\n\nListAlerts\x12\'.infrawatch.alerts.v1.ListAlertsRequest\x1a(.infrawatch.alerts.v1.ListAlertsResponse\x12\x64\n\x0bWatchAlerts\x12(.infrawatch.alerts.v1.WatchAlertsRequest\x1a).infrawatch.alerts.v1.WatchAlertsResponse0\x01\x12\\\n\tListRules\x12&.infrawatch.alerts.v1.ListRulesRequest\x1a\'.infrawatch.alerts.v1.ListRulesResponse\x12\x62\n\x0bReloadRules\x12(.infrawatch.alerts.v1.ReloadRulesRequest\x1a).infrawatch.alerts.v1.ReloadRulesResponse\x12h\n\rCreateSilence\x12*.infrawatch.alerts.v1.CreateSilenceRequest\x1a+.infrawatch.alerts.v1.CreateSilenceResponse\x12\x65\n\x0cListSilences\x12).infrawatch.alerts.v1.ListSilencesRequest\x1a*.infrawatch.alerts.v1.ListSilencesResponse\x12h\n\rExpireSilence\x12*.infrawatch.alerts.v1.ExpireSilenceRequest\x1a+.infrawatch.alerts.v1.ExpireSilenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,10 +39,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALERT_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_RULE_LABELSENTRY']._loaded_options = None
   _globals['_RULE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ALERTSTATE']._serialized_start=2402
-  _globals['_ALERTSTATE']._serialized_end=2518
-  _globals['_MATCHTYPE']._serialized_start=2520
-  _globals['_MATCHTYPE']._serialized_end=2627
+  _globals['_RULE_ANNOTATIONSENTRY']._loaded_options = None
+  _globals['_RULE_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_ALERTSTATE']._serialized_start=2585
+  _globals['_ALERTSTATE']._serialized_end=2701
+  _globals['_MATCHTYPE']._serialized_start=2703
+  _globals['_MATCHTYPE']._serialized_end=2810
   _globals['_ALERT']._serialized_start=125
   _globals['_ALERT']._serialized_end=620
   _globals['_ALERT_LABELSENTRY']._serialized_start=523
@@ -58,33 +60,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHALERTSRESPONSE']._serialized_start=818
   _globals['_WATCHALERTSRESPONSE']._serialized_end=902
   _globals['_RULE']._serialized_start=905
-  _globals['_RULE']._serialized_end=1328
+  _globals['_RULE']._serialized_end=1511
   _globals['_RULE_LABELSENTRY']._serialized_start=523
   _globals['_RULE_LABELSENTRY']._serialized_end=568
-  _globals['_LISTRULESREQUEST']._serialized_start=1330
-  _globals['_LISTRULESREQUEST']._serialized_end=1348
-  _globals['_LISTRULESRESPONSE']._serialized_start=1350
-  _globals['_LISTRULESRESPONSE']._serialized_end=1473
-  _globals['_RELOADRULESREQUEST']._serialized_start=1475
-  _globals['_RELOADRULESREQUEST']._serialized_end=1495
-  _globals['_RELOADRULESRESPONSE']._serialized_start=1497
-  _globals['_RELOADRULESRESPONSE']._serialized_end=1549
-  _globals['_MATCHER']._serialized_start=1551
-  _globals['_MATCHER']._serialized_end=1636
-  _globals['_SILENCE']._serialized_start=1639
-  _globals['_SILENCE']._serialized_end=1898
-  _globals['_CREATESILENCEREQUEST']._serialized_start=1901
-  _globals['_CREATESILENCEREQUEST']._serialized_end=2097
-  _globals['_CREATESILENCERESPONSE']._serialized_start=2099
-  _globals['_CREATESILENCERESPONSE']._serialized_end=2170
-  _globals['_LISTSILENCESREQUEST']._serialized_start=2172
-  _globals['_LISTSILENCESREQUEST']._serialized_end=2218
-  _globals['_LISTSILENCESRESPONSE']._serialized_start=2220
-  _globals['_LISTSILENCESRESPONSE']._serialized_end=2291
-  _globals['_EXPIRESILENCEREQUEST']._serialized_start=2293
-  _globals['_EXPIRESILENCEREQUEST']._serialized_end=2327
-  _globals['_EXPIRESILENCERESPONSE']._serialized_start=2329
-  _globals['_EXPIRESILENCERESPONSE']._serialized_end=2400
-  _globals['_ALERTSERVICE']._serialized_start=2630
-  _globals['_ALERTSERVICE']._serialized_end=3352
+  _globals['_RULE_ANNOTATIONSENTRY']._serialized_start=570
+  _globals['_RULE_ANNOTATIONSENTRY']._serialized_end=620
+  _globals['_LISTRULESREQUEST']._serialized_start=1513
+  _globals['_LISTRULESREQUEST']._serialized_end=1531
+  _globals['_LISTRULESRESPONSE']._serialized_start=1533
+  _globals['_LISTRULESRESPONSE']._serialized_end=1656
+  _globals['_RELOADRULESREQUEST']._serialized_start=1658
+  _globals['_RELOADRULESREQUEST']._serialized_end=1678
+  _globals['_RELOADRULESRESPONSE']._serialized_start=1680
+  _globals['_RELOADRULESRESPONSE']._serialized_end=1732
+  _globals['_MATCHER']._serialized_start=1734
+  _globals['_MATCHER']._serialized_end=1819
+  _globals['_SILENCE']._serialized_start=1822
+  _globals['_SILENCE']._serialized_end=2081
+  _globals['_CREATESILENCEREQUEST']._serialized_start=2084
+  _globals['_CREATESILENCEREQUEST']._serialized_end=2280
+  _globals['_CREATESILENCERESPONSE']._serialized_start=2282
+  _globals['_CREATESILENCERESPONSE']._serialized_end=2353
+  _globals['_LISTSILENCESREQUEST']._serialized_start=2355
+  _globals['_LISTSILENCESREQUEST']._serialized_end=2401
+  _globals['_LISTSILENCESRESPONSE']._serialized_start=2403
+  _globals['_LISTSILENCESRESPONSE']._serialized_end=2474
+  _globals['_EXPIRESILENCEREQUEST']._serialized_start=2476
+  _globals['_EXPIRESILENCEREQUEST']._serialized_end=2510
+  _globals['_EXPIRESILENCERESPONSE']._serialized_start=2512
+  _globals['_EXPIRESILENCERESPONSE']._serialized_end=2583
+  _globals['_ALERTSERVICE']._serialized_start=2813
+  _globals['_ALERTSERVICE']._serialized_end=3535
 # @@protoc_insertion_point(module_scope)

@@ -100,8 +100,15 @@ class WatchAlertsResponse(_message.Message):
     def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("group", "name", "kind", "condition", "interval", "labels", "last_evaluation", "last_evaluation_duration", "last_error", "pending", "firing")
+    __slots__ = ("group", "name", "kind", "condition", "interval", "labels", "last_evaluation", "last_evaluation_duration", "last_error", "pending", "firing", "key", "annotations", "keep_firing_for")
     class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +127,9 @@ class Rule(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     FIRING_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIRING_FOR_FIELD_NUMBER: _ClassVar[int]
     group: str
     name: str
     kind: str
@@ -131,7 +141,10 @@ class Rule(_message.Message):
     last_error: str
     pending: int
     firing: int
-    def __init__(self, group: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., condition: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_evaluation: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_evaluation_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_error: _Optional[str] = ..., pending: _Optional[int] = ..., firing: _Optional[int] = ..., **kwargs) -> None: ...
+    key: str
+    annotations: _containers.ScalarMap[str, str]
+    keep_firing_for: _duration_pb2.Duration
+    def __init__(self, group: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., condition: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_evaluation: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_evaluation_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_error: _Optional[str] = ..., pending: _Optional[int] = ..., firing: _Optional[int] = ..., key: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ..., keep_firing_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., **kwargs) -> None: ...
 
 class ListRulesRequest(_message.Message):
     __slots__ = ()
