@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from services.alerts.domain import Alert, State
-from services.alerts.rules import Route
+from services.alerts.rules import Route, routes_for
 from services.common.timestamps import rfc3339
 
 RETRY_BASE_S = 1.0
@@ -53,13 +53,11 @@ class Delivery:
 
 
 def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The group's identity: the route (its place in the tree and receiver) and the values of its
+    `group_by` labels, as Alertmanager's group key."""
     group_labels = {name: labels.get(name, "") for name in route.group_by}
-    return f"{route.receiver}:{json.dumps(sorted(group_labels.items()), separators=(',', ':'))}", group_labels
-
-
-def route_of(routes: tuple[Route, ...], labels: dict[str, str]) -> Route | None:
-    """The first route whose matchers match."""
-    return next((route for route in routes if route.matches(labels)), None)
+    labels_text = json.dumps(sorted(group_labels.items()), separators=(",", ":"))
+    return f"{route.path}/{route.receiver}:{labels_text}", group_labels
 
 
 def plan(
@@ -76,17 +74,15 @@ def plan(
     for alert in alerts:
         if alert.fingerprint in silenced or alert.state is State.PENDING:
             continue
-        route = route_of(routes, alert.labels)
-        if route is None:
-            continue
-        key, group_labels = group_key(route, alert.labels)
-        state = kept.get(key)
-        if alert.state is State.RESOLVED and (state is None or state.notified.get(alert.fingerprint) != "firing"):
-            continue  # the receiver never heard of it firing: nothing to resolve
-        if state is None:
-            kept[key] = GroupState(key, route.receiver, group_labels, first_seen_ms=now_ms)
-        members.setdefault(key, []).append(alert)
-        routed[key] = route
+        for route in routes_for(routes, alert.labels):
+            key, group_labels = group_key(route, alert.labels)
+            state = kept.get(key)
+            if alert.state is State.RESOLVED and (state is None or state.notified.get(alert.fingerprint) != "firing"):
+                continue  # the receiver never heard of it firing: nothing to resolve
+            if state is None:
+                kept[key] = GroupState(key, route.receiver, group_labels, first_seen_ms=now_ms)
+            members.setdefault(key, []).append(alert)
+            routed[key] = route
     due = []
     for key, state in list(kept.items()):
         current = members.get(key, [])

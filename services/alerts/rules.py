@@ -155,7 +155,10 @@ class Receiver:
 
 @dataclass(frozen=True)
 class Route:
-    """Alerts whose labels match go to `receiver`, batched per `group_by` label values."""
+    """A node of the routing tree, as Alertmanager's: alerts whose labels match go down to the
+    first child that matches (and on to later ones while a matching child says `continue`), or,
+    when no child matches, to this route's `receiver`, batched per `group_by` label values.
+    Children inherit the receiver, grouping and timings they do not set."""
 
     receiver: str
     matchers: tuple[Matcher, ...] = ()
@@ -163,9 +166,29 @@ class Route:
     group_wait_s: float = 30.0
     group_interval_s: float = 300.0
     repeat_interval_s: float = 4 * 3600.0
+    continue_matching: bool = False
+    routes: tuple[Route, ...] = ()
+    path: str = ""
+    """Where the route sits in the tree ("" for a top-level route, "0.2" for a child's child);
+    part of its groups' keys, so two routes to one receiver keep their groups apart."""
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(m.matches(labels.get(m.name, "")) for m in self.matchers)
+
+    def destinations(self, labels: dict[str, str]) -> list[Route]:
+        """The routes that take an alert with `labels` (this one matched already)."""
+        found: list[Route] = []
+        for child in self.routes:
+            if child.matches(labels):
+                found.extend(child.destinations(labels))
+                if not child.continue_matching:
+                    break
+        return found or ([self] if self.receiver else [])
+
+
+def routes_for(routes: tuple[Route, ...], labels: dict[str, str]) -> list[Route]:
+    """Every route that takes the alert: the top-level list behaves as the children of a root."""
+    return Route("", routes=routes).destinations(labels)
 
 
 @dataclass(frozen=True)
@@ -286,14 +309,18 @@ class YamlReader:
         return tuple(sorted(pairs))
 
     def matchers(self, node: yaml.Node | None, where: str) -> tuple[Matcher, ...]:
+        """A selector (`'{a="b", c=~"d"}'`), or Alertmanager's list of matchers (`['a="b"', 'c=~"d"']`)."""
         if node is None:
             return ()
-        raw = self.text(node, where)
-        try:
-            return tuple(parse_selector(raw if raw.lstrip().startswith("{") else "{" + raw + "}"))
-        except InvalidArgument as exc:
-            self.problem(node, where, str(exc))
-            return ()
+        items = list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
+        found: list[Matcher] = []
+        for item in items:
+            raw = self.text(item, where)
+            try:
+                found.extend(parse_selector(raw if raw.lstrip().startswith("{") else "{" + raw + "}"))
+            except InvalidArgument as exc:
+                self.problem(item, where, str(exc))
+        return tuple(found)
 
 
 _PROMETHEUS_RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
@@ -427,8 +454,60 @@ def _rule(reader: YamlReader, node: yaml.Node, group: str, seen: set[str]) -> Ru
     )
 
 
+_ROUTE_KEYS = {
+    "receiver",
+    "matchers",
+    "group_by",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "continue",
+    "routes",
+}
+
+
+def _route(
+    reader: YamlReader, node: yaml.Node, receivers: dict[str, Receiver], parent: Route, path: str
+) -> Route | None:
+    """One route (at `path` in the tree) and its children, each inheriting what it does not set."""
+    fields = reader.mapping(node, "route", _ROUTE_KEYS)
+    if fields is None:
+        return None
+    receiver = reader.text(fields.get("receiver"), "route: receiver", required=not parent.receiver) or parent.receiver
+    where = f"route to {receiver or '?'}"
+    if receiver and receiver not in receivers:
+        reader.problem(fields.get("receiver"), where, f"no receiver is named {receiver!r}")
+    continue_matching = False
+    if "continue" in fields:
+        text = reader.text(fields["continue"], f"{where}: continue")
+        if text not in ("true", "false"):
+            reader.problem(fields["continue"], f"{where}: continue", "expected true or false")
+        continue_matching = text == "true"
+    route = Route(
+        receiver=receiver,
+        matchers=reader.matchers(fields.get("matchers"), f"{where}: matchers"),
+        group_by=reader.names(fields.get("group_by"), f"{where}: group_by", parent.group_by),
+        group_wait_s=reader.duration(fields.get("group_wait"), f"{where}: group_wait", parent.group_wait_s, True),
+        group_interval_s=reader.duration(
+            fields.get("group_interval"), f"{where}: group_interval", parent.group_interval_s
+        ),
+        repeat_interval_s=reader.duration(
+            fields.get("repeat_interval"), f"{where}: repeat_interval", parent.repeat_interval_s
+        ),
+        continue_matching=continue_matching,
+        path=path,
+    )
+    children = [
+        _route(reader, item, receivers, route, f"{path}.{index}")
+        for index, item in enumerate(
+            reader.sequence(fields["routes"], f"{where}: routes") if "routes" in fields else []
+        )
+    ]
+    return replace(route, routes=tuple(child for child in children if child is not None))
+
+
 def _notifications(reader: YamlReader, node: yaml.Node) -> tuple[dict[str, Receiver], tuple[Route, ...]]:
-    keys = reader.mapping(node, "notifications", {"receivers", "routes"}) or {}
+    keys = reader.mapping(node, "notifications", {"receivers", "routes", "route"}) or {}
     receivers: dict[str, Receiver] = {}
     for item in reader.sequence(keys["receivers"], "notifications: receivers") if "receivers" in keys else []:
         fields = reader.mapping(item, "receiver", {"name", "webhook_url", "timeout"}) or {}
@@ -441,24 +520,17 @@ def _notifications(reader: YamlReader, node: yaml.Node) -> tuple[dict[str, Recei
         if name in receivers:
             reader.problem(item, f"receiver {name}", "another receiver has the same name")
         receivers[name] = Receiver(name, url, reader.duration(fields.get("timeout"), f"receiver {name}: timeout", 10.0))
-    routes = []
-    route_keys = {"receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval"}
-    for item in reader.sequence(keys["routes"], "notifications: routes") if "routes" in keys else []:
-        fields = reader.mapping(item, "route", route_keys) or {}
-        receiver = reader.text(fields.get("receiver"), "route: receiver")
-        where = f"route to {receiver}"
-        if receiver and receiver not in receivers:
-            reader.problem(fields.get("receiver"), where, f"no receiver is named {receiver!r}")
-        routes.append(
-            Route(
-                receiver=receiver,
-                matchers=reader.matchers(fields.get("matchers"), f"{where}: matchers"),
-                group_by=reader.names(fields.get("group_by"), f"{where}: group_by", ("alertname",)),
-                group_wait_s=reader.duration(fields.get("group_wait"), f"{where}: group_wait", 30.0, allow_zero=True),
-                group_interval_s=reader.duration(fields.get("group_interval"), f"{where}: group_interval", 300.0),
-                repeat_interval_s=reader.duration(fields.get("repeat_interval"), f"{where}: repeat_interval", 14400.0),
-            )
-        )
+    routes: list[Route] = []
+    if "route" in keys and "routes" in keys:
+        reader.problem(keys["routes"], "notifications", "give either `route:` (a tree, as Alertmanager's) or `routes:`")
+    elif "route" in keys:
+        root = _route(reader, keys["route"], receivers, Route(""), "r")
+        routes = [root] if root is not None else []
+    elif "routes" in keys:
+        for index, item in enumerate(reader.sequence(keys["routes"], "notifications: routes")):
+            route = _route(reader, item, receivers, Route(""), str(index))
+            if route is not None:
+                routes.append(route)
     if receivers and not routes:
         reader.problem(node, "notifications", "receivers are configured but no route sends anything to them")
     return receivers, tuple(routes)

@@ -250,3 +250,54 @@ def test_a_failed_evaluation_keeps_alerts_as_they_were_and_shows_on_the_rule(rul
     metrics.found = []
     engine.evaluate(cpu)
     assert engine.alerts()[0].state is State.RESOLVED and engine.health("HighCpu").error == ""
+
+
+TREE = """
+groups: [{name: g, rules: [{alert: A, expr: vector(1)}]}]
+notifications:
+  receivers:
+    - {name: default, webhook_url: "http://127.0.0.1:9/default"}
+    - {name: db, webhook_url: "http://127.0.0.1:9/db"}
+    - {name: audit, webhook_url: "http://127.0.0.1:9/audit"}
+    - {name: pager, webhook_url: "http://127.0.0.1:9/pager"}
+  route:
+    receiver: default
+    group_by: [alertname]
+    group_wait: 10s
+    routes:
+      - matchers: ['team="db"']
+        receiver: db
+        group_by: [alertname, host]
+        routes:
+          - matchers: ['severity="critical"']
+            receiver: pager
+            repeat_interval: 5m
+      - matchers: ['env=~"prod|staging"']
+        receiver: audit
+        continue: true
+      - matchers: ['env="prod"']
+        receiver: db
+"""
+
+
+def test_the_routing_tree_routes_as_alertmanager_does():
+    from services.alerts.rules import routes_for
+
+    (root,) = load_rules(TREE, "tree.yml").routes
+    to = lambda **labels: [(r.receiver, r.path) for r in routes_for((root,), labels)]  # noqa: E731
+    assert to(alertname="A") == [("default", "r")]  # no child matches: the root takes it
+    assert to(team="db") == [("db", "r.0")]
+    assert to(team="db", severity="critical") == [("pager", "r.0.0")]  # the deepest match
+    assert to(env="prod") == [("audit", "r.1"), ("db", "r.2")]  # `continue` goes on to the next sibling
+    assert to(env="staging") == [("audit", "r.1")]
+    assert to(team="db", env="prod") == [("db", "r.0")]  # the first match without continue stops
+    pager = root.routes[0].routes[0]
+    assert (pager.group_by, pager.group_wait_s, pager.repeat_interval_s) == (("alertname", "host"), 10.0, 300.0)
+
+
+def test_two_routes_to_one_receiver_keep_their_groups_apart():
+    (root,) = load_rules(TREE, "tree.yml").routes
+    alert = Alert("f1", "A", State.FIRING, {"alertname": "A", "env": "prod", "team": "x"}, {}, 1.0, 0, 0)
+    due, kept = notify.plan([alert], set(), (root,), {}, now_ms=60_000)
+    assert sorted(group.receiver for group in kept.values()) == ["audit", "db"]
+    assert len({key for key in kept}) == 2
