@@ -298,6 +298,6 @@ def test_the_routing_tree_routes_as_alertmanager_does():
 def test_two_routes_to_one_receiver_keep_their_groups_apart():
     (root,) = load_rules(TREE, "tree.yml").routes
     alert = Alert("f1", "A", State.FIRING, {"alertname": "A", "env": "prod", "team": "x"}, {}, 1.0, 0, 0)
-    due, kept = notify.plan([alert], set(), (root,), {}, now_ms=60_000)
+    _, kept = notify.plan([alert], set(), (root,), {}, now_ms=60_000)
     assert sorted(group.receiver for group in kept.values()) == ["audit", "db"]
     assert len({key for key in kept}) == 2
