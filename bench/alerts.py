@@ -2,9 +2,12 @@
 the sample that crosses a threshold.
 
 1. Evaluation: agents and metrics run as processes; a fleet of SERIES series (one per `node`)
-   holds five minutes of samples; RULES rules each average that metric per node over 5 m and
-   compare it with their own threshold. One evaluation cycle of all rules (in parallel on the
-   engine's pool, each one QueryRange through the real gRPC client) is timed CYCLES times.
+   holds five minutes of samples; RULES Prometheus-format alerting rules each average that
+   metric per node over a window (`avg by (node) (avg_over_time(bench_load[300s])) > 90`),
+   QUERIES distinct expressions among them (windows of 300 s, 301 s, ...; rules sharing one
+   differ in their labels, as warning/critical pairs do). One evaluation cycle of all rules (in
+   parallel on the engine's pool, each distinct expression one InstantQuery to the metrics
+   service's PromQL engine through the real gRPC client) is timed CYCLES times.
 2. Notification delay (`for: 0`, a 1 s evaluation interval, group_wait 0): a sample crossing the
    threshold is ingested, and the time until the webhook request arrives at a local HTTP
    receiver is measured, ROUNDS times.
@@ -43,15 +46,12 @@ def log(message: str) -> None:
 
 
 def evaluation_rules(count: int, queries: int) -> str:
-    """`count` rules over `queries` distinct queries (windows of 300 s, 301 s, ...), so that rules
-    sharing a query differ only in their thresholds, as warning/critical pairs do."""
+    """`count` rules over `queries` distinct PromQL expressions (windows of 300 s, 301 s, ...);
+    rules sharing an expression differ in their labels."""
     rules = "\n".join(
         f"""      - alert: Load{i:04d}
-        metric: bench_load
-        window: {300 + i % queries}s
-        group_by: [node]
-        op: ">"
-        threshold: {90 + i * 0.01:.2f}"""
+        expr: avg by (node) (avg_over_time(bench_load[{300 + i % queries}s])) > 90
+        labels: {{tier: t{i}}}"""
         for i in range(count)
     )
     return f"groups:\n  - name: bench\n    interval: 1h\n    rules:\n{rules}\n"
@@ -63,12 +63,7 @@ def delay_rules(port: int) -> str:
     interval: 1s
     rules:
       - alert: Crossed
-        metric: bench_trigger
-        aggregation: last
-        window: 10s
-        group_by: [round]
-        op: ">"
-        threshold: 50
+        expr: last_over_time(bench_trigger[10s]) > 50
 notifications:
   receivers: [{{name: hook, webhook_url: "http://127.0.0.1:{port}/hook"}}]
   routes: [{{receiver: hook, group_by: [round], group_wait: 0s, group_interval: 1s}}]
@@ -141,7 +136,7 @@ def main() -> int:
             started = time.perf_counter()
             alerts.evaluate_all()
             cycles.append(time.perf_counter() - started)
-        errors = [alerts.health(r.name).error for r in alerts.rules.rules if alerts.health(r.name).error]  # type: ignore[union-attr]
+        errors = [alerts.health(r.key).error for r in alerts.rules.rules if alerts.health(r.key).error]  # type: ignore[union-attr]
         firing = len(alerts.alerts())
         log(f"cycles: {[round(c, 3) for c in cycles]} s; {firing} alerts; {len(errors)} evaluation errors")
 

@@ -25,6 +25,7 @@ from services.metrics.prom.http import PromSide, ServerStatus
 from services.metrics.prom.remote_write import DecodeLimits, RemoteWriteReceiver
 from services.metrics.prom.rules_api import AlertsRelay
 from services.metrics.query.promql.evaluator import QueryLimits
+from services.metrics.query.promql.selection_cache import SelectionCache
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
 from services.metrics.storage.catalog import SeriesCatalog
@@ -140,6 +141,8 @@ def build_metrics_app(
         promql_pool=promql_pool,
         promql_limits=QueryLimits(config.promql_max_samples, config.promql_max_points, config.promql_timeout_s),
         lookback_ms=config.lookback_ms,
+        # InstantQuery serves alerting rules: a cycle's queries at one instant share their reads.
+        selection_cache=SelectionCache(),
     )
     telemetry.gauge("infrawatch_ingest_open_streams", "StreamMetrics calls open now.", lambda: slots.open)
     telemetry.gauge("infrawatch_watch_open_streams", "WatchMetrics calls open now.", lambda: watch_slots.open)

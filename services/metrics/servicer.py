@@ -35,6 +35,7 @@ from services.metrics.ingest.commit import GroupCommitter
 from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, PreparedBatch
 from services.metrics.query import use_cases as query
 from services.metrics.query.promql.evaluator import Evaluator, QueryLimits
+from services.metrics.query.promql.selection_cache import SelectionCache
 from services.metrics.query.promql.values import Matrix, Scalar, Text
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.telemetry import MetricsTelemetry
@@ -182,6 +183,7 @@ class MetricsServicer:
         promql_pool: Executor | None = None,
         promql_limits: QueryLimits | None = None,
         lookback_ms: int = 300_000,
+        selection_cache: SelectionCache | None = None,
     ) -> None:
         self._ingestor = ingestor
         self._queries = queries
@@ -198,6 +200,7 @@ class MetricsServicer:
         self._promql_pool = promql_pool or query_pool
         self._promql_limits = promql_limits or QueryLimits()
         self._lookback_ms = lookback_ms
+        self._selection_cache = selection_cache
 
     def _identify(self, token: str) -> tuple[AgentIdentity, bool]:
         """Who writes, and whether as a remote writer: the service token is the rules writer."""
@@ -328,7 +331,8 @@ class MetricsServicer:
             raise InvalidArgument("query is required: a PromQL expression such as `up == 0`")
         began = time.perf_counter()
         at_ms = to_epoch_ms(request.time, "time") if request.HasField("time") else self._queries.now_ms()
-        result = Evaluator(self._queries, self._lookback_ms, limits).instant(request.query, at_ms / 1000)
+        evaluator = Evaluator(self._queries, self._lookback_ms, limits, self._selection_cache)
+        result = evaluator.instant(request.query, at_ms / 1000)
         self._telemetry.query_seconds.labels("promql").observe(time.perf_counter() - began)
         value = result.value
         if isinstance(value, Scalar):

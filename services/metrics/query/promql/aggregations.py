@@ -4,6 +4,7 @@ limit_ratio."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -27,10 +28,19 @@ def grouping(modifier: Any) -> Callable[[LabelSet], LabelSet]:
     if modifier is None:
         return lambda labels: ()
     if modifier.type == ast.AggModifierType.By:
-        wanted = set(modifier.labels)
-        return lambda labels: tuple(pair for pair in labels if pair[0] in wanted)
-    unwanted = {*modifier.labels, METRIC_NAME}
-    return lambda labels: tuple(pair for pair in labels if pair[0] not in unwanted)
+        return functools.partial(_kept, frozenset(modifier.labels))
+    return functools.partial(_dropped, frozenset({*modifier.labels, METRIC_NAME}))
+
+
+# Remembered: the same series and groupings come back query after query (an alerting cycle).
+@functools.lru_cache(maxsize=1 << 17)
+def _kept(wanted: frozenset[str], labels: LabelSet) -> LabelSet:
+    return tuple(pair for pair in labels if pair[0] in wanted)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _dropped(unwanted: frozenset[str], labels: LabelSet) -> LabelSet:
+    return tuple(pair for pair in labels if pair[0] not in unwanted)
 
 
 def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
@@ -63,19 +73,31 @@ def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
                 vector.values[rows], vector.present[rows], parameter, [vector.labels[i] for i in members]
             )
         return Vector(vector.labels, vector.values, present)
-    labels_out, values_out, present_out = [], [], []
-    for labels, members in groups.items():
+    if not groups:
+        return Vector.empty(len(steps))
+    ordered = list(groups.items())
+    values_out = np.empty((len(ordered), len(steps)), dtype=np.float64)
+    present_out = np.empty((len(ordered), len(steps)), dtype=bool)
+    looped = range(len(ordered))
+    if op in _OF_ONE:
+        # A group of one series (`avg by (host)` over one series per host): its result is that
+        # series' own value (or a constant), exactly what the per-group combination gives, for
+        # every such group at once.
+        singles = [i for i, (_, members) in enumerate(ordered) if len(members) == 1]
+        if singles:
+            rows = np.array([ordered[i][1][0] for i in singles])
+            values_out[singles] = _OF_ONE[op](vector.values[rows])
+            present_out[singles] = vector.present[rows]
+            looped = [i for i, (_, members) in enumerate(ordered) if len(members) > 1]  # type: ignore[assignment]
+    for position in looped:
         ev.check()
+        members = ordered[position][1]
         values, present = vector.values[members], vector.present[members]
         counted = present.sum(axis=0)
         with np.errstate(all="ignore"):
-            result = _COMBINE[op](values, present, counted, parameter)
-        labels_out.append(labels)
-        values_out.append(result)
-        present_out.append(counted > 0)
-    if not labels_out:
-        return Vector.empty(len(steps))
-    return Vector(labels_out, np.array(values_out, dtype=np.float64), np.array(present_out))
+            values_out[position] = _COMBINE[op](values, present, counted, parameter)
+        present_out[position] = counted > 0
+    return Vector([labels for labels, _ in ordered], values_out, present_out)
 
 
 def _sum(values: np.ndarray, present: np.ndarray, counted: np.ndarray, _: Any) -> np.ndarray:
@@ -125,6 +147,19 @@ _COMBINE: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Any], np.ndarr
     "stddev": lambda values, present, counted, _: np.sqrt(_variance(values, present, counted)),
     "quantile": _quantile,
 }
+
+
+_OF_ONE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sum": lambda values: values,
+    "avg": lambda values: values,
+    "min": lambda values: values,
+    "max": lambda values: values,
+    "count": lambda values: np.ones_like(values),
+    "group": lambda values: np.ones_like(values),
+    "stdvar": lambda values: np.zeros_like(values),
+    "stddev": lambda values: np.zeros_like(values),
+}
+"""What each combination gives for a group of a single series (see `_variance` for the zeros)."""
 
 
 def _ranked(largest: bool) -> Callable[[np.ndarray, np.ndarray, np.ndarray, list[LabelSet]], np.ndarray]:

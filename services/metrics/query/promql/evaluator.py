@@ -31,6 +31,7 @@ from services.common.selectors import Matcher, MatchType
 from services.metrics.domain import METRIC_NAME, LabelSet, Series
 from services.metrics.query.promql import aggregations, functions, operators
 from services.metrics.query.promql.parser import parse
+from services.metrics.query.promql.selection_cache import Samples, SelectionCache
 from services.metrics.query.promql.values import (
     STALE_NAN_BITS,
     Matrix,
@@ -85,8 +86,15 @@ class Result:
 class Evaluator:
     """Evaluates one query; built per request (it holds the query's budget and clock)."""
 
-    def __init__(self, ctx: QueryContext, lookback_ms: int, limits: QueryLimits | None = None) -> None:
+    def __init__(
+        self,
+        ctx: QueryContext,
+        lookback_ms: int,
+        limits: QueryLimits | None = None,
+        cache: SelectionCache | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._cache = cache
         self._lookback_ms = lookback_ms
         self._limits = limits or QueryLimits()
         self._read = 0
@@ -238,21 +246,39 @@ class Evaluator:
         self, selector: Any, ends: np.ndarray, window_ms: int
     ) -> tuple[list[LabelSet], np.ndarray, np.ndarray, np.ndarray]:
         """The selector's series with samples in (min end - window, max end], in label order:
-        their labels, their samples end to end (times, values) and where each series starts."""
-        chosen = sorted(self.select(selector), key=lambda series: series.labels)
+        their labels, their samples end to end (times, values) and where each series starts.
+        With a selection cache, instant queries at one instant share what they read."""
+        matchers = self.matchers(selector)
         lowest = int(ends.min()) - window_ms + 1
         highest = int(ends.max())
+        found: Samples | None = None
+        if self._cache is not None and len(ends) == 1:
+            try:
+                found = self._cache.samples(
+                    tuple(matchers), lowest, highest, lambda wide: self._read_samples(matchers, wide, highest)
+                )
+            except ResourceExhausted:
+                found = None  # the wider read is over the budget; read just what this query needs
+        if found is None:
+            found = self._read_samples(matchers, lowest, highest)
+        if self._read + len(found[1]) > self._limits.max_samples:
+            raise self._too_many_samples()
+        self._read += len(found[1])
+        return found
+
+    def _too_many_samples(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"the query would read more than {self._limits.max_samples} samples (INFRAWATCH_PROMQL_MAX_SAMPLES); "
+            "narrow the range or the selector"
+        )
+
+    def _read_samples(self, matchers: list[Matcher], lowest: int, highest: int) -> Samples:
+        chosen = sorted(select_series(self._ctx, matchers), key=lambda series: series.labels)
         budget = self._limits.max_samples - self._read
         try:
             found = self._ctx.store.raw_samples([s.series_id for s in chosen], lowest, highest, refuse_above=budget)
         except TooManyPoints:
-            found = None
-        if found is None or self._read + len(found.t) > self._limits.max_samples:
-            raise ResourceExhausted(
-                f"the query would read more than {self._limits.max_samples} samples (INFRAWATCH_PROMQL_MAX_SAMPLES); "
-                "narrow the range or the selector"
-            )
-        self._read += len(found.t)
+            raise self._too_many_samples() from None
         # Samples come series after series in id order: reorder the series' runs into label order.
         cuts = np.flatnonzero(found.series[1:] != found.series[:-1]) + 1
         bounds = [0, *cuts.tolist(), len(found.t)]

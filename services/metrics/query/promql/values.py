@@ -7,7 +7,10 @@ the end of the window that step looks at; a string is a string.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -53,14 +56,44 @@ class Vector:
         return Vector([self.labels[i] for i in chosen], self.values[chosen], self.present[chosen])
 
 
+class _Split(Sequence[np.ndarray]):
+    """One flat array seen as per-series arrays, split only when someone looks (most functions
+    work on the flat form and never do)."""
+
+    def __init__(self, flat: np.ndarray, cuts: np.ndarray) -> None:
+        self._flat = flat
+        self._cuts = cuts
+        self._parts: list[np.ndarray] | None = None
+
+    def _split(self) -> list[np.ndarray]:
+        if self._parts is None:
+            self._parts = np.split(self._flat, self._cuts)
+        return self._parts
+
+    def __len__(self) -> int:
+        return len(self._cuts) + 1
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        return self._split()[index]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._split())
+
+
 @dataclass
 class Matrix:
     """A range vector: per series its samples (ascending, stale markers removed) and per step the
     window (end - range_ms, end] it covers."""
 
     labels: list[LabelSet]
-    times: list[np.ndarray]
-    values: list[np.ndarray]
+    times: Sequence[np.ndarray]
+    values: Sequence[np.ndarray]
     range_ms: int
     ends: np.ndarray  # per step, ms
     from_selector: bool = field(default=True)
@@ -87,7 +120,7 @@ class Matrix:
         cuts = offsets[1:-1]
         if not labels:
             return cls([], [], [], range_ms, ends)
-        matrix = cls(labels, np.split(times, cuts), np.split(values, cuts), range_ms, ends)
+        matrix = cls(labels, _Split(times, cuts), _Split(values, cuts), range_ms, ends)
         matrix.flat_form = (times, values, offsets)
         return matrix
 
@@ -133,7 +166,10 @@ def kind(value: Value) -> str:
     return {Scalar: "scalar", Vector: "instant vector", Matrix: "range vector", Text: "string"}[type(value)]
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def without_name(labels: LabelSet) -> LabelSet:
+    """The labels without `__name__`; remembered, since the same series come back query after
+    query (an alerting cycle asks about the same series hundreds of times)."""
     return tuple(pair for pair in labels if pair[0] != METRIC_NAME)
 
 
