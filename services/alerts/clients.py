@@ -25,6 +25,29 @@ Response = TypeVar("Response")
 _STATUSES = {"stale": agents_pb2.AGENT_STATUS_STALE, "offline": agents_pb2.AGENT_STATUS_OFFLINE}
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _domain_error(code: grpc.StatusCode | None, detail: str, service: str) -> DomainError:
+    """What a failed call means for a rule: its own mistake (a PromQL error, a query over the
+    limits) is said as such; anything else is the service being unavailable."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(detail)
+    name = code.name if code is not None else "no response"
+    return Unavailable(f"{service} service: {name}{': ' + detail if detail else ''}")
+
+
+def _found(reply: metrics_pb2.InstantQueryResponse) -> list[Found] | DomainError:
+    """An instant query's samples; a scalar is one sample without labels, as Prometheus' rules take it."""
+    if reply.result_type == "scalar":
+        return [Found({}, reply.scalar)]
+    if reply.result_type != "vector":
+        return InvalidArgument(f"the expression's result is a {reply.result_type}, not a vector or a scalar")
+    return [Found({label.name: label.value for label in s.labels}, s.value) for s in reply.samples]
+
+
 class _Client:
     def __init__(self, name: str, service_token: str, timeout_s: float, stop: threading.Event | None) -> None:
         self._name = name
@@ -39,16 +62,8 @@ class _Client:
             raise self._error(exc) from None
 
     def _error(self, exc: grpc.RpcError) -> DomainError:
-        """What a failed call means for a rule: its own mistake (a PromQL error, a query over the
-        limits) is said as such; anything else is the service being unavailable."""
         code = exc.code() if isinstance(exc, grpc.Call) else None
-        detail = exc.details() if isinstance(exc, grpc.Call) else ""
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return InvalidArgument(detail)
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return ResourceExhausted(detail)
-        name = code.name if code is not None else "no response"
-        return Unavailable(f"{self._name} service: {name}{': ' + detail if detail else ''}")
+        return _domain_error(code, exc.details() if isinstance(exc, grpc.Call) else "", self._name)
 
 
 class MetricsClient(_Client):
@@ -91,11 +106,21 @@ class MetricsClient(_Client):
         vector's samples, or a scalar as one sample without labels (as Prometheus' rules take it)."""
         request = metrics_pb2.InstantQueryRequest(query=expr, time=to_timestamp(at_ms))
         reply = self._read(lambda timeout: self._stub.InstantQuery(request, timeout=timeout, metadata=self._metadata))
-        if reply.result_type == "scalar":
-            return [Found({}, reply.scalar)]
-        if reply.result_type != "vector":
-            raise InvalidArgument(f"the expression's result is a {reply.result_type}, not a vector or a scalar")
-        return [Found({label.name: label.value for label in s.labels}, s.value) for s in reply.samples]
+        found = _found(reply)
+        if isinstance(found, DomainError):
+            raise found
+        return found
+
+    def instant_queries(self, exprs: list[str], at_ms: int) -> list[list[Found] | DomainError]:
+        request = metrics_pb2.InstantQueriesRequest(queries=exprs, time=to_timestamp(at_ms))
+        reply = self._read(lambda timeout: self._stub.InstantQueries(request, timeout=timeout, metadata=self._metadata))
+        answers: list[list[Found] | DomainError] = []
+        for result in reply.results:
+            if result.error_code:
+                answers.append(_domain_error(_CODES.get(result.error_code), result.error, self._name))
+            else:
+                answers.append(_found(result.response))
+        return answers
 
     def write(self, series: list[WrittenSeries], at_ms: int) -> None:
         """Store one sample per series at `at_ms` through the ingest path (StreamMetrics with the

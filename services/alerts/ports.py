@@ -8,6 +8,7 @@ from typing import Protocol
 from services.alerts.domain import Alert, Found, Silence
 from services.alerts.notify import GroupState
 from services.alerts.rules import LivenessCondition, MetricCondition
+from services.common.errors import DomainError
 
 
 class AlertStore(Protocol):
@@ -55,6 +56,11 @@ class MetricsSource(Protocol):
     def instant_query(self, expr: str, at_ms: int) -> list[Found]:
         """The PromQL expression's samples at `at_ms` (a scalar: one sample without labels);
         InvalidArgument for a bad expression, Unavailable when the metrics service cannot answer."""
+        ...
+
+    def instant_queries(self, exprs: list[str], at_ms: int) -> list[list[Found] | DomainError]:
+        """instant_query of each expression in one call: each its answer or its own error;
+        Unavailable (raised) when the metrics service cannot answer at all."""
         ...
 
     def write(self, series: list[WrittenSeries], at_ms: int) -> None:

@@ -24,10 +24,11 @@ import grpc
 
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from services.common.credentials import Credentials
-from services.common.errors import InvalidArgument, ResourceExhausted
+from services.common.errors import DomainError, InvalidArgument, ResourceExhausted
+from services.common.grpc_errors import status_for
 from services.common.metadata import bearer_token
 from services.common.selectors import Matcher, MatchType
-from services.common.timestamps import to_epoch_ms, to_milliseconds
+from services.common.timestamps import to_epoch_ms, to_milliseconds, to_timestamp
 from services.metrics.auth import AgentIdentity, CachedAuthenticator
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo
 from services.metrics.ingest.columns import read_batch
@@ -47,6 +48,7 @@ WATCH_UPDATES_PER_MESSAGE = 1000
 """Series updates per WatchMetricsResponse (one batch's samples of one series each)."""
 PIPELINE_DEPTH = 3
 """Batches of one stream in flight at once: one committing while the next is checked."""
+MAX_QUERIES_PER_CALL = 1000
 RULES_WRITER = AgentIdentity("infrawatch-rules", "")
 """Who writes with the service token: the alerts service's recording rules, ALERTS series and
 agent liveness, a remote writer (labels kept as sent) whose series no agent can write into."""
@@ -355,17 +357,43 @@ class MetricsServicer:
             time_ms=at_ms,
         )
 
+    def _bounded(self, context: Any, gone: threading.Event) -> QueryLimits:
+        """The PromQL limits, the timeout shortened to the caller's deadline, stopped when it goes."""
+        limits = self._promql_limits
+        remaining = context.time_remaining()
+        timeout = limits.timeout_s if remaining is None else max(0.001, min(limits.timeout_s, remaining))
+        return QueryLimits(limits.max_samples, limits.max_points, timeout, cancelled=gone.is_set)
+
     async def InstantQuery(self, request: pb.InstantQueryRequest, context: Any) -> pb.InstantQueryResponse:
         """On the PromQL pool, under the PromQL limits; the caller's deadline shortens the timeout,
         and a caller that goes away stops the evaluation."""
         self._credentials.require_reader(bearer_token(context))
-        limits = self._promql_limits
-        remaining = context.time_remaining()
-        timeout = limits.timeout_s if remaining is None else max(0.001, min(limits.timeout_s, remaining))
         gone = threading.Event()
-        bounded = QueryLimits(limits.max_samples, limits.max_points, timeout, cancelled=gone.is_set)
         try:
-            return await self._on(self._promql_pool, self._instant_query, request, bounded)
+            return await self._on(self._promql_pool, self._instant_query, request, self._bounded(context, gone))
+        finally:
+            gone.set()
+
+    def _instant_queries(self, request: pb.InstantQueriesRequest, limits: QueryLimits) -> pb.InstantQueriesResponse:
+        if len(request.queries) > MAX_QUERIES_PER_CALL:
+            raise InvalidArgument(f"{len(request.queries)} queries in one call; at most {MAX_QUERIES_PER_CALL}")
+        at = request.time if request.HasField("time") else to_timestamp(self._queries.now_ms())
+        results = []
+        for expression in request.queries:
+            try:
+                answer = self._instant_query(pb.InstantQueryRequest(query=expression, time=at), limits)
+                results.append(pb.InstantQueryResult(response=answer))
+            except DomainError as exc:
+                results.append(pb.InstantQueryResult(error_code=status_for(exc).value[0], error=str(exc)))
+        return pb.InstantQueriesResponse(results=results)
+
+    async def InstantQueries(self, request: pb.InstantQueriesRequest, context: Any) -> pb.InstantQueriesResponse:
+        """InstantQuery for each expression, in one call (and one trip to the PromQL pool), each
+        under the PromQL limits of its own."""
+        self._credentials.require_reader(bearer_token(context))
+        gone = threading.Event()
+        try:
+            return await self._on(self._promql_pool, self._instant_queries, request, self._bounded(context, gone))
         finally:
             gone.set()
 
@@ -410,6 +438,7 @@ def add_to_server(servicer: MetricsServicer, server: grpc.aio.Server) -> None:
         "ListSeries": unary(servicer.ListSeries, pb.ListSeriesRequest, pb.ListSeriesResponse),
         "ListMetricNames": unary(servicer.ListMetricNames, pb.ListMetricNamesRequest, pb.ListMetricNamesResponse),
         "InstantQuery": unary(servicer.InstantQuery, pb.InstantQueryRequest, pb.InstantQueryResponse),
+        "InstantQueries": unary(servicer.InstantQueries, pb.InstantQueriesRequest, pb.InstantQueriesResponse),
         "WatchMetrics": grpc.unary_stream_rpc_method_handler(
             servicer.WatchMetrics,
             request_deserializer=pb.WatchMetricsRequest.FromString,

@@ -73,6 +73,15 @@ class FakeMetrics:
             raise answer
         return answer
 
+    def instant_queries(self, exprs: list[str], at_ms: int) -> list:
+        answers = []
+        for expr in exprs:
+            try:
+                answers.append(self.instant_query(expr, at_ms))
+            except (InvalidArgument, Unavailable) as exc:
+                answers.append(exc)
+        return answers
+
     def evaluate(self, condition, now_ms):
         return []
 

@@ -313,3 +313,27 @@ class InstantQueryResponse(_message.Message):
     text: str
     time_ms: int
     def __init__(self, result_type: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[InstantSample, _Mapping]]] = ..., scalar: _Optional[float] = ..., text: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class InstantQueriesRequest(_message.Message):
+    __slots__ = ("queries", "time")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedScalarFieldContainer[str]
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, queries: _Optional[_Iterable[str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InstantQueryResult(_message.Message):
+    __slots__ = ("response", "error_code", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: InstantQueryResponse
+    error_code: int
+    error: str
+    def __init__(self, response: _Optional[_Union[InstantQueryResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class InstantQueriesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InstantQueryResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InstantQueryResult, _Mapping]]] = ...) -> None: ...

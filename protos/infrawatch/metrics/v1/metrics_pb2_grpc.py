@@ -69,6 +69,11 @@ class MetricsServiceStub:
                 request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.FromString,
                 _registered_method=True)
+        self.InstantQueries = channel.unary_unary(
+                '/infrawatch.metrics.v1.MetricsService/InstantQueries',
+                request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.FromString,
+                _registered_method=True)
 
 
 class MetricsServiceServicer:
@@ -133,6 +138,15 @@ class MetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstantQueries(self, request, context):
+        """Several PromQL expressions at one instant (an alerting-rule cycle), each
+        answered on its own: one that fails does not fail the others. At most
+        1,000 expressions per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +184,11 @@ def add_MetricsServiceServicer_to_server(servicer, server):
                     servicer.InstantQuery,
                     request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.FromString,
                     response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.SerializeToString,
+            ),
+            'InstantQueries': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstantQueries,
+                    request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.FromString,
+                    response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +380,33 @@ class MetricsService:
             '/infrawatch.metrics.v1.MetricsService/InstantQuery',
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryRequest.SerializeToString,
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstantQueries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.metrics.v1.MetricsService/InstantQueries',
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.SerializeToString,
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,9 +61,14 @@ def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
     key = grouping(node.modifier)
     if op == "count_values":
         return _count_values(ev, vector, key, parameter)
+    keys = [key(labels) for labels in vector.labels]
+    if op in _OF_ONE and len(set(keys)) == len(keys):
+        # Every group is one series (`avg by (host)` over one series per host): each result is
+        # that series' own value (or a constant), exactly what the combination gives, at once.
+        return Vector(keys, _OF_ONE[op](vector.values), vector.present.copy())
     groups: dict[LabelSet, list[int]] = {}
-    for index, labels in enumerate(vector.labels):
-        groups.setdefault(key(labels), []).append(index)
+    for index, group_key in enumerate(keys):
+        groups.setdefault(group_key, []).append(index)
     if op in _SELECT:
         present = np.zeros_like(vector.present)
         for members in groups.values():
@@ -80,9 +85,7 @@ def aggregate(ev: Evaluator, node: Any, steps: np.ndarray) -> Vector:
     present_out = np.empty((len(ordered), len(steps)), dtype=bool)
     looped = range(len(ordered))
     if op in _OF_ONE:
-        # A group of one series (`avg by (host)` over one series per host): its result is that
-        # series' own value (or a constant), exactly what the per-group combination gives, for
-        # every such group at once.
+        # The groups of one series, all at once (as above).
         singles = [i for i, (_, members) in enumerate(ordered) if len(members) == 1]
         if singles:
             rows = np.array([ordered[i][1][0] for i in singles])
