@@ -232,6 +232,9 @@ class MetricsServicer:
                 return
             error = committed.exception()
             if error is None:
+                if prepared.stream.agent_id == RULES_WRITER.agent_id and self._selection_cache is not None:
+                    # The rules read what they just wrote (a recording rule's result) at this instant.
+                    self._selection_cache.clear()
                 self._telemetry.acknowledged(prepared.result, time.perf_counter() - arrived)
                 acknowledged.set_result(ack)
             else:

@@ -10,7 +10,9 @@ it, take theirs from memory.
 Only queries at the same instant (to the millisecond) share, and only for a few seconds, so what
 they see is what a query at that instant would have read moments earlier (a sample stamped at
 or before the instant that arrives in between is seen from the next instant on, as with any
-evaluation that has already run). Bounded in entries and in samples held.
+evaluation that has already run). What the rules themselves write at that instant (recording
+rules, ALERTS, liveness) is read by their next rules: each of their writes empties the cache.
+Bounded in entries and in samples held.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class SelectionCache:
                 while self._entries and (len(self._entries) > MAX_ENTRIES or self._held > MAX_SAMPLES):
                     self._drop(next(iter(self._entries)))
         return narrowed(found, lowest)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
 
     def _drop(self, key: tuple[object, ...]) -> None:
         self._held -= self._entries.pop(key).size
