@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         **({"pool_size": workers, "max_overflow": 4} if settings.database_url else {}),
     )
     agents_channel = client_tls_from(settings).channel(settings.agents_address)
-    alerts_channel = client_tls_from(settings).channel(settings.alerts_address)
+    alerts_channel = client_tls_from(settings).channel(settings.alerts_address) if settings.alerts_address else None
     registry = new_registry()
     app = build_metrics_app(engine, config, agents_channel, stop, wall_clock_ms, registry, alerts_channel)
     maintenance = MaintenancePolicy(
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         app.close()
         blocking.shutdown(wait=False)
         agents_channel.close()
-        alerts_channel.close()
+        if alerts_channel is not None:
+            alerts_channel.close()
         engine.dispose()
 
 

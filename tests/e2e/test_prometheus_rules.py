@@ -437,3 +437,29 @@ def test_two_replicas_speak_with_one_voice_and_the_survivor_takes_over_a_killed_
         direct.server.shutdown()
         for process, _ in replicas:
             process.kill()
+
+
+def _readme_example(name: str) -> str:
+    text = Path("README.md").read_text()
+    marker = f"<!-- example:{name} -->\n```yaml\n"
+    assert marker in text, f"README has no example:{name} block"
+    return text.split(marker, 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_rule_file_passes_promtool_and_its_alerting_and_routing_examples_load(tmp_path: Path):
+    from services.alerts.alertmanager import load_alerting_config
+    from services.alerts.rules import load_rules
+
+    rules = tmp_path / "readme-rules.yml"
+    rules.write_text(_readme_example("rules"))
+    checked = subprocess.run(
+        [binary("promtool"), "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert len(load_rules(rules.read_text(), str(rules)).rules) == 3
+    config = load_alerting_config(_readme_example("alerting"), "alerting.yml")
+    assert [t.url for t in config.alertmanagers] == ["http://alertmanager.example.com:9093/api/v2/alerts"]
+    text = Path("README.md").read_text()
+    routing = text.split("```yaml\nnotifications:\n", 1)[1].split("```", 1)[0]
+    (root,) = load_rules(_readme_example("rules") + "notifications:\n" + routing, "with-routes.yml").routes
+    assert [r.receiver for r in root.routes] == ["audit", "oncall"] and root.routes[0].continue_matching
