@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from agent.logs import event
 from services.alerts.domain import Alert, State
 from services.alerts.http_post import PostFailed, post_json
-from services.alerts.rules import RulesError, YamlReader
+from services.alerts.rules import RulesError, YamlReader, compose_yaml
 from services.common.labels import is_label_name
 from services.common.timestamps import rfc3339
 
@@ -57,12 +57,7 @@ class AlertingConfig:
 def load_alerting_config(text: str, filename: str) -> AlertingConfig:
     """The alerting configuration in `text`; RulesError lists every problem with its line."""
     reader = YamlReader(filename)
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RulesError([f"{filename}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    root = compose_yaml(text, filename)
     if root is None:
         return AlertingConfig()
     top = reader.mapping(root, "file", {"global", "alerting"}) or {}

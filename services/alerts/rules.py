@@ -536,15 +536,20 @@ def _notifications(reader: YamlReader, node: yaml.Node) -> tuple[dict[str, Recei
     return receivers, tuple(routes)
 
 
-def load_rules(text: str, filename: str) -> RuleSet:
-    """The rule set of a file's text; raises RulesError listing every problem."""
-    reader = YamlReader(filename)
+def compose_yaml(text: str, filename: str) -> yaml.Node | None:
+    """The YAML node tree of a file (None when empty); RulesError naming the line where it breaks."""
     try:
-        root = yaml.compose(text)
+        return yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise RulesError([f"{filename}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+
+
+def load_rules(text: str, filename: str) -> RuleSet:
+    """The rule set of a file's text; raises RulesError listing every problem."""
+    reader = YamlReader(filename)
+    root = compose_yaml(text, filename)
     if root is None:
         raise RulesError([f"{filename}: the file is empty; it needs a `groups:` list"])
     top = reader.mapping(root, "file", {"groups", "notifications"}) or {}
