@@ -5,6 +5,7 @@ reload keeps the rules that run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -139,10 +140,20 @@ def test_alerts_fire_resolve_survive_a_kill_respect_silences_and_keep_rules_on_a
     enroll = (("authorization", f"Bearer {ENROLLMENT_TOKEN}"),)
     sensor = agents.RegisterAgent(agents_pb2.RegisterAgentRequest(hostname="sensor"), metadata=enroll, timeout=5)
 
-    def keep_alive() -> None:  # the sensor host heartbeats, so only the threshold rule is in play
+    def keep_alive() -> None:
         beat = agents_pb2.HeartbeatRequest(agent_id=sensor.agent_id)
         agents.Heartbeat(beat, metadata=(("authorization", f"Bearer {sensor.agent_token}"),), timeout=5)
 
+    # The sensor host heartbeats all along (STALE comes after 2 s here, less than a restart of
+    # the alerts process under load takes), so only the threshold rule is in play.
+    done = threading.Event()
+
+    def heartbeating() -> None:
+        while not done.wait(0.3):
+            with contextlib.suppress(grpc.RpcError):
+                keep_alive()
+
+    threading.Thread(target=heartbeating, daemon=True).start()
     try:
         # 1. Crossing the threshold: pending, then firing after `for`, notified once; dropping resolves it.
         keep_alive()
@@ -208,6 +219,7 @@ def test_alerts_fire_resolve_survive_a_kill_respect_silences_and_keep_rules_on_a
         check = grpcurl("-plaintext", alerts_address, f"{ALERTS_SERVICE}/ListRules")
         assert (check.returncode == 0 and '"lastEvaluation"' in check.stdout) or '"last_evaluation"' in check.stdout
     finally:
+        done.set()
         alerts_process.terminate()
 
 

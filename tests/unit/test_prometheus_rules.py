@@ -446,3 +446,22 @@ def test_alertmanager_gets_firing_alerts_at_once_then_every_resend_and_never_pen
     assert len(poster.posts) == 6  # resolved: sent at once, whatever the resend delay
     (resolved,) = poster.posts[-1][1]
     assert resolved["endsAt"] == notify_time(clock.ms)
+
+
+def test_notification_telemetry_counts_by_integration_receiver_and_reason():
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry()
+    telemetry = NotificationTelemetry(registry)
+    telemetry.observe("alertmanager", "http://am:9093/api/v2/alerts", 0.0, None)
+    telemetry.observe("webhook", "oncall", 0.0, PostFailed("HTTP 400", 400))
+    telemetry.observe("webhook", "oncall", 0.0, TimeoutError("no answer"))
+    telemetry.observe("webhook", "oncall", 0.0, PostFailed("HTTP 503", 503))
+    text = generate_latest(registry).decode()
+    assert 'infrawatch_notifications_total{integration="webhook",receiver="oncall"} 3.0' in text
+    for reason in ("refused", "timeout", "error"):
+        assert (
+            f'infrawatch_notifications_failed_total{{integration="webhook",reason="{reason}",receiver="oncall"}} 1.0'
+            in text
+        )
+    assert 'infrawatch_notification_latency_seconds_count{integration="alertmanager"' in text
