@@ -338,6 +338,13 @@ def _batches(widths: np.ndarray, steps: int) -> list[tuple[int, int, int, int]]:
     """Work in units of (first series, last series, first step, last step) whose steps x widest
     window stays within BATCH_CELLS: consecutive series together, and a series whose windows are
     too wide for that (a day of one-second samples) a few steps at a time."""
+    widest_of_all = int(widths.max(initial=1))
+    if widest_of_all <= 1 and steps <= BATCH_CELLS:
+        # Windows counted one cell each (every function but the grid ones): plain runs of series.
+        per = max(1, BATCH_CELLS // steps)
+        return [(first, min(len(widths), first + per), 0, steps) for first in range(0, len(widths), per)]
+    if len(widths) * steps * widest_of_all <= BATCH_CELLS:
+        return [(0, len(widths), 0, steps)] if len(widths) else []
     batches: list[tuple[int, int, int, int]] = []
     first, widest = 0, 0
     for index, width in enumerate(np.maximum(widths, 1).tolist()):
