@@ -10,7 +10,7 @@ alerts = Table(
     "alerts",
     metadata,
     Column("fingerprint", String(16), primary_key=True),
-    Column("rule", String(128), nullable=False, index=True),
+    Column("rule", Text, nullable=False, index=True),
     Column("state", String(16), nullable=False),
     Column("labels_json", Text, nullable=False),
     Column("annotations_json", Text, nullable=False),
