@@ -28,10 +28,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from agent.values import duration_seconds
 from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2
 from services.common.aggregations import BY_NAME as AGGREGATIONS
+from services.common.errors import InvalidArgument
+from services.common.selectors import MatchType, parse_selector
 from services.common.timestamps import to_timestamp
 from services.console.sessions import COOKIE, Sessions
 
@@ -211,7 +214,11 @@ async def host_series(console: Console, request: Request) -> Any:
 
 
 async def explore(console: Console, request: Request) -> Any:
+    """PromQL over a range (`query`), by the metrics service's engine through the gateway; the
+    earlier selector-and-aggregation form (`selector`) still answers links made with it."""
     params = request.query_params
+    if params.get("query") is not None or params.get("selector") is None:
+        return await _explore_promql(console, request)
     aggregation = params.get("aggregation", "avg")
     if aggregation not in AGGREGATIONS:
         raise GatewayError(400, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
@@ -251,32 +258,118 @@ async def explore(console: Console, request: Request) -> Any:
     }
 
 
+async def _explore_promql(console: Console, request: Request) -> Any:
+    params = request.query_params
+    query = params.get("query", "").strip()
+    if not query:
+        raise GatewayError(400, "query is required: a PromQL expression such as rate(cpu_seconds_total[5m])")
+    range_name = params.get("range", "1h")
+    if range_name not in RANGES_S:
+        raise GatewayError(400, f"range must be one of {', '.join(RANGES_S)}")
+    try:
+        step_s = int(params.get("step") or step_for(RANGES_S[range_name]))
+    except ValueError:
+        raise GatewayError(400, "step must be a whole number of seconds") from None
+    end_ms = int(time.time() * 1000)
+    reply = await console.call(
+        request,
+        "QueryPromQL",
+        metrics_pb2.RangeQueryRequest(
+            query=query,
+            start=to_timestamp(end_ms - RANGES_S[range_name] * 1000),
+            end=to_timestamp(end_ms),
+            step=Duration(seconds=max(1, step_s)),
+        ),
+    )
+    return {
+        "series": [
+            {
+                "labels": {label.name: label.value for label in points.labels},
+                "t": [t // 1000 for t in points.timestamps_ms],
+                "v": list(points.values),
+            }
+            for points in reply.series
+        ],
+        "result_type": reply.result_type,
+    }
+
+
+async def metric_names(console: Console, request: Request) -> Any:
+    """Every metric name with its type and help, for Explore's autocomplete."""
+    reply = await console.call(request, "ListMetricNames", metrics_pb2.ListMetricNamesRequest())
+    return {"metrics": [{"name": m.name, "help": m.help} for m in reply.metrics]}
+
+
 async def alerts(console: Console, request: Request) -> Any:
     reply = await console.call(request, "ListAlerts", alerts_pb2.ListAlertsRequest())
     return {"alerts": [as_dict(alert) for alert in reply.alerts], "now_ms": int(time.time() * 1000)}
 
 
+_MATCH_TYPES = {
+    MatchType.EQUAL: alerts_pb2.MATCH_TYPE_EQUAL,
+    MatchType.NOT_EQUAL: alerts_pb2.MATCH_TYPE_NOT_EQUAL,
+    MatchType.REGEX: alerts_pb2.MATCH_TYPE_REGEX,
+    MatchType.NOT_REGEX: alerts_pb2.MATCH_TYPE_NOT_REGEX,
+}
+
+
+def _silence_matchers(body: dict[str, Any]) -> list[alerts_pb2.Matcher]:
+    """The matchers of a silence: `matchers` in selector syntax (`host="db-1", alertname=~"Disk.*"`),
+    or an alert's `labels` (every label matched exactly)."""
+    if "matchers" in body:
+        text = str(body["matchers"]).strip()
+        try:
+            parsed = parse_selector(text if text.startswith("{") else "{" + text + "}")
+        except InvalidArgument as exc:
+            raise GatewayError(400, f"matchers: {exc}") from None
+        return [alerts_pb2.Matcher(name=m.name, type=_MATCH_TYPES[m.type], value=m.value) for m in parsed]
+    labels = {str(k): str(v) for k, v in dict(body["labels"]).items()}
+    return [alerts_pb2.Matcher(name=k, value=v) for k, v in sorted(labels.items())]
+
+
 async def create_silence(console: Console, request: Request) -> Any:
+    """A silence from the console: matchers, a duration (`duration` such as "2h", or `hours`),
+    who and why."""
     if not _same_origin(request):
         raise GatewayError(403, "refused: not a request from this console")
     if not console.token(request):
         raise GatewayError(401, "log in with the operator token to silence alerts")
     try:
         body = json.loads(await request.body())
-        labels = {str(k): str(v) for k, v in body["labels"].items()}
-        hours = float(body.get("hours", 2))
+        matchers = _silence_matchers(body)
+        seconds = duration_seconds(str(body["duration"])) if "duration" in body else float(body.get("hours", 2)) * 3600
         comment = str(body.get("comment", ""))
+        author = str(body.get("author", "") or "console")
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise GatewayError(400, "expected JSON with labels, hours and comment") from None
+        raise GatewayError(
+            400, "expected JSON with matchers (or labels), a duration such as 2h, an author and a comment"
+        ) from None
     reply = await console.call(
         request,
         "CreateSilence",
         alerts_pb2.CreateSilenceRequest(
-            matchers=[alerts_pb2.Matcher(name=k, value=v) for k, v in sorted(labels.items())],
-            ends_at=to_timestamp(int((time.time() + hours * 3600) * 1000)),
-            author="console",
+            matchers=matchers,
+            ends_at=to_timestamp(int((time.time() + seconds) * 1000)),
+            author=author,
             comment=comment,
         ),
+    )
+    return as_dict(reply.silence)
+
+
+async def silences(console: Console, request: Request) -> Any:
+    expired = request.query_params.get("expired", "") in ("1", "true")
+    reply = await console.call(request, "ListSilences", alerts_pb2.ListSilencesRequest(include_expired=expired))
+    return {"silences": [as_dict(silence) for silence in reply.silences], "now_ms": int(time.time() * 1000)}
+
+
+async def expire_silence(console: Console, request: Request) -> Any:
+    if not _same_origin(request):
+        raise GatewayError(403, "refused: not a request from this console")
+    if not console.token(request):
+        raise GatewayError(401, "log in with the operator token to expire silences")
+    reply = await console.call(
+        request, "ExpireSilence", alerts_pb2.ExpireSilenceRequest(id=request.path_params["silence_id"])
     )
     return as_dict(reply.silence)
 
@@ -389,7 +482,7 @@ def build_app(console: Console) -> Starlette:
         wrapped = _json_errors(handler)
 
         async def endpoint(request: Request) -> Response:
-            if console.protect_reads and not console.token(request) and handler is not create_silence:
+            if console.protect_reads and not console.token(request) and handler not in (create_silence, expire_silence):
                 return JSONResponse({"error": "log in with the operator token"}, status_code=401)
             return await wrapped(console, request)
 
@@ -432,9 +525,13 @@ def build_app(console: Console) -> Starlette:
             Route("/api/hosts/{hostname}/series", api(host_series)),
             Route("/api/hosts/{hostname}/live", stream(host_live)),
             Route("/api/explore", api(explore)),
+            Route("/api/metric-names", api(metric_names)),
             Route("/api/alerts", api(alerts)),
             Route("/api/alerts/live", stream(alerts_live)),
+            Route("/silences", page("silences.html")),
             Route("/api/silences", api(create_silence), methods=["POST"]),
+            Route("/api/silences", api(silences), methods=["GET"]),
+            Route("/api/silences/{silence_id}/expire", api(expire_silence), methods=["POST"]),
             Route("/api/login", bound(login), methods=["POST"]),
             Route("/api/logout", bound(logout), methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

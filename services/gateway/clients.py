@@ -196,6 +196,17 @@ class MetricsClient(_Downstream):
             lambda timeout: self._stub.QueryRange(request, timeout=timeout, metadata=self._service), budget
         )
 
+    def promql(self, request: metrics_pb2.RangeQueryRequest, budget: Budget) -> metrics_pb2.RangeQueryResponse:
+        return self.read(
+            lambda timeout: self._stub.RangeQuery(request, timeout=timeout, metadata=self._service), budget
+        )
+
+    def metric_names(self, budget: Budget) -> metrics_pb2.ListMetricNamesResponse:
+        request = metrics_pb2.ListMetricNamesRequest()
+        return self.read(
+            lambda timeout: self._stub.ListMetricNames(request, timeout=timeout, metadata=self._service), budget
+        )
+
     async def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]:
         """A live stream of new samples, on an asyncio channel so that waiting holds no thread. It
         has no deadline (it lasts as long as the operator watches); closing the iterator ends it."""

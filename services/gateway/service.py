@@ -61,6 +61,10 @@ class MetricsPort(Protocol):
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse: ...
 
+    def promql(self, request: metrics_pb2.RangeQueryRequest, budget: Budget) -> metrics_pb2.RangeQueryResponse: ...
+
+    def metric_names(self, budget: Budget) -> metrics_pb2.ListMetricNamesResponse: ...
+
     def watch(self, selector: metrics_pb2.Selector) -> AsyncIterator[metrics_pb2.WatchMetricsResponse]: ...
 
 
@@ -291,6 +295,19 @@ def query_metrics(
 ) -> metrics_pb2.QueryRangeResponse:
     authorize_read(ctx, token)
     return ctx.metrics.query(request, budget)
+
+
+def query_promql(
+    ctx: GatewayContext, token: str, request: metrics_pb2.RangeQueryRequest, budget: Budget
+) -> metrics_pb2.RangeQueryResponse:
+    """PromQL over a range, by the metrics service's engine."""
+    authorize_read(ctx, token)
+    return ctx.metrics.promql(request, budget)
+
+
+def list_metric_names(ctx: GatewayContext, token: str, budget: Budget) -> metrics_pb2.ListMetricNamesResponse:
+    authorize_read(ctx, token)
+    return ctx.metrics.metric_names(budget)
 
 
 def deregister_agent(ctx: GatewayContext, token: str, ref: AgentRef, budget: Budget) -> agents_pb2.Agent:

@@ -15,6 +15,7 @@ from infrawatch.agents.v1 import agents_pb2
 from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.gateway.v1 import gateway_pb2_grpc
+from infrawatch.metrics.v1 import metrics_pb2
 from services.common.metadata import bearer_token
 from services.gateway import service
 from services.gateway.clients import Budget
@@ -86,6 +87,14 @@ class OperatorServicer(gateway_pb2_grpc.OperatorServiceServicer):
             service.query_metrics, self._ctx, bearer_token(context), request.query, _budget(context)
         )
         return pb.QueryMetricsResponse(result=result)
+
+    async def QueryPromQL(self, request: metrics_pb2.RangeQueryRequest, context: Any) -> metrics_pb2.RangeQueryResponse:
+        return await self._run(service.query_promql, self._ctx, bearer_token(context), request, _budget(context))
+
+    async def ListMetricNames(
+        self, request: metrics_pb2.ListMetricNamesRequest, context: Any
+    ) -> metrics_pb2.ListMetricNamesResponse:
+        return await self._run(service.list_metric_names, self._ctx, bearer_token(context), _budget(context))
 
     async def WatchAgent(self, request: pb.WatchAgentRequest, context: Any) -> AsyncIterator[pb.WatchAgentResponse]:
         async for response in service.watch_agent(

@@ -37,7 +37,7 @@ from services.metrics.ingest.stream import BatchResult, Ingestor, IngestStream, 
 from services.metrics.query import use_cases as query
 from services.metrics.query.promql.evaluator import Evaluator, QueryLimits
 from services.metrics.query.promql.selection_cache import SelectionCache
-from services.metrics.query.promql.values import Matrix, Scalar, Text
+from services.metrics.query.promql.values import Matrix, Scalar, Text, Vector
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.telemetry import MetricsTelemetry
 from services.metrics.watch import Update, WatchHub
@@ -400,6 +400,44 @@ class MetricsServicer:
         finally:
             gone.set()
 
+    def _range_query(self, request: pb.RangeQueryRequest, limits: QueryLimits) -> pb.RangeQueryResponse:
+        if not request.query.strip():
+            raise InvalidArgument("query is required: a PromQL expression such as `rate(node_cpu_seconds_total[5m])`")
+        began = time.perf_counter()
+        end_ms = to_epoch_ms(request.end, "end") if request.HasField("end") else self._queries.now_ms()
+        start_ms = to_epoch_ms(request.start, "start") if request.HasField("start") else end_ms - 3_600_000
+        step_ms = to_milliseconds(request.step, "step") if request.HasField("step") else 60_000
+        evaluator = Evaluator(self._queries, self._lookback_ms, limits)
+        result = evaluator.range(request.query, start_ms / 1000, end_ms / 1000, step_ms / 1000)
+        self._telemetry.query_seconds.labels("promql").observe(time.perf_counter() - began)
+        value = result.value
+        if isinstance(value, Scalar):
+            points = pb.SeriesPoints(timestamps_ms=result.steps.tolist(), values=value.values.tolist())
+            return pb.RangeQueryResponse(series=[points], result_type="scalar")
+        if not isinstance(value, Vector):
+            raise InvalidArgument("a range query needs an instant vector or a scalar expression")
+        series = []
+        for i in sorted(range(len(value.labels)), key=lambda i: value.labels[i]):
+            where = value.present[i]
+            if where.any():
+                series.append(
+                    pb.SeriesPoints(
+                        labels=_labels(value.labels[i]),
+                        timestamps_ms=result.steps[where].tolist(),
+                        values=value.values[i][where].tolist(),
+                    )
+                )
+        return pb.RangeQueryResponse(series=series, result_type="matrix")
+
+    async def RangeQuery(self, request: pb.RangeQueryRequest, context: Any) -> pb.RangeQueryResponse:
+        """As InstantQuery, over a range of instants."""
+        self._credentials.require_reader(bearer_token(context))
+        gone = threading.Event()
+        try:
+            return await self._on(self._promql_pool, self._range_query, request, self._bounded(context, gone))
+        finally:
+            gone.set()
+
     async def WatchMetrics(
         self, request: pb.WatchMetricsRequest, context: Any
     ) -> AsyncIterator[pb.WatchMetricsResponse]:
@@ -442,6 +480,7 @@ def add_to_server(servicer: MetricsServicer, server: grpc.aio.Server) -> None:
         "ListMetricNames": unary(servicer.ListMetricNames, pb.ListMetricNamesRequest, pb.ListMetricNamesResponse),
         "InstantQuery": unary(servicer.InstantQuery, pb.InstantQueryRequest, pb.InstantQueryResponse),
         "InstantQueries": unary(servicer.InstantQueries, pb.InstantQueriesRequest, pb.InstantQueriesResponse),
+        "RangeQuery": unary(servicer.RangeQuery, pb.RangeQueryRequest, pb.RangeQueryResponse),
         "WatchMetrics": grpc.unary_stream_rpc_method_handler(
             servicer.WatchMetrics,
             request_deserializer=pb.WatchMetricsRequest.FromString,

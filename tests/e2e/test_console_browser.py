@@ -5,6 +5,7 @@ test-artifacts/console/ (the README's come from there)."""
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -103,7 +104,8 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             "INFRAWATCH_AGENT_LABELS": "note=<img src=x onerror=window.pwned=1>",
         }
         processes.append(ServiceProcess("agent", agent_env, tmp_path / "agent.log"))
-        page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+        # A browser in another zone than the machine's (UTC here), so local and UTC times differ.
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, timezone_id="America/New_York")  # type: ignore[attr-defined]
 
         # Fleet: the local agent, ONLINE, in the hosts table.
         page.goto(url + "/")
@@ -113,6 +115,19 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         sync_api.expect(page.locator(f'#hosts tr[data-hostname="{HOST}"]')).to_contain_text("<img src=x")
         assert page.evaluate("window.pwned") is None
         shot(page, "fleet")
+
+        # Times say their zone; the header switches to UTC (and back), remembered in the browser.
+        zone = page.locator("#zone")
+        sync_api.expect(zone).to_contain_text("Times: ")
+        sync_api.expect(page.locator("#updated")).not_to_have_text("—", timeout=15_000)
+        local_zone = "America/New_York"
+        assert page.locator("#updated").inner_text().endswith(" " + local_zone)
+        zone.click()
+        page.wait_for_load_state()
+        sync_api.expect(page.locator("#zone")).to_contain_text("Times: UTC", timeout=10_000)
+        sync_api.expect(page.locator("#updated")).to_have_text(re.compile(r" UTC$"), timeout=15_000)
+        page.locator("#zone").click()
+        sync_api.expect(page.locator("#zone")).to_contain_text(f"Times: {local_zone}", timeout=10_000)
 
         # Host: the CPU chart gains a point while the test watches (live, over server-sent events).
         page.goto(f"{url}/hosts/{HOST}?range=15m")
@@ -133,13 +148,23 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         sync_api.expect(firing).to_contain_text(f"{HOST} is at")
         shot(page, "alerts")
 
-        # Explore: a query in the URL draws; a bad selector shows the server's own message.
-        page.goto(url + "/explore?selector=cpu_usage_percent&aggregation=avg&range=15m&group_by=host")
+        # Explore takes PromQL: typed into the form (metric names complete), `rate(...)` draws per
+        # mode; an expression that does not parse shows the engine's own message.
+        page.goto(url + "/explore")
+        page.wait_for_function(
+            "document.querySelectorAll('#metric-names option[value=\"cpu_seconds_total\"]').length === 1",
+            timeout=30_000,
+        )
+        page.fill('input[name="query"]', 'sum by (host, mode) (rate(cpu_seconds_total{mode!="idle"}[1m]))')
+        page.select_option('select[name="range"]', "15m")
+        page.click('#query button[type="submit"]')
         page.wait_for_selector("#result tbody tr", timeout=30_000)
         sync_api.expect(page.locator("#result tbody")).to_contain_text(f"host={HOST}")
+        sync_api.expect(page.locator("#result tbody")).to_contain_text("mode=user")
+        assert "query=sum+by" in page.url or "query=sum%20by" in page.url  # the query is in the link
         shot(page, "explore")
-        page.goto(url + "/explore?selector=cpu_usage_percent%7B")
-        sync_api.expect(page.locator("#error")).to_contain_text("missing '}'", timeout=15_000)
+        page.goto(url + "/explore?query=rate(cpu_seconds_total%5B1m%5D")
+        sync_api.expect(page.locator("#error")).to_contain_text("unclosed left parenthesis", timeout=15_000)
 
         # Protected mode: a gateway and console that require the operator token.
         protected = {
@@ -184,10 +209,30 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         with pytest.raises(urllib.error.HTTPError) as cross_site:
             urllib.request.urlopen(forged, timeout=5)
         assert cross_site.value.code == 403
+        # The silences page: from an alert, its labels become the matchers; a duration, an author
+        # and a comment; the alert then shows as silenced; the silence is listed, and expires.
         page.goto(guarded_url + "/alerts")
         row = page.locator('#alerts tr[data-rule="ConsoleCanSeeMe"]').first
-        row.locator("button").click()
-        sync_api.expect(row).to_contain_text("silenced", timeout=15_000)
+        row.locator("a", has_text="Silence").click()
+        page.wait_for_url("**/silences?matchers=**", timeout=10_000)
+        assert 'alertname="ConsoleCanSeeMe"' in page.input_value('input[name="matchers"]')
+        page.select_option('select[name="duration"]', "4h")
+        page.fill('input[name="author"]', "ana")
+        page.fill('input[name="comment"]', "known, being fixed")
+        page.click('#silence button[type="submit"]')
+        listed = page.locator('#silences tr[data-status="active"]').first
+        sync_api.expect(listed).to_contain_text('alertname="ConsoleCanSeeMe"', timeout=15_000)
+        sync_api.expect(listed).to_contain_text("known, being fixed")
+        page.goto(guarded_url + "/alerts")
+        row = page.locator('#alerts tr[data-rule="ConsoleCanSeeMe"]').first
+        sync_api.expect(row).to_contain_text("SILENCED", timeout=15_000)
+        page.goto(guarded_url + "/silences")
+        page.locator('#silences tr[data-status="active"] button', has_text="Expire").first.click()
+        sync_api.expect(page.locator('#silences tr[data-status="active"]')).to_have_count(0, timeout=15_000)
+        page.check("#expired")
+        expired = page.locator('#silences tr[data-status="expired"]').first
+        sync_api.expect(expired).to_contain_text("ana", timeout=15_000)
+        shot(page, "silences")
 
         # After a login, `next` leads only to this console: paths a browser reads as another host
         # (a backslash is a slash, a tab is dropped) lead home instead.

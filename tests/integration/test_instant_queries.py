@@ -65,3 +65,32 @@ def test_the_service_token_writes_as_the_rules_writer_and_stale_markers_end_a_se
     refused = write(metrics_stub, (("authorization", f"Bearer {agent_token}"),), "ALERTS", now, 1.0, **own_host)
     assert refused.samples_accepted == 0
     assert refused.rejections[0].reason == pb.REJECTION_REASON_FOREIGN_SERIES
+
+
+def test_a_range_query_answers_series_per_step_and_scalars_and_names_its_mistakes(metrics_stub, agent_token):
+    from google.protobuf.duration_pb2 import Duration
+
+    now = int(time.time() * 1000) // 1000 * 1000
+    agent = (("authorization", f"Bearer {agent_token}"),)
+    for offset in (30_000, 20_000, 10_000):
+        write(metrics_stub, agent, "jobs_done_total", now - offset, float(100 - offset // 1000), queue="q")
+    request = pb.RangeQueryRequest(
+        query="increase(jobs_done_total[15s])",
+        start=to_timestamp(now - 20_000),
+        end=to_timestamp(now),
+        step=Duration(seconds=10),
+    )
+    answer = metrics_stub.RangeQuery(request, timeout=5)
+    (series,) = answer.series
+    # At `now` the window (now - 15 s, now] holds one sample: no increase, no point there.
+    assert answer.result_type == "matrix" and list(series.timestamps_ms) == [now - 20_000, now - 10_000]
+    scalar = metrics_stub.RangeQuery(
+        pb.RangeQueryRequest(
+            query="time()", start=to_timestamp(now - 10_000), end=to_timestamp(now), step=Duration(seconds=10)
+        ),
+        timeout=5,
+    )
+    assert scalar.result_type == "scalar" and list(scalar.series[0].values) == [(now - 10_000) / 1000, now / 1000]
+    with pytest.raises(grpc.RpcError) as raised:
+        metrics_stub.RangeQuery(pb.RangeQueryRequest(query="rate(jobs_done_total[5m]"), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "parenthesis" in raised.value.details()

@@ -94,6 +94,15 @@ class FakeMetrics:
         self.queries.append(request)
         return metrics_pb2.QueryRangeResponse(series=[metrics_pb2.SeriesPoints(values=[1.0])])
 
+    def promql(self, request: metrics_pb2.RangeQueryRequest, budget: Budget) -> metrics_pb2.RangeQueryResponse:
+        if self.down:
+            raise Unavailable("metrics service unavailable (UNAVAILABLE)")
+        self.promql_asked = request.query
+        return metrics_pb2.RangeQueryResponse(result_type="matrix")
+
+    def metric_names(self, budget: Budget) -> metrics_pb2.ListMetricNamesResponse:
+        return metrics_pb2.ListMetricNamesResponse(metrics=[metrics_pb2.MetricMetadata(name="up")])
+
     def watch(self, selector):
         raise AssertionError("not used here")
 
@@ -192,6 +201,16 @@ def test_query_that_is_only_metrics_fails_when_metrics_is_down(ctx, metrics):
     metrics.down = True
     with pytest.raises(Unavailable, match="metrics"):
         service.query_metrics(ctx, "", metrics_pb2.QueryRangeRequest(), Budget())
+
+
+def test_promql_and_metric_names_are_relayed_to_metrics_and_fail_when_it_is_down(ctx, metrics):
+    request = metrics_pb2.RangeQueryRequest(query="rate(cpu_seconds_total[5m])")
+    assert service.query_promql(ctx, "", request, Budget()).result_type == "matrix"
+    assert metrics.promql_asked == "rate(cpu_seconds_total[5m])"
+    assert [m.name for m in service.list_metric_names(ctx, "", Budget()).metrics] == ["up"]
+    metrics.down = True
+    with pytest.raises(Unavailable, match="metrics"):
+        service.query_promql(ctx, "", request, Budget())
 
 
 def test_deregister_needs_the_operator_token(ctx, agents):

@@ -64,10 +64,31 @@ function ago(ms) {
 
 function stamp(iso) { return iso ? Date.parse(iso) : 0; }
 
+// Times are shown in the browser's zone, or in UTC after the header's switch (kept in this
+// browser); every absolute time says which, and charts follow the same choice.
+const USE_UTC = localStorage.getItem("iw-utc") === "1";
+const LOCAL_ZONE = (Intl.DateTimeFormat().resolvedOptions().timeZone || "local time");
+const ZONE = USE_UTC ? "UTC" : LOCAL_ZONE;
+function absolute(ms, timeOnly) {
+  const options = USE_UTC ? { timeZone: "UTC" } : {};
+  const date = new Date(ms);
+  return (timeOnly ? date.toLocaleTimeString(undefined, options) : date.toLocaleString(undefined, options)) + " " + ZONE;
+}
+function inZone(options) {
+  if (USE_UTC) options.tzDate = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+  return options;
+}
+function zoneSwitch() {
+  const button = document.getElementById("zone");
+  if (!button) return;
+  button.textContent = "Times: " + ZONE + " · show " + (USE_UTC ? "local" : "UTC");
+  button.addEventListener("click", () => { localStorage.setItem("iw-utc", USE_UTC ? "0" : "1"); location.reload(); });
+}
+
 function when(iso) {
   const ms = stamp(iso);
   const span = el("span", ago(ms));
-  if (ms) span.title = new Date(ms).toLocaleString();
+  if (ms) span.title = absolute(ms);
   return span;
 }
 
@@ -84,8 +105,10 @@ function latest(view, name) {
 }
 
 function alertItem(alert) {
-  const li = el("li", null, "alert " + (alert.state || "").toLowerCase());
+  const silenced = (alert.silenced_by || []).length > 0;
+  const li = el("li", null, "alert " + (alert.state || "").toLowerCase() + (silenced ? " silenced" : ""));
   li.appendChild(el("strong", alert.rule));
+  if (silenced) li.appendChild(el("span", " (silenced)", "silenced-mark"));
   const labels = Object.entries(alert.labels || {}).filter(([k]) => k !== "alertname").map(([k, v]) => k + "=" + v).join(", ");
   li.appendChild(el("span", " " + labels + " "));
   if (alert.annotations && alert.annotations.summary) li.appendChild(el("em", alert.annotations.summary));
@@ -134,7 +157,7 @@ async function fleetPage() {
       return tr;
     }));
     document.getElementById("empty").hidden = data.agents.length > 0;
-    document.getElementById("updated").textContent = new Date(data.now_ms).toLocaleTimeString();
+    document.getElementById("updated").textContent = absolute(data.now_ms, true);
     document.body.dataset.loaded = "true";
   }
   filter.addEventListener("input", render);
@@ -184,11 +207,11 @@ class HostChartView {
       this.area.appendChild(el("p", "No samples of " + this.chart.metric + " in this range yet.", "empty"));
     } else {
       const unit = this.chart.unit;
-      this.plot = new uPlot({
+      this.plot = new uPlot(inZone({
         width: this.width, height: 220,
         series: [{}].concat(this.names.map((name, i) => ({ label: name, stroke: COLORS[i % COLORS.length], width: 1.5, value: (u, v) => fmt(v, unit) }))),
         axes: [{}, { values: (u, ticks) => ticks.map((v) => fmt(v, unit)), size: 70 }],
-      }, [this.times].concat(this.values), this.area);
+      }), [this.times].concat(this.values), this.area);
     }
     this.count();
   }
@@ -224,7 +247,7 @@ async function hostPage() {
     document.getElementById("heartbeat").replaceChildren(when(agent.last_heartbeat_at));
     const inventory = agent.inventory || {};
     const facts = [["OS", (agent.os || "") + " " + (agent.arch || "")], ["Kernel", inventory.kernel_version], ["CPUs", inventory.cpu_count],
-      ["Memory", fmt(Number(inventory.memory_total_bytes || 0), "bytes")], ["Agent", agent.agent_version], ["Booted", inventory.boot_time ? new Date(stamp(inventory.boot_time)).toLocaleString() : "—"],
+      ["Memory", fmt(Number(inventory.memory_total_bytes || 0), "bytes")], ["Agent", agent.agent_version], ["Booted", inventory.boot_time ? absolute(stamp(inventory.boot_time)) : "—"],
       ["Labels", Object.entries(agent.labels || {}).map(([k, v]) => k + "=" + v).join(" ") || "—"]];
     document.getElementById("inventory").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v || "—")]));
     document.getElementById("host-alerts").replaceChildren(...(data.agent.firing_alerts || []).map(alertItem));
@@ -264,19 +287,16 @@ async function alertsPage() {
       showError("");
       document.querySelector("#alerts tbody").replaceChildren(...data.alerts.map((alert) => {
         const labels = Object.entries(alert.labels || {}).filter(([k]) => k !== "alertname").map(([k, v]) => k + "=" + v).join(", ");
-        const state = el("span", (alert.state || "").replace("ALERT_STATE_", ""), "state " + (alert.state || "").toLowerCase());
+        const silenced = (alert.silenced_by || []).length > 0;
+        const state = el("span", (alert.state || "").replace("ALERT_STATE_", "") + (silenced ? " · SILENCED" : ""), "state " + (alert.state || "").toLowerCase() + (silenced ? " silenced" : ""));
         const action = el("span");
-        if ((alert.silenced_by || []).length) action.textContent = "silenced";
+        if (silenced) action.textContent = "silenced";
         else if (loggedIn) {
-          const button = el("button", "Silence 2 h");
-          button.type = "button";
-          button.addEventListener("click", async () => {
-            try {
-              await api("/api/silences", { method: "POST", headers: HEADERS, body: JSON.stringify({ labels: alert.labels, hours: 2, comment: "silenced from the console" }) });
-              refresh();
-            } catch (e) { showError(e.message); }
-          });
-          action.appendChild(button);
+          // To the silences page, its matchers filled in with this alert's labels.
+          const matchers = Object.entries(alert.labels || {}).map(([k, v]) => k + "=" + JSON.stringify(v)).join(", ");
+          const link = el("a", "Silence…");
+          link.href = "/silences?matchers=" + encodeURIComponent(matchers);
+          action.appendChild(link);
         }
         const tr = row([state, alert.rule, labels, (alert.annotations || {}).summary || "", when(alert.fired_at || alert.active_since), action]);
         tr.dataset.rule = alert.rule;
@@ -292,15 +312,71 @@ async function alertsPage() {
   setInterval(refresh, 15000);
 }
 
+// --- Silences -------------------------------------------------------------------------------------
+const MATCH_OPS = { MATCH_TYPE_NOT_EQUAL: "!=", MATCH_TYPE_REGEX: "=~", MATCH_TYPE_NOT_REGEX: "!~" };
+function matcherText(m) { return m.name + (MATCH_OPS[m.type] || "=") + JSON.stringify(m.value || ""); }
+
+async function silencesPage() {
+  const loggedIn = !!document.getElementById("logout");
+  const form = document.getElementById("silence");
+  const expired = document.getElementById("expired");
+  const params = new URLSearchParams(location.search);
+  if (form && params.get("matchers")) form.elements.matchers.value = params.get("matchers");
+  async function refresh() {
+    try {
+      const data = await api("/api/silences" + (expired.checked ? "?expired=1" : ""));
+      showError("");
+      document.querySelector("#silences tbody").replaceChildren(...data.silences.map((silence) => {
+        const action = el("span");
+        if (loggedIn && silence.status !== "expired") {
+          const button = el("button", "Expire");
+          button.type = "button";
+          button.addEventListener("click", async () => {
+            try { await api("/api/silences/" + encodeURIComponent(silence.id) + "/expire", { method: "POST", headers: HEADERS, body: "{}" }); refresh(); }
+            catch (e) { showError(e.message); }
+          });
+          action.appendChild(button);
+        }
+        const tr = row([el("span", silence.status, "state " + silence.status), (silence.matchers || []).map(matcherText).join(", "),
+          when(silence.ends_at), silence.author || "", silence.comment || "", action]);
+        tr.dataset.silence = silence.id;
+        tr.dataset.status = silence.status;
+        return tr;
+      }));
+      document.getElementById("empty").hidden = data.silences.length > 0;
+      document.body.dataset.loaded = "true";
+    } catch (e) { showError(e.message); document.body.dataset.loaded = "true"; }
+  }
+  if (form) form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    for (const name of ["matchers", "duration", "author", "comment"]) body[name] = form.elements[name].value;
+    try { await api("/api/silences", { method: "POST", headers: HEADERS, body: JSON.stringify(body) }); form.reset(); refresh(); }
+    catch (e) { showError(e.message); }
+  });
+  expired.addEventListener("change", refresh);
+  await refresh();
+  setInterval(refresh, 15000);
+}
+
 // --- Explore --------------------------------------------------------------------------------------
 async function explorePage() {
   const form = document.getElementById("query");
   const params = new URLSearchParams(location.search);
   for (const [name, value] of params) if (form.elements[name]) form.elements[name].value = value;
   let plot = null;
+  // Autocomplete: the metric names the store knows, offered as the expression is typed.
+  api("/api/metric-names").then((data) => {
+    document.getElementById("metric-names").replaceChildren(...data.metrics.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.label = m.help || m.name;
+      return option;
+    }));
+  }).catch(() => {});
   async function run() {
     const query = new URLSearchParams();
-    for (const name of ["selector", "aggregation", "range", "step", "group_by"]) if (form.elements[name].value) query.set(name, form.elements[name].value);
+    for (const name of ["query", "range", "step"]) if (form.elements[name].value) query.set(name, form.elements[name].value);
     history.replaceState(null, "", "?" + query.toString());
     const chart = document.getElementById("chart");
     try {
@@ -312,8 +388,8 @@ async function explorePage() {
       if (plot) { plot.destroy(); plot = null; }
       chart.replaceChildren();
       if (data.series.length) {
-        plot = new uPlot({ width: Math.min(900, chart.clientWidth || 900), height: 300,
-          series: [{}].concat(data.series.map((s, i) => ({ label: Object.entries(s.labels).map(([k, v]) => k + "=" + v).join(", ") || "all", stroke: COLORS[i % COLORS.length] }))) },
+        plot = new uPlot(inZone({ width: Math.min(900, chart.clientWidth || 900), height: 300,
+          series: [{}].concat(data.series.map((s, i) => ({ label: Object.entries(s.labels).map(([k, v]) => k + "=" + v).join(", ") || "all", stroke: COLORS[i % COLORS.length] }))) }),
           [times].concat(columns), chart);
       }
       document.querySelector("#result tbody").replaceChildren(...data.series.map((s) => row([
@@ -324,7 +400,7 @@ async function explorePage() {
     } catch (e) { showError(e.message); document.body.dataset.loaded = "true"; }
   }
   form.addEventListener("submit", (event) => { event.preventDefault(); run(); });
-  if (params.get("selector")) run(); else document.getElementById("empty").hidden = false;
+  if (params.get("query")) run(); else document.getElementById("empty").hidden = false;
 }
 
 // --- Login ----------------------------------------------------------------------------------------
@@ -352,4 +428,5 @@ function loginPage() {
 const logout = document.getElementById("logout");
 if (logout) logout.addEventListener("click", async () => { await fetch("/api/logout", { method: "POST", headers: HEADERS }); location.href = "/login"; });
 
-({ fleet: fleetPage, host: hostPage, alerts: alertsPage, explore: explorePage, login: loginPage })[document.body.dataset.page]();
+zoneSwitch();
+({ fleet: fleetPage, host: hostPage, alerts: alertsPage, silences: silencesPage, explore: explorePage, login: loginPage })[document.body.dataset.page]();

@@ -6,6 +6,7 @@ import warnings
 from infrawatch.agents.v1 import agents_pb2 as infrawatch_dot_agents_dot_v1_dot_agents__pb2
 from infrawatch.alerts.v1 import alerts_pb2 as infrawatch_dot_alerts_dot_v1_dot_alerts__pb2
 from infrawatch.gateway.v1 import gateway_pb2 as infrawatch_dot_gateway_dot_v1_dot_gateway__pb2
+from infrawatch.metrics.v1 import metrics_pb2 as infrawatch_dot_metrics_dot_v1_dot_metrics__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -62,6 +63,16 @@ class OperatorServiceStub:
                 '/infrawatch.gateway.v1.OperatorService/QueryMetrics',
                 request_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsResponse.FromString,
+                _registered_method=True)
+        self.QueryPromQL = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/QueryPromQL',
+                request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.FromString,
+                _registered_method=True)
+        self.ListMetricNames = channel.unary_unary(
+                '/infrawatch.gateway.v1.OperatorService/ListMetricNames',
+                request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesResponse.FromString,
                 _registered_method=True)
         self.WatchAgent = channel.unary_stream(
                 '/infrawatch.gateway.v1.OperatorService/WatchAgent',
@@ -166,6 +177,21 @@ class OperatorServiceServicer:
 
     def QueryMetrics(self, request, context):
         """Pass-through range query with arbitrary selectors and grouping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryPromQL(self, request, context):
+        """PromQL over a range, relayed to the metrics service's engine (the
+        console's Explore). INVALID_ARGUMENT names the problem in the expression.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMetricNames(self, request, context):
+        """Every metric name with its type, unit and help (the console's autocomplete).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +321,16 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.QueryMetrics,
                     request_deserializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsRequest.FromString,
                     response_serializer=infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsResponse.SerializeToString,
+            ),
+            'QueryPromQL': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryPromQL,
+                    request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.FromString,
+                    response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.SerializeToString,
+            ),
+            'ListMetricNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMetricNames,
+                    request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesRequest.FromString,
+                    response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesResponse.SerializeToString,
             ),
             'WatchAgent': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAgent,
@@ -499,6 +535,60 @@ class OperatorService:
             '/infrawatch.gateway.v1.OperatorService/QueryMetrics',
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsRequest.SerializeToString,
             infrawatch_dot_gateway_dot_v1_dot_gateway__pb2.QueryMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryPromQL(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/QueryPromQL',
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.SerializeToString,
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMetricNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.gateway.v1.OperatorService/ListMetricNames',
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesRequest.SerializeToString,
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.ListMetricNamesResponse.FromString,
             options,
             channel_credentials,
             insecure,

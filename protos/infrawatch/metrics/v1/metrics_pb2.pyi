@@ -337,3 +337,23 @@ class InstantQueriesResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[InstantQueryResult]
     def __init__(self, results: _Optional[_Iterable[_Union[InstantQueryResult, _Mapping]]] = ...) -> None: ...
+
+class RangeQueryRequest(_message.Message):
+    __slots__ = ("query", "start", "end", "step")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    step: _duration_pb2.Duration
+    def __init__(self, query: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RangeQueryResponse(_message.Message):
+    __slots__ = ("series", "result_type")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesPoints]
+    result_type: str
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesPoints, _Mapping]]] = ..., result_type: _Optional[str] = ...) -> None: ...

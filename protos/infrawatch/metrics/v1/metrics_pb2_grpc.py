@@ -74,6 +74,11 @@ class MetricsServiceStub:
                 request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.FromString,
                 _registered_method=True)
+        self.RangeQuery = channel.unary_unary(
+                '/infrawatch.metrics.v1.MetricsService/RangeQuery',
+                request_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.FromString,
+                _registered_method=True)
 
 
 class MetricsServiceServicer:
@@ -147,6 +152,14 @@ class MetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RangeQuery(self, request, context):
+        """A PromQL expression over a range of instants, as /api/v1/query_range (what
+        the console's Explore and dashboards run). At most 11,000 steps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +202,11 @@ def add_MetricsServiceServicer_to_server(servicer, server):
                     servicer.InstantQueries,
                     request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.FromString,
                     response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.SerializeToString,
+            ),
+            'RangeQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RangeQuery,
+                    request_deserializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.FromString,
+                    response_serializer=infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +425,33 @@ class MetricsService:
             '/infrawatch.metrics.v1.MetricsService/InstantQueries',
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesRequest.SerializeToString,
             infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.InstantQueriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RangeQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.metrics.v1.MetricsService/RangeQuery',
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryRequest.SerializeToString,
+            infrawatch_dot_metrics_dot_v1_dot_metrics__pb2.RangeQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
