@@ -26,10 +26,11 @@ from infrawatch.agents.v1 import agents_pb2
 from infrawatch.alerts.v1 import alerts_pb2
 from infrawatch.gateway.v1 import gateway_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2
+from services.common.clock import wall_clock_ms
 from services.common.credentials import Credentials
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.labels import is_metric_name
-from services.common.timestamps import to_epoch_ms
+from services.common.timestamps import to_epoch_ms, to_timestamp
 from services.gateway.clients import Budget
 
 _log = logging.getLogger("infrawatch.gateway")
@@ -98,6 +99,7 @@ class GatewayContext:
     status_poll_s: float = 2.0
     stop: threading.Event | None = None
     alerts: AlertsPort | None = None
+    now_ms: Callable[[], int] = wall_clock_ms
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def fleet_overview(
     top_n, recent_limit = top_n or 5, recent_limit or 10
 
     ranked = ctx.fan_out.submit(ctx.metrics.latest, metric, budget)
+    targets = ctx.fan_out.submit(_scrape_targets, ctx, budget)
     firing = ctx.fan_out.submit(_firing_or_unavailable, ctx, "", budget)
     agents = _all_agents(ctx, budget)
     counts = {status: 0 for status in ALL_STATUSES}
@@ -248,12 +251,20 @@ def fleet_overview(
     )
     alerts, response.alerts = firing.result()
     response.firing_alerts.extend(alerts)
+    response.scrape_targets.extend(targets.result())
     by_host, ranking = _latest_or_unavailable(ranked.result)
     if ranking != pb.AVAILABILITY_AVAILABLE:
         response.metrics = ranking
         return response
+    silent = {a.hostname for a in agents if a.status in DOWN}
+    fresh_since = ctx.now_ms() - BUSIEST_FRESH_MS
     top = sorted(
-        ((host, value) for host, values in by_host.items() for value in values if host),
+        (
+            (host, value)
+            for host, values in by_host.items()
+            for value in values
+            if host and host not in silent and value.sampled_at.ToMilliseconds() >= fresh_since
+        ),
         key=lambda item: item[1].value,
         reverse=True,
     )[:top_n]
@@ -261,6 +272,34 @@ def fleet_overview(
         pb.HostValue(hostname=host, value=value.value, sampled_at=value.sampled_at) for host, value in top
     )
     return response
+
+
+BUSIEST_FRESH_MS = 300_000
+""""Busiest now" ranks values of the last five minutes only (a silent host's old value is not now)."""
+MAX_SCRAPE_TARGETS = 1000
+
+
+def _scrape_targets(ctx: GatewayContext, budget: Budget) -> list[pb.ScrapeTarget]:
+    """Every `up` series with an instance: hosts that report through Prometheus, down ones first.
+    Nothing when the metrics service cannot answer (the overview says metrics are unavailable)."""
+    try:
+        samples = ctx.metrics.latest("up", budget)
+    except Unavailable:
+        return []
+    targets = []
+    for sample in samples:
+        labels = {label.name: label.value for label in sample.labels}
+        if "instance" in labels:
+            targets.append(
+                pb.ScrapeTarget(
+                    instance=labels["instance"],
+                    job=labels.get("job", ""),
+                    up=sample.value == 1.0,
+                    sampled_at=to_timestamp(sample.timestamp_ms),
+                )
+            )
+    targets.sort(key=lambda t: (t.up, t.job, t.instance))
+    return targets[:MAX_SCRAPE_TARGETS]
 
 
 def query_agent_metrics(

@@ -93,6 +93,7 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         )
         console, url = start_console(env, tmp_path / "console.log")
         processes.append(console)
+        dead_port = free_port()
         agent_env = {
             **env,
             "INFRAWATCH_AGENT_AGENTS_ADDRESS": env["INFRAWATCH_AGENTS_ADDRESS"],
@@ -102,6 +103,8 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             "INFRAWATCH_AGENT_INTERVAL": "1s",
             # A hostile label value: shown as text, never run.
             "INFRAWATCH_AGENT_LABELS": "note=<img src=x onerror=window.pwned=1>",
+            # A Prometheus target nobody serves: `up` 0 for its instance, shown on the fleet page.
+            "INFRAWATCH_AGENT_SCRAPE": f"node=http://127.0.0.1:{dead_port}/metrics",
         }
         processes.append(ServiceProcess("agent", agent_env, tmp_path / "agent.log"))
         # A browser in another zone than the machine's (UTC here), so local and UTC times differ.
@@ -114,6 +117,10 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         sync_api.expect(status).to_have_text("ONLINE", timeout=30_000)
         sync_api.expect(page.locator(f'#hosts tr[data-hostname="{HOST}"]')).to_contain_text("<img src=x")
         assert page.evaluate("window.pwned") is None
+        target = page.locator(f'#targets tr[data-instance="127.0.0.1:{dead_port}"]')
+        target.wait_for(timeout=30_000)
+        sync_api.expect(target).to_contain_text("DOWN")
+        sync_api.expect(target).to_contain_text("node")
         shot(page, "fleet")
 
         # Times say their zone; the header switches to UTC (and back), remembered in the browser.

@@ -86,6 +86,8 @@ class FakeMetrics:
         self.selectors.append(selector)
         if self.down:
             raise Unavailable("metrics service unavailable (UNAVAILABLE)")
+        if "{" not in selector:  # a bare metric name selects that metric's series only
+            return [s for s in self.samples if {lb.name: lb.value for lb in s.labels}.get("__name__") == selector]
         return self.samples
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse:
@@ -135,7 +137,11 @@ def metrics():
 def ctx(agents, metrics):
     with ThreadPoolExecutor(max_workers=4) as pool:
         yield GatewayContext(
-            agents=agents, metrics=metrics, fan_out=pool, credentials=Credentials(operator_token="op-secret")
+            agents=agents,
+            metrics=metrics,
+            fan_out=pool,
+            credentials=Credentials(operator_token="op-secret"),
+            now_ms=lambda: NOW_MS,
         )
 
 
@@ -150,8 +156,26 @@ def test_overview_counts_every_status_lists_the_recently_down_and_ranks_hosts(ct
     assert [v.agent.hostname for v in overview.recently_down] == ["host-3", "host-2"]
     before_it_went = {m.name: m.value for m in overview.recently_down[1].latest}
     assert before_it_went == {"cpu_usage_percent": 97.0}
-    assert [(h.hostname, h.value) for h in overview.top_hosts] == [("host-2", 97.0), ("host-3", 55.0)]
+    # Busiest *now*: not the OFFLINE host by its old value, nor the STALE one.
+    assert [(h.hostname, h.value) for h in overview.top_hosts] == [("host-1", 12.0)]
     assert overview.metrics == pb.AVAILABILITY_AVAILABLE
+
+
+def test_hosts_known_only_through_prometheus_are_listed_by_instance_and_job_down_first(ctx, metrics):
+    def up(instance: str, job: str, value: float) -> metrics_pb2.LatestSample:
+        labels = [
+            metrics_pb2.Label(name=k, value=v) for k, v in (("__name__", "up"), ("instance", instance), ("job", job))
+        ]
+        return metrics_pb2.LatestSample(labels=labels, timestamp_ms=NOW_MS - 5_000, value=value)
+
+    metrics.samples = [up("web-1:9100", "node", 1.0), up("db-1:9100", "node", 0.0), up("web-2:9100", "node", 1.0)]
+    overview = service.fleet_overview(ctx, "", "", 0, 0, Budget())
+    assert [(t.instance, t.job, t.up) for t in overview.scrape_targets] == [
+        ("db-1:9100", "node", False),
+        ("web-1:9100", "node", True),
+        ("web-2:9100", "node", True),
+    ]
+    assert "up" in metrics.selectors
 
 
 def test_overview_without_metrics_is_a_partial_answer(ctx, metrics):

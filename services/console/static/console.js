@@ -146,6 +146,13 @@ async function fleetPage() {
     document.querySelector("#busiest tbody").replaceChildren(...(overview.top_hosts || []).map((h) => row([
       hostLink(h.hostname), fmt(h.value, "percent"), when(h.sampled_at),
     ])));
+    const targets = overview.scrape_targets || [];
+    document.getElementById("targets-section").hidden = targets.length === 0;
+    document.querySelector("#targets tbody").replaceChildren(...targets.map((t) => {
+      const tr = row([t.instance, t.job || "", el("span", t.up ? "UP" : "DOWN", "status " + (t.up ? "online" : "offline")), when(t.sampled_at)]);
+      tr.dataset.instance = t.instance;
+      return tr;
+    }));
     const shown = data.agents.filter(matches);
     document.querySelector("#hosts tbody").replaceChildren(...shown.map((view) => {
       const tr = row([

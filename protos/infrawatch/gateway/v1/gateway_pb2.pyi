@@ -84,7 +84,7 @@ class HostValue(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., value: _Optional[float] = ..., sampled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetFleetOverviewResponse(_message.Message):
-    __slots__ = ("counts", "recently_down", "top_hosts", "top_metric", "metrics", "firing_alerts", "alerts")
+    __slots__ = ("counts", "recently_down", "top_hosts", "top_metric", "metrics", "firing_alerts", "alerts", "scrape_targets")
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     RECENTLY_DOWN_FIELD_NUMBER: _ClassVar[int]
     TOP_HOSTS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class GetFleetOverviewResponse(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     FIRING_ALERTS_FIELD_NUMBER: _ClassVar[int]
     ALERTS_FIELD_NUMBER: _ClassVar[int]
+    SCRAPE_TARGETS_FIELD_NUMBER: _ClassVar[int]
     counts: _containers.RepeatedCompositeFieldContainer[StatusCount]
     recently_down: _containers.RepeatedCompositeFieldContainer[AgentView]
     top_hosts: _containers.RepeatedCompositeFieldContainer[HostValue]
@@ -99,7 +100,20 @@ class GetFleetOverviewResponse(_message.Message):
     metrics: Availability
     firing_alerts: _containers.RepeatedCompositeFieldContainer[_alerts_pb2.Alert]
     alerts: Availability
-    def __init__(self, counts: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., recently_down: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., top_hosts: _Optional[_Iterable[_Union[HostValue, _Mapping]]] = ..., top_metric: _Optional[str] = ..., metrics: _Optional[_Union[Availability, str]] = ..., firing_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., alerts: _Optional[_Union[Availability, str]] = ...) -> None: ...
+    scrape_targets: _containers.RepeatedCompositeFieldContainer[ScrapeTarget]
+    def __init__(self, counts: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., recently_down: _Optional[_Iterable[_Union[AgentView, _Mapping]]] = ..., top_hosts: _Optional[_Iterable[_Union[HostValue, _Mapping]]] = ..., top_metric: _Optional[str] = ..., metrics: _Optional[_Union[Availability, str]] = ..., firing_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., alerts: _Optional[_Union[Availability, str]] = ..., scrape_targets: _Optional[_Iterable[_Union[ScrapeTarget, _Mapping]]] = ...) -> None: ...
+
+class ScrapeTarget(_message.Message):
+    __slots__ = ("instance", "job", "up", "sampled_at")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    job: str
+    up: bool
+    sampled_at: _timestamp_pb2.Timestamp
+    def __init__(self, instance: _Optional[str] = ..., job: _Optional[str] = ..., up: _Optional[bool] = ..., sampled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("statuses", "label_selector", "page_size", "page_token")
