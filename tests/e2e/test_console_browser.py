@@ -162,12 +162,12 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             "document.querySelectorAll('#metric-names option[value=\"cpu_seconds_total\"]').length === 1",
             timeout=30_000,
         )
-        page.fill('input[name="query"]', 'sum by (host, mode) (rate(cpu_seconds_total{mode!="idle"}[1m]))')
+        page.fill('input[name="query"]', 'sum by (host, cpu_mode) (rate(cpu_seconds_total{cpu_mode!="idle"}[1m]))')
         page.select_option('select[name="range"]', "15m")
         page.click('#query button[type="submit"]')
         page.wait_for_selector("#result tbody tr", timeout=30_000)
         sync_api.expect(page.locator("#result tbody")).to_contain_text(f"host={HOST}")
-        sync_api.expect(page.locator("#result tbody")).to_contain_text("mode=user")
+        sync_api.expect(page.locator("#result tbody")).to_contain_text("cpu_mode=user")
         assert "query=sum+by" in page.url or "query=sum%20by" in page.url  # the query is in the link
         shot(page, "explore")
         page.goto(url + "/explore?query=rate(cpu_seconds_total%5B1m%5D")
