@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -192,14 +193,7 @@ async def host_series(console: Console, request: Request) -> Any:
                 group_by=list(chart.group_by),
             ),
         )
-        series = [
-            {
-                "labels": {label.name: label.value for label in points.labels},
-                "t": [t // 1000 for t in points.timestamps_ms],
-                "v": list(points.values),
-            }
-            for points in reply.series
-        ]
+        series = [_chart_series(points) for points in reply.series]
         return {
             "key": chart.key,
             "title": chart.title,
@@ -222,6 +216,30 @@ async def explore(console: Console, request: Request) -> Any:
     aggregation = params.get("aggregation", "avg")
     if aggregation not in AGGREGATIONS:
         raise GatewayError(400, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+    start, end, step = _explore_window(params)
+    group_by = [name.strip() for name in params.get("group_by", "").split(",") if name.strip()]
+    reply = await console.call(
+        request,
+        "QueryMetrics",
+        gateway_pb2.QueryMetricsRequest(
+            query=metrics_pb2.QueryRangeRequest(
+                selector=metrics_pb2.Selector(selector=params.get("selector", "")),
+                start=start,
+                end=end,
+                step=step,
+                aggregation=AGGREGATIONS[aggregation],
+                group_by=group_by,
+            )
+        ),
+    )
+    return {
+        "series": [_chart_series(points) for points in reply.result.series],
+        "matched_series": reply.result.matched_series,
+    }
+
+
+def _explore_window(params: Any) -> tuple[Timestamp, Timestamp, Duration]:
+    """Explore's `range` (up to now) and `step` (seconds; by default what keeps a chart readable)."""
     range_name = params.get("range", "1h")
     if range_name not in RANGES_S:
         raise GatewayError(400, f"range must be one of {', '.join(RANGES_S)}")
@@ -230,31 +248,15 @@ async def explore(console: Console, request: Request) -> Any:
     except ValueError:
         raise GatewayError(400, "step must be a whole number of seconds") from None
     end_ms = int(time.time() * 1000)
-    group_by = [name.strip() for name in params.get("group_by", "").split(",") if name.strip()]
-    reply = await console.call(
-        request,
-        "QueryMetrics",
-        gateway_pb2.QueryMetricsRequest(
-            query=metrics_pb2.QueryRangeRequest(
-                selector=metrics_pb2.Selector(selector=params.get("selector", "")),
-                start=to_timestamp(end_ms - RANGES_S[range_name] * 1000),
-                end=to_timestamp(end_ms),
-                step=Duration(seconds=max(1, step_s)),
-                aggregation=AGGREGATIONS[aggregation],
-                group_by=group_by,
-            )
-        ),
-    )
+    return to_timestamp(end_ms - RANGES_S[range_name] * 1000), to_timestamp(end_ms), Duration(seconds=max(1, step_s))
+
+
+def _chart_series(points: metrics_pb2.SeriesPoints) -> dict[str, Any]:
+    """One series as the console's charts take it: labels, times in seconds, values."""
     return {
-        "series": [
-            {
-                "labels": {label.name: label.value for label in points.labels},
-                "t": [t // 1000 for t in points.timestamps_ms],
-                "v": list(points.values),
-            }
-            for points in reply.result.series
-        ],
-        "matched_series": reply.result.matched_series,
+        "labels": {label.name: label.value for label in points.labels},
+        "t": [t // 1000 for t in points.timestamps_ms],
+        "v": list(points.values),
     }
 
 
@@ -263,33 +265,19 @@ async def _explore_promql(console: Console, request: Request) -> Any:
     query = params.get("query", "").strip()
     if not query:
         raise GatewayError(400, "query is required: a PromQL expression such as rate(cpu_seconds_total[5m])")
-    range_name = params.get("range", "1h")
-    if range_name not in RANGES_S:
-        raise GatewayError(400, f"range must be one of {', '.join(RANGES_S)}")
-    try:
-        step_s = int(params.get("step") or step_for(RANGES_S[range_name]))
-    except ValueError:
-        raise GatewayError(400, "step must be a whole number of seconds") from None
-    end_ms = int(time.time() * 1000)
+    start, end, step = _explore_window(params)
     reply = await console.call(
         request,
         "QueryPromQL",
         metrics_pb2.RangeQueryRequest(
             query=query,
-            start=to_timestamp(end_ms - RANGES_S[range_name] * 1000),
-            end=to_timestamp(end_ms),
-            step=Duration(seconds=max(1, step_s)),
+            start=start,
+            end=end,
+            step=step,
         ),
     )
     return {
-        "series": [
-            {
-                "labels": {label.name: label.value for label in points.labels},
-                "t": [t // 1000 for t in points.timestamps_ms],
-                "v": list(points.values),
-            }
-            for points in reply.series
-        ],
+        "series": [_chart_series(points) for points in reply.series],
         "result_type": reply.result_type,
     }
 
