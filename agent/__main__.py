@@ -18,6 +18,7 @@ from agent.collector import HostCollector, Round
 from agent.config import AgentConfig, load
 from agent.identity import Heartbeats, Registrar, StateFile
 from agent.logs import configure_logging
+from agent.processes import ProcessCollector
 from agent.scrape import Scraper, scrape
 from agent.sender import Sender
 from agent.telemetry import AgentCollector, AgentReadings, new_registry, serve_telemetry
@@ -28,6 +29,11 @@ from infrawatch.metrics.v1 import metrics_pb2_grpc
 _log = logging.getLogger("infrawatch.agent")
 MAX_RECONNECT_BACKOFF_MS = 4000
 """The longest wait between reconnection attempts to a service (see the channel options)."""
+
+
+def host_collector(config: AgentConfig) -> HostCollector:
+    processes = ProcessCollector(config.processes_top, config.processes_include)
+    return HostCollector(config.hostname, config.labels, config.host_root, config.collectors, processes)
 
 
 def render(round_: Round) -> str:
@@ -63,7 +69,7 @@ def _collect_every(interval_s: float, stopping: threading.Event, handle: Callabl
 
 
 def run(config: AgentConfig) -> int:
-    collector = HostCollector(config.hostname, config.labels, config.host_root)
+    collector = host_collector(config)
     stopping = _stop_event()
     if config.dry_run:
         _collect_every(config.interval, stopping, lambda: print(render(collector.collect()) + "\n", flush=True))
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level, "agent")
     if config.once:
-        collector = HostCollector(config.hostname, config.labels, config.host_root)
+        collector = host_collector(config)
         time.sleep(0.5)  # CPU usage is measured between two readings
         print(render(collector.collect()))
         # Each scrape target once too, so a target can be checked before it is deployed.

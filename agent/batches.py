@@ -9,7 +9,7 @@ once per stream.
 from __future__ import annotations
 
 from agent.collector import Round
-from agent.metric_kinds import KINDS
+from agent.metric_kinds import kind_of
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 
 Key = tuple[tuple[str, str], ...]
@@ -20,7 +20,7 @@ def portable_batch(round_: Round, types: dict[str, int] | None = None) -> bytes:
     name → MetricType) for names the agent does not know itself (scraped ones)."""
     batch = pb.MetricBatch()
     for name, kind in sorted((types or {}).items()):
-        if name not in KINDS and kind:
+        if kind and kind_of(name) is None:
             batch.metadata.add(name=name, type=kind)
     for sample in round_.samples:
         labels = [pb.Label(name="__name__", value=sample.name)]
@@ -50,10 +50,11 @@ class StreamEncoder:
             if ref is None:
                 series.ref = self._refs[key] = len(self._refs) + 1
                 name = key[0][1]
-                if name not in self._declared and name in KINDS:
-                    kind = KINDS[name]
-                    batch.metadata.add(name=name, type=kind.type, unit=kind.unit, help=kind.help)
-                    self._declared.add(name)
+                if name not in self._declared:
+                    kind = kind_of(name)
+                    if kind is not None:
+                        batch.metadata.add(name=name, type=kind.type, unit=kind.unit, help=kind.help)
+                        self._declared.add(name)
             else:
                 del series.labels[:]
                 series.ref = ref

@@ -1,4 +1,5 @@
-"""Host metrics from psutil, named after Prometheus conventions (base units, `_total` counters).
+"""Host metrics: InfraWatch's key figures from psutil, named after Prometheus conventions (base
+units, `_total` counters), and node_exporter's metrics under its own names (`agent.node`).
 
 Every sample carries the `host` label; per-device metrics add `cpu_mode`,
 `device`, `mountpoint` or `interface`. A collection round is one timestamp for
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+
+from agent.node import NodeCollector
+from agent.processes import ProcessCollector
 
 # Devices whose counters say nothing about the host's real I/O.
 _SKIPPED_DISKS = ("loop", "ram", "zram", "sr")
@@ -34,7 +38,7 @@ class Round:
     timestamp_ms: int
     samples: list[Sample] = field(default_factory=list)
 
-    def add(self, name: str, value: float, **labels: str) -> None:
+    def add(self, name: str, value: float, /, **labels: str) -> None:
         self.samples.append(Sample(name, tuple(sorted(labels.items())), float(value)))
 
 
@@ -50,7 +54,12 @@ class HostCollector:
     """Collects one round of host metrics per call; CPU usage is measured since the previous call."""
 
     def __init__(
-        self, hostname: str | None = None, extra_labels: dict[str, str] | None = None, host_root: str = ""
+        self,
+        hostname: str | None = None,
+        extra_labels: dict[str, str] | None = None,
+        host_root: str = "",
+        collectors: tuple[str, ...] | None = None,
+        processes: ProcessCollector | None = None,
     ) -> None:
         self.hostname = hostname or socket.gethostname()
         # In a container the host's filesystems are mounted read-only under `host_root` (e.g.
@@ -58,8 +67,11 @@ class HostCollector:
         self._host_root = host_root.rstrip("/")
         self._labels = {**(extra_labels or {}), "host": self.hostname}
         self._previous_cpu = psutil.cpu_times()
+        # node_exporter's names next to InfraWatch's own key figures (`collectors`: which of them).
+        self._node = NodeCollector(host_root, collectors)
+        self._processes = processes if processes is not None else ProcessCollector()
 
-    def _with(self, round_: Round, name: str, value: float, **labels: str) -> None:
+    def _with(self, round_: Round, name: str, value: float, /, **labels: str) -> None:
         round_.add(name, value, **self._labels, **labels)
 
     def collect(self) -> Round:
@@ -72,6 +84,9 @@ class HostCollector:
         self._with(round_, "procs", len(psutil.pids()))
         self._with(round_, "procs_running", _running_processes())
         self._with(round_, "uptime_seconds", time.time() - psutil.boot_time())
+        emit = lambda name, value, /, **labels: self._with(round_, name, value, **labels)  # noqa: E731
+        self._node.collect(emit)
+        self._processes.collect(emit)
         return round_
 
     def _cpu(self, round_: Round) -> None:

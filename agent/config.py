@@ -4,6 +4,7 @@ optional TOML file, then defaults; the first that sets an option wins."""
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -11,10 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.node import collector_names
 from agent.scrape import ScrapeTarget, scrape_targets
 from agent.telemetry import telemetry_address
 from agent.tls import ClientTLS
 from agent.values import ConfigError, duration_seconds, log_level, positive_int, readable_file
+
+
+def _bad_count() -> int:
+    raise ValueError("must be a whole number, 0 or more")
+
+
+def _regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"is not a regular expression: {exc}") from None
+    return raw
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,28 @@ OPTIONS: tuple[Option, ...] = (
         "Where the host's root filesystem is mounted when the agent runs in a container (e.g. /host, "
         "mounted read-only); filesystem usage is read there. Empty: the agent runs on the host.",
     ),
+    Option(
+        "collectors",
+        "all",
+        "node_exporter-compatible collectors to run, separated by commas (arp, conntrack, cpu, diskstats, "
+        "entropy, filefd, filesystem, loadavg, meminfo, netclass, netdev, netstat, os, pressure, selinux, "
+        "sockstat, softnet, stat, time, timex, udp_queues, uname, vmstat), `all` or `none`.",
+        collector_names,
+    ),
+    Option(
+        "processes_top",
+        "10",
+        "Process telemetry: how many process groups (by name) to send, the busiest by CPU and as many by "
+        "resident memory; 0 sends none.",
+        lambda raw: int(raw) if raw.strip().isdigit() else _bad_count(),
+    ),
+    Option(
+        "processes_include",
+        "",
+        "Process telemetry: a regular expression of process names always sent, busy or not (at most "
+        "--processes-top of them), e.g. 'postgres|nginx'.",
+        _regex,
+    ),
     Option("state_dir", "./data/agent", "Where the identity (state.json) and the unsent-batch buffer live."),
     Option(
         "buffer_max_bytes",
@@ -101,6 +137,9 @@ class AgentConfig:
     tls: ClientTLS
     interval: float
     host_root: str
+    collectors: tuple[str, ...]
+    processes_top: int
+    processes_include: str
     state_dir: Path
     buffer_max_bytes: int
     grace: float
@@ -124,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
         prog="infrawatch-agent",
         description="InfraWatch host agent: registers this host, sends heartbeats, collects host metrics "
-        "(CPU, load, memory, swap, filesystems, disk and network I/O, processes, uptime) with psutil and "
+        "(node_exporter's metrics under its names, InfraWatch's key figures, and the busiest processes) and "
         "streams them to the metrics service. Unacknowledged batches wait in an on-disk buffer, so a "
         "restart or an outage loses nothing.",
         epilog="\n".join(lines),
@@ -202,6 +241,9 @@ def load(argv: list[str] | None, environ: Mapping[str, str]) -> AgentConfig:
         tls=ClientTLS(values["tls_ca"], values["tls_cert"], values["tls_key"], values["tls_server_name"]),
         interval=values["interval"],
         host_root=values["host_root"],
+        collectors=values["collectors"],
+        processes_top=values["processes_top"],
+        processes_include=values["processes_include"],
         state_dir=Path(values["state_dir"]),
         buffer_max_bytes=values["buffer_max_bytes"],
         grace=values["grace"],

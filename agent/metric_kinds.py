@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.node.kinds import NODE, PROCESS, node_kind
+
 GAUGE = 1
 COUNTER = 2
 
@@ -53,4 +55,18 @@ KINDS: dict[str, MetricKind] = {
     "procs": MetricKind(GAUGE, "", "Processes (a gauge, so no _total suffix)."),
     "procs_running": MetricKind(GAUGE, "", "Processes running or runnable."),
     "uptime_seconds": MetricKind(GAUGE, "seconds", "Time since boot."),
+    # node_exporter's names (agent/node), so PromQL written for node_exporter runs on agent data.
+    **{name: MetricKind(*kind) for name, kind in NODE.items()},
+    # The busiest processes, grouped by name (agent/processes.py), under process-exporter's names.
+    **{name: MetricKind(*kind) for name, kind in PROCESS.items()},
 }
+
+
+def kind_of(name: str) -> MetricKind | None:
+    """The kind of any metric the agent itself collects, including node_exporter's families whose
+    names depend on the host (node_memory_*, node_netstat_*, ...); None for scraped names."""
+    known = KINDS.get(name)
+    if known is not None:
+        return known
+    family = node_kind(name)
+    return MetricKind(*family) if family is not None else None

@@ -99,7 +99,9 @@ def build_metrics_app(
         PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
     )
     # The InfraWatch agent's own metrics keep their types whoever declares them first.
-    protected = [MetricInfo(name, MetricType(kind.type), kind.unit, kind.help) for name, kind in KINDS.items()]
+    protected = [
+        MetricInfo(name, MetricType(kind.type), kind.unit, kind.help) for name, kind in KINDS.items() if kind.type
+    ]
     catalog = SeriesCatalog(
         SqlSeriesStore(engine), now_ms, refresh_every_s=config.catalog_refresh_s, protected=protected
     )
