@@ -65,12 +65,73 @@ class HostChart:
     group_by: tuple[str, ...] = ()
 
 
+# InfraWatch's key figures, which also grow live on the page (the PromQL charts below hold the rest).
 HOST_CHARTS = (
     HostChart("cpu", "CPU busy", "cpu_usage_percent", "percent"),
     HostChart("memory", "Memory used", "memory_used_percent", "percent"),
     HostChart("load", "Load (1 m)", "load1", ""),
-    HostChart("disk", "Filesystems used", "fs_used_percent", "percent", metrics_pb2.AGGREGATION_MAX, ("mountpoint",)),
-    HostChart("net", "Network received", "net_rx_bytes_total", "bytes/s", metrics_pb2.AGGREGATION_RATE, ("interface",)),
+)
+
+
+@dataclass(frozen=True)
+class PromChart:
+    """A host-page chart drawn from PromQL: each (legend, query) adds its series, labelled
+    `series=legend` when the chart has several. `{host}` is the host's matcher, `{window}` a rate
+    window that always spans several of the agent's rounds."""
+
+    key: str
+    title: str
+    unit: str
+    queries: tuple[tuple[str, str], ...]
+
+    def expressions(self, hostname: str, step_s: int) -> list[tuple[str, str]]:
+        matcher = 'host="' + hostname.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        window = f"{max(60, 2 * step_s)}s"
+        return [(legend, query.format(host=matcher, window=window)) for legend, query in self.queries]
+
+
+# What an SRE reads first during an incident, from the agent's node_exporter-compatible metrics.
+PROM_CHARTS = (
+    PromChart("cpu-modes", "CPU by mode", "percent", (("", 'sum by (mode) (rate(node_cpu_seconds_total{{{host},mode!="idle"}}[{window}])) * 100 / scalar(count(node_cpu_seconds_total{{{host},mode="idle"}}))'),)),
+    PromChart("memory-bytes", "Memory and swap used", "bytes", (
+        ("memory", "node_memory_MemTotal_bytes{{{host}}} - node_memory_MemAvailable_bytes{{{host}}}"),
+        ("cache", "node_memory_Cached_bytes{{{host}}} + node_memory_Buffers_bytes{{{host}}}"),
+        ("swap", "node_memory_SwapTotal_bytes{{{host}}} - node_memory_SwapFree_bytes{{{host}}}"),
+    )),
+    PromChart("disk-io", "Disk throughput", "bytes/s", (
+        ("read", "rate(node_disk_read_bytes_total{{{host}}}[{window}])"),
+        ("written", "rate(node_disk_written_bytes_total{{{host}}}[{window}])"),
+    )),
+    PromChart("disk-util", "Disk utilisation (time busy)", "percent", (("", "rate(node_disk_io_time_seconds_total{{{host}}}[{window}]) * 100"),)),
+    PromChart("network", "Network in and out", "bytes/s", (
+        ("in", 'rate(node_network_receive_bytes_total{{{host},device!="lo"}}[{window}])'),
+        ("out", 'rate(node_network_transmit_bytes_total{{{host},device!="lo"}}[{window}])'),
+    )),
+    PromChart("filesystems", "Filesystems: space and inodes used", "percent", (
+        ("space", "100 * (1 - node_filesystem_avail_bytes{{{host}}} / node_filesystem_size_bytes{{{host}}})"),
+        ("inodes", "100 * (1 - node_filesystem_files_free{{{host}}} / node_filesystem_files{{{host}}})"),
+    )),
+    PromChart("pressure", "Pressure: share of time stalled", "percent", (
+        ("cpu some", "rate(node_pressure_cpu_waiting_seconds_total{{{host}}}[{window}]) * 100"),
+        ("memory some", "rate(node_pressure_memory_waiting_seconds_total{{{host}}}[{window}]) * 100"),
+        ("memory full", "rate(node_pressure_memory_stalled_seconds_total{{{host}}}[{window}]) * 100"),
+        ("io some", "rate(node_pressure_io_waiting_seconds_total{{{host}}}[{window}]) * 100"),
+        ("io full", "rate(node_pressure_io_stalled_seconds_total{{{host}}}[{window}]) * 100"),
+    )),
+    PromChart("process-cpu", "Top processes by CPU", "cores", (("", "topk(5, sum by (groupname) (rate(namedprocess_namegroup_cpu_seconds_total{{{host}}}[{window}])))"),)),
+    PromChart("process-memory", "Top processes by resident memory", "bytes", (("", 'topk(5, sum by (groupname) (namedprocess_namegroup_memory_bytes{{{host},memtype="resident"}}))'),)),
+)  # fmt: skip
+
+# "Top processes now": one column per query, joined by process group.
+PROCESS_COLUMNS = (
+    ("cpu", "sum by (groupname) (rate(namedprocess_namegroup_cpu_seconds_total{{{host}}}[1m]))"),
+    ("resident", 'sum by (groupname) (namedprocess_namegroup_memory_bytes{{{host},memtype="resident"}})'),
+    ("procs", "sum by (groupname) (namedprocess_namegroup_num_procs{{{host}}})"),
+    ("threads", "sum by (groupname) (namedprocess_namegroup_num_threads{{{host}}})"),
+    ("fds", "sum by (groupname) (namedprocess_namegroup_open_filedesc{{{host}}})"),
+    ("read", "sum by (groupname) (rate(namedprocess_namegroup_read_bytes_total{{{host}}}[1m]))"),
+    ("written", "sum by (groupname) (rate(namedprocess_namegroup_write_bytes_total{{{host}}}[1m]))"),
+    ("started", "min by (groupname) (namedprocess_namegroup_oldest_start_time_seconds{{{host}}})"),
 )
 
 
@@ -203,8 +264,59 @@ async def host_series(console: Console, request: Request) -> Any:
             "series": series,
         }
 
-    charts = await asyncio.gather(*(one(chart) for chart in HOST_CHARTS))
+    async def prom(chart: PromChart) -> dict[str, Any]:
+        expressions = chart.expressions(hostname, step_s)
+        replies = await asyncio.gather(
+            *(
+                console.call(
+                    request,
+                    "QueryPromQL",
+                    metrics_pb2.RangeQueryRequest(
+                        query=query, start=to_timestamp(start_ms), end=to_timestamp(end_ms), step=step
+                    ),
+                )
+                for _, query in expressions
+            )
+        )
+        series = []
+        for (legend, _), reply in zip(expressions, replies, strict=True):
+            for points in reply.series:
+                one_series = _chart_series(points)
+                if legend:
+                    one_series["labels"] = {"series": legend, **one_series["labels"]}
+                series.append(one_series)
+        return {"key": chart.key, "title": chart.title, "unit": chart.unit, "metric": "", "group_by": [],
+                "series": series}  # fmt: skip
+
+    charts = await asyncio.gather(*(one(chart) for chart in HOST_CHARTS), *(prom(chart) for chart in PROM_CHARTS))
     return {"range": range_name, "step_s": step_s, "start": start_ms // 1000, "end": end_ms // 1000, "charts": charts}
+
+
+async def host_processes(console: Console, request: Request) -> Any:
+    """The host's process groups now (their last minute), busiest first."""
+    hostname = request.path_params["hostname"]
+    end_ms = int(time.time() * 1000)
+    expressions = PromChart("", "", "", PROCESS_COLUMNS).expressions(hostname, 60)
+    replies = await asyncio.gather(
+        *(
+            console.call(
+                request,
+                "QueryPromQL",
+                metrics_pb2.RangeQueryRequest(
+                    query=query, start=to_timestamp(end_ms - 60_000), end=to_timestamp(end_ms), step=Duration(seconds=60)
+                ),
+            )
+            for _, query in expressions
+        )
+    )
+    groups: dict[str, dict[str, Any]] = {}
+    for (column, _), reply in zip(expressions, replies, strict=True):
+        for points in reply.series:
+            name = next((label.value for label in points.labels if label.name == "groupname"), "")
+            if name and points.values:
+                groups.setdefault(name, {"group": name})[column] = points.values[-1]
+    busiest = sorted(groups.values(), key=lambda g: (-g.get("cpu", 0.0), -g.get("resident", 0.0), g["group"]))
+    return {"processes": busiest[:15], "at": end_ms // 1000}
 
 
 async def explore(console: Console, request: Request) -> Any:
@@ -511,6 +623,7 @@ def build_app(console: Console) -> Starlette:
             Route("/api/fleet", api(fleet)),
             Route("/api/hosts/{hostname}", api(host)),
             Route("/api/hosts/{hostname}/series", api(host_series)),
+            Route("/api/hosts/{hostname}/processes", api(host_processes)),
             Route("/api/hosts/{hostname}/live", stream(host_live)),
             Route("/api/explore", api(explore)),
             Route("/api/metric-names", api(metric_names)),

@@ -145,6 +145,15 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
             f"() => Number(document.querySelector('figure[data-chart=cpu]').dataset.points) > {before}",
             timeout=15_000,
         )
+        # node_exporter-style charts (PromQL over the agent's node_* counters) and the process table.
+        page.wait_for_function(
+            "() => ['cpu-modes', 'memory-bytes', 'disk-io', 'network', 'filesystems', 'pressure', 'process-cpu']"
+            ".every((k) => Number(document.querySelector(`figure[data-chart='${k}']`)?.dataset.points) > 0)",
+            timeout=90_000,
+            polling=2000,
+        )
+        sync_api.expect(page.locator("#processes tbody tr").first).to_be_visible(timeout=30_000)
+        sync_api.expect(page.locator('figure[data-chart="cpu-modes"]')).to_contain_text("mode=user")
         shot(page, "host")
 
         # Alerts: the rule that always holds shows as firing, with its rendered summary.

@@ -61,3 +61,15 @@ def test_invented_http_methods_share_one_telemetry_label():
     from services.console.telemetry import method_label
 
     assert [method_label(m) for m in ("GET", "POST", "BREW", "X" * 100)] == ["GET", "POST", "other", "other"]
+
+
+def test_every_host_page_query_is_promql_the_engine_parses_and_names_only_this_host():
+    from services.console.app import PROCESS_COLUMNS, PROM_CHARTS, PromChart
+    from services.metrics.query.promql.parser import parse
+
+    tricky = 'db"1\\'
+    for chart in (*PROM_CHARTS, PromChart("processes", "", "", PROCESS_COLUMNS)):
+        for _, query in chart.expressions(tricky, 303):
+            parse(query)  # raises on anything the engine would refuse
+            assert 'host="db\\"1\\\\"' in query, query
+            assert "[606s]" in query or "[" not in query or "[1m]" in query, query

@@ -179,7 +179,7 @@ async function fleetPage() {
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
 
 function seriesName(chart, labels) {
-  const parts = Object.entries(labels).filter(([k]) => k !== "host").map(([k, v]) => k + "=" + v);
+  const parts = Object.entries(labels).filter(([k]) => k !== "host").map(([k, v]) => (k === "series" ? v : k + "=" + v));
   return parts.length ? parts.join(", ") : chart.metric;
 }
 
@@ -211,7 +211,7 @@ class HostChartView {
     if (this.plot) { this.plot.destroy(); this.plot = null; }
     this.area.replaceChildren();
     if (!this.values.length) {
-      this.area.appendChild(el("p", "No samples of " + this.chart.metric + " in this range yet.", "empty"));
+      this.area.appendChild(el("p", "No samples of " + (this.chart.metric || this.chart.title) + " in this range yet.", "empty"));
     } else {
       const unit = this.chart.unit;
       this.plot = new uPlot(inZone({
@@ -266,13 +266,28 @@ async function hostPage() {
     document.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", b.dataset.range === range));
     document.body.dataset.loaded = "true";
   }
+  async function loadProcesses() {
+    const data = await api("/api/hosts/" + encodeURIComponent(hostname) + "/processes");
+    const body = document.querySelector("#processes tbody");
+    body.replaceChildren(...data.processes.map((p) => {
+      const tr = row([p.group, fmt(p.procs, ""), fmt(p.cpu, "cores"), fmt(p.resident, "bytes"), fmt(p.threads, ""),
+        fmt(p.fds, ""), fmt(p.read, "bytes/s"), fmt(p.written, "bytes/s"), p.started ? absolute(p.started * 1000) : "—"]);
+      tr.dataset.group = p.group;
+      return tr;
+    }));
+    document.getElementById("processes-empty").hidden = data.processes.length > 0;
+    document.getElementById("processes-at").textContent = "as of " + absolute(data.at * 1000, true);
+  }
   document.querySelectorAll("[data-range]").forEach((button) => button.addEventListener("click", async () => {
     range = button.dataset.range;
     history.replaceState(null, "", "?range=" + range);
     try { await loadCharts(); } catch (e) { showError(e.message); }
   }));
-  try { await loadAgent(); await loadCharts(); } catch (e) { showError(e.message); }
+  try { await loadAgent(); await Promise.all([loadCharts(), loadProcesses()]); } catch (e) { showError(e.message); }
   setInterval(() => loadAgent().catch((e) => showError(e.message)), 5000);
+  setInterval(() => loadProcesses().catch((e) => showError(e.message)), 15000);
+  // PromQL charts (rates over the agent's counters) are asked again; the others also grow live below.
+  setInterval(() => loadCharts().catch((e) => showError(e.message)), 60000);
   const live = new EventSource("/api/hosts/" + encodeURIComponent(hostname) + "/live");
   live.onmessage = (event) => {
     const message = JSON.parse(event.data);
