@@ -92,7 +92,10 @@ class PromChart:
 
 # What an SRE reads first during an incident, from the agent's node_exporter-compatible metrics.
 PROM_CHARTS = (
-    PromChart("cpu-modes", "CPU by mode", "percent", (("", 'sum by (mode) (rate(node_cpu_seconds_total{{{host},mode!="idle"}}[{window}])) * 100 / scalar(count(node_cpu_seconds_total{{{host},mode="idle"}}))'),)),
+    PromChart("cpu-modes", "CPU by mode", "percent", (
+        ("", 'sum by (mode) (rate(node_cpu_seconds_total{{{host},mode!="idle"}}[{window}])) * 100'
+             ' / scalar(count(node_cpu_seconds_total{{{host},mode="idle"}}))'),
+    )),
     PromChart("memory-bytes", "Memory and swap used", "bytes", (
         ("memory", "node_memory_MemTotal_bytes{{{host}}} - node_memory_MemAvailable_bytes{{{host}}}"),
         ("cache", "node_memory_Cached_bytes{{{host}}} + node_memory_Buffers_bytes{{{host}}}"),
@@ -102,7 +105,9 @@ PROM_CHARTS = (
         ("read", "rate(node_disk_read_bytes_total{{{host}}}[{window}])"),
         ("written", "rate(node_disk_written_bytes_total{{{host}}}[{window}])"),
     )),
-    PromChart("disk-util", "Disk utilisation (time busy)", "percent", (("", "rate(node_disk_io_time_seconds_total{{{host}}}[{window}]) * 100"),)),
+    PromChart("disk-util", "Disk utilisation (time busy)", "percent", (
+        ("", "rate(node_disk_io_time_seconds_total{{{host}}}[{window}]) * 100"),
+    )),
     PromChart("network", "Network in and out", "bytes/s", (
         ("in", 'rate(node_network_receive_bytes_total{{{host},device!="lo"}}[{window}])'),
         ("out", 'rate(node_network_transmit_bytes_total{{{host},device!="lo"}}[{window}])'),
@@ -118,8 +123,12 @@ PROM_CHARTS = (
         ("io some", "rate(node_pressure_io_waiting_seconds_total{{{host}}}[{window}]) * 100"),
         ("io full", "rate(node_pressure_io_stalled_seconds_total{{{host}}}[{window}]) * 100"),
     )),
-    PromChart("process-cpu", "Top processes by CPU", "cores", (("", "topk(5, sum by (groupname) (rate(namedprocess_namegroup_cpu_seconds_total{{{host}}}[{window}])))"),)),
-    PromChart("process-memory", "Top processes by resident memory", "bytes", (("", 'topk(5, sum by (groupname) (namedprocess_namegroup_memory_bytes{{{host},memtype="resident"}}))'),)),
+    PromChart("process-cpu", "Top processes by CPU", "cores", (
+        ("", "topk(5, sum by (groupname) (rate(namedprocess_namegroup_cpu_seconds_total{{{host}}}[{window}])))"),
+    )),
+    PromChart("process-memory", "Top processes by resident memory", "bytes", (
+        ("", 'topk(5, sum by (groupname) (namedprocess_namegroup_memory_bytes{{{host},memtype="resident"}}))'),
+    )),
 )  # fmt: skip
 
 # "Top processes now": one column per query, joined by process group.
@@ -303,7 +312,10 @@ async def host_processes(console: Console, request: Request) -> Any:
                 request,
                 "QueryPromQL",
                 metrics_pb2.RangeQueryRequest(
-                    query=query, start=to_timestamp(end_ms - 60_000), end=to_timestamp(end_ms), step=Duration(seconds=60)
+                    query=query,
+                    start=to_timestamp(end_ms - 60_000),
+                    end=to_timestamp(end_ms),
+                    step=Duration(seconds=60),
                 ),
             )
             for _, query in expressions
