@@ -407,9 +407,9 @@ async def _explore_promql(console: Console, request: Request) -> Any:
 
 
 async def metric_names(console: Console, request: Request) -> Any:
-    """Every metric name with its type and help, for Explore's autocomplete."""
+    """Every metric name with its help, and every label name, for Explore's autocomplete."""
     reply = await console.call(request, "ListMetricNames", metrics_pb2.ListMetricNamesRequest())
-    return {"metrics": [{"name": m.name, "help": m.help} for m in reply.metrics]}
+    return {"metrics": [{"name": m.name, "help": m.help} for m in reply.metrics], "labels": list(reply.label_names)}
 
 
 async def alerts(console: Console, request: Request) -> Any:

@@ -326,6 +326,7 @@ class MetricsServicer:
                 )
                 for c in self._queries.catalog.conflicts()
             ],
+            label_names=[name for name in self._queries.catalog.label_names() if name != "__name__"],
         )
 
     async def ListMetricNames(self, request: pb.ListMetricNamesRequest, context: Any) -> pb.ListMetricNamesResponse:

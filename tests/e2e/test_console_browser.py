@@ -164,12 +164,25 @@ def test_the_console_shows_the_fleet_live_charts_alerts_and_explore_errors_and_g
         sync_api.expect(firing).to_contain_text(f"{HOST} is at")
         shot(page, "alerts")
 
-        # Explore takes PromQL: typed into the form (metric names complete), `rate(...)` draws per
+        # Explore takes PromQL: typed into the form (metric and label names complete), `rate(...)` draws per
         # mode; an expression that does not parse shows the engine's own message.
         page.goto(url + "/explore")
         page.wait_for_function(
             "document.querySelectorAll('#metric-names option[value=\"cpu_seconds_total\"]').length === 1",
             timeout=30_000,
+        )
+        # Label names complete where a label goes: after `by (` and inside `{...}`.
+        page.type('input[name="query"]', "sum by (cpu_mo")
+        page.wait_for_function(
+            "document.querySelector('#metric-names option[data-name=\"cpu_mode\"]')?.value === 'sum by (cpu_mo'"
+            ".replace('cpu_mo', 'cpu_mode')",
+            timeout=10_000,
+        )
+        page.type('input[name="query"]', "de) (rate(node_cpu_seconds_total{mo")
+        page.wait_for_function(
+            "document.getElementById('metric-names').dataset.kind === 'labels' && "
+            "!!document.querySelector('#metric-names option[data-name=\"mode\"]')",
+            timeout=10_000,
         )
         page.fill('input[name="query"]', 'sum by (host, cpu_mode) (rate(cpu_seconds_total{cpu_mode!="idle"}[1m]))')
         page.select_option('select[name="range"]', "15m")

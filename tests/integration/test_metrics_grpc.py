@@ -291,6 +291,7 @@ def test_latest_values_series_listing_and_metric_names(metrics_harness, metrics_
     assert hosts == ["a", "b"] and second.next_page_token == ""
     names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
     assert [(m.name, m.type) for m in names.metrics] == [("load", pb.METRIC_TYPE_UNSPECIFIED)]
+    assert list(names.label_names) == ["host", "node", "role"]  # what an editor completes; no __name__
 
 
 def test_queries_reject_bad_selectors_and_ranges(metrics_stub):

@@ -387,15 +387,34 @@ async function explorePage() {
   const params = new URLSearchParams(location.search);
   for (const [name, value] of params) if (form.elements[name]) form.elements[name].value = value;
   let plot = null;
-  // Autocomplete: the metric names the store knows, offered as the expression is typed.
-  api("/api/metric-names").then((data) => {
-    document.getElementById("metric-names").replaceChildren(...data.metrics.map((m) => {
+  // Autocomplete of the word being typed: label names inside {...} and after by/without/on/ignoring (,
+  // metric names elsewhere. The browser's list filters by what is typed, so each option is the
+  // whole expression with the word completed.
+  const input = form.elements.query;
+  let known = { metrics: [], labels: [] };
+  function complete() {
+    const before = input.value.slice(0, input.selectionStart ?? input.value.length);
+    const word = (before.match(/[a-zA-Z_:][a-zA-Z0-9_:]*$/) || [""])[0];
+    const head = before.slice(0, before.length - word.length);
+    const opened = head.lastIndexOf("{") > head.lastIndexOf("}");
+    const grouping = /\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*$/.test(head);
+    const inLabels = opened || grouping;
+    const candidates = inLabels ? known.labels.map((name) => ({ name, help: "label" })) : known.metrics;
+    const shown = candidates.filter((c) => c.name.startsWith(word)).slice(0, 500);
+    document.getElementById("metric-names").replaceChildren(...shown.map((c) => {
       const option = document.createElement("option");
-      option.value = m.name;
-      option.label = m.help || m.name;
+      option.value = head + c.name + input.value.slice(before.length);
+      option.label = c.help || c.name;
+      option.dataset.name = c.name;
       return option;
     }));
+    document.getElementById("metric-names").dataset.kind = inLabels ? "labels" : "metrics";
+  }
+  api("/api/metric-names").then((data) => {
+    known = { metrics: data.metrics, labels: data.labels || [] };
+    complete();
   }).catch(() => {});
+  input.addEventListener("input", complete);
   async function run() {
     const query = new URLSearchParams();
     for (const name of ["query", "range", "step"]) if (form.elements[name].value) query.set(name, form.elements[name].value);

@@ -253,12 +253,14 @@ class ListMetricNamesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListMetricNamesResponse(_message.Message):
-    __slots__ = ("metrics", "conflicts")
+    __slots__ = ("metrics", "conflicts", "label_names")
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     metrics: _containers.RepeatedCompositeFieldContainer[MetricMetadata]
     conflicts: _containers.RepeatedCompositeFieldContainer[MetadataConflict]
-    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ..., conflicts: _Optional[_Iterable[_Union[MetadataConflict, _Mapping]]] = ...) -> None: ...
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricMetadata, _Mapping]]] = ..., conflicts: _Optional[_Iterable[_Union[MetadataConflict, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MetadataConflict(_message.Message):
     __slots__ = ("kept", "refused", "agent_id", "times")
