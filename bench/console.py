@@ -23,12 +23,17 @@ import grpc
 
 from bench.platform import ENROLL, add_platform_options, percentile, report, running_platform
 from infrawatch.agents.v1 import agents_pb2, agents_pb2_grpc
+from infrawatch.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from infrawatch.metrics.v1 import metrics_pb2 as pb
 from infrawatch.metrics.v1 import metrics_pb2_grpc
 from services.processes import ServiceProcess, free_port, wait_serving
 
 CHROMIUM = os.environ.get("INFRAWATCH_TEST_CHROMIUM", "/usr/bin/chromium")
 DAY_SAMPLES = 8640
+PHASES = """() => {
+  const asked = performance.getEntriesByType("resource").find((e) => e.name.endsWith("/api/fleet"));
+  return [asked.startTime, asked.responseEnd, Number(document.body.dataset.loadedAt)];
+}"""
 
 
 def log(message: str) -> None:
@@ -126,11 +131,13 @@ def main() -> int:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
+                phases = []  # in the browser: when /api/fleet was asked, answered, and the page was complete
                 for _ in range(args.rounds + 1):
                     started = time.perf_counter()
                     page.goto(url + "/")
                     page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
                     renders.append(time.perf_counter() - started)
+                    phases.append(page.evaluate(PHASES))
                 rows = page.locator("#hosts tbody tr").count()
                 fleet_api = []
                 for _ in range(args.rounds + 1):
@@ -138,6 +145,15 @@ def main() -> int:
                     with urllib.request.urlopen(url + "/api/fleet", timeout=60) as reply:
                         reply.read()
                     fleet_api.append(time.perf_counter() - started)
+                operator = gateway_pb2_grpc.OperatorServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway_port}"))
+                overview_rpc, list_rpc = [], []
+                for _ in range(args.rounds + 1):
+                    started = time.perf_counter()
+                    operator.GetFleetOverview(gateway_pb2.GetFleetOverviewRequest(top_n=10), timeout=60)
+                    overview_rpc.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=1000), timeout=60)
+                    list_rpc.append(time.perf_counter() - started)
                 for _ in range(args.rounds + 1):
                     started = time.perf_counter()
                     with urllib.request.urlopen(url + "/api/hosts/host-0000/series?range=24h", timeout=60) as reply:
@@ -179,6 +195,11 @@ def main() -> int:
         "fleet_render_p50_ms": round(percentile(renders, 0.5) * 1000),
         "fleet_render_p99_ms": round(percentile(renders, 0.99) * 1000),
         "fleet_api_p50_ms": round(percentile(fleet_api[1:], 0.5) * 1000),
+        "gateway_fleet_overview_p50_ms": round(percentile(overview_rpc[1:], 0.5) * 1000),
+        "gateway_list_agents_1000_p50_ms": round(percentile(list_rpc[1:], 0.5) * 1000),
+        "fleet_page_asks_api_at_p50_ms": round(percentile([p[0] for p in phases[1:]], 0.5)),
+        "fleet_api_in_browser_p50_ms": round(percentile([p[1] - p[0] for p in phases[1:]], 0.5)),
+        "fleet_rows_drawn_after_answer_p50_ms": round(percentile([p[2] - p[1] for p in phases[1:]], 0.5)),
         "host_24h_chart_data_p50_ms": round(percentile(day_fetches, 0.5) * 1000),
         "host_24h_chart_data_p99_ms": round(percentile(day_fetches, 0.99) * 1000),
         "host_24h_points_per_series": points,

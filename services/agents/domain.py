@@ -184,6 +184,8 @@ class AgentQuery:
     labels: dict[str, str] = field(default_factory=dict)
     page_size: int = DEFAULT_PAGE_SIZE
     after_hostname: str = ""
+    # One page of the agents heard from last, instead of hostname order (after_hostname unused).
+    newest_heartbeat_first: bool = False
 
 
 def new_token(prefix: str = TOKEN_PREFIX) -> str:

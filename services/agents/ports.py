@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
-from services.agents.domain import Agent, AgentQuery, LivenessPolicy, RemoteWriteCredential
+from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy, RemoteWriteCredential
 
 
 class AgentRepository(Protocol):
@@ -28,7 +28,12 @@ class AgentRepository(Protocol):
         ...
 
     def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
-        """Agents after `query.after_hostname` in hostname order, at most `query.page_size + 1`."""
+        """Agents after `query.after_hostname` in hostname order, at most `query.page_size + 1`; or, with
+        `query.newest_heartbeat_first`, the `query.page_size` heard from last."""
+        ...
+
+    def count_by_status(self, policy: LivenessPolicy, now_ms: int) -> dict[AgentStatus, int]:
+        """Agents per status, every status present (0 where none)."""
         ...
 
 

@@ -129,7 +129,8 @@ class SqlAgentRepository:
         )
 
     def list(self, query: AgentQuery, policy: LivenessPolicy, now_ms: int) -> list[Agent]:
-        statement = select(agents).where(agents.c.hostname > query.after_hostname)
+        after = "" if query.newest_heartbeat_first else query.after_hostname
+        statement = select(agents).where(agents.c.hostname > after)
         if query.statuses:
             statement = statement.where(or_(*(_status_condition(s, policy, now_ms) for s in query.statuses)))
         else:
@@ -142,10 +143,28 @@ class SqlAgentRepository:
                     agent_labels.c.value == value,
                 )
             )
-        statement = statement.order_by(agents.c.hostname).limit(query.page_size + 1)
+        if query.newest_heartbeat_first:
+            statement = statement.order_by(agents.c.last_heartbeat_at_ms.desc(), agents.c.hostname)
+            statement = statement.limit(query.page_size)
+        else:
+            statement = statement.order_by(agents.c.hostname).limit(query.page_size + 1)
         rows = self._connection.execute(statement).all()
         labels = self._labels_of([row.agent_id for row in rows])
         return [_agent_from(row, labels[row.agent_id]) for row in rows]
+
+    def count_by_status(self, policy: LivenessPolicy, now_ms: int) -> dict[AgentStatus, int]:
+        # One pass over the table, whatever its size: a sum per status of the same conditions
+        # that filter listings.
+        statuses = list(AgentStatus)
+        row = self._connection.execute(
+            select(
+                *(
+                    func.coalesce(func.sum(case((_status_condition(s, policy, now_ms), 1), else_=0)), 0)
+                    for s in statuses
+                )
+            )
+        ).one()
+        return {status: int(count) for status, count in zip(statuses, row, strict=True)}
 
     def newest_heartbeat_ms(self) -> int | None:
         return self._connection.execute(

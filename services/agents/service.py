@@ -225,22 +225,36 @@ def list_agents(
     labels: dict[str, str],
     page_size: int,
     page_token: str,
+    newest_heartbeat_first: bool = False,
 ) -> AgentPage:
-    """One page of agents in hostname order, filtered by status and exact label values."""
+    """One page of agents in hostname order, filtered by status and exact label values; or the one
+    page of those heard from last."""
     ctx.credentials.require_reader(token)
     validate_labels(labels, "label_selector")
+    if newest_heartbeat_first and page_token:
+        raise InvalidArgument("the newest-heartbeat-first order has one page only; send no page_token")
     query = AgentQuery(
         statuses=statuses,
         labels=labels,
         page_size=validate_page_size(page_size),
         after_hostname=_decode_page_token(page_token),
+        newest_heartbeat_first=newest_heartbeat_first,
     )
     with ctx.uow() as uow:
         agents = uow.agents.list(query, ctx.policy, ctx.now_ms())
+    if newest_heartbeat_first:
+        return AgentPage(agents, "")
     if len(agents) > query.page_size:
         agents = agents[: query.page_size]
         return AgentPage(agents, _encode_page_token(agents[-1].hostname))
     return AgentPage(agents, "")
+
+
+def count_agents(ctx: AgentsContext, token: str) -> dict[AgentStatus, int]:
+    """Agents per status, counted by the database."""
+    ctx.credentials.require_reader(token)
+    with ctx.uow() as uow:
+        return uow.agents.count_by_status(ctx.policy, ctx.now_ms())
 
 
 def authenticate_agent(ctx: AgentsContext, service_token: str, token: str) -> Agent | RemoteWriteCredential:

@@ -128,10 +128,17 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
             labels=dict(request.label_selector),
             page_size=request.page_size,
             page_token=request.page_token,
+            newest_heartbeat_first=request.order == pb.AGENT_ORDER_NEWEST_HEARTBEAT_FIRST,
         )
         return pb.ListAgentsResponse(
             agents=[self._to_proto(agent) for agent in page.agents],
             next_page_token=page.next_page_token,
+        )
+
+    def CountAgents(self, request: pb.CountAgentsRequest, context: grpc.ServicerContext) -> pb.CountAgentsResponse:
+        counts = service.count_agents(self._ctx, bearer_token(context))
+        return pb.CountAgentsResponse(
+            counts=[pb.AgentStatusCount(status=_STATUS_TO_PROTO[s], count=n) for s, n in counts.items()]
         )
 
     def AuthenticateAgent(

@@ -150,6 +150,15 @@ class AgentsClient(_Downstream):
             lambda timeout: self._stub.ListAgents(request, timeout=timeout, metadata=self._service), budget
         )
 
+    def count(self, budget: Budget) -> dict[int, int]:
+        reply = self.read(
+            lambda timeout: self._stub.CountAgents(
+                agents_pb2.CountAgentsRequest(), timeout=timeout, metadata=self._service
+            ),
+            budget,
+        )
+        return {entry.status: entry.count for entry in reply.counts}
+
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         request = agents_pb2.DeregisterAgentRequest(agent_id=agent_id)
         metadata = bearer(operator_token)

@@ -206,3 +206,18 @@ def test_a_remote_write_credential_name_is_checked(agents_stub):
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and problem in details
+
+
+def test_count_agents_gives_every_status_and_the_newest_first_listing_has_one_page(agents_stub):
+    for n in range(3):
+        register(agents_stub, hostname=f"web-{n}")
+    counts = {c.status: c.count for c in agents_stub.CountAgents(pb.CountAgentsRequest()).counts}
+    assert counts == {
+        pb.AGENT_STATUS_ONLINE: 3, pb.AGENT_STATUS_STALE: 0, pb.AGENT_STATUS_OFFLINE: 0, pb.AGENT_STATUS_DEREGISTERED: 0
+    }  # fmt: skip
+    newest = pb.ListAgentsRequest(page_size=2, order=pb.AGENT_ORDER_NEWEST_HEARTBEAT_FIRST)
+    page = agents_stub.ListAgents(newest)
+    assert len(page.agents) == 2 and page.next_page_token == ""
+    newest.page_token = agents_stub.ListAgents(pb.ListAgentsRequest(page_size=1)).next_page_token
+    code, details = code_and_details(lambda: agents_stub.ListAgents(newest))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "one page only" in details

@@ -132,3 +132,27 @@ def test_the_sql_status_filter_discounts_our_downtime_as_the_domain_rule_does(ag
         online = uow.agents.list(AgentQuery(statuses=frozenset({AgentStatus.ONLINE})), policy, NOW)
         assert [a.hostname for a in online] == ["host-001", "host-003"]
         assert uow.agents.newest_heartbeat_ms() == NOW - 500
+
+
+def test_counts_by_status_are_the_domain_rule_counted_in_sql_and_silent_agents_list_newest_first(agents_engine):
+    from services.agents.domain import Downtime
+
+    policy = LivenessPolicy(heartbeat_interval_s=10, downtime=Downtime(resumed_at_ms=NOW - 1_000, paused_ms=60_000))
+    agents = [make_agent(n, seen_ms=NOW - n * 7_919 % 400_000) for n in range(1, 60)]
+    agents += [replace(make_agent(90), deregistered_at_ms=NOW)]
+    with SqlUnitOfWork(agents_engine) as uow:
+        assert uow.agents.count_by_status(policy, NOW) == dict.fromkeys(AgentStatus, 0)
+        for agent in agents:
+            uow.agents.add(agent)
+        uow.commit()
+        counts = uow.agents.count_by_status(policy, NOW)
+        silent = frozenset({AgentStatus.STALE, AgentStatus.OFFLINE})
+        newest = uow.agents.list(AgentQuery(statuses=silent, page_size=5, newest_heartbeat_first=True), policy, NOW)
+    expected = dict.fromkeys(AgentStatus, 0)
+    for agent in agents:
+        expected[policy.status_of(agent, NOW)] += 1
+    assert counts == expected and all(expected[s] for s in AgentStatus)
+    by_recency = sorted(
+        (a for a in agents if policy.status_of(a, NOW) in silent), key=lambda a: (-a.last_heartbeat_at_ms, a.hostname)
+    )
+    assert [a.hostname for a in newest] == [a.hostname for a in by_recency[:5]]

@@ -124,6 +124,7 @@ def test_protected_reads_hold_on_the_internal_ports_while_ingest_goes_on(protect
         selector = metrics_pb2.Selector(selector="load1")
         reads: dict[str, Callable[[Any], Any]] = {
             "ListAgents": lambda md: agents.ListAgents(agents_pb2.ListAgentsRequest(), metadata=md, timeout=5),
+            "CountAgents": lambda md: agents.CountAgents(agents_pb2.CountAgentsRequest(), metadata=md, timeout=5),
             "GetAgent": lambda md: agents.GetAgent(
                 agents_pb2.GetAgentRequest(hostname="reader-test"), metadata=md, timeout=5
             ),

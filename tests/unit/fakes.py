@@ -50,7 +50,20 @@ class FakeAgentRepository:
             and policy.status_of(a, now_ms) in wanted
             and all(a.labels.get(k) == v for k, v in query.labels.items())
         ]
+        if query.newest_heartbeat_first:
+            unpaged = [
+                a
+                for a in self.rows.values()
+                if policy.status_of(a, now_ms) in wanted and all(a.labels.get(k) == v for k, v in query.labels.items())
+            ]
+            return sorted(unpaged, key=lambda a: (-a.last_heartbeat_at_ms, a.hostname))[: query.page_size]
         return matching[: query.page_size + 1]
+
+    def count_by_status(self, policy: LivenessPolicy, now_ms: int) -> dict[AgentStatus, int]:
+        counts = dict.fromkeys(AgentStatus, 0)
+        for agent in self.rows.values():
+            counts[policy.status_of(agent, now_ms)] += 1
+        return counts
 
 
 class FakeRemoteWriteCredentials:

@@ -58,7 +58,17 @@ class FakeAgents:
     def list(self, request: agents_pb2.ListAgentsRequest, budget: Budget) -> agents_pb2.ListAgentsResponse:
         self.before_list()
         wanted = set(request.statuses) or {s for s in service.ALL_STATUSES if s != agents_pb2.AGENT_STATUS_DEREGISTERED}
-        return agents_pb2.ListAgentsResponse(agents=[a for a in self.agents.values() if a.status in wanted])
+        found = [a for a in self.agents.values() if a.status in wanted]
+        if request.order == agents_pb2.AGENT_ORDER_NEWEST_HEARTBEAT_FIRST:
+            found.sort(key=lambda a: -a.last_heartbeat_at.ToMilliseconds())
+            found = found[: request.page_size or 100]
+        return agents_pb2.ListAgentsResponse(agents=found)
+
+    def count(self, budget: Budget) -> dict[int, int]:
+        counts = dict.fromkeys(service.ALL_STATUSES, 0)
+        for agent in self.agents.values():
+            counts[agent.status] += 1
+        return counts
 
     def deregister(self, agent_id: str, operator_token: str, budget: Budget) -> agents_pb2.Agent:
         self.deregistered.append((agent_id, operator_token))

@@ -69,10 +69,11 @@ function stamp(iso) { return iso ? Date.parse(iso) : 0; }
 const USE_UTC = localStorage.getItem("iw-utc") === "1";
 const LOCAL_ZONE = (Intl.DateTimeFormat().resolvedOptions().timeZone || "local time");
 const ZONE = USE_UTC ? "UTC" : LOCAL_ZONE;
+// One formatter each, made once: a fresh toLocaleString per table cell costs more than the table.
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium", ...(USE_UTC ? { timeZone: "UTC" } : {}) });
+const TIME_ONLY = new Intl.DateTimeFormat(undefined, { timeStyle: "medium", ...(USE_UTC ? { timeZone: "UTC" } : {}) });
 function absolute(ms, timeOnly) {
-  const options = USE_UTC ? { timeZone: "UTC" } : {};
-  const date = new Date(ms);
-  return (timeOnly ? date.toLocaleTimeString(undefined, options) : date.toLocaleString(undefined, options)) + " " + ZONE;
+  return (timeOnly ? TIME_ONLY : DATE_TIME).format(new Date(ms)) + " " + ZONE;
 }
 function inZone(options) {
   if (USE_UTC) options.tzDate = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
@@ -88,7 +89,7 @@ function zoneSwitch() {
 function when(iso) {
   const ms = stamp(iso);
   const span = el("span", ago(ms));
-  if (ms) span.title = absolute(ms);
+  if (ms) span.addEventListener("mouseenter", () => { span.title = absolute(ms); }, { once: true });
   return span;
 }
 
@@ -154,6 +155,11 @@ async function fleetPage() {
       return tr;
     }));
     const shown = data.agents.filter(matches);
+    const total = (overview.counts || []).filter((c) => c.status !== "AGENT_STATUS_DEREGISTERED").reduce((n, c) => n + (c.count || 0), 0);
+    const more = document.getElementById("more");
+    more.hidden = data.complete;
+    more.textContent = "Show all " + total + " hosts";
+    document.getElementById("shown").textContent = data.complete ? "" : "the first " + data.agents.length + " of " + total + " · ";
     document.querySelector("#hosts tbody").replaceChildren(...shown.map((view) => {
       const tr = row([
         hostLink(view.agent.hostname), statusBadge(view.agent.status), when(view.agent.last_heartbeat_at),
@@ -165,12 +171,17 @@ async function fleetPage() {
     }));
     document.getElementById("empty").hidden = data.agents.length > 0;
     document.getElementById("updated").textContent = absolute(data.now_ms, true);
+    if (!document.body.dataset.loaded) document.body.dataset.loadedAt = String(performance.now());
     document.body.dataset.loaded = "true";
   }
-  filter.addEventListener("input", render);
+  // The first page comes first; every host is fetched once someone filters or asks for all.
+  let every = false;
   async function refresh() {
-    try { data = await api("/api/fleet"); showError(""); render(); } catch (e) { showError(e.message); }
+    try { data = await api("/api/fleet" + (every ? "?all=1" : "")); showError(""); render(); } catch (e) { showError(e.message); }
   }
+  async function showAll() { if (!every) { every = true; await refresh(); } }
+  filter.addEventListener("input", () => { render(); if (filter.value.trim()) showAll(); });
+  document.getElementById("more").addEventListener("click", showAll);
   await refresh();
   setInterval(refresh, 5000);
 }

@@ -17,11 +17,18 @@ class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_STATUS_STALE: _ClassVar[AgentStatus]
     AGENT_STATUS_OFFLINE: _ClassVar[AgentStatus]
     AGENT_STATUS_DEREGISTERED: _ClassVar[AgentStatus]
+
+class AgentOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_ORDER_HOSTNAME: _ClassVar[AgentOrder]
+    AGENT_ORDER_NEWEST_HEARTBEAT_FIRST: _ClassVar[AgentOrder]
 AGENT_STATUS_UNSPECIFIED: AgentStatus
 AGENT_STATUS_ONLINE: AgentStatus
 AGENT_STATUS_STALE: AgentStatus
 AGENT_STATUS_OFFLINE: AgentStatus
 AGENT_STATUS_DEREGISTERED: AgentStatus
+AGENT_ORDER_HOSTNAME: AgentOrder
+AGENT_ORDER_NEWEST_HEARTBEAT_FIRST: AgentOrder
 
 class Inventory(_message.Message):
     __slots__ = ("cpu_count", "memory_total_bytes", "kernel_version", "boot_time")
@@ -156,7 +163,7 @@ class GetAgentResponse(_message.Message):
     def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
-    __slots__ = ("statuses", "label_selector", "page_size", "page_token")
+    __slots__ = ("statuses", "label_selector", "page_size", "page_token", "order")
     class LabelSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -168,11 +175,31 @@ class ListAgentsRequest(_message.Message):
     LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     statuses: _containers.RepeatedScalarFieldContainer[AgentStatus]
     label_selector: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(self, statuses: _Optional[_Iterable[_Union[AgentStatus, str]]] = ..., label_selector: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    order: AgentOrder
+    def __init__(self, statuses: _Optional[_Iterable[_Union[AgentStatus, str]]] = ..., label_selector: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order: _Optional[_Union[AgentOrder, str]] = ...) -> None: ...
+
+class CountAgentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CountAgentsResponse(_message.Message):
+    __slots__ = ("counts",)
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedCompositeFieldContainer[AgentStatusCount]
+    def __init__(self, counts: _Optional[_Iterable[_Union[AgentStatusCount, _Mapping]]] = ...) -> None: ...
+
+class AgentStatusCount(_message.Message):
+    __slots__ = ("status", "count")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    status: AgentStatus
+    count: int
+    def __init__(self, status: _Optional[_Union[AgentStatus, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents", "next_page_token")

@@ -62,6 +62,11 @@ class AgentServiceStub:
                 request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.CountAgents = channel.unary_unary(
+                '/infrawatch.agents.v1.AgentService/CountAgents',
+                request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsRequest.SerializeToString,
+                response_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsResponse.FromString,
+                _registered_method=True)
         self.AuthenticateAgent = channel.unary_unary(
                 '/infrawatch.agents.v1.AgentService/AuthenticateAgent',
                 request_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.AuthenticateAgentRequest.SerializeToString,
@@ -142,6 +147,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountAgents(self, request, context):
+        """How many agents are in each status (DEREGISTERED included), counted in the
+        database: what a fleet overview shows without listing the fleet.
+        With INFRAWATCH_PROTECT_READS on, requires the operator or service token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AuthenticateAgent(self, request, context):
         """Verifies an agent token and says whose it is. For InfraWatch services
         only: requires the service token (INFRAWATCH_SERVICE_TOKEN) as metadata
@@ -214,6 +228,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsRequest.FromString,
                     response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'CountAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountAgents,
+                    request_deserializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsRequest.FromString,
+                    response_serializer=infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsResponse.SerializeToString,
             ),
             'AuthenticateAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthenticateAgent,
@@ -379,6 +398,33 @@ class AgentService:
             '/infrawatch.agents.v1.AgentService/ListAgents',
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
             infrawatch_dot_agents_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infrawatch.agents.v1.AgentService/CountAgents',
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsRequest.SerializeToString,
+            infrawatch_dot_agents_dot_v1_dot_agents__pb2.CountAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
