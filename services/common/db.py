@@ -264,3 +264,18 @@ def unreachable_database_errors() -> tuple[type[BaseException], ...]:
         psycopg2.InterfaceError,
         sqlite3.OperationalError,
     )
+
+
+_DRIVER_PREFIX = re.compile(r"^\((?:[\w.]+)\)\s*")
+_CONNECT_PREFIX = re.compile(r"^connection to server (?:at|on) .*? failed:\s*")
+
+
+def database_problem(exc: BaseException) -> str:
+    """What is wrong with the database, in one short line a person can act on ("database \"x\"
+    does not exist", "Connection refused", "no such table: agents"): the driver's first line
+    without the SQLAlchemy wrapper, the server address or the SQL."""
+    text_ = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = text_[0] if text_ else type(exc).__name__
+    first = _CONNECT_PREFIX.sub("", _DRIVER_PREFIX.sub("", first))
+    first = re.sub(r"^FATAL:\s*", "", first).strip()
+    return re.sub(r"\s+", " ", first)[:160] or type(exc).__name__

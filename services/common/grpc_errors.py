@@ -20,6 +20,7 @@ import grpc
 
 from agent.logs import event
 from services.common import errors
+from services.common.db import database_problem
 from services.common.telemetry import RpcTelemetry
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
@@ -35,7 +36,12 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
-DATABASE_UNAVAILABLE_MESSAGE = "the service's database is unavailable; retry shortly"
+
+
+def database_unavailable_message(reason: str) -> str:
+    """UNAVAILABLE's message when the database cannot be used: the reason, then what to do."""
+    return f"the service's database is unavailable ({reason}); retry shortly"
+
 
 _log = logging.getLogger("infrawatch.rpc")
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -104,8 +110,9 @@ def _translated(exc: Exception, unreachable: Unreachable) -> Exception:
     """A lost database connection (the errors the server was built with) is UNAVAILABLE, so
     clients retry, not INTERNAL."""
     if unreachable and isinstance(exc, unreachable):
-        event(_log, "database unavailable", logging.WARNING, error=str(exc).splitlines()[0][:200] if str(exc) else "")
-        return errors.Unavailable(DATABASE_UNAVAILABLE_MESSAGE)
+        reason = database_problem(exc)
+        event(_log, "database unavailable", logging.WARNING, error=reason)
+        return errors.Unavailable(database_unavailable_message(reason))
     return exc
 
 

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.logs import event
 from services.common.config import exit_cannot_listen
+from services.common.db import database_problem
 from services.common.grpc_errors import AsyncCallInterceptor, CallInterceptor
 from services.common.telemetry import RpcTelemetry
 from services.common.tls import ServerTLS, listen
@@ -100,6 +101,9 @@ def set_serving(health_servicer: health.HealthServicer, names: Sequence[str], se
         health_servicer.set(name, status)
 
 
+NOT_READY = "not ready: health stays NOT_SERVING and calls answer UNAVAILABLE until this succeeds; retrying"
+
+
 def install_stop_signals() -> threading.Event:
     """An event set by the first SIGTERM or SIGINT."""
     stop = threading.Event()
@@ -132,7 +136,7 @@ def serve(
             prepare()
             break
         except Exception as exc:
-            event(_log, "not ready yet; will retry", logging.WARNING, error=str(exc), retry_in_s=delay)
+            event(_log, NOT_READY, logging.WARNING, reason=database_problem(exc), retry_in_s=delay)
             stop.wait(delay)
             delay = min(delay * 2, 10.0)
     serving = False
@@ -215,7 +219,7 @@ async def serve_async(
             await loop.run_in_executor(blocking, prepare)
             break
         except Exception as exc:
-            event(_log, "not ready yet; will retry", logging.WARNING, error=str(exc), retry_in_s=delay)
+            event(_log, NOT_READY, logging.WARNING, reason=database_problem(exc), retry_in_s=delay)
             await _sleep_unless(stop, delay)
             delay = min(delay * 2, 10.0)
     serving = False

@@ -111,7 +111,6 @@ def test_a_database_that_cannot_be_reached_is_unavailable_so_clients_retry():
     from sqlalchemy import text
 
     from services.common.db import create_db_engine, unreachable_database_errors
-    from services.common.grpc_errors import DATABASE_UNAVAILABLE_MESSAGE
 
     # A real connection attempt to a port nothing listens on: the error PostgreSQL being down gives.
     engine = create_db_engine("postgresql://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2})
@@ -141,7 +140,8 @@ def test_a_database_that_cannot_be_reached_is_unavailable_so_clients_retry():
         server.stop(0)
         engine.dispose()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert info.value.details() == DATABASE_UNAVAILABLE_MESSAGE
+    # The reason, without the server's address or SQL, and what to do.
+    assert info.value.details() == "the service's database is unavailable (Connection refused); retry shortly"
 
 
 def test_refused_credentials_are_warnings_and_routine_calls_stay_out_of_the_default_log(agents_stub, caplog):

@@ -45,6 +45,7 @@ from agent.logs import event
 from services.common import errors
 from services.common.allocator import MemoryReleaser
 from services.common.credentials import Credentials
+from services.common.db import database_problem
 from services.common.metadata import token_of
 from services.common.telemetry import LATENCY_BUCKETS
 from services.metrics.auth import AgentIdentity, CachedAuthenticator
@@ -198,8 +199,11 @@ def build_prom_app(side: PromSide) -> Starlette:
             except errors.DomainError as exc:
                 status, error_type = http_status(exc)
                 response = _error(name, status, error_type, str(exc))
-            except side.unreachable:
-                response = _error(name, 503, "unavailable", "the metrics database is unavailable; retry shortly")
+            except side.unreachable as exc:
+                reason = database_problem(exc)
+                response = _error(
+                    name, 503, "unavailable", f"the metrics database is unavailable ({reason}); retry shortly"
+                )
             except Exception:
                 _log.exception("unexpected error on the Prometheus side")
                 response = _error(name, 500, "internal", "internal error (logged by the metrics service)")
