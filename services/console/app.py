@@ -282,18 +282,7 @@ async def host_series(console: Console, request: Request) -> Any:
 
     async def prom(chart: PromChart) -> dict[str, Any]:
         expressions = chart.expressions(hostname, step_s)
-        replies = await asyncio.gather(
-            *(
-                console.call(
-                    request,
-                    "QueryPromQL",
-                    metrics_pb2.RangeQueryRequest(
-                        query=query, start=to_timestamp(start_ms), end=to_timestamp(end_ms), step=step
-                    ),
-                )
-                for _, query in expressions
-            )
-        )
+        replies = await _range_queries(console, request, [q for _, q in expressions], start_ms, end_ms, step_s)
         series = []
         for (legend, _), reply in zip(expressions, replies, strict=True):
             for points in reply.series:
@@ -308,26 +297,24 @@ async def host_series(console: Console, request: Request) -> Any:
     return {"range": range_name, "step_s": step_s, "start": start_ms // 1000, "end": end_ms // 1000, "charts": charts}
 
 
+async def _range_queries(
+    console: Console, request: Request, queries: list[str], start_ms: int, end_ms: int, step_s: int
+) -> list[metrics_pb2.RangeQueryResponse]:
+    """PromQL range queries through the gateway, all at once, answers in the order asked."""
+    window = {"start": to_timestamp(start_ms), "end": to_timestamp(end_ms), "step": Duration(seconds=step_s)}
+    return list(
+        await asyncio.gather(
+            *(console.call(request, "QueryPromQL", metrics_pb2.RangeQueryRequest(query=q, **window)) for q in queries)
+        )
+    )
+
+
 async def host_processes(console: Console, request: Request) -> Any:
     """The host's process groups now (their last minute), busiest first."""
     hostname = request.path_params["hostname"]
     end_ms = int(time.time() * 1000)
     expressions = PromChart("", "", "", PROCESS_COLUMNS).expressions(hostname, 60)
-    replies = await asyncio.gather(
-        *(
-            console.call(
-                request,
-                "QueryPromQL",
-                metrics_pb2.RangeQueryRequest(
-                    query=query,
-                    start=to_timestamp(end_ms - 60_000),
-                    end=to_timestamp(end_ms),
-                    step=Duration(seconds=60),
-                ),
-            )
-            for _, query in expressions
-        )
-    )
+    replies = await _range_queries(console, request, [q for _, q in expressions], end_ms - 60_000, end_ms, 60)
     groups: dict[str, dict[str, Any]] = {}
     for (column, _), reply in zip(expressions, replies, strict=True):
         for points in reply.series:

@@ -195,7 +195,7 @@ function seriesName(chart, labels) {
 }
 
 class HostChartView {
-  constructor(container, chart) {
+  constructor(container, chart, step) {
     this.chart = chart;
     this.box = el("figure", null, "chart");
     this.box.dataset.chart = chart.key;
@@ -206,7 +206,10 @@ class HostChartView {
     this.width = Math.min(560, container.clientWidth || 560);
     this.names = [];
     this.keys = [];
-    this.times = [...new Set(chart.series.flatMap((s) => s.t))].sort((a, b) => a - b);
+    const seen = [...new Set(chart.series.flatMap((s) => s.t))].sort((a, b) => a - b);
+    // Where nothing was stored for longer than a few steps, a time with no values breaks the line
+    // rather than drawing a straight line across the outage.
+    this.times = seen.flatMap((t, i) => (i > 0 && step && t - seen[i - 1] > 3 * step ? [seen[i - 1] + step, t] : [t]));
     const index = new Map(this.times.map((t, i) => [t, i]));
     this.values = chart.series.map((s) => {
       this.keys.push(this.keyOf(s.labels));
@@ -273,7 +276,7 @@ async function hostPage() {
   async function loadCharts() {
     const data = await api("/api/hosts/" + encodeURIComponent(hostname) + "/series?range=" + range);
     charts.replaceChildren();
-    views = data.charts.map((chart) => new HostChartView(charts, chart));
+    views = data.charts.map((chart) => new HostChartView(charts, chart, data.step_s));
     document.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", b.dataset.range === range));
     document.body.dataset.loaded = "true";
   }
