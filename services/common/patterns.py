@@ -60,3 +60,34 @@ def compile_pattern(pattern: str, what: str) -> Any:
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise InvalidArgument(f"{what}: invalid regular expression {pattern[:80]!r}: {reason}") from None
+
+
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]()|\\")
+
+
+def literal_alternatives(pattern: str) -> list[str] | None:
+    """The strings a fully anchored `pattern` matches when it is nothing but literals joined by `|`
+    (what `"|".join(re.escape(v) for v in values)` builds, as the gateway's host selector does);
+    None for any other pattern. Lets a selector over a page of hostnames be a set lookup."""
+    found: list[str] = []
+    current: list[str] = []
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "\\":
+            escaped = pattern[position + 1 : position + 2]
+            if not escaped or escaped.isalnum() or not escaped.isascii():
+                return None  # \d, \x41, \pL ... are classes or escapes, not literals
+            current.append(escaped)
+            position += 2
+            continue
+        if char == "|":
+            found.append("".join(current))
+            current = []
+        elif char in _REGEX_SYNTAX:
+            return None
+        else:
+            current.append(char)
+        position += 1
+    found.append("".join(current))
+    return found

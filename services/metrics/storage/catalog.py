@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.logs import event
+from services.common.patterns import literal_alternatives
 from services.common.selectors import Matcher, MatchType, label_set_matches
 from services.metrics.domain import METRIC_NAME, FamilyInfo, LabelSet, MetricInfo, MetricType, Series
 from services.metrics.storage.ports import SeriesStore
@@ -67,6 +68,7 @@ class SeriesCatalog:
         self._by_id: dict[int, Series] = {}
         self._by_labels: dict[LabelSet, int] = {}
         self._postings: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._values_of: dict[str, set[str]] = defaultdict(set)  # label name -> its values
         self._per_agent: Counter[str] = Counter()
         self._infos: dict[str, MetricInfo] = {}
         self._families: dict[str, FamilyInfo] = {}
@@ -80,6 +82,7 @@ class SeriesCatalog:
         self._by_labels[series.labels] = series.series_id
         for pair in series.labels:
             self._postings[pair].add(series.series_id)
+            self._values_of[pair[0]].add(pair[1])
         self._per_agent[series.agent_id] += 1
         self._max_id = max(self._max_id, series.series_id)
 
@@ -266,7 +269,7 @@ class SeriesCatalog:
     def label_values(self, name: str) -> list[str]:
         """Every value `name` has on some series, sorted."""
         with self._lock:
-            return sorted({value for (label, value), ids in self._postings.items() if label == name and ids})
+            return sorted(self._values_of.get(name, ()))
 
     def cardinality(self) -> Cardinality:
         """Counted from the postings, one pass over the label pairs (not over the series)."""
@@ -284,14 +287,35 @@ class SeriesCatalog:
         with self._lock:
             return sorted({label for (label, _), ids in self._postings.items() if ids})
 
+    def _narrowed_by(self, matcher: Matcher) -> set[int] | None:
+        """The ids of the series `matcher` can match, from the postings; None when it may match
+        series that lack its label (it matches the empty string) or says nothing the postings
+        know. A regex is matched against the label's distinct values (or, when it is a list of
+        literals, looked up), never against every series."""
+        if matcher.type is MatchType.EQUAL:
+            return self._postings.get((matcher.name, matcher.value), set()) if matcher.value else None
+        if matcher.type is not MatchType.REGEX or matcher.matches(""):
+            return None
+        literals = literal_alternatives(matcher.value)
+        if literals is None:
+            literals = [value for value in self._values_of.get(matcher.name, ()) if matcher.matches(value)]
+        values = literals
+        found: set[int] = set()
+        for value in values:
+            found.update(self._postings.get((matcher.name, value), ()))
+        return found
+
     def select(self, matchers: Sequence[Matcher]) -> list[Series]:
-        """Series matching every matcher, ordered by label set."""
+        """Series matching every matcher, ordered by label set (every matcher is still checked on
+        each candidate: the postings only narrow)."""
         with self._lock:
             candidates: set[int] | None = None
-            for matcher in matchers:
-                if matcher.type is MatchType.EQUAL and matcher.value:
-                    posting = self._postings.get((matcher.name, matcher.value), set())
+            for matcher in sorted(matchers, key=lambda m: m.type is not MatchType.EQUAL):
+                posting = self._narrowed_by(matcher)
+                if posting is not None:
                     candidates = set(posting) if candidates is None else candidates & posting
+                if candidates is not None and not candidates:
+                    break
             pool = self._by_id.values() if candidates is None else (self._by_id[i] for i in candidates)
             chosen = [s for s in pool if label_set_matches(s.labels, matchers)]
         return sorted(chosen, key=lambda s: s.labels)
