@@ -192,8 +192,12 @@ class MetricsClient(_Downstream):
         super().__init__("metrics", service_token, timeout_s, stop, live_channel)
         self._stub = metrics_pb2_grpc.MetricsServiceStub(channel)
 
-    def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
-        request = metrics_pb2.LatestValuesRequest(selector=metrics_pb2.Selector(selector=selector))
+    def latest(
+        self, selector: str, budget: Budget, highest: int = 0, since_ms: int = 0
+    ) -> list[metrics_pb2.LatestSample]:
+        request = metrics_pb2.LatestValuesRequest(
+            selector=metrics_pb2.Selector(selector=selector), highest=highest, since_ms=since_ms
+        )
         return list(
             self.read(
                 lambda timeout: self._stub.LatestValues(request, timeout=timeout, metadata=self._service), budget

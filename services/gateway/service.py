@@ -62,7 +62,12 @@ class AgentsPort(Protocol):
 
 
 class MetricsPort(Protocol):
-    def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]: ...
+    def latest(
+        self, selector: str, budget: Budget, highest: int = 0, since_ms: int = 0
+    ) -> list[metrics_pb2.LatestSample]:
+        """Newest samples; with `highest`, only the N highest values (highest first); with
+        `since_ms`, only samples at or after it."""
+        ...
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse: ...
 
@@ -221,11 +226,12 @@ def fleet_overview(
             raise InvalidArgument(f"{name} is {value}; the limit is 100")
     top_n, recent_limit = top_n or 5, recent_limit or 10
 
-    ranked = ctx.fan_out.submit(ctx.metrics.latest, metric, budget)
     targets = ctx.fan_out.submit(_scrape_targets, ctx, budget)
     firing = ctx.fan_out.submit(_firing_or_unavailable, ctx, "", budget)
-    # Counted and listed by the agents service's database: the overview costs the same at 10 or
-    # 10,000 agents. The silent ones come newest first, in one page (they are few in a healthy fleet).
+    # Counted and listed by the agents service's database, ranked by the metrics service: the
+    # overview costs about the same at 10 or 10,000 agents. The silent ones come newest first, in
+    # one page (they are few in a healthy fleet), and the ranking asks for as many more values as
+    # there are silent hosts to leave out.
     counted = ctx.fan_out.submit(ctx.agents.count, budget)
     silent_agents = list(
         ctx.agents.list(
@@ -235,6 +241,9 @@ def fleet_overview(
             budget,
         ).agents
     )
+    silent = {a.hostname for a in silent_agents}
+    fresh_since = ctx.now_ms() - BUSIEST_FRESH_MS
+    ranked = ctx.fan_out.submit(ctx.metrics.latest, metric, budget, top_n + len(silent), fresh_since)
     recently_down, availability = _views(ctx, silent_agents[:recent_limit], budget)
     found = counted.result()
     counts = {status: found.get(status, 0) for status in ALL_STATUSES}
@@ -247,25 +256,20 @@ def fleet_overview(
     alerts, response.alerts = firing.result()
     response.firing_alerts.extend(alerts)
     response.scrape_targets.extend(targets.result())
-    by_host, ranking = _latest_or_unavailable(ranked.result)
-    if ranking != pb.AVAILABILITY_AVAILABLE:
-        response.metrics = ranking
+    try:
+        highest = ranked.result()
+    except Unavailable as exc:
+        event(_log, "metrics unavailable; answering without them", logging.WARNING, error=str(exc))
+        response.metrics = pb.AVAILABILITY_UNAVAILABLE
         return response
-    silent = {a.hostname for a in silent_agents}
-    fresh_since = ctx.now_ms() - BUSIEST_FRESH_MS
-    top = sorted(
-        (
-            (host, value)
-            for host, values in by_host.items()
-            for value in values
-            if host and host not in silent and value.sampled_at.ToMilliseconds() >= fresh_since
-        ),
-        key=lambda item: item[1].value,
-        reverse=True,
-    )[:top_n]
-    response.top_hosts.extend(
-        pb.HostValue(hostname=host, value=value.value, sampled_at=value.sampled_at) for host, value in top
-    )
+    top = []
+    for sample in highest:  # highest first
+        host = next((label.value for label in sample.labels if label.name == "host"), "")
+        if host and host not in silent and sample.timestamp_ms >= fresh_since:
+            top.append(pb.HostValue(hostname=host, value=sample.value, sampled_at=to_timestamp(sample.timestamp_ms)))
+        if len(top) == top_n:
+            break
+    response.top_hosts.extend(top)
     return response
 
 

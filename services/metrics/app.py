@@ -29,6 +29,7 @@ from services.metrics.query.promql.selection_cache import SelectionCache
 from services.metrics.query.use_cases import QueryContext
 from services.metrics.servicer import SERVICE_NAME, MetricsServicer, StreamSlots, add_to_server
 from services.metrics.storage.catalog import SeriesCatalog
+from services.metrics.storage.newest import NewestRemembered
 from services.metrics.storage.ports import SampleStore
 from services.metrics.storage.postgres.samples import PostgresSampleStore
 from services.metrics.storage.series_sql import SqlSeriesStore
@@ -95,9 +96,11 @@ def build_metrics_app(
     """`registry` receives the service's telemetry (a private one when not given, as in tests that
     do not look at it); `alerts_channel` is where the Prometheus side reads rules and alerts."""
     telemetry = MetricsTelemetry(registry if registry is not None else CollectorRegistry())
-    samples: SampleStore = (
+    stored: SampleStore = (
         PostgresSampleStore(engine, config.query_parallelism) if is_postgres(engine) else SqliteSampleStore(engine)
     )
+    # Latest values of what this process committed come from memory (see storage/newest.py).
+    samples: SampleStore = NewestRemembered(stored)
     # The InfraWatch agent's own metrics keep their types whoever declares them first.
     protected = [
         MetricInfo(name, MetricType(kind.type), kind.unit, kind.help) for name, kind in KINDS.items() if kind.type

@@ -297,7 +297,7 @@ class MetricsServicer:
 
     def _latest_values(self, request: pb.LatestValuesRequest) -> pb.LatestValuesResponse:
         began = time.perf_counter()
-        samples = query.latest_values(self._queries, _matchers(request.selector))
+        samples = query.latest_values(self._queries, _matchers(request.selector), request.highest, request.since_ms)
         self._telemetry.query_seconds.labels("latest").observe(time.perf_counter() - began)
         return pb.LatestValuesResponse(
             samples=[pb.LatestSample(labels=_labels(labels), timestamp_ms=t, value=v) for labels, t, v in samples]

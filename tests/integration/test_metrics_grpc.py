@@ -292,6 +292,10 @@ def test_latest_values_series_listing_and_metric_names(metrics_harness, metrics_
     names = metrics_stub.ListMetricNames(pb.ListMetricNamesRequest())
     assert [(m.name, m.type) for m in names.metrics] == [("load", pb.METRIC_TYPE_UNSPECIFIED)]
     assert list(names.label_names) == ["host", "node", "role"]  # what an editor completes; no __name__
+    ranked = metrics_stub.LatestValues(pb.LatestValuesRequest(selector=pb.Selector(selector="load"), highest=1))
+    assert [(labels_of(s)["node"], s.value) for s in ranked.samples] == [("b", 111.0)]  # highest first, only 1
+    recent = pb.LatestValuesRequest(selector=pb.Selector(selector="load"), since_ms=t0 + 110_500)
+    assert [labels_of(s)["node"] for s in metrics_stub.LatestValues(recent).samples] == ["b"]  # a's is older
 
 
 def test_queries_reject_bad_selectors_and_ranges(metrics_stub):

@@ -91,14 +91,20 @@ class FakeMetrics:
         self.queries: list[metrics_pb2.QueryRangeRequest] = []
         self.started = threading.Event()
 
-    def latest(self, selector: str, budget: Budget) -> list[metrics_pb2.LatestSample]:
+    def latest(
+        self, selector: str, budget: Budget, highest: int = 0, since_ms: int = 0
+    ) -> list[metrics_pb2.LatestSample]:
+        """As the metrics service answers: `highest` ranks, `since_ms` drops older samples."""
         self.started.set()
         self.selectors.append(selector)
         if self.down:
             raise Unavailable("metrics service unavailable (UNAVAILABLE)")
+        found = [s for s in self.samples if s.timestamp_ms >= since_ms]
         if "{" not in selector:  # a bare metric name selects that metric's series only
-            return [s for s in self.samples if {lb.name: lb.value for lb in s.labels}.get("__name__") == selector]
-        return self.samples
+            found = [s for s in found if {lb.name: lb.value for lb in s.labels}.get("__name__") == selector]
+        if highest:
+            found = sorted(found, key=lambda s: -s.value)[:highest]
+        return found
 
     def query(self, request: metrics_pb2.QueryRangeRequest, budget: Budget) -> metrics_pb2.QueryRangeResponse:
         if self.down:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -121,10 +123,26 @@ def query_range(
     return RangeResult(series, len(selected))
 
 
-def latest_values(ctx: QueryContext, matchers: Sequence[Matcher]) -> list[tuple[LabelSet, int, float]]:
+MAX_LATEST_HIGHEST = 10_000
+
+
+def latest_values(
+    ctx: QueryContext, matchers: Sequence[Matcher], highest: int = 0, since_ms: int = 0
+) -> list[tuple[LabelSet, int, float]]:
+    """Each selected series' newest sample, in label order; with `highest`, only the samples with
+    the N highest values, highest first; with `since_ms`, only samples at or after it."""
+    if highest > MAX_LATEST_HIGHEST:
+        raise InvalidArgument(f"highest is {highest}; the limit is {MAX_LATEST_HIGHEST}")
     selected = select_series(ctx, matchers)
     latest = ctx.store.latest([s.series_id for s in selected])
-    return [(s.labels, *latest[s.series_id]) for s in selected if s.series_id in latest]
+    found = [
+        (s.labels, *latest[s.series_id])
+        for s in selected
+        if s.series_id in latest and latest[s.series_id][0] >= since_ms
+    ]
+    if highest:
+        return heapq.nlargest(highest, (f for f in found if not math.isnan(f[2])), key=lambda f: f[2])
+    return found
 
 
 def list_series(

@@ -26,19 +26,19 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#infrawatch/metrics/v1/metrics.proto\x12\x15infrawatch.metrics.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"k\n\x0eMetricMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04type\x18\x02 \x01(\x0e\x32!.infrawatch.metrics.v1.MetricType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\"\x98\x01\n\rSeriesSamples\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x0b\n\x03ref\x18\x02 \x01(\r\x12\x15\n\rtimestamps_ms\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x13\n\x0binterval_ms\x18\x06 \x01(\x03\"\x8e\x01\n\x0bMetricBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x08metadata\x18\x02 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x34\n\x06series\x18\x03 \x03(\x0b\x32$.infrawatch.metrics.v1.SeriesSamples\"{\n\tRejection\x12\x14\n\x0cseries_index\x18\x01 \x01(\r\x12\x36\n\x06reason\x18\x02 \x01(\x0e\x32&.infrawatch.metrics.v1.RejectionReason\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xa1\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x18\n\x10samples_accepted\x18\x02 \x01(\r\x12\x18\n\x10samples_rejected\x18\x03 \x01(\r\x12\x19\n\x11samples_duplicate\x18\x04 \x01(\r\x12\x34\n\nrejections\x18\x05 \x03(\x0b\x32 .infrawatch.metrics.v1.Rejection\"\xb3\x01\n\x0cLabelMatcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x04type\x18\x02 \x01(\x0e\x32(.infrawatch.metrics.v1.LabelMatcher.Type\x12\r\n\x05value\x18\x03 \x01(\t\"N\n\x04Type\x12\x0e\n\nTYPE_EQUAL\x10\x00\x12\x12\n\x0eTYPE_NOT_EQUAL\x10\x01\x12\x0e\n\nTYPE_REGEX\x10\x02\x12\x12\n\x0eTYPE_NOT_REGEX\x10\x03\"S\n\x08Selector\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x35\n\x08matchers\x18\x02 \x03(\x0b\x32#.infrawatch.metrics.v1.LabelMatcher\"\x8e\x02\n\x11QueryRangeRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\".infrawatch.metrics.v1.Aggregation\x12\x10\n\x08group_by\x18\x06 \x03(\t\"c\n\x0cSeriesPoints\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x15\n\rtimestamps_ms\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"a\n\x12QueryRangeResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\x12\x16\n\x0ematched_series\x18\x02 \x01(\r\"H\n\x13LatestValuesRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\"a\n\x0cLatestSample\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\"L\n\x14LatestValuesResponse\x12\x34\n\x07samples\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.LatestSample\"m\n\x11ListSeriesRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"<\n\x0cSeriesLabels\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\"b\n\x12ListSeriesResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesLabels\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16ListMetricNamesRequest\"\xa2\x01\n\x17ListMetricNamesResponse\x12\x36\n\x07metrics\x18\x01 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12:\n\tconflicts\x18\x02 \x03(\x0b\x32\'.infrawatch.metrics.v1.MetadataConflict\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\"\xa0\x01\n\x10MetadataConflict\x12\x33\n\x04kept\x18\x01 \x01(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x36\n\x07refused\x18\x02 \x01(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\r\n\x05times\x18\x04 \x01(\r\"H\n\x13WatchMetricsRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\"K\n\x14WatchMetricsResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\"N\n\x13InstantQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\rInstantSample\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\r\n\x05value\x18\x02 \x01(\x01\"\x91\x01\n\x14InstantQueryResponse\x12\x13\n\x0bresult_type\x18\x01 \x01(\t\x12\x35\n\x07samples\x18\x02 \x03(\x0b\x32$.infrawatch.metrics.v1.InstantSample\x12\x0e\n\x06scalar\x18\x03 \x01(\x01\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\"R\n\x15InstantQueriesRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x12InstantQueryResult\x12=\n\x08response\x18\x01 \x01(\x0b\x32+.infrawatch.metrics.v1.InstantQueryResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"T\n\x16InstantQueriesResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).infrawatch.metrics.v1.InstantQueryResult\"\x9f\x01\n\x11RangeQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"^\n\x12RangeQueryResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\x12\x13\n\x0bresult_type\x18\x02 \x01(\t*Y\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x01\x12\x17\n\x13METRIC_TYPE_COUNTER\x10\x02*\xef\x03\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12#\n\x1fREJECTION_REASON_INVALID_LABELS\x10\x01\x12&\n\"REJECTION_REASON_EMPTY_METRIC_NAME\x10\x02\x12\"\n\x1eREJECTION_REASON_TYPE_CONFLICT\x10\x03\x12&\n\"REJECTION_REASON_CARDINALITY_LIMIT\x10\x04\x12$\n REJECTION_REASON_TOO_MANY_SERIES\x10\x05\x12 \n\x1cREJECTION_REASON_UNKNOWN_REF\x10\x06\x12$\n REJECTION_REASON_LENGTH_MISMATCH\x10\x07\x12&\n\"REJECTION_REASON_TOO_FAR_IN_FUTURE\x10\x08\x12\x1c\n\x18REJECTION_REASON_TOO_OLD\x10\t\x12!\n\x1dREJECTION_REASON_OUT_OF_ORDER\x10\n\x12%\n!REJECTION_REASON_INVALID_METADATA\x10\x0b\x12#\n\x1fREJECTION_REASON_FOREIGN_SERIES\x10\x0c*\xba\x01\n\x0b\x41ggregation\x12\x14\n\x10\x41GGREGATION_NONE\x10\x00\x12\x13\n\x0f\x41GGREGATION_AVG\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x14\n\x10\x41GGREGATION_LAST\x10\x06\x12\x14\n\x10\x41GGREGATION_RATE\x10\x07\x32\xb1\x07\n\x0eMetricsService\x12X\n\rStreamMetrics\x12\".infrawatch.metrics.v1.MetricBatch\x1a\x1f.infrawatch.metrics.v1.BatchAck(\x01\x30\x01\x12\x61\n\nQueryRange\x12(.infrawatch.metrics.v1.QueryRangeRequest\x1a).infrawatch.metrics.v1.QueryRangeResponse\x12g\n\x0cLatestValues\x12*.infrawatch.metrics.v1.LatestValuesRequest\x1a+.infrawatch.metrics.v1.LatestValuesResponse\x12\x61\n\nListSeries\x12(.infrawatch.metrics.v1.ListSeriesRequest\x1a).infrawatch.metrics.v1.ListSeriesResponse\x12p\n\x0fListMetricNames\x12-.infrawatch.metrics.v1.ListMetricNamesRequest\x1a..infrawatch.metrics.v1.ListMetricNamesResponse\x12i\n\x0cWatchMetrics\x12*.infrawatch.metrics.v1.WatchMetricsRequest\x1a+.infrawatch.metrics.v1.WatchMetricsResponse0\x01\x12g\n\x0cInstantQuery\x12*.infrawatch.metrics.v1.InstantQueryRequest\x1a+.infrawatch.metrics.v1.InstantQueryResponse\x12m\n\x0eInstantQueries\x12,.infrawatch.metrics.v1.InstantQueriesRequest\x1a-.infrawatch.metrics.v1.InstantQueriesResponse\x12\x61\n\nRangeQuery\x12(.infrawatch.metrics.v1.RangeQueryRequest\x1a).infrawatch.metrics.v1.RangeQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#infrawatch/metrics/v1/metrics.proto\x12\x15infrawatch.metrics.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"k\n\x0eMetricMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04type\x18\x02 \x01(\x0e\x32!.infrawatch.metrics.v1.MetricType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\"\x98\x01\n\rSeriesSamples\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x0b\n\x03ref\x18\x02 \x01(\r\x12\x15\n\rtimestamps_ms\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x13\n\x0binterval_ms\x18\x06 \x01(\x03\"\x8e\x01\n\x0bMetricBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x08metadata\x18\x02 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x34\n\x06series\x18\x03 \x03(\x0b\x32$.infrawatch.metrics.v1.SeriesSamples\"{\n\tRejection\x12\x14\n\x0cseries_index\x18\x01 \x01(\r\x12\x36\n\x06reason\x18\x02 \x01(\x0e\x32&.infrawatch.metrics.v1.RejectionReason\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xa1\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x18\n\x10samples_accepted\x18\x02 \x01(\r\x12\x18\n\x10samples_rejected\x18\x03 \x01(\r\x12\x19\n\x11samples_duplicate\x18\x04 \x01(\r\x12\x34\n\nrejections\x18\x05 \x03(\x0b\x32 .infrawatch.metrics.v1.Rejection\"\xb3\x01\n\x0cLabelMatcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x04type\x18\x02 \x01(\x0e\x32(.infrawatch.metrics.v1.LabelMatcher.Type\x12\r\n\x05value\x18\x03 \x01(\t\"N\n\x04Type\x12\x0e\n\nTYPE_EQUAL\x10\x00\x12\x12\n\x0eTYPE_NOT_EQUAL\x10\x01\x12\x0e\n\nTYPE_REGEX\x10\x02\x12\x12\n\x0eTYPE_NOT_REGEX\x10\x03\"S\n\x08Selector\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x35\n\x08matchers\x18\x02 \x03(\x0b\x32#.infrawatch.metrics.v1.LabelMatcher\"\x8e\x02\n\x11QueryRangeRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\".infrawatch.metrics.v1.Aggregation\x12\x10\n\x08group_by\x18\x06 \x03(\t\"c\n\x0cSeriesPoints\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x15\n\rtimestamps_ms\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"a\n\x12QueryRangeResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\x12\x16\n\x0ematched_series\x18\x02 \x01(\r\"k\n\x13LatestValuesRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\x12\x0f\n\x07highest\x18\x02 \x01(\r\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\"a\n\x0cLatestSample\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\"L\n\x14LatestValuesResponse\x12\x34\n\x07samples\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.LatestSample\"m\n\x11ListSeriesRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"<\n\x0cSeriesLabels\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\"b\n\x12ListSeriesResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesLabels\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x18\n\x16ListMetricNamesRequest\"\xa2\x01\n\x17ListMetricNamesResponse\x12\x36\n\x07metrics\x18\x01 \x03(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12:\n\tconflicts\x18\x02 \x03(\x0b\x32\'.infrawatch.metrics.v1.MetadataConflict\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\"\xa0\x01\n\x10MetadataConflict\x12\x33\n\x04kept\x18\x01 \x01(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x36\n\x07refused\x18\x02 \x01(\x0b\x32%.infrawatch.metrics.v1.MetricMetadata\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\r\n\x05times\x18\x04 \x01(\r\"H\n\x13WatchMetricsRequest\x12\x31\n\x08selector\x18\x01 \x01(\x0b\x32\x1f.infrawatch.metrics.v1.Selector\"K\n\x14WatchMetricsResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\"N\n\x13InstantQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\rInstantSample\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.infrawatch.metrics.v1.Label\x12\r\n\x05value\x18\x02 \x01(\x01\"\x91\x01\n\x14InstantQueryResponse\x12\x13\n\x0bresult_type\x18\x01 \x01(\t\x12\x35\n\x07samples\x18\x02 \x03(\x0b\x32$.infrawatch.metrics.v1.InstantSample\x12\x0e\n\x06scalar\x18\x03 \x01(\x01\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\"R\n\x15InstantQueriesRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x12InstantQueryResult\x12=\n\x08response\x18\x01 \x01(\x0b\x32+.infrawatch.metrics.v1.InstantQueryResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"T\n\x16InstantQueriesResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).infrawatch.metrics.v1.InstantQueryResult\"\x9f\x01\n\x11RangeQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04step\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"^\n\x12RangeQueryResponse\x12\x33\n\x06series\x18\x01 \x03(\x0b\x32#.infrawatch.metrics.v1.SeriesPoints\x12\x13\n\x0bresult_type\x18\x02 \x01(\t*Y\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x01\x12\x17\n\x13METRIC_TYPE_COUNTER\x10\x02*\xef\x03\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12#\n\x1fREJECTION_REASON_INVALID_LABELS\x10\x01\x12&\n\"REJECTION_REASON_EMPTY_METRIC_NAME\x10\x02\x12\"\n\x1eREJECTION_REASON_TYPE_CONFLICT\x10\x03\x12&\n\"REJECTION_REASON_CARDINALITY_LIMIT\x10\x04\x12$\n REJECTION_REASON_TOO_MANY_SERIES\x10\x05\x12 \n\x1cREJECTION_REASON_UNKNOWN_REF\x10\x06\x12$\n REJECTION_REASON_LENGTH_MISMATCH\x10\x07\x12&\n\"REJECTION_REASON_TOO_FAR_IN_FUTURE\x10\x08\x12\x1c\n\x18REJECTION_REASON_TOO_OLD\x10\t\x12!\n\x1dREJECTION_REASON_OUT_OF_ORDER\x10\n\x12%\n!REJECTION_REASON_INVALID_METADATA\x10\x0b\x12#\n\x1fREJECTION_REASON_FOREIGN_SERIES\x10\x0c*\xba\x01\n\x0b\x41ggregation\x12\x14\n\x10\x41GGREGATION_NONE\x10\x00\x12\x13\n\x0f\x41GGREGATION_AVG\x10\x01\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x04\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x05\x12\x14\n\x10\x41GGREGATION_LAST\x10\x06\x12\x14\n\x10\x41GGREGATION_RATE\x10\x07\x32\xb1\x07\n\x0eMetricsService\x12X\n\rStreamMetrics\x12\".infrawatch.metrics.v1.MetricBatch\x1a\x1f.infrawatch.metrics.v1.BatchAck(\x01\x30\x01\x12\x61\n\nQueryRange\x12(.infrawatch.metrics.v1.QueryRangeRequest\x1a).infrawatch.metrics.v1.QueryRangeResponse\x12g\n\x0cLatestValues\x12*.infrawatch.metrics.v1.LatestValuesRequest\x1a+.infrawatch.metrics.v1.LatestValuesResponse\x12\x61\n\nListSeries\x12(.infrawatch.metrics.v1.ListSeriesRequest\x1a).infrawatch.metrics.v1.ListSeriesResponse\x12p\n\x0fListMetricNames\x12-.infrawatch.metrics.v1.ListMetricNamesRequest\x1a..infrawatch.metrics.v1.ListMetricNamesResponse\x12i\n\x0cWatchMetrics\x12*.infrawatch.metrics.v1.WatchMetricsRequest\x1a+.infrawatch.metrics.v1.WatchMetricsResponse0\x01\x12g\n\x0cInstantQuery\x12*.infrawatch.metrics.v1.InstantQueryRequest\x1a+.infrawatch.metrics.v1.InstantQueryResponse\x12m\n\x0eInstantQueries\x12,.infrawatch.metrics.v1.InstantQueriesRequest\x1a-.infrawatch.metrics.v1.InstantQueriesResponse\x12\x61\n\nRangeQuery\x12(.infrawatch.metrics.v1.RangeQueryRequest\x1a).infrawatch.metrics.v1.RangeQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'infrawatch.metrics.v1.metrics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRICTYPE']._serialized_start=3486
-  _globals['_METRICTYPE']._serialized_end=3575
-  _globals['_REJECTIONREASON']._serialized_start=3578
-  _globals['_REJECTIONREASON']._serialized_end=4073
-  _globals['_AGGREGATION']._serialized_start=4076
-  _globals['_AGGREGATION']._serialized_end=4262
+  _globals['_METRICTYPE']._serialized_start=3521
+  _globals['_METRICTYPE']._serialized_end=3610
+  _globals['_REJECTIONREASON']._serialized_start=3613
+  _globals['_REJECTIONREASON']._serialized_end=4108
+  _globals['_AGGREGATION']._serialized_start=4111
+  _globals['_AGGREGATION']._serialized_end=4297
   _globals['_LABEL']._serialized_start=127
   _globals['_LABEL']._serialized_end=163
   _globals['_METRICMETADATA']._serialized_start=165
@@ -64,43 +64,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYRANGERESPONSE']._serialized_start=1504
   _globals['_QUERYRANGERESPONSE']._serialized_end=1601
   _globals['_LATESTVALUESREQUEST']._serialized_start=1603
-  _globals['_LATESTVALUESREQUEST']._serialized_end=1675
-  _globals['_LATESTSAMPLE']._serialized_start=1677
-  _globals['_LATESTSAMPLE']._serialized_end=1774
-  _globals['_LATESTVALUESRESPONSE']._serialized_start=1776
-  _globals['_LATESTVALUESRESPONSE']._serialized_end=1852
-  _globals['_LISTSERIESREQUEST']._serialized_start=1854
-  _globals['_LISTSERIESREQUEST']._serialized_end=1963
-  _globals['_SERIESLABELS']._serialized_start=1965
-  _globals['_SERIESLABELS']._serialized_end=2025
-  _globals['_LISTSERIESRESPONSE']._serialized_start=2027
-  _globals['_LISTSERIESRESPONSE']._serialized_end=2125
-  _globals['_LISTMETRICNAMESREQUEST']._serialized_start=2127
-  _globals['_LISTMETRICNAMESREQUEST']._serialized_end=2151
-  _globals['_LISTMETRICNAMESRESPONSE']._serialized_start=2154
-  _globals['_LISTMETRICNAMESRESPONSE']._serialized_end=2316
-  _globals['_METADATACONFLICT']._serialized_start=2319
-  _globals['_METADATACONFLICT']._serialized_end=2479
-  _globals['_WATCHMETRICSREQUEST']._serialized_start=2481
-  _globals['_WATCHMETRICSREQUEST']._serialized_end=2553
-  _globals['_WATCHMETRICSRESPONSE']._serialized_start=2555
-  _globals['_WATCHMETRICSRESPONSE']._serialized_end=2630
-  _globals['_INSTANTQUERYREQUEST']._serialized_start=2632
-  _globals['_INSTANTQUERYREQUEST']._serialized_end=2710
-  _globals['_INSTANTSAMPLE']._serialized_start=2712
-  _globals['_INSTANTSAMPLE']._serialized_end=2788
-  _globals['_INSTANTQUERYRESPONSE']._serialized_start=2791
-  _globals['_INSTANTQUERYRESPONSE']._serialized_end=2936
-  _globals['_INSTANTQUERIESREQUEST']._serialized_start=2938
-  _globals['_INSTANTQUERIESREQUEST']._serialized_end=3020
-  _globals['_INSTANTQUERYRESULT']._serialized_start=3022
-  _globals['_INSTANTQUERYRESULT']._serialized_end=3140
-  _globals['_INSTANTQUERIESRESPONSE']._serialized_start=3142
-  _globals['_INSTANTQUERIESRESPONSE']._serialized_end=3226
-  _globals['_RANGEQUERYREQUEST']._serialized_start=3229
-  _globals['_RANGEQUERYREQUEST']._serialized_end=3388
-  _globals['_RANGEQUERYRESPONSE']._serialized_start=3390
-  _globals['_RANGEQUERYRESPONSE']._serialized_end=3484
-  _globals['_METRICSSERVICE']._serialized_start=4265
-  _globals['_METRICSSERVICE']._serialized_end=5210
+  _globals['_LATESTVALUESREQUEST']._serialized_end=1710
+  _globals['_LATESTSAMPLE']._serialized_start=1712
+  _globals['_LATESTSAMPLE']._serialized_end=1809
+  _globals['_LATESTVALUESRESPONSE']._serialized_start=1811
+  _globals['_LATESTVALUESRESPONSE']._serialized_end=1887
+  _globals['_LISTSERIESREQUEST']._serialized_start=1889
+  _globals['_LISTSERIESREQUEST']._serialized_end=1998
+  _globals['_SERIESLABELS']._serialized_start=2000
+  _globals['_SERIESLABELS']._serialized_end=2060
+  _globals['_LISTSERIESRESPONSE']._serialized_start=2062
+  _globals['_LISTSERIESRESPONSE']._serialized_end=2160
+  _globals['_LISTMETRICNAMESREQUEST']._serialized_start=2162
+  _globals['_LISTMETRICNAMESREQUEST']._serialized_end=2186
+  _globals['_LISTMETRICNAMESRESPONSE']._serialized_start=2189
+  _globals['_LISTMETRICNAMESRESPONSE']._serialized_end=2351
+  _globals['_METADATACONFLICT']._serialized_start=2354
+  _globals['_METADATACONFLICT']._serialized_end=2514
+  _globals['_WATCHMETRICSREQUEST']._serialized_start=2516
+  _globals['_WATCHMETRICSREQUEST']._serialized_end=2588
+  _globals['_WATCHMETRICSRESPONSE']._serialized_start=2590
+  _globals['_WATCHMETRICSRESPONSE']._serialized_end=2665
+  _globals['_INSTANTQUERYREQUEST']._serialized_start=2667
+  _globals['_INSTANTQUERYREQUEST']._serialized_end=2745
+  _globals['_INSTANTSAMPLE']._serialized_start=2747
+  _globals['_INSTANTSAMPLE']._serialized_end=2823
+  _globals['_INSTANTQUERYRESPONSE']._serialized_start=2826
+  _globals['_INSTANTQUERYRESPONSE']._serialized_end=2971
+  _globals['_INSTANTQUERIESREQUEST']._serialized_start=2973
+  _globals['_INSTANTQUERIESREQUEST']._serialized_end=3055
+  _globals['_INSTANTQUERYRESULT']._serialized_start=3057
+  _globals['_INSTANTQUERYRESULT']._serialized_end=3175
+  _globals['_INSTANTQUERIESRESPONSE']._serialized_start=3177
+  _globals['_INSTANTQUERIESRESPONSE']._serialized_end=3261
+  _globals['_RANGEQUERYREQUEST']._serialized_start=3264
+  _globals['_RANGEQUERYREQUEST']._serialized_end=3423
+  _globals['_RANGEQUERYRESPONSE']._serialized_start=3425
+  _globals['_RANGEQUERYRESPONSE']._serialized_end=3519
+  _globals['_METRICSSERVICE']._serialized_start=4300
+  _globals['_METRICSSERVICE']._serialized_end=5245
 # @@protoc_insertion_point(module_scope)

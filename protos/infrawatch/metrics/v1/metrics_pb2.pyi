@@ -203,10 +203,14 @@ class QueryRangeResponse(_message.Message):
     def __init__(self, series: _Optional[_Iterable[_Union[SeriesPoints, _Mapping]]] = ..., matched_series: _Optional[int] = ...) -> None: ...
 
 class LatestValuesRequest(_message.Message):
-    __slots__ = ("selector",)
+    __slots__ = ("selector", "highest", "since_ms")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     selector: Selector
-    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ...) -> None: ...
+    highest: int
+    since_ms: int
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., highest: _Optional[int] = ..., since_ms: _Optional[int] = ...) -> None: ...
 
 class LatestSample(_message.Message):
     __slots__ = ("labels", "timestamp_ms", "value")
