@@ -48,11 +48,12 @@ def test_the_agent_scrapes_a_real_node_exporter_with_prometheus_labels(
                 break
             assert time.monotonic() < deadline, f"no node_exporter series: {sorted(names)[:20]}\n{agent.log()[-3000:]}"
             time.sleep(0.5)
-        load = [labels for (name, labels) in found if name == "node_load1"]
+        # The agent's own node_load1 (its node collectors) carries no job; the scraped one does.
+        load = [labels for (name, labels) in found if name == "node_load1" and dict(labels).get("job") == "node"]
         assert dict(load[0]) == {"job": "node", "instance": instance, "host": HOST}
         up = [points for (name, labels), points in found.items() if name == "up" and dict(labels)["job"] == "node"]
         assert up[0][-1][1] == 1.0
-        cpu = [dict(labels) for (name, labels) in found if name == "node_cpu_seconds_total"]
+        cpu = [dict(labels) for (name, labels) in found if name == "node_cpu_seconds_total" and "job" in dict(labels)]
         assert {"cpu", "mode", "job", "instance", "host"} <= set(cpu[0])
     finally:
         agent.kill()
