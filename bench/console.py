@@ -5,7 +5,10 @@ simulated host registers with its own token and sends its key metrics; one host 
 of CPU, memory, load, filesystem and network samples at 10 s. Measured:
 1. the fleet page's first complete render (navigation until the page marks itself loaded), p50/p99;
 2. a host's 24 h chart data (`/api/hosts/<h>/series?range=24h`), p50/p99;
-3. a live point: from ingesting a CPU sample to the open host page's chart holding it, p50/p99.
+3. a live point: from ingesting a CPU sample to the open host page's chart holding it, p50/p99;
+4. the gateway's GetFleetOverview when every value is minutes old and again right after every host
+   sent a round (a live fleet), and ListAgents pages of 100 and 1,000; where the fleet page's
+   time goes in the browser (asking /api/fleet, its answer, drawing the rows).
 Prints one JSON object (also written to bench-console.json).
 """
 
@@ -18,6 +21,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 import grpc
 
@@ -73,6 +77,24 @@ def host_batch(number: int, now_ms: int, day: bool) -> pb.MetricBatch:
     return batch
 
 
+async def send_round(metrics_address: str, tokens: dict[str, str], with_day: bool = False) -> None:
+    """One round of every host's key metrics, as a live fleet sends every 10 s (with 24 h for
+    host-0000 when `with_day`)."""
+    now_ms = int(time.time() * 1000)
+    async with grpc.aio.insecure_channel(metrics_address) as channel:
+        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
+
+        async def send(number: int, hostname: str) -> None:
+            batch = host_batch(number, now_ms, day=with_day and number == 0)
+            call = stub.StreamMetrics(iter([batch]), metadata=(("authorization", f"Bearer {tokens[hostname]}"),))
+            async for ack in call:
+                assert ack.samples_rejected == 0, ack
+
+        hostnames = list(tokens)
+        for first in range(0, len(hostnames), 50):
+            await asyncio.gather(*(send(first + i, h) for i, h in enumerate(hostnames[first : first + 50])))
+
+
 async def populate(agents_address: str, metrics_address: str, hosts: int) -> dict[str, str]:
     tokens: dict[str, str] = {}
     async with grpc.aio.insecure_channel(agents_address) as channel:
@@ -85,19 +107,7 @@ async def populate(agents_address: str, metrics_address: str, hosts: int) -> dic
                 timeout=10,
             )
             tokens[hostname] = reply.agent_token
-    now_ms = int(time.time() * 1000)
-    async with grpc.aio.insecure_channel(metrics_address) as channel:
-        stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-
-        async def send(number: int, hostname: str) -> None:
-            batch = host_batch(number, now_ms, day=number == 0)
-            call = stub.StreamMetrics(iter([batch]), metadata=(("authorization", f"Bearer {tokens[hostname]}"),))
-            async for ack in call:
-                assert ack.samples_rejected == 0, ack
-
-        hostnames = list(tokens)
-        for first in range(0, len(hostnames), 50):
-            await asyncio.gather(*(send(first + i, h) for i, h in enumerate(hostnames[first : first + 50])))
+    await send_round(metrics_address, tokens, with_day=True)
     return tokens
 
 
@@ -146,14 +156,25 @@ def main() -> int:
                         reply.read()
                     fleet_api.append(time.perf_counter() - started)
                 operator = gateway_pb2_grpc.OperatorServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway_port}"))
-                overview_rpc, list_rpc = [], []
-                for _ in range(args.rounds + 1):
-                    started = time.perf_counter()
-                    operator.GetFleetOverview(gateway_pb2.GetFleetOverviewRequest(top_n=10), timeout=60)
-                    overview_rpc.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=1000), timeout=60)
-                    list_rpc.append(time.perf_counter() - started)
+
+                def timed(call: Callable[[], object]) -> list[float]:
+                    took = []
+                    for _ in range(args.rounds + 1):
+                        started = time.perf_counter()
+                        call()
+                        took.append(time.perf_counter() - started)
+                    return took
+
+                def overview() -> object:
+                    return operator.GetFleetOverview(gateway_pb2.GetFleetOverviewRequest(top_n=10), timeout=60)
+
+                # Every host's values are minutes old by now (as after an outage of the fleet)...
+                overview_rpc = timed(overview)
+                list_rpc = timed(lambda: operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=1000), timeout=60))
+                page_rpc = timed(lambda: operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=100), timeout=60))
+                # ...and then fresh, as in a fleet whose agents send every 10 s.
+                asyncio.run(send_round(platform.metrics_address, tokens))
+                live_overview_rpc = timed(overview)
                 for _ in range(args.rounds + 1):
                     started = time.perf_counter()
                     with urllib.request.urlopen(url + "/api/hosts/host-0000/series?range=24h", timeout=60) as reply:
@@ -196,6 +217,9 @@ def main() -> int:
         "fleet_render_p99_ms": round(percentile(renders, 0.99) * 1000),
         "fleet_api_p50_ms": round(percentile(fleet_api[1:], 0.5) * 1000),
         "gateway_fleet_overview_p50_ms": round(percentile(overview_rpc[1:], 0.5) * 1000),
+        "gateway_fleet_overview_live_fleet_p50_ms": round(percentile(live_overview_rpc[1:], 0.5) * 1000),
+        "gateway_fleet_overview_live_fleet_p99_ms": round(percentile(live_overview_rpc[1:], 0.99) * 1000),
+        "gateway_list_agents_100_p50_ms": round(percentile(page_rpc[1:], 0.5) * 1000),
         "gateway_list_agents_1000_p50_ms": round(percentile(list_rpc[1:], 0.5) * 1000),
         "fleet_page_asks_api_at_p50_ms": round(percentile([p[0] for p in phases[1:]], 0.5)),
         "fleet_api_in_browser_p50_ms": round(percentile([p[1] - p[0] for p in phases[1:]], 0.5)),
