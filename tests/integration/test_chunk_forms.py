@@ -21,6 +21,7 @@ from services.common.timestamps import to_timestamp
 from services.metrics.__main__ import MIGRATIONS, VERSION_TABLE
 from services.metrics.domain import Aggregation, labels_json
 from services.metrics.maintenance import MaintenancePolicy, run_maintenance
+from services.metrics.query.aggregate import aggregate_stored
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import PACKED_BLOCK_MS, summarise
 from services.metrics.storage.postgres.samples import DAY_MS, PostgresSampleStore
@@ -113,7 +114,7 @@ def test_data_stored_by_schema_0001_is_read_after_the_upgrade_and_packed_by_main
         return [
             store.raw([series_a, series_b], *wide),
             *(
-                store.aggregate({series_a: 0, series_b: 1}, *wide, 300_000, aggregation)
+                aggregate_stored(store, {series_a: 0, series_b: 1}, *wide, 300_000, aggregation)
                 for aggregation in (Aggregation.AVG, Aggregation.MAX, Aggregation.LAST, Aggregation.RATE)
             ),
         ]

@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
 
-import numpy as np
-
 from services.agents.domain import Agent, AgentQuery, AgentStatus, LivenessPolicy, RemoteWriteCredential
-from services.metrics.domain import FamilyInfo, LabelSet, MetricInfo, Series
-from services.metrics.query.aggregate import Points, Samples, points_in_range
+from services.metrics.domain import Aggregation, FamilyInfo, LabelSet, MetricInfo, Series
+from services.metrics.query.aggregate import points_in_range, samples_of, whole_in_one_bucket
 from services.metrics.storage.chunks import Chunk, ChunkColumns
+from services.metrics.storage.columns import AggregationInput, DerivedReads, Points, Samples, Summaries
 from services.metrics.storage.ports import TooManyPoints
 
 
@@ -164,8 +163,9 @@ class FakeSeriesStore:
         self.families.update((family.name, family) for family in families)
 
 
-class FakeSampleStore:
-    """Chunks in a list; queries answered with the same Python engine the SQLite store uses."""
+class FakeSampleStore(DerivedReads):
+    """Chunks in a list, the whole SampleStore port: reads in Python, answers computed by the same
+    query module the real stores feed."""
 
     def __init__(self) -> None:
         self.chunks: list[Chunk] = []
@@ -178,9 +178,6 @@ class FakeSampleStore:
     def _of(self, series_id: int) -> list[Chunk]:
         return sorted((c for c in self.chunks if c.series_id == series_id), key=lambda c: c.start_ms)
 
-    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
-        return {i: self._of(i)[-1].end_ms for i in series_ids if self._of(i)}
-
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         found = {}
         for i in series_ids:
@@ -191,33 +188,58 @@ class FakeSampleStore:
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         return {i for i in series_ids if any(c.start_ms <= end_ms and c.end_ms >= start_ms for c in self._of(i))}
 
-    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
-        return {t for c in self._of(series_id) for t in c.timestamps() if start_ms <= t <= end_ms}
-
-    def raw(
+    def raw_samples(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> dict[int, Points]:
+    ) -> Samples:
         wanted = set(series_ids)
         inside = sum(
             c.count for c in self.chunks if c.series_id in wanted and c.start_ms >= start_ms and c.end_ms <= end_ms
         )
         if refuse_above is not None and inside > refuse_above:
             raise TooManyPoints(inside)
-        self.raw_reads = getattr(self, "raw_reads", 0) + 1
-        found = {i: points_in_range(self._of(i), start_ms, end_ms) for i in series_ids}
-        return {i: points for i, points in found.items() if points[0]}
+        return samples_of((i, chunk) for i in series_ids for chunk in self._of(i)).within(start_ms, end_ms)
 
-    def raw_samples(
-        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> Samples:
-        found = self.raw(series_ids, start_ms, end_ms, refuse_above)
-        ids = [i for i in series_ids if i in found for _ in found[i][0]]
-        return Samples(
-            np.array(ids, dtype=np.int64),
-            np.array(ids, dtype=np.int64),
-            np.array([t for i in series_ids if i in found for t in found[i][0]], dtype=np.int64),
-            np.array([v for i in series_ids if i in found for v in found[i][1]], dtype=np.float64),
-        )
+    def aggregation_input(
+        self,
+        groups: dict[int, int],
+        read_from_ms: int,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        aggregation: Aggregation,
+    ) -> AggregationInput:
+        whole, partly = [], []
+        for series_id, group in groups.items():
+            for chunk in self._of(series_id):
+                if chunk.end_ms < read_from_ms or chunk.start_ms > end_ms:
+                    continue
+                summarised = aggregation is not Aggregation.RATE and whole_in_one_bucket(
+                    chunk.start_ms, chunk.end_ms, start_ms, end_ms, step_ms
+                )
+                if summarised:
+                    row = (
+                        group,
+                        chunk.start_ms,
+                        chunk.end_ms,
+                        chunk.count,
+                        chunk.sum,
+                        chunk.min,
+                        chunk.max,
+                        chunk.last,
+                    )
+                    whole.append(row)
+                else:
+                    partly.append((group, chunk))
+        samples = samples_of(partly).within(read_from_ms, end_ms)
+        return AggregationInput(samples, Summaries.from_rows(whole) if whole else None)
+
+    def drop_older_than(self, cutoff_ms: int) -> int:
+        before = len(self.chunks)
+        self.chunks = [c for c in self.chunks if c.end_ms >= cutoff_ms]
+        return before - len(self.chunks)
+
+    def compact(self, window_ms: int, since_ms: int, until_ms: int) -> int:
+        return 0  # one list: nothing to pack
 
     def samples_of(self, series_id: int) -> Points:
         return points_in_range(self._of(series_id), -(2**62), 2**62)

@@ -1,9 +1,9 @@
-"""Query semantics over chunks: the one engine both stores execute, on numpy columns.
+"""Query semantics over stored chunks, on numpy columns: stores read, this module computes.
 
-A store hands over two things: the chunks that lie wholly inside one bucket, as their stored
-summaries (`Summaries`; PostgreSQL may instead aggregate those in SQL into per-bucket partials),
-and the decoded samples of every other chunk in the range (`Samples`). Everything per sample is
-computed here, so the rules below are written once. The integration tests run every query against
+A store hands over (`Querier.aggregation_input`) the chunks that lie wholly inside one bucket, as
+their stored summaries (`Summaries`; PostgreSQL instead sums those in SQL into per-bucket
+`Rollups`), and the decoded samples of every other chunk in the range (`Samples`). Everything
+per sample is computed here, so the rules below are written once. The integration tests run every query against
 both stores, fresh and compacted, and a property test holds them to a plain reference.
 
 Buckets: bucket k covers [start + k*step, start + (k+1)*step) and is reported
@@ -36,8 +36,9 @@ import numpy as np
 
 from services.metrics.domain import Aggregation
 from services.metrics.storage.chunks import Chunk
+from services.metrics.storage.columns import AggregationInput, Points, Rollups, Samples, Summaries
+from services.metrics.storage.ports import Querier
 
-Points = tuple[list[int], list[float]]
 RATE_MIN_LOOKBEHIND_MS = 5 * 60 * 1000
 _INT = np.int64
 _FLOAT = np.float64
@@ -63,55 +64,6 @@ def covered_ms(bucket: np.ndarray, start_ms: int, end_ms: int, step_ms: int) -> 
 
 
 @dataclass(slots=True)
-class Samples:
-    """Decoded samples, one entry each; per series ascending in time, series after series."""
-
-    series: np.ndarray  # int64 series id
-    group: np.ndarray  # int64 group number (the series id itself for raw reads)
-    t: np.ndarray  # int64 ms
-    v: np.ndarray  # float64
-
-    @classmethod
-    def empty(cls) -> Samples:
-        return cls(np.zeros(0, _INT), np.zeros(0, _INT), np.zeros(0, _INT), np.zeros(0, _FLOAT))
-
-    @classmethod
-    def concat(cls, parts: Sequence[Samples]) -> Samples:
-        if not parts:
-            return cls.empty()
-        if len(parts) == 1:
-            return parts[0]
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("series", "group", "t", "v")))
-
-    def within(self, start_ms: int, end_ms: int) -> Samples:
-        keep = (self.t >= start_ms) & (self.t <= end_ms)
-        if keep.all():
-            return self
-        return Samples(self.series[keep], self.group[keep], self.t[keep], self.v[keep])
-
-
-@dataclass(slots=True)
-class Summaries:
-    """Chunks answered by their stored summaries: each lies wholly inside one bucket."""
-
-    group: np.ndarray
-    end_ms: np.ndarray  # the chunk's newest sample time, for LAST
-    start_ms: np.ndarray
-    count: np.ndarray
-    sum: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    last: np.ndarray
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[float]]) -> Summaries:
-        """From rows of (group, start_ms, end_ms, count, sum, min, max, last)."""
-        columns = list(np.array(rows, dtype=_FLOAT).reshape(-1, 8).T)
-        group, start, end, count = (c.astype(_INT) for c in columns[:4])
-        return cls(group, end, start, count, *columns[4:])
-
-
-@dataclass(slots=True)
 class Partials:
     """What each source contributes to a (group, bucket): p0/p1 are (count, sum) for AVG, (-, sum)
     for SUM, (count, -) for COUNT, (-, min)/(-, max) for MIN/MAX, (newest time, its value) for LAST
@@ -128,6 +80,10 @@ class Partials:
     def from_rows(cls, rows: Iterable[tuple[int, int, float, float]]) -> Partials:
         table = np.array(list(rows), dtype=_FLOAT).reshape(-1, 4)
         return cls(table[:, 0].astype(_INT), table[:, 1].astype(_INT), table[:, 2], table[:, 3])
+
+    @classmethod
+    def from_rollups(cls, rollups: Rollups) -> Partials:
+        return cls(rollups.group, rollups.bucket, rollups.p0, rollups.p1)
 
     def counts(self) -> np.ndarray:
         return np.ones(len(self.group), _FLOAT) if self.p0 is None else self.p0
@@ -254,18 +210,6 @@ def _emit(
     return result
 
 
-def points_by_series(samples: Samples) -> dict[int, Points]:
-    """Raw samples per series, in the order given (ascending per series)."""
-    result: dict[int, Points] = {}
-    if not len(samples.t):
-        return result
-    cuts = np.flatnonzero(samples.series[1:] != samples.series[:-1]) + 1
-    times, values = samples.t.tolist(), samples.v.tolist()
-    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(times)], strict=True):
-        result[int(samples.series[lo])] = (times[lo:hi], values[lo:hi])
-    return result
-
-
 def query_aggregate(
     summaries: Summaries | None,
     samples: Samples,
@@ -286,6 +230,23 @@ def query_aggregate(
     if extra is not None:
         parts.append(extra)
     return combine(parts, aggregation, start_ms, step_ms)
+
+
+def aggregate_stored(
+    store: Querier, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
+) -> dict[int, Points]:
+    """An aggregation over stored series: the store reads (from far enough back for RATE's
+    lookbehind), this module computes."""
+    read_from = start_ms - (rate_lookbehind_ms(step_ms) if aggregation is Aggregation.RATE else 0)
+    found = store.aggregation_input(groups, read_from, start_ms, end_ms, step_ms, aggregation)
+    return computed(found, start_ms, end_ms, step_ms, aggregation)
+
+
+def computed(
+    found: AggregationInput, start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
+) -> dict[int, Points]:
+    extra = Partials.from_rollups(found.rollups) if found.rollups is not None else None
+    return query_aggregate(found.summaries, found.samples, start_ms, end_ms, step_ms, aggregation, extra=extra)
 
 
 # Row-form entry points over `Chunk`s: the in-memory fake store and unit tests use these.

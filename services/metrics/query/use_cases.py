@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.selectors import Matcher, parse_selector
 from services.metrics.domain import Aggregation, LabelSet, MetricInfo, Series
+from services.metrics.query.aggregate import aggregate_stored
 from services.metrics.storage.catalog import SeriesCatalog
 from services.metrics.storage.ports import Querier, TooManyPoints
 
@@ -114,7 +115,7 @@ def query_range(
         key = tuple((name, values[name]) for name in group_by if values.get(name))
         groups[s.series_id] = group_keys.setdefault(key, len(group_keys))
     _check_points(buckets * len(group_keys), ctx.max_points)
-    computed = ctx.store.aggregate(groups, start, end, step, aggregation)
+    computed = aggregate_stored(ctx.store, groups, start, end, step, aggregation)
     series = [
         ResultSeries(key, *computed[number])
         for key, number in sorted(group_keys.items())

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 
 from services.metrics.domain import Aggregation
 from services.metrics.storage.chunks import ChunkColumns
-from services.metrics.storage.ports import Points, Samples, SampleStore
+from services.metrics.storage.columns import AggregationInput, Points, Samples
+from services.metrics.storage.ports import SampleStore
 
 FRESH_FOR_S = 30.0
 
@@ -66,7 +67,7 @@ class NewestRemembered:
             found.update(self._store.latest(unknown))
         return found
 
-    # Everything else is the store's.
+    # Everything else is the store's (ingest's duplicate filter included: it must see the database).
     def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
         return self._store.newest_timestamps(series_ids)
 
@@ -83,10 +84,16 @@ class NewestRemembered:
     ) -> Samples:
         return self._store.raw_samples(series_ids, start_ms, end_ms, refuse_above)
 
-    def aggregate(
-        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
-    ) -> dict[int, Points]:
-        return self._store.aggregate(groups, start_ms, end_ms, step_ms, aggregation)
+    def aggregation_input(
+        self,
+        groups: dict[int, int],
+        read_from_ms: int,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        aggregation: Aggregation,
+    ) -> AggregationInput:
+        return self._store.aggregation_input(groups, read_from_ms, start_ms, end_ms, step_ms, aggregation)
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         return self._store.series_with_samples(series_ids, start_ms, end_ms)

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.metrics.domain import Aggregation, FamilyInfo, LabelSet, MetricInfo, Series
-from services.metrics.query.aggregate import Samples
 from services.metrics.storage.chunks import ChunkColumns
-
-Points = tuple[list[int], list[float]]
+from services.metrics.storage.columns import AggregationInput, Points, Samples
 
 
 class TooManyPoints(Exception):
@@ -88,10 +86,20 @@ class Querier(Protocol):
         callers that compute on them (PromQL) rather than send them."""
         ...
 
-    def aggregate(
-        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
-    ) -> dict[int, Points]:
-        """Per group (series id → group number): bucket start times and aggregated values."""
+    def aggregation_input(
+        self,
+        groups: dict[int, int],
+        read_from_ms: int,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        aggregation: Aggregation,
+    ) -> AggregationInput:
+        """What an aggregation of these series (series id → group number) over buckets of `step_ms`
+        from `start_ms` needs from storage: the samples within [read_from_ms, end_ms] of every chunk
+        no stored summary answers, and the summaries (or, summed by the database, the per-bucket
+        rollups) of the chunks lying wholly inside one bucket of [start_ms, end_ms]. With RATE
+        every sample is read, none summarised. `query.aggregate` computes the answer."""
         ...
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]: ...

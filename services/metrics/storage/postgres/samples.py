@@ -31,7 +31,6 @@ from sqlalchemy import Engine
 from agent.logs import event
 from services.common.db import pooled_cursor, pooled_read_cursor
 from services.metrics.domain import Aggregation
-from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import (
     CHUNK_COLUMNS,
@@ -43,7 +42,8 @@ from services.metrics.storage.chunks import (
     decode_rows,
     rewrite_window,
 )
-from services.metrics.storage.ports import Points, TooManyPoints
+from services.metrics.storage.columns import AggregationInput, DerivedReads, Rollups, Samples
+from services.metrics.storage.ports import TooManyPoints
 from services.metrics.storage.postgres.copy import COPY_SQL, copy_payload
 
 DAY_MS = 86_400_000
@@ -260,7 +260,7 @@ connection meanwhile (late data for a closed hour): the table is gone, no partit
 or the partition vanished while the COPY waited for its lock. Nothing was written; it is retried."""
 
 
-class PostgresSampleStore:
+class PostgresSampleStore(DerivedReads):
     def __init__(self, engine: Engine, query_parallelism: int = 2) -> None:
         self._engine = engine
         self._partitions: dict[str, set[int]] = {table: set() for table in _TABLES}
@@ -331,20 +331,9 @@ class PostgresSampleStore:
                     "ON CONFLICT DO NOTHING"
                 )
 
-    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
-        return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
-
-    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
-        return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
-
-    def raw(
-        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> dict[int, Points]:
-        return engine.points_by_series(self.raw_samples(series_ids, start_ms, end_ms, refuse_above))
-
     def raw_samples(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> engine.Samples:
+    ) -> Samples:
         ids = sorted(set(series_ids))
         params = {
             "ids": ids, "end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms,
@@ -358,7 +347,7 @@ class PostgresSampleStore:
                 if (inside := int(cursor.fetchone()[0])) > refuse_above:
                     raise TooManyPoints(inside)
         _, series, times, values = decode_rows(rows, _PLAIN)
-        return engine.Samples(series, series, times, values).within(start_ms, end_ms)
+        return Samples(series, series, times, values).within(start_ms, end_ms)
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         if not series_ids:
@@ -368,11 +357,16 @@ class PostgresSampleStore:
             cursor.execute(_WITH_SAMPLES, params)
             return {int(row[0]) for row in cursor.fetchall()}
 
-    def aggregate(
-        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
-    ) -> dict[int, Points]:
-        rate = aggregation is Aggregation.RATE
-        reach = start_ms - (engine.rate_lookbehind_ms(step_ms) if rate else 0)
+    def aggregation_input(
+        self,
+        groups: dict[int, int],
+        read_from_ms: int,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        aggregation: Aggregation,
+    ) -> AggregationInput:
+        reach = read_from_ms
         params: dict[str, Any] = {
             "start": start_ms, "end": end_ms, "step": step_ms, "from": reach, "lo": reach - MAX_STORED_SPAN_MS,
         }  # fmt: skip
@@ -396,12 +390,11 @@ class PostgresSampleStore:
         shards = self._parallelism if len(ids) >= PARALLEL_MIN_SERIES else 1
         parts = [ids[i::shards] for i in range(shards)]
         rows = fetch(parts[0]) if shards == 1 else [row for found in self._pool.map(fetch, parts) for row in found]
-        summaries = engine.Partials.from_rows([(r[1], r[3], r[9], r[10]) for r in rows if r[0] == _SUMMARY_ROW])
+        rollups = Rollups.from_rows([(r[1], r[3], r[9], r[10]) for r in rows if r[0] == _SUMMARY_ROW])
         payloads = [r for r in rows if r[0] == _PAYLOAD_ROW]
         index, series, times, values = decode_rows([r[2:9] for r in payloads], _PLAIN)
         row_groups = np.array([r[1] for r in payloads], dtype=np.int64)
-        samples = engine.Samples(series, row_groups[index], times, values)
-        return engine.query_aggregate(None, samples, start_ms, end_ms, step_ms, aggregation, extra=summaries)
+        return AggregationInput(Samples(series, row_groups[index], times, values), rollups=rollups)
 
     def latest(self, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
         if not series_ids:

@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 from agent.logs import event
 from services.common.db import pooled_cursor
 from services.metrics.domain import Aggregation
-from services.metrics.query import aggregate as engine
 from services.metrics.storage import codec
 from services.metrics.storage.chunks import (
     MAX_STORED_SPAN_MS,
@@ -34,7 +33,8 @@ from services.metrics.storage.chunks import (
     decode_rows,
     rewrite_window,
 )
-from services.metrics.storage.ports import Points, TooManyPoints
+from services.metrics.storage.columns import AggregationInput, DerivedReads, Samples, Summaries
+from services.metrics.storage.ports import TooManyPoints
 
 _log = logging.getLogger("infrawatch.metrics.store")
 
@@ -66,7 +66,7 @@ to `block_chunks` (0005; `chunks` holds what earlier versions packed); reads go 
 `stored_chunks`."""
 
 _WHOLE = "(start_ms >= :start AND end_ms <= :end AND (start_ms - :start) / :step = (end_ms - :start) / :step)"
-"""A chunk whose stored summary answers its bucket (engine.whole_in_one_bucket says the same)."""
+"""A chunk whose stored summary answers its bucket (query.aggregate.whole_in_one_bucket says the same)."""
 
 _IN_RANGE = "start_ms <= :end AND start_ms >= :lo AND end_ms >= :from"
 
@@ -151,7 +151,7 @@ COMPACTION_SERIES_PER_TRANSACTION = 2000
 """Compaction rewrites a window this many series at a time, so memory stays bounded."""
 
 
-class SqliteSampleStore:
+class SqliteSampleStore(DerivedReads):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
@@ -196,7 +196,7 @@ class SqliteSampleStore:
         summaries = [row for row in rows if row[7]]
         return decodable, summaries
 
-    def _decoded(self, rows: list[StoredRow], groups: dict[int, int] | None = None) -> engine.Samples:
+    def _decoded(self, rows: list[StoredRow], groups: dict[int, int] | None = None) -> Samples:
         _, series, times, values = decode_rows(rows, _PLAIN)
         if groups is None:
             group = series
@@ -204,13 +204,7 @@ class SqliteSampleStore:
             lookup = np.array(list(groups.items()), dtype=np.int64).reshape(-1, 2)
             order = np.argsort(lookup[:, 0])
             group = lookup[order, 1][np.searchsorted(lookup[order, 0], series)]
-        return engine.Samples(series, group, times, values)
-
-    def newest_timestamps(self, series_ids: Sequence[int]) -> dict[int, int]:
-        return {series_id: newest for series_id, (newest, _) in self.latest(series_ids).items()}
-
-    def stored_timestamps(self, series_id: int, start_ms: int, end_ms: int) -> set[int]:
-        return set(self.raw([series_id], start_ms, end_ms).get(series_id, ([], []))[0])
+        return Samples(series, group, times, values)
 
     def _points_within(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> int:
         total = 0
@@ -225,30 +219,31 @@ class SqliteSampleStore:
                 total += int(cursor.fetchone()[0])
         return total
 
-    def raw(
-        self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> dict[int, Points]:
-        return engine.points_by_series(self.raw_samples(series_ids, start_ms, end_ms, refuse_above))
-
     def raw_samples(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int, refuse_above: int | None = None
-    ) -> engine.Samples:
+    ) -> Samples:
         if refuse_above is not None and (inside := self._points_within(series_ids, start_ms, end_ms)) > refuse_above:
             raise TooManyPoints(inside)
         rows, _ = self._samples(series_ids, start_ms, end_ms, None)
         return self._decoded(rows).within(start_ms, end_ms)
 
-    def aggregate(
-        self, groups: dict[int, int], start_ms: int, end_ms: int, step_ms: int, aggregation: Aggregation
-    ) -> dict[int, Points]:
+    def aggregation_input(
+        self,
+        groups: dict[int, int],
+        read_from_ms: int,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        aggregation: Aggregation,
+    ) -> AggregationInput:
         if aggregation is Aggregation.RATE:
-            rows, _ = self._samples(list(groups), start_ms - engine.rate_lookbehind_ms(step_ms), end_ms, None)
-            return engine.query_aggregate(None, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
-        rows, whole = self._samples(list(groups), start_ms, end_ms, {"start": start_ms, "step": step_ms})
-        summaries = engine.Summaries.from_rows(
+            rows, _ = self._samples(list(groups), read_from_ms, end_ms, None)
+            return AggregationInput(self._decoded(rows, groups))
+        rows, whole = self._samples(list(groups), read_from_ms, end_ms, {"start": start_ms, "step": step_ms})
+        summaries = Summaries.from_rows(
             [(groups[r[0]], r[1], r[8], r[2], _nan(r[9]), _nan(r[10]), _nan(r[11]), _nan(r[12])) for r in whole]
         )
-        return engine.query_aggregate(summaries, self._decoded(rows, groups), start_ms, end_ms, step_ms, aggregation)
+        return AggregationInput(self._decoded(rows, groups), summaries)
 
     def series_with_samples(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> set[int]:
         params = {"end": end_ms, "lo": start_ms - MAX_STORED_SPAN_MS, "from": start_ms}
