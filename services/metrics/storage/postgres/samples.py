@@ -4,10 +4,10 @@ Ingest writes a batch's chunks in the plain form (float8[] arrays) with one
 COPY and one commit; compaction rewrites closed windows in the packed form (a
 bytea blob, services.metrics.storage.codec). Aggregations split the work: the
 chunks that lie inside one bucket are aggregated in SQL from their stored
-summaries alone (one row per group and bucket comes back, no payload is read),
-and the other chunks' payloads come back as bytes (`array_send` for the plain
-form, the blob itself for the packed one) to be decoded and aggregated by the
-numpy engine both stores share (services.metrics.query.aggregate).
+summaries alone (one rollup row per group and bucket comes back, no payload is
+read), and the other chunks' payloads come back as bytes (`array_send` for the
+plain form, the blob itself for the packed one) and are decoded into samples;
+the query layer (services.metrics.query.aggregate) computes the answer.
 Retention drops whole day partitions.
 """
 

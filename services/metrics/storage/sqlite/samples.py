@@ -1,8 +1,8 @@
 """The embedded sample store: chunks in SQLite, arrays packed as little-endian BLOBs.
 
-SQLite cannot unnest arrays, so every query reads the chunks in range and hands them to
-services.metrics.query.aggregate: chunks that lie wholly inside one bucket by their stored
-summaries only (the payload is not even read), the others decoded, in either form (plain
+SQLite cannot unnest arrays, so every query reads the chunks in range and hands them to the
+query layer (services.metrics.query.aggregate computes): chunks that lie wholly inside one bucket
+by their stored summaries only (the payload is not even read), the others decoded, in either form (plain
 little-endian arrays as ingest writes them, or packed by compaction). SQLite turns NaN into NULL
 in REAL columns, so NULL summaries read back as NaN.
 """
