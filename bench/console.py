@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -173,7 +174,9 @@ def main() -> int:
                 list_rpc = timed(lambda: operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=1000), timeout=60))
                 page_rpc = timed(lambda: operator.ListAgents(gateway_pb2.ListAgentsRequest(page_size=100), timeout=60))
                 # ...and then fresh, as in a fleet whose agents send every 10 s.
-                asyncio.run(send_round(platform.metrics_address, tokens))
+                # (on a thread of its own: Playwright's sync API keeps an event loop on this one)
+                with ThreadPoolExecutor(1) as aside:
+                    aside.submit(asyncio.run, send_round(platform.metrics_address, tokens)).result()
                 live_overview_rpc = timed(overview)
                 for _ in range(args.rounds + 1):
                     started = time.perf_counter()
